@@ -1,0 +1,347 @@
+"""Command line: ``python -m server serve|migrate|staff|audit|check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from server.config import Config, ConfigError, load_config
+from server.crypto import DataKeyError
+from server.domain.errors import DomainError
+from server.domain.staff import Role, parse_roles
+from server.logsetup import setup_logging
+from server.services import staff as staff_service
+from server.services.runtime import open_protector, open_runtime
+from server.store import migrate
+from server.store.db import make_engine
+from server.store.models import Staff
+
+EXIT_USAGE = 2
+EXIT_FAIL = 1
+
+
+class CliError(Exception):
+    pass
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "host", None):
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None):
+        overrides.setdefault("server", {})["port"] = args.port
+    return load_config(args.config, overrides=overrides)
+
+
+# -- migrate -----------------------------------------------------------------------------
+async def _migrate(cfg: Config, args: argparse.Namespace) -> int:
+    engine = make_engine(cfg.database_url)
+    try:
+        if args.down:
+            await migrate.downgrade(engine, args.down)
+        else:
+            await migrate.upgrade(engine, "head")
+        current = await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+    print(f"database at revision {current or 'base'} ({_safe_url(cfg)})")
+    return 0
+
+
+def _safe_url(cfg: Config) -> str:
+    url = cfg.database_url
+    if "@" in url:  # never print a password
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+async def _require_migrated(cfg: Config) -> None:
+    engine = make_engine(cfg.database_url)
+    try:
+        current = await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+    head = migrate.head_revision()
+    if current != head:
+        raise CliError(
+            f"database is at revision {current or 'none'}, code expects {head}: "
+            "run `python -m server migrate` first"
+        )
+
+
+# -- serve -------------------------------------------------------------------------------
+def _serve(cfg: Config, args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from server.app import create_app
+
+    asyncio.run(_require_migrated(cfg))
+    open_protector(cfg)  # create or check the data key before anything is stored
+    ssl_ctx = None
+    if cfg.tls_enabled:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(
+            cfg.resolve_path(cfg.server.tls_cert), cfg.resolve_path(cfg.server.tls_key)
+        )
+    scheme = "https" if ssl_ctx else "http"
+    host = cfg.server.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    base = cfg.server.public_url.rstrip("/") or f"{scheme}://{shown}:{cfg.server.port}"
+    has_admin = asyncio.run(_has_admin(cfg))
+    lines = [
+        f"witness server {cfg.node_id} listening on {scheme}://{host}:{cfg.server.port}",
+        f"  investor page:  {base}/",
+        f"  staff console:  {base}/staff/",
+        f"  health:         {base}/healthz",
+    ]
+    if not has_admin:
+        lines += [
+            "",
+            "  No admin yet. Create the first one in another terminal:",
+            "    .venv/bin/python -m server staff add admin --name 'Administrator' --roles admin",
+        ]
+    print("\n".join(lines), flush=True)
+    web.run_app(
+        create_app(cfg),
+        host=host,
+        port=cfg.server.port,
+        ssl_context=ssl_ctx,
+        print=None,
+        access_log=None,
+    )
+    return 0
+
+
+async def _has_admin(cfg: Config) -> bool:
+    engine = make_engine(cfg.database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(Staff.roles).where(Staff.active.is_(True)))).all()
+    finally:
+        await engine.dispose()
+    return any(Role.ADMIN.value in r.roles.split(",") for r in rows)
+
+
+# -- staff -------------------------------------------------------------------------------
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for a password: use --password-stdin")
+    first = getpass.getpass("Password (12+ characters): ")
+    if first != getpass.getpass("Repeat password: "):
+        raise CliError("passwords do not match")
+    return first
+
+
+async def _staff(cfg: Config, args: argparse.Namespace) -> int:
+    await _require_migrated(cfg)
+    async with open_runtime(cfg) as rt:
+        if args.staff_cmd == "add":
+            password = _read_password(args)
+            new = staff_service.NewStaff(
+                username=args.username,
+                display_name=args.name,
+                password=password,
+                roles=parse_roles(args.roles),
+                employee_number=args.employee_number,
+                licence_number=args.licence or "",
+                has_labour_contract=args.contract,
+                training_passed_on=date.fromisoformat(args.training_passed)
+                if args.training_passed
+                else None,
+                is_marketing=args.marketing,
+            )
+            async with rt.db.begin() as session:
+                staff = await staff_service.create_staff(
+                    session=session, new=new, protector=rt.protector, actor="cli"
+                )
+                problems = (
+                    staff_service.witness_problems(staff) if Role.WITNESS in new.roles else []
+                )
+            print(f"created {staff.username} (id {staff.id}) roles={staff.roles}")
+            if problems:
+                print(f"  note: not yet eligible to witness (A7): {', '.join(problems)}")
+        elif args.staff_cmd == "list":
+            async with rt.db.begin() as session:
+                people = await staff_service.list_staff(session=session)
+                rows = [
+                    {
+                        "username": s.username,
+                        "name": s.display_name,
+                        "roles": s.roles,
+                        "active": s.active,
+                        "employee_number": s.employee_number,
+                        "licence_number": s.licence_number,
+                        "eligible_witness": not staff_service.witness_problems(s)
+                        if "witness" in s.role_set
+                        else None,
+                    }
+                    for s in people
+                ]
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=2))
+            else:
+                for r in rows:
+                    flag = "" if r["active"] else "  [disabled]"
+                    elig = (
+                        ""
+                        if r["eligible_witness"] is None
+                        else f" eligible_witness={r['eligible_witness']}"
+                    )
+                    print(f"{r['username']:<20} {r['roles']:<30} {r['name']}{elig}{flag}")
+        elif args.staff_cmd in ("disable", "enable"):
+            async with rt.db.begin() as session:
+                await staff_service.set_staff_active(
+                    session=session,
+                    username=args.username,
+                    active=args.staff_cmd == "enable",
+                    actor="cli",
+                )
+            print(f"{args.username}: {args.staff_cmd}d")
+        elif args.staff_cmd == "passwd":
+            password = _read_password(args)
+            async with rt.db.begin() as session:
+                await staff_service.change_password(
+                    session=session, username=args.username, password=password, actor="cli"
+                )
+            print(f"{args.username}: password set")
+    return 0
+
+
+# -- audit -------------------------------------------------------------------------------
+async def _audit(cfg: Config, args: argparse.Namespace) -> int:
+    from server.audit import verify_audit_chain
+
+    await _require_migrated(cfg)
+    engine = make_engine(cfg.database_url)
+    try:
+        async with engine.connect() as conn:
+            from sqlalchemy.ext.asyncio import AsyncSession
+
+            async with AsyncSession(bind=conn) as session:
+                report = await verify_audit_chain(session)
+    finally:
+        await engine.dispose()
+    if report.intact:
+        print(f"audit chain intact: {report.checked} entries verified")
+        return 0
+    brk = report.first_break
+    assert brk is not None
+    print(
+        f"audit chain BROKEN at entry {brk.seq}: {brk.reason} "
+        f"({report.checked} entries verified before it)"
+    )
+    return EXIT_FAIL
+
+
+def _check_config(cfg: Config, _args: argparse.Namespace) -> int:
+    open_protector(cfg)
+    print(f"config OK: database={_safe_url(cfg)} queue={cfg.queue.backend} node={cfg.node_id}")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m server", description="Video witnessing server")
+    p.add_argument("--config", help="config file (default: ./config.toml or $WITNESS_CONFIG)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    serve = sub.add_parser("serve", help="start the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    mig = sub.add_parser("migrate", help="bring the database schema to the latest revision")
+    mig.add_argument("--down", metavar="REV", help="downgrade to REV instead (e.g. base)")
+
+    sub.add_parser("check-config", help="load and validate the configuration")
+
+    staff = sub.add_parser("staff", help="manage staff accounts")
+    ssub = staff.add_subparsers(dest="staff_cmd", required=True)
+    add = ssub.add_parser("add", help="create a staff member")
+    add.add_argument("username")
+    add.add_argument("--name", required=True, help="display name")
+    add.add_argument(
+        "--roles", required=True, help="comma-separated: witness,reviewer,callback,admin,auditor"
+    )
+    add.add_argument("--employee-number")
+    add.add_argument(
+        "--licence", help="SAC registration (licence) number, needed by witnesses (A12)"
+    )
+    add.add_argument(
+        "--contract", action="store_true", help="has a labour contract with the agency (A7)"
+    )
+    add.add_argument(
+        "--training-passed", metavar="YYYY-MM-DD", help="date witness training was passed (A24)"
+    )
+    add.add_argument(
+        "--marketing", action="store_true", help="is marketing staff (may not witness, A7)"
+    )
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    lst = ssub.add_parser("list", help="list staff")
+    lst.add_argument("--json", action="store_true")
+    for name in ("disable", "enable"):
+        c = ssub.add_parser(name, help=f"{name} a staff member")
+        c.add_argument("username")
+    pw = ssub.add_parser("passwd", help="set a staff member's password")
+    pw.add_argument("username")
+    pw.add_argument("--password-stdin", action="store_true")
+
+    audit = sub.add_parser("audit", help="audit trail tools")
+    asub = audit.add_subparsers(dest="audit_cmd", required=True)
+    asub.add_parser("verify", help="walk the hash chain and report the first broken link")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = _config(args)
+        setup_logging(cfg.logging.level, cfg.logging.format)
+        handlers: dict[str, Callable[[Config, argparse.Namespace], Awaitable[int] | int]] = {
+            "migrate": _migrate,
+            "staff": _staff,
+            "audit": _audit,
+            "check-config": _check_config,
+            "serve": _serve,
+        }
+        result = handlers[args.cmd](cfg, args)
+        return asyncio.run(result) if asyncio.iscoroutine(result) else int(result)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DataKeyError as exc:
+        print(f"data key error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DomainError as exc:
+        print(f"error: {exc.message} [{exc.code}]", file=sys.stderr)
+        return EXIT_FAIL
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        print(f"database error: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

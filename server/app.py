@@ -1,0 +1,84 @@
+"""The application factory: builds the aiohttp Application from a Config."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from server.config import Config
+from server.services.runtime import open_runtime
+from server.web import health, investor_pages, staff_pages
+from server.web.access import access_of
+from server.web.keys import CURRENT_STAFF, RUNTIME
+from server.web.middleware import (
+    access_control,
+    errors,
+    make_forwarded_middleware,
+    make_security_headers,
+    request_context,
+)
+
+TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def _check_declared_access(app: web.Application) -> None:
+    """Refuse to start if any handler forgot to declare who may call it."""
+    missing = []
+    for route in app.router.routes():
+        if isinstance(route.resource, web.StaticResource):
+            continue
+        if access_of(route.handler) is None:
+            missing.append(f"{route.method} {route.resource.canonical if route.resource else '?'}")
+    if missing:
+        raise RuntimeError(f"handlers without declared access: {', '.join(missing)}")
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[make_forwarded_middleware(config), request_context, errors, access_control],
+        client_max_size=config.server.max_body_mb * 1024 * 1024,
+    )
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_runtime(config) as rt:
+            app[RUNTIME] = rt
+            yield
+
+    app.cleanup_ctx.append(runtime_ctx)
+    app.on_response_prepare.append(make_security_headers(config))
+
+    env = aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=jinja2.select_autoescape(default=True),
+        context_processors=[_template_context],
+    )
+    zone = config.zone
+
+    def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+        # Stored in UTC; shown in the agency's zone (config agency.timezone).
+        if value is None:
+            return ""
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(zone).strftime(fmt)
+
+    env.filters["localtime"] = localtime
+    env.globals["agency"] = config.agency
+
+    app.router.add_routes(health.routes)
+    app.router.add_routes(staff_pages.routes)
+    app.router.add_routes(investor_pages.routes)
+    app.router.add_static("/static/", STATIC, name="static", append_version=False)
+    _check_declared_access(app)
+    return app
+
+
+async def _template_context(request: web.Request) -> dict[str, object]:
+    return {"current_staff": request.get(CURRENT_STAFF)}

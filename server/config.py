@@ -1,0 +1,293 @@
+"""Typed, immutable configuration from ``config.toml`` plus ``WITNESS_*`` overrides.
+
+Every key in the file may be overridden by ``WITNESS_<SECTION>_<KEY>`` (upper case),
+e.g. ``WITNESS_DATABASE_URL``. Unknown sections or keys are errors, so a typo fails
+at start with the key named instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+ENV_PREFIX = "WITNESS_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, unknown or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node_id: str = ""
+    public_url: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    frame_ancestors: tuple[str, ...] = ()
+    max_body_mb: int = 20
+
+
+@dataclass(frozen=True)
+class AgencyConfig:
+    name: str = "示例证券股份有限公司"
+    name_en: str = "Example Securities Co., Ltd."
+    website: str = "https://www.example-securities.cn"
+    hotline: str = "95500"
+    timezone: str = "Asia/Shanghai"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite+aiosqlite:///var/witness.db"
+    echo: bool = False
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    backend: str = "memory"
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "witness:"
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    recordings_dir: str = "recordings"
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    data_key: str = ""
+    data_key_file: str = "var/data.key"
+    create_key_file: bool = True
+    session_cookie: str = "witness_staff"
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    cookie_secure: str = "auto"
+    login_max_failures: int = 5
+    lockout_base_seconds: int = 30
+    lockout_max_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    agency: AgencyConfig = field(default_factory=AgencyConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Directory that relative paths in the file are resolved against.
+    base_dir: Path = PROJECT_ROOT
+
+    # -- derived values -------------------------------------------------------
+    @property
+    def node_id(self) -> str:
+        return self.server.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.agency.timezone)
+
+    @property
+    def recordings_path(self) -> Path:
+        return self.resolve_path(self.storage.recordings_dir)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.server.tls_cert and self.server.tls_key)
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute against base_dir."""
+        url = self.database.url
+        for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+            if url.startswith(prefix):
+                rest = url[len(prefix) :]
+                if rest and not rest.startswith("/") and rest != ":memory:":
+                    return prefix + str(self.resolve_path(rest))
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database.url.startswith("sqlite")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name]
+    for f in dataclasses.fields(Config)
+    if f.name != "base_dir"
+}
+
+
+def _coerce(key: str, value: Any, hint: Any, *, from_env: bool) -> Any:
+    """Turn a TOML or environment value into the field's declared type, or fail naming key."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off", ""):
+                return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if from_env and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_env and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{key}: invalid JSON list: {exc}") from None
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if isinstance(hint, types.UnionType):  # pragma: no cover - no such fields yet
+        raise ConfigError(f"{key}: unsupported type")
+    raise ConfigError(f"{key}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _build_section(
+    name: str, cls: type[Any], raw: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}: unknown key")
+    values: dict[str, Any] = {}
+    for fname in known:
+        key = f"{name}.{fname}"
+        env_name = f"{ENV_PREFIX}{name.upper()}_{fname.upper()}"
+        if env_name in env:
+            values[fname] = _coerce(env_name, env[env_name], hints[fname], from_env=True)
+        elif fname in raw:
+            values[fname] = _coerce(key, raw[fname], hints[fname], from_env=False)
+    return cls(**values)
+
+
+def _validate(cfg: Config) -> None:
+    if not 0 < cfg.server.port < 65536:
+        raise ConfigError(f"server.port: must be 1..65535, got {cfg.server.port}")
+    if cfg.queue.backend not in ("memory", "redis"):
+        raise ConfigError(f"queue.backend: must be 'memory' or 'redis', got {cfg.queue.backend!r}")
+    if not cfg.database.url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "database.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+        )
+    if cfg.security.cookie_secure not in ("auto", "always", "never"):
+        raise ConfigError("security.cookie_secure: must be 'auto', 'always' or 'never'")
+    if bool(cfg.server.tls_cert) != bool(cfg.server.tls_key):
+        raise ConfigError("server.tls_cert: tls_cert and tls_key must be set together")
+    for attr in ("login_max_failures", "lockout_base_seconds", "session_idle_minutes"):
+        if getattr(cfg.security, attr) < 1:
+            raise ConfigError(f"security.{attr}: must be at least 1")
+    if cfg.logging.format not in ("json", "text"):
+        raise ConfigError("logging.format: must be 'json' or 'text'")
+    if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("logging.level: must be DEBUG, INFO, WARNING or ERROR")
+    try:
+        ZoneInfo(cfg.agency.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"agency.timezone: unknown time zone {cfg.agency.timezone!r}") from None
+    for origin in cfg.server.frame_ancestors:
+        if not origin.startswith("https://") or any(c in origin for c in " ;,'\""):
+            raise ConfigError(f"server.frame_ancestors: {origin!r} must be an https:// origin")
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
+    """Load the config file (default: the project's config.toml), apply env, validate.
+
+    ``overrides`` (section -> key -> value) are applied after the file and before the
+    environment; tests and the CLI's --host/--port use them.
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        path = env.get(f"{ENV_PREFIX}CONFIG") or DEFAULT_CONFIG_PATH
+    file_path = Path(path)
+    raw: dict[str, Any] = {}
+    if file_path.exists():
+        try:
+            raw = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: invalid TOML: {exc}") from None
+    elif path != DEFAULT_CONFIG_PATH:
+        raise ConfigError(f"{file_path}: config file not found")
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+    unknown = sorted(set(raw) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        section_raw = raw.get(name, {})
+        if not isinstance(section_raw, dict):
+            raise ConfigError(f"{name}: expected a table")
+        sections[name] = _build_section(name, cls, section_raw, env)
+    cfg = Config(base_dir=file_path.resolve().parent, **sections)
+    _validate(cfg)
+    return cfg

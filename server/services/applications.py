@@ -1,0 +1,76 @@
+"""Application life cycle use cases: every state change persisted with its audit entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import append_audit
+from server.crypto import DataProtector
+from server.domain.application import (
+    ApplicationEvent,
+    ApplicationState,
+    CallbackOrder,
+    transition,
+)
+from server.domain.errors import NotFound
+from server.store.models import Application
+
+
+def _not_found() -> NotFound:
+    return NotFound("application_not_found", "Application not found.", "未找到该开户申请。")
+
+
+async def create_application(
+    *, session: AsyncSession, phone: str, protector: DataProtector, actor: str
+) -> Application:
+    app = Application(
+        state=ApplicationState.DRAFT.value,
+        phone_hash=protector.lookup_hash(phone, kind="phone"),
+        phone_enc=protector.encrypt(phone, context="applications.phone"),
+    )
+    session.add(app)
+    await session.flush()
+    await append_audit(
+        session,
+        actor=actor,
+        action="application.create",
+        subject_type="application",
+        subject_id=app.id,
+        details={"state": app.state},
+    )
+    return app
+
+
+async def get_application(*, session: AsyncSession, application_id: str) -> Application:
+    app = await session.get(Application, application_id)
+    if app is None:
+        raise _not_found()
+    return app
+
+
+async def apply_event(
+    *,
+    session: AsyncSession,
+    application: Application,
+    event: ApplicationEvent,
+    actor: str,
+    order: CallbackOrder = CallbackOrder.CALLBACK_FIRST,
+    details: dict[str, Any] | None = None,
+) -> ApplicationState:
+    """Check the transition, change the state and write the audit entry, in the caller's
+    transaction. The row's version column makes a concurrent change fail, not overwrite."""
+    current = ApplicationState(application.state)
+    new = transition(current, event, order)
+    application.state = new.value
+    await session.flush()
+    await append_audit(
+        session,
+        actor=actor,
+        action=f"application.{event.value}",
+        subject_type="application",
+        subject_id=application.id,
+        details={"from": current.value, "to": new.value, **(details or {})},
+    )
+    return new

@@ -1,0 +1,118 @@
+"""Server-side staff login sessions with idle and absolute expiry, and their CSRF token."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import append_audit
+from server.config import SecurityConfig
+from server.store.models import Staff, StaffSession, utcnow
+
+# Refreshing last_seen on every request would turn every read into a write.
+_TOUCH_EVERY = timedelta(seconds=60)
+
+
+def _token_id(token: str) -> str:
+    # Only the hash is stored: a leaked database does not yield usable cookies.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CurrentStaff:
+    id: int
+    username: str
+    display_name: str
+    roles: frozenset[str]
+    csrf_token: str
+    session_id: str
+
+
+async def open_session(
+    *,
+    session: AsyncSession,
+    staff: Staff,
+    security: SecurityConfig,
+    ip: str,
+    user_agent: str,
+) -> str:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(
+        StaffSession(
+            id=_token_id(token),
+            staff_id=staff.id,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + timedelta(hours=security.session_max_hours),
+            ip=ip[:64],
+            user_agent=user_agent[:255],
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def resolve_session(
+    *, session: AsyncSession, token: str, security: SecurityConfig
+) -> CurrentStaff | None:
+    """The logged-in staff member for a cookie token, or None if expired/unknown/disabled."""
+    if not token or len(token) > 100:
+        return None
+    row = await session.get(StaffSession, _token_id(token))
+    if row is None:
+        return None
+    now = utcnow()
+    idle = timedelta(minutes=security.session_idle_minutes)
+    if _utc(row.expires_at) <= now or _utc(row.last_seen_at) + idle <= now:
+        await session.delete(row)
+        return None
+    staff = await session.get(Staff, row.staff_id)
+    if staff is None or not staff.active:
+        await session.delete(row)
+        return None
+    if now - _utc(row.last_seen_at) >= _TOUCH_EVERY:
+        row.last_seen_at = now
+    return CurrentStaff(
+        id=staff.id,
+        username=staff.username,
+        display_name=staff.display_name,
+        roles=staff.role_set,
+        csrf_token=row.csrf_token,
+        session_id=row.id,
+    )
+
+
+async def close_session(*, session: AsyncSession, token: str, actor: str) -> None:
+    row = await session.get(StaffSession, _token_id(token))
+    if row is None:
+        return
+    await session.delete(row)
+    await append_audit(
+        session,
+        actor=actor,
+        action="auth.logout",
+        subject_type="staff",
+        subject_id=row.staff_id,
+        details={},
+    )
+
+
+async def close_all_for(*, session: AsyncSession, staff_id: int) -> None:
+    """Disabling a person must end their open sessions at once."""
+    await session.execute(delete(StaffSession).where(StaffSession.staff_id == staff_id))
+
+
+async def count_sessions(*, session: AsyncSession, staff_id: int) -> int:
+    rows = await session.scalars(select(StaffSession.id).where(StaffSession.staff_id == staff_id))
+    return len(rows.all())

@@ -1,0 +1,304 @@
+"""Staff accounts: creation, listing, disabling, authentication with back-off (A7, A24, A25)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import append_audit
+from server.config import SecurityConfig
+from server.crypto import DataProtector
+from server.domain.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    TooMany,
+    Unauthenticated,
+)
+from server.domain.staff import (
+    Role,
+    WitnessQualification,
+    eligibility_problems,
+    lockout_until,
+    validate_password,
+    validate_username,
+)
+from server.services.login_sessions import close_all_for
+from server.store.models import Staff, utcnow
+
+_hasher = PasswordHasher()
+# Verified against when the username does not exist, so timing does not reveal it.
+_DUMMY_HASH = _hasher.hash("not-a-real-password-0000")
+
+
+@dataclass(frozen=True)
+class NewStaff:
+    username: str
+    display_name: str
+    password: str
+    roles: frozenset[Role]
+    employee_number: str | None = None
+    licence_number: str = ""
+    has_labour_contract: bool = False
+    training_passed_on: date | None = None
+    is_marketing: bool = False
+    phone: str | None = None
+    id_number: str | None = None
+
+
+def qualification(staff: Staff) -> WitnessQualification:
+    return WitnessQualification(
+        has_labour_contract=staff.has_labour_contract,
+        training_passed_on=staff.training_passed_on,
+        is_marketing=staff.is_marketing,
+        licence_number=staff.licence_number,
+        active=staff.active,
+    )
+
+
+def witness_problems(staff: Staff) -> list[str]:
+    """Why this person may not witness now (A7); empty means eligible."""
+    if Role.WITNESS.value not in staff.role_set:
+        return ["not_a_witness"]
+    return eligibility_problems(qualification(staff))
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def create_staff(
+    *, session: AsyncSession, new: NewStaff, protector: DataProtector, actor: str
+) -> Staff:
+    username = validate_username(new.username)
+    validate_password(new.password)
+    if not new.display_name.strip():
+        raise InvalidInput("display_name_required", "Display name is required.", "姓名不能为空。")
+    if Role.WITNESS in new.roles and Role.ADMIN in new.roles:
+        # Separation of duties: whoever manages staff records must not witness.
+        raise InvalidInput(
+            "role_conflict",
+            "A witness cannot also be an admin.",
+            "见证人员不能同时为管理员。",
+        )
+    existing = await session.scalar(select(Staff).where(Staff.username == username))
+    if existing is not None:
+        raise Conflict(
+            "username_taken",
+            f"Username '{username}' is taken.",
+            f"用户名“{username}”已存在。",
+        )
+    if new.employee_number:
+        dup = await session.scalar(
+            select(Staff).where(Staff.employee_number == new.employee_number)
+        )
+        if dup is not None:
+            raise Conflict(
+                "employee_number_taken",
+                "Employee number already used.",
+                "员工编号已被使用。",
+            )
+    staff = Staff(
+        username=username,
+        display_name=new.display_name.strip(),
+        password_hash=_hasher.hash(new.password),
+        roles=",".join(sorted(r.value for r in new.roles)),
+        active=True,
+        employee_number=new.employee_number or None,
+        licence_number=new.licence_number.strip(),
+        has_labour_contract=new.has_labour_contract,
+        training_passed_on=new.training_passed_on,
+        is_marketing=new.is_marketing,
+        phone_hash=protector.lookup_hash(new.phone, kind="phone") if new.phone else None,
+        id_number_hash=(
+            protector.lookup_hash(new.id_number.upper(), kind="id_number")
+            if new.id_number
+            else None
+        ),
+        failed_logins=0,
+    )
+    session.add(staff)
+    await session.flush()
+    await append_audit(
+        session,
+        actor=actor,
+        action="staff.create",
+        subject_type="staff",
+        subject_id=staff.id,
+        details={
+            "username": username,
+            "roles": sorted(r.value for r in new.roles),
+            "witness_problems": witness_problems(staff) if Role.WITNESS in new.roles else [],
+        },
+    )
+    return staff
+
+
+async def list_staff(*, session: AsyncSession) -> list[Staff]:
+    return list((await session.scalars(select(Staff).order_by(Staff.username))).all())
+
+
+async def get_staff_by_username(*, session: AsyncSession, username: str) -> Staff:
+    staff = await session.scalar(select(Staff).where(Staff.username == username.strip().lower()))
+    if staff is None:
+        raise NotFound(
+            "staff_not_found",
+            f"No staff member '{username}'.",
+            f"没有用户“{username}”。",
+        )
+    return staff
+
+
+async def set_staff_active(
+    *, session: AsyncSession, username: str, active: bool, actor: str
+) -> Staff:
+    staff = await get_staff_by_username(session=session, username=username)
+    staff.active = active
+    if not active:
+        await close_all_for(session=session, staff_id=staff.id)
+    await append_audit(
+        session,
+        actor=actor,
+        action="staff.enable" if active else "staff.disable",
+        subject_type="staff",
+        subject_id=staff.id,
+        details={"username": staff.username},
+    )
+    return staff
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    staff: Staff | None
+    error: DomainError | None
+
+
+async def authenticate(
+    *,
+    session: AsyncSession,
+    username: str,
+    password: str,
+    security: SecurityConfig,
+    ip: str,
+) -> AuthOutcome:
+    """Check credentials; count failures and lock out with back-off; audit every outcome.
+
+    Failures are returned, not raised, so the caller commits the failure counter and the
+    audit entry instead of rolling them back with the exception.
+    """
+    now = utcnow()
+    staff = await session.scalar(select(Staff).where(Staff.username == username.strip().lower()))
+    if staff is None:
+        try:
+            _hasher.verify(_DUMMY_HASH, password)
+        except VerificationError:
+            pass
+        await append_audit(
+            session,
+            actor="anonymous",
+            action="auth.login_failed",
+            subject_type="staff",
+            subject_id="unknown",
+            details={"reason": "unknown_user", "ip": ip},
+        )
+        return AuthOutcome(None, _bad_credentials())
+    if staff.locked_until is not None and _as_utc(staff.locked_until) > now:
+        wait = int((_as_utc(staff.locked_until) - now).total_seconds()) + 1
+        await append_audit(
+            session,
+            actor=staff.username,
+            action="auth.login_refused",
+            subject_type="staff",
+            subject_id=staff.id,
+            details={"reason": "locked", "ip": ip},
+        )
+        return AuthOutcome(
+            None,
+            TooMany(
+                "account_locked",
+                f"Too many failed attempts. Try again in {wait} seconds.",
+                f"登录失败次数过多，请在{wait}秒后重试。",
+                details={"retry_after": wait},
+            ),
+        )
+    try:
+        _hasher.verify(staff.password_hash, password)
+        ok = True
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if not ok:
+        staff.failed_logins += 1
+        staff.locked_until = lockout_until(
+            staff.failed_logins,
+            now,
+            max_failures=security.login_max_failures,
+            base_seconds=security.lockout_base_seconds,
+            max_seconds=security.lockout_max_seconds,
+        )
+        await append_audit(
+            session,
+            actor=staff.username,
+            action="auth.login_failed",
+            subject_type="staff",
+            subject_id=staff.id,
+            details={
+                "reason": "bad_password",
+                "failures": staff.failed_logins,
+                "ip": ip,
+            },
+        )
+        return AuthOutcome(None, _bad_credentials())
+    if not staff.active:
+        await append_audit(
+            session,
+            actor=staff.username,
+            action="auth.login_refused",
+            subject_type="staff",
+            subject_id=staff.id,
+            details={"reason": "disabled", "ip": ip},
+        )
+        return AuthOutcome(
+            None,
+            Unauthenticated("account_disabled", "This account is disabled.", "该账户已停用。"),
+        )
+    staff.failed_logins = 0
+    staff.locked_until = None
+    if _hasher.check_needs_rehash(staff.password_hash):
+        staff.password_hash = _hasher.hash(password)
+    await append_audit(
+        session,
+        actor=staff.username,
+        action="auth.login",
+        subject_type="staff",
+        subject_id=staff.id,
+        details={"ip": ip},
+    )
+    return AuthOutcome(staff, None)
+
+
+def _bad_credentials() -> Unauthenticated:
+    return Unauthenticated("bad_credentials", "Wrong username or password.", "用户名或密码错误。")
+
+
+async def change_password(
+    *, session: AsyncSession, username: str, password: str, actor: str
+) -> Staff:
+    staff = await get_staff_by_username(session=session, username=username)
+    staff.password_hash = _hasher.hash(validate_password(password))
+    staff.failed_logins = 0
+    staff.locked_until = None
+    await append_audit(
+        session,
+        actor=actor,
+        action="staff.password_set",
+        subject_type="staff",
+        subject_id=staff.id,
+        details={"username": staff.username},
+    )
+    return staff

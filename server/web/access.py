@@ -1,0 +1,54 @@
+"""Every handler declares who may call it; routes that declare nothing are refused.
+
+``@allow(Role.ADMIN)`` — logged-in staff holding one of the roles.
+``@staff_only`` — any logged-in staff member.
+``@public`` — anyone (login page, health, investor entry points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from server.domain.staff import Role
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Callable[..., Any])
+
+ACCESS_ATTR = "__witness_access__"
+
+
+@dataclass(frozen=True)
+class Access:
+    public: bool
+    roles: frozenset[Role]  # empty with public=False: any logged-in staff member
+    csrf_exempt: bool = False
+
+
+def _mark(access: Access) -> Callable[[H], H]:
+    def deco(fn: H) -> H:
+        setattr(fn, ACCESS_ATTR, access)
+        return fn
+
+    return deco
+
+
+def allow(*roles: Role) -> Callable[[H], H]:
+    if not roles:
+        raise ValueError("allow() needs at least one role; use staff_only for any staff")
+    return _mark(Access(public=False, roles=frozenset(roles)))
+
+
+staff_only = _mark(Access(public=False, roles=frozenset()))
+public = _mark(Access(public=True, roles=frozenset()))
+# For endpoints that carry their own proof (login's double-submit token, API tokens).
+public_csrf_exempt = _mark(Access(public=True, roles=frozenset(), csrf_exempt=True))
+
+
+def access_of(handler: object) -> Access | None:
+    # Class-based views and partials keep the mark on the underlying function.
+    target = getattr(handler, "__func__", handler)
+    return getattr(target, ACCESS_ATTR, None)

@@ -1,0 +1,43 @@
+"""Liveness/readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from server.web.access import public
+from server.web.keys import RUNTIME
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+@public
+async def healthz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    database = "ok"
+    try:
+        async with asyncio.timeout(3):
+            async with rt.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        database = f"unreachable: {type(exc).__name__}"
+    body = {
+        "status": "ok" if database == "ok" else "degraded",
+        "database": database,
+        "database_backend": rt.engine.dialect.name,
+        "queue": rt.config.queue.backend,
+        "node_id": rt.config.node_id,
+    }
+    return web.json_response(body, status=200 if database == "ok" else 503)
+
+
+@routes.get("/metrics")
+@public
+async def metrics(request: web.Request) -> web.Response:
+    # Prometheus text format; scrape from inside the agency's network only (README).
+    payload = generate_latest(request.app[RUNTIME].metrics.registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

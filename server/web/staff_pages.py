@@ -1,0 +1,154 @@
+"""Staff console entry: login, logout, the console home."""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import urlsplit
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from server.domain.errors import DomainError, ErrorKind
+from server.services import login_sessions
+from server.services import staff as staff_service
+from server.web.access import public, public_csrf_exempt, staff_only
+from server.web.keys import CURRENT_STAFF, RUNTIME
+from server.web.middleware import _check_origin
+
+LOGIN_CSRF_COOKIE = "witness_login_csrf"
+routes = web.RouteTableDef()
+
+
+def cookie_secure(request: web.Request) -> bool:
+    mode = request.app[RUNTIME].config.security.cookie_secure
+    return mode == "always" or (mode == "auto" and request.secure)
+
+
+def _safe_next(value: str) -> str:
+    # Only same-site relative paths: an open redirect would make phishing the login easy.
+    parts = urlsplit(value)
+    if not value.startswith("/") or value.startswith("//") or parts.scheme or parts.netloc:
+        return "/staff/"
+    return value
+
+
+def _login_page(
+    request: web.Request,
+    *,
+    error: DomainError | None,
+    status: int = 200,
+    username: str = "",
+) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = aiohttp_jinja2.render_template(
+        "login.html",
+        request,
+        {
+            "csrf_token": token,
+            "error": error,
+            "username": username,
+            "next": _safe_next(request.query.get("next", "/staff/")),
+        },
+        status=status,
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        httponly=True,
+        secure=cookie_secure(request),
+        samesite="Strict",
+        path="/staff/login",
+        max_age=3600,
+    )
+    return response
+
+
+@routes.get("/staff/login")
+@public
+async def login_form(request: web.Request) -> web.StreamResponse:
+    if request.get(CURRENT_STAFF) is not None:
+        raise web.HTTPFound("/staff/")
+    return _login_page(request, error=None)
+
+
+@routes.post("/staff/login")
+@public_csrf_exempt
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    # Login CSRF: double-submit token (cookie set by the form) plus the Origin check.
+    _check_origin(request)
+    form = await request.post()
+    username = str(form.get("username", ""))[:100]
+    password = str(form.get("password", ""))[:300]
+    sent = str(form.get("csrf_token", ""))
+    cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not sent or not cookie or not secrets.compare_digest(sent, cookie):
+        err = DomainError(
+            "csrf_failed",
+            "The login form expired; please try again.",
+            "登录表单已过期，请重试。",
+            kind=ErrorKind.FORBIDDEN,
+        )
+        return _login_page(request, error=err, status=403, username=username)
+    rt = request.app[RUNTIME]
+    ip = request.remote or ""
+    token = ""
+    async with rt.db.begin() as session:
+        outcome = await staff_service.authenticate(
+            session=session,
+            username=username,
+            password=password,
+            security=rt.config.security,
+            ip=ip,
+        )
+        if outcome.staff is not None:
+            token = await login_sessions.open_session(
+                session=session,
+                staff=outcome.staff,
+                security=rt.config.security,
+                ip=ip,
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+    if outcome.error is not None:
+        status = 429 if outcome.error.kind is ErrorKind.TOO_MANY else 401
+        return _login_page(request, error=outcome.error, status=status, username=username)
+    response = web.HTTPFound(_safe_next(str(form.get("next", "/staff/"))))
+    response.set_cookie(
+        rt.config.security.session_cookie,
+        token,
+        httponly=True,
+        secure=cookie_secure(request),
+        samesite="Strict",
+        path="/",
+        max_age=rt.config.security.session_max_hours * 3600,
+    )
+    response.del_cookie(LOGIN_CSRF_COOKIE, path="/staff/login")
+    raise response
+
+
+@routes.post("/staff/logout")
+@staff_only
+async def logout(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    current = request[CURRENT_STAFF]
+    token = request.cookies.get(rt.config.security.session_cookie, "")
+    async with rt.db.begin() as session:
+        await login_sessions.close_session(session=session, token=token, actor=current.username)
+    response = web.HTTPFound("/staff/login")
+    response.del_cookie(rt.config.security.session_cookie, path="/")
+    raise response
+
+
+@routes.get("/staff/")
+@staff_only
+@aiohttp_jinja2.template("console.html")
+async def console_home(request: web.Request) -> dict[str, object]:
+    rt = request.app[RUNTIME]
+    current = request[CURRENT_STAFF]
+    problems: list[str] = []
+    if "witness" in current.roles:
+        async with rt.db.begin() as session:
+            me = await staff_service.get_staff_by_username(
+                session=session, username=current.username
+            )
+            problems = staff_service.witness_problems(me)
+    return {"witness_problems": problems}
