@@ -12,9 +12,9 @@ from aiohttp import web
 
 from server.config import Config
 from server.services.runtime import open_runtime
-from server.web import health, investor_pages, staff_pages
+from server.web import admin_pages, health, investor_pages, staff_pages
 from server.web.access import access_of
-from server.web.keys import CURRENT_STAFF, RUNTIME
+from server.web.keys import RUNTIME
 from server.web.middleware import (
     access_control,
     errors,
@@ -57,7 +57,6 @@ def create_app(config: Config) -> web.Application:
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=jinja2.select_autoescape(default=True),
-        context_processors=[_template_context],
     )
     zone = config.zone
 
@@ -75,10 +74,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(health.routes)
     app.router.add_routes(staff_pages.routes)
     app.router.add_routes(investor_pages.routes)
+    app.router.add_routes(admin_pages.routes)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
     _check_declared_access(app)
     return app
-
-
-async def _template_context(request: web.Request) -> dict[str, object]:
-    return {"current_staff": request.get(CURRENT_STAFF)}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from server.web.access import public
+from server.web.render import render
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/")
 @public
-@aiohttp_jinja2.template("index.html")
-async def index(request: web.Request) -> dict[str, object]:
-    return {}
+async def index(request: web.Request) -> web.Response:
+    return render("index.html", request)

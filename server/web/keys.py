@@ -8,7 +8,9 @@ from server.services.login_sessions import CurrentStaff
 from server.services.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
-CURRENT_STAFF = "witness.current_staff"  # request-scoped: CurrentStaff | None
-REQUEST_ID = "witness.request_id"
+CURRENT_STAFF = web.RequestKey("current_staff", CurrentStaff | None)  # type: ignore[arg-type]
+REQUEST_ID = web.RequestKey("request_id", str)
+# Set on the original request by the proxy middleware: response signals see that one.
+VIA_HTTPS = web.RequestKey("via_https", bool)
 
 __all__ = ["CURRENT_STAFF", "REQUEST_ID", "RUNTIME", "CurrentStaff"]

@@ -17,7 +17,7 @@ from server.domain.errors import DomainError, ErrorKind
 from server.logsetup import request_id_var
 from server.services.login_sessions import resolve_session
 from server.web.access import access_of
-from server.web.keys import CURRENT_STAFF, REQUEST_ID, RUNTIME
+from server.web.keys import CURRENT_STAFF, REQUEST_ID, RUNTIME, VIA_HTTPS
 
 log = logging.getLogger("server.web")
 
@@ -73,6 +73,7 @@ def make_forwarded_middleware(config: Config) -> web.middleware:  # type: ignore
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         if proto in ("http", "https"):
             changes["scheme"] = proto
+            request[VIA_HTTPS] = proto == "https"
         hops = [
             h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()
         ]
@@ -146,10 +147,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
                 exc.status, "http_error"
             )
+            kept = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
             return web.json_response(
                 error_body(code, exc.reason, exc.reason),
                 status=exc.status,
-                headers=exc.headers,
+                headers=kept,
             )
         raise
     except Exception:
@@ -264,7 +266,7 @@ def make_security_headers(
         h.setdefault("Referrer-Policy", "no-referrer")
         h.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if request.secure:
+        if request.get(VIA_HTTPS, request.secure):
             h.setdefault("Strict-Transport-Security", "max-age=31536000")
         if request.path.startswith(("/staff", "/api/")):
             h.setdefault("Cache-Control", "no-store")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from urllib.parse import urlsplit
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from server.domain.errors import DomainError, ErrorKind
@@ -14,6 +13,7 @@ from server.services import staff as staff_service
 from server.web.access import public, public_csrf_exempt, staff_only
 from server.web.keys import CURRENT_STAFF, RUNTIME
 from server.web.middleware import _check_origin
+from server.web.render import render
 
 LOGIN_CSRF_COOKIE = "witness_login_csrf"
 routes = web.RouteTableDef()
@@ -40,7 +40,7 @@ def _login_page(
     username: str = "",
 ) -> web.Response:
     token = secrets.token_urlsafe(24)
-    response = aiohttp_jinja2.render_template(
+    response = render(
         "login.html",
         request,
         {
@@ -140,8 +140,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/staff/")
 @staff_only
-@aiohttp_jinja2.template("console.html")
-async def console_home(request: web.Request) -> dict[str, object]:
+async def console_home(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     current = request[CURRENT_STAFF]
     problems: list[str] = []
@@ -151,4 +150,4 @@ async def console_home(request: web.Request) -> dict[str, object]:
                 session=session, username=current.username
             )
             problems = staff_service.witness_problems(me)
-    return {"witness_problems": problems}
+    return render("console.html", request, {"witness_problems": problems})

@@ -1,0 +1,46 @@
+"""Admin console: the staff register with witness eligibility (A7, A24)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.domain.staff import Role
+from server.services import staff as staff_service
+from server.web.access import allow
+from server.web.keys import CURRENT_STAFF, RUNTIME
+from server.web.render import render
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/staff/admin/staff")
+@allow(Role.ADMIN)
+async def staff_register(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    async with rt.db.begin() as session:
+        people = await staff_service.list_staff(session=session)
+        rows = [
+            {
+                "person": p,
+                "problems": staff_service.witness_problems(p) if "witness" in p.role_set else None,
+            }
+            for p in people
+        ]
+    return render("admin_staff.html", request, {"rows": rows})
+
+
+@routes.post("/staff/admin/staff/{username}/active")
+@allow(Role.ADMIN)
+async def set_active(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    form = await request.post()
+    active = str(form.get("active", "")) == "1"
+    current = request[CURRENT_STAFF]
+    async with rt.db.begin() as session:
+        await staff_service.set_staff_active(
+            session=session,
+            username=request.match_info["username"],
+            active=active,
+            actor=current.username,
+        )
+    raise web.HTTPSeeOther("/staff/admin/staff")

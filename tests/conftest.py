@@ -1,0 +1,184 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), configs, app clients.
+
+PostgreSQL: each test gets a fresh database cloned from a template migrated once per
+run (CREATE DATABASE ... TEMPLATE), dropped afterwards. With CI=true an unreachable
+service fails the run; elsewhere its tests are skipped with the reason shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from server.config import Config, load_config
+from server.store import migrate
+from server.store.db import make_engine
+
+PG_ADMIN_DSN = os.environ.get("WITNESS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("WITNESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TEST_DATA_KEY = base64.b64encode(b"k" * 32).decode()
+_RUN_TAG = uuid.uuid4().hex[:8]
+
+
+def service_missing(name: str, detail: str) -> None:
+    """Fail in CI, skip elsewhere: an unreachable service is never silently ignored in CI."""
+    message = f"{name} unreachable ({detail})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI requires it (.ci/run starts it)")
+    pytest.skip(f"{message}; start it to run this test")
+
+
+def _pg_parts() -> tuple[str, str]:
+    """(server DSN without database, admin database name)."""
+    base, _, dbname = PG_ADMIN_DSN.rpartition("/")
+    return base, dbname
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """Name of a migrated template database, or None if PostgreSQL is not reachable."""
+    if not _reachable("127.0.0.1", 5432) and "127.0.0.1:5432" in PG_ADMIN_DSN:
+        yield None
+        return
+    name = f"witness_tmpl_{_RUN_TAG}"
+    base, _ = _pg_parts()
+
+    async def setup() -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        engine = make_engine(f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}")
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(setup())
+    except (OSError, asyncpg.PostgresError):
+        # Tests that need it call service_missing(), which fails under CI.
+        yield None
+        return
+    yield name
+    asyncio.run(_drop_database(name))
+
+
+async def _drop_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+
+    async def setup() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{path}")
+        try:
+            await migrate.upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(setup())
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_template: Path,
+    pg_template: str | None,
+) -> AsyncIterator[str]:
+    """A migrated, empty database of each kind, private to the test."""
+    if request.param == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    if pg_template is None:
+        service_missing("PostgreSQL", PG_ADMIN_DSN)
+    name = f"witness_t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    finally:
+        await conn.close()
+    base, _ = _pg_parts()
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        await _drop_database(name)
+
+
+@pytest.fixture
+async def empty_db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_template: str | None
+) -> AsyncIterator[str]:
+    """An unmigrated database; parametrize indirectly with 'sqlite' or 'postgres'."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    if pg_template is None:
+        service_missing("PostgreSQL", PG_ADMIN_DSN)
+    name = f"witness_e_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _ = _pg_parts()
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        await _drop_database(name)
+
+
+def make_config(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> Config:
+    overrides: dict[str, dict[str, Any]] = {
+        "database": {"url": db_url},
+        "storage": {"recordings_dir": str(tmp_path / "recordings")},
+        "security": {"data_key": TEST_DATA_KEY, "create_key_file": False},
+        "logging": {"level": "WARNING", "format": "text"},
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    # An empty environment: the developer's WITNESS_* variables must not leak into tests.
+    return load_config(None, env={}, overrides=overrides)
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str) -> Config:
+    return make_config(tmp_path, db_url)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, config: Config) -> TestClient:  # type: ignore[type-arg]
+    return await aiohttp_client(create_app(config))

@@ -1,0 +1,69 @@
+"""Small helpers shared by HTTP and browser tests (real objects, no mocks)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from server.domain.staff import Role
+from server.services import staff as staff_service
+from server.web.keys import RUNTIME
+
+PASSWORD = "correct horse battery"
+HTML = {"Accept": "text/html"}
+
+
+async def add_staff(
+    client: TestClient,  # type: ignore[type-arg]
+    username: str,
+    roles: set[Role],
+    *,
+    password: str = PASSWORD,
+    **fields: Any,
+) -> None:
+    rt = client.app[RUNTIME]
+    if Role.WITNESS in roles:
+        fields = {
+            "employee_number": f"E{abs(hash(username)) % 10**6:06d}",
+            "licence_number": "S0850120090042",
+            "has_labour_contract": True,
+            "training_passed_on": date(2026, 1, 5),
+            **fields,
+        }
+    async with rt.db.begin() as session:
+        await staff_service.create_staff(
+            session=session,
+            new=staff_service.NewStaff(
+                username=username,
+                display_name=username.title(),
+                password=password,
+                roles=frozenset(roles),
+                **fields,
+            ),
+            protector=rt.protector,
+            actor="test",
+        )
+
+
+def csrf_from(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no csrf_token in page"
+    return match.group(1)
+
+
+async def login(
+    client: TestClient,  # type: ignore[type-arg]
+    username: str,
+    password: str = PASSWORD,
+) -> Any:
+    page = await client.get("/staff/login", headers=HTML)
+    token = csrf_from(await page.text())
+    return await client.post(
+        "/staff/login",
+        data={"username": username, "password": password, "csrf_token": token, "next": "/staff/"},
+        headers=HTML,
+        allow_redirects=False,
+    )

@@ -1,0 +1,98 @@
+"""Config: documented file loads, env overrides, invalid values fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+
+def test_shipped_config_loads_with_embedded_defaults() -> None:
+    cfg = load_config(DEFAULT_CONFIG_PATH, env={})
+    assert cfg.queue.backend == "memory"
+    assert cfg.database.url.startswith("sqlite+aiosqlite://")
+    assert cfg.agency.timezone == "Asia/Shanghai"
+    assert cfg.database_url.startswith(f"sqlite+aiosqlite:///{DEFAULT_CONFIG_PATH.parent}")
+
+
+def test_env_overrides_every_type() -> None:
+    env = {
+        "WITNESS_DATABASE_URL": "postgresql+asyncpg://u@db:5432/w",
+        "WITNESS_QUEUE_BACKEND": "redis",
+        "WITNESS_SERVER_PORT": "9000",
+        "WITNESS_DATABASE_ECHO": "yes",
+        "WITNESS_SERVER_TRUSTED_PROXIES": "10.0.0.1, 10.0.1.0/24",
+        "WITNESS_SERVER_FRAME_ANCESTORS": '["https://www.example.cn"]',
+    }
+    cfg = load_config(DEFAULT_CONFIG_PATH, env=env)
+    assert cfg.database.url == "postgresql+asyncpg://u@db:5432/w"
+    assert cfg.queue.backend == "redis"
+    assert cfg.server.port == 9000
+    assert cfg.database.echo is True
+    assert cfg.server.trusted_proxies == ("10.0.0.1", "10.0.1.0/24")
+    assert cfg.server.frame_ancestors == ("https://www.example.cn",)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"WITNESS_SERVER_PORT": "eighty"}, "WITNESS_SERVER_PORT"),
+        ({"WITNESS_QUEUE_BACKEND": "kafka"}, "queue.backend"),
+        ({"WITNESS_DATABASE_URL": "mysql://x"}, "database.url"),
+        ({"WITNESS_AGENCY_TIMEZONE": "Mars/Olympus"}, "agency.timezone"),
+        ({"WITNESS_DATABASE_ECHO": "maybe"}, "WITNESS_DATABASE_ECHO"),
+        ({"WITNESS_SECURITY_COOKIE_SECURE": "sometimes"}, "security.cookie_secure"),
+    ],
+)
+def test_bad_env_value_names_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(DEFAULT_CONFIG_PATH, env=env)
+
+
+def test_unknown_key_and_section_rejected(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[server]\nprot = 1\n")
+    with pytest.raises(ConfigError, match=r"server\.prot: unknown key"):
+        load_config(f, env={})
+    f.write_text("[severs]\n")
+    with pytest.raises(ConfigError, match="severs: unknown section"):
+        load_config(f, env={})
+
+
+def test_wrong_type_in_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[server]\nport = "8080"\n')
+    with pytest.raises(ConfigError, match=r"server\.port: expected an integer"):
+        load_config(f, env={})
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("[server\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(f, env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_relative_paths_resolve_against_config_dir(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[storage]\nrecordings_dir = "rec"\n[database]\nurl = "sqlite+aiosqlite:///d/w.db"\n'
+    )
+    cfg = load_config(f, env={})
+    assert cfg.recordings_path == tmp_path / "rec"
+    assert cfg.database_url == f"sqlite+aiosqlite:///{tmp_path}/d/w.db"
+
+
+def test_config_is_immutable() -> None:
+    cfg = load_config(DEFAULT_CONFIG_PATH, env={})
+    with pytest.raises(AttributeError):
+        cfg.server.port = 1  # type: ignore[misc]
+
+
+def test_tls_needs_both_files() -> None:
+    with pytest.raises(ConfigError, match="tls_cert"):
+        load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_SERVER_TLS_CERT": "cert.pem"})
