@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from server.domain.errors import Unauthenticated
 from server.domain.staff import Role
+from server.web.keys import CURRENT_STAFF, CurrentStaff
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -52,3 +54,11 @@ def access_of(handler: object) -> Access | None:
     # Class-based views and partials keep the mark on the underlying function.
     target = getattr(handler, "__func__", handler)
     return getattr(target, ACCESS_ATTR, None)
+
+
+def current_staff(request: web.Request) -> CurrentStaff:
+    """The signed-in staff member of a non-public handler (the middleware guarantees one)."""
+    staff: CurrentStaff | None = request.get(CURRENT_STAFF)
+    if staff is None:
+        raise Unauthenticated("login_required", "Please log in.", "请先登录。")
+    return staff

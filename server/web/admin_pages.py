@@ -6,8 +6,8 @@ from aiohttp import web
 
 from server.domain.staff import Role
 from server.services import staff as staff_service
-from server.web.access import allow
-from server.web.keys import CURRENT_STAFF, RUNTIME
+from server.web.access import allow, current_staff
+from server.web.keys import RUNTIME
 from server.web.render import render
 
 routes = web.RouteTableDef()
@@ -35,7 +35,7 @@ async def set_active(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     form = await request.post()
     active = str(form.get("active", "")) == "1"
-    current = request[CURRENT_STAFF]
+    current = current_staff(request)
     async with rt.db.begin() as session:
         await staff_service.set_staff_active(
             session=session,

@@ -8,7 +8,7 @@ from server.services.login_sessions import CurrentStaff
 from server.services.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
-CURRENT_STAFF = web.RequestKey("current_staff", CurrentStaff | None)  # type: ignore[arg-type]
+CURRENT_STAFF: web.RequestKey[CurrentStaff | None] = web.RequestKey("current_staff")
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set on the original request by the proxy middleware: response signals see that one.
 VIA_HTTPS = web.RequestKey("via_https", bool)

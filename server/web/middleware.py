@@ -69,23 +69,20 @@ def make_forwarded_middleware(config: Config) -> web.middleware:  # type: ignore
         # claim HTTPS or spoof their address past the rate limits.
         if not trusted(request.remote):
             return await handler(request)
-        changes: dict[str, str] = {}
+        scheme = request.scheme
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         if proto in ("http", "https"):
-            changes["scheme"] = proto
+            scheme = proto
             request[VIA_HTTPS] = proto == "https"
-        hops = [
-            h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()
-        ]
+        remote = request.remote or ""
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
         # The client is the rightmost address not itself one of our proxies.
-        for hop in reversed(hops):
+        for hop in reversed([h for h in hops if h]):
             if not trusted(hop):
-                changes["remote"] = hop
+                remote = hop
                 break
-        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-        if host:
-            changes["host"] = host
-        return await handler(request.clone(**changes) if changes else request)
+        host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
+        return await handler(request.clone(scheme=scheme, remote=remote, host=host))
 
     return forwarded
 
@@ -263,7 +260,8 @@ def make_security_headers(
         h = response.headers
         h.setdefault("Content-Security-Policy", csp)
         h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
+        # Not no-referrer: with it Chromium sends "Origin: null" on same-site form posts.
+        h.setdefault("Referrer-Policy", "same-origin")
         h.setdefault("Permissions-Policy", "camera=(self), microphone=(self), geolocation=()")
         h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         if request.get(VIA_HTTPS, request.secure):

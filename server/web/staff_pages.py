@@ -10,7 +10,7 @@ from aiohttp import web
 from server.domain.errors import DomainError, ErrorKind
 from server.services import login_sessions
 from server.services import staff as staff_service
-from server.web.access import public, public_csrf_exempt, staff_only
+from server.web.access import current_staff, public, public_csrf_exempt, staff_only
 from server.web.keys import CURRENT_STAFF, RUNTIME
 from server.web.middleware import _check_origin
 from server.web.render import render
@@ -129,7 +129,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 @staff_only
 async def logout(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    current = request[CURRENT_STAFF]
+    current = current_staff(request)
     token = request.cookies.get(rt.config.security.session_cookie, "")
     async with rt.db.begin() as session:
         await login_sessions.close_session(session=session, token=token, actor=current.username)
@@ -142,7 +142,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 @staff_only
 async def console_home(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    current = request[CURRENT_STAFF]
+    current = current_staff(request)
     problems: list[str] = []
     if "witness" in current.roles:
         async with rt.db.begin() as session:

@@ -1,0 +1,150 @@
+"""The command line as an operator uses it: real processes, a real SQLite file."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_DATA_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, port: int = 8080) -> Path:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f"""
+[server]
+port = {port}
+[database]
+url = "sqlite+aiosqlite:///data/witness.db"
+[storage]
+recordings_dir = "rec"
+[security]
+data_key = "{TEST_DATA_KEY}"
+create_key_file = false
+[logging]
+format = "text"
+level = "WARNING"
+""",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "--config", str(cfg), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_migrate_staff_and_audit_verify_detects_hand_edit(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    r = cli(cfg, "staff", "list")
+    assert r.returncode == 1 and "python -m server migrate" in r.stderr
+    assert cli(cfg, "migrate").returncode == 0
+    r = cli(
+        cfg,
+        "staff", "add", "wang.wei", "--name", "王伟", "--roles", "witness",
+        "--employee-number", "E1001", "--licence", "S0850120090042", "--contract",
+        "--training-passed", "2026-03-01", "--password-stdin",
+        stdin="a long enough password\n",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "created wang.wei" in r.stdout and "not yet eligible" not in r.stdout
+    r = cli(
+        cfg, "staff", "add", "li.na", "--name", "李娜", "--roles", "witness,reviewer",
+        "--marketing", "--password-stdin", stdin="a long enough password\n",
+    )  # fmt: skip
+    assert r.returncode == 0 and "marketing_staff" in r.stdout and "no_labour_contract" in r.stdout
+    r = cli(
+        cfg, "staff", "add", "x", "--name", "X", "--roles", "boss", "--password-stdin", stdin="p\n"
+    )
+    assert r.returncode == 1 and "unknown_role" in r.stderr
+    r = cli(cfg, "staff", "add", "zhao", "--name", "Z", "--roles", "admin", "--password-stdin")
+    assert r.returncode == 1 and "password" in r.stderr.lower()
+    listing = cli(cfg, "staff", "list")
+    assert "wang.wei" in listing.stdout and "eligible_witness=True" in listing.stdout
+    assert "eligible_witness=False" in listing.stdout
+    assert cli(cfg, "staff", "disable", "li.na").returncode == 0
+    assert "[disabled]" in cli(cfg, "staff", "list").stdout
+    assert cli(cfg, "staff", "disable", "nobody").returncode == 1
+
+    ok = cli(cfg, "audit", "verify")
+    assert ok.returncode == 0 and "intact: 3 entries" in ok.stdout
+
+    # Someone edits history by hand, around the append-only trigger.
+    db = sqlite3.connect(tmp_path / "data" / "witness.db")
+    db.execute("DROP TRIGGER audit_entries_no_update")
+    db.execute("UPDATE audit_entries SET details = '{}' WHERE seq = 2")
+    db.commit()
+    db.close()
+    bad = cli(cfg, "audit", "verify")
+    assert bad.returncode == 1
+    assert "BROKEN at entry 2" in bad.stdout and "altered" in bad.stdout
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text() + "\n[queue]\nbackend = 'kafka'\n")
+    r = cli(cfg, "check-config")
+    assert r.returncode == 2 and "queue.backend" in r.stderr
+    missing = cli(tmp_path / "nope.toml", "check-config")
+    assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_prints_urls_and_answers(tmp_path: Path) -> None:
+    port = _free_port()
+    cfg = write_config(tmp_path, port)
+    assert cli(cfg, "migrate").returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--config", str(cfg), "serve"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        status = 0
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    status = resp.status
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/staff/login", timeout=5) as resp:
+            assert resp.status == 200 and "员工登录" in resp.read().decode()
+    finally:
+        proc.terminate()
+        out, _err = proc.communicate(timeout=20)
+    assert f"staff console:  http://127.0.0.1:{port}/staff/" in out
+    assert "No admin yet" in out and "staff add admin" in out
+
+
+@pytest.mark.parametrize("args", [["serve"], ["audit", "verify"]])
+def test_unmigrated_database_is_refused_clearly(tmp_path: Path, args: list[str]) -> None:
+    r = cli(write_config(tmp_path), *args)
+    assert r.returncode == 1 and "run `python -m server migrate` first" in r.stderr
