@@ -15,6 +15,7 @@ from server.app import create_app
 from tests.conftest import IN_CI, make_config
 
 CHROMIUM = os.environ.get("WITNESS_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_PRESENT = Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is not None
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-results"
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -33,7 +34,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+    if not CHROMIUM_PRESENT:
         if IN_CI:
             pytest.fail(f"Chromium not found at {CHROMIUM}; scripts/ensure-test-env.sh installs it")
         pytest.skip(f"Chromium not found at {CHROMIUM}; run `make test` to install it")
