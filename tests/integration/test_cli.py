@@ -112,9 +112,56 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_serve_prints_urls_and_answers(tmp_path: Path) -> None:
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_serve_prints_urls_and_answers(tmp_path: Path, tls: bool) -> None:
     port = _free_port()
     cfg = write_config(tmp_path, port)
+    scheme = "http"
+    ctx = None
+    if tls:
+        import ssl
+
+        cert, key = _self_signed(tmp_path)
+        cfg.write_text(
+            cfg.read_text().replace("[server]", f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"')
+        )
+        scheme = "https"
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     assert cli(cfg, "migrate").returncode == 0
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--config", str(cfg), "serve"],
@@ -129,18 +176,22 @@ def test_serve_prints_urls_and_answers(tmp_path: Path) -> None:
         status = 0
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                url = f"{scheme}://127.0.0.1:{port}/healthz"
+                with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:
                     status = resp.status
                     break
             except OSError:
                 time.sleep(0.2)
         assert status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/staff/login", timeout=5) as resp:
+        url = f"{scheme}://127.0.0.1:{port}/staff/login"
+        with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:
             assert resp.status == 200 and "员工登录" in resp.read().decode()
+            assert ("Strict-Transport-Security" in resp.headers) is tls
+            assert ("Secure" in resp.headers["Set-Cookie"]) is tls
     finally:
         proc.terminate()
         out, _err = proc.communicate(timeout=20)
-    assert f"staff console:  http://127.0.0.1:{port}/staff/" in out
+    assert f"staff console:  {scheme}://127.0.0.1:{port}/staff/" in out
     assert "No admin yet" in out and "staff add admin" in out
 
 
