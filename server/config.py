@@ -89,6 +89,45 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class IntakeConfig:
+    content_file: str = ""
+    min_age: int = 18
+    image_max_mb: int = 8
+    otp_length: int = 6
+    otp_ttl_seconds: int = 300
+    otp_max_attempts: int = 5
+    otp_resend_seconds: int = 60
+    otp_per_phone_per_hour: int = 5
+    otp_per_ip_per_hour: int = 30
+    session_hours: int = 2
+    writes_per_ip_per_minute: int = 120
+    identity_checks_per_hour: int = 5
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    provider: str = "sandbox"
+    sandbox_latency_ms: int = 300
+    sandbox_failure_rate: float = 0.0
+    http_url: str = ""
+    http_api_key: str = ""
+    http_timeout_seconds: float = 5.0
+    http_retries: int = 2
+
+
+@dataclass(frozen=True)
+class SmsConfig:
+    provider: str = "sandbox"
+    sandbox_show_code: bool = True
+    sandbox_latency_ms: int = 200
+    sandbox_failure_rate: float = 0.0
+    http_url: str = ""
+    http_api_key: str = ""
+    http_timeout_seconds: float = 5.0
+    http_retries: int = 2
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -103,6 +142,9 @@ class Config:
     redis: RedisConfig = field(default_factory=RedisConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    sms: SmsConfig = field(default_factory=SmsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -249,6 +291,39 @@ def _validate(cfg: Config) -> None:
         ZoneInfo(cfg.agency.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"agency.timezone: unknown time zone {cfg.agency.timezone!r}") from None
+    for section, provider, url, key in (
+        ("identity", cfg.identity.provider, cfg.identity.http_url, cfg.identity.http_api_key),
+        ("sms", cfg.sms.provider, cfg.sms.http_url, cfg.sms.http_api_key),
+    ):
+        if provider not in ("sandbox", "http"):
+            raise ConfigError(f"{section}.provider: must be 'sandbox' or 'http', got {provider!r}")
+        if provider == "http" and not url.startswith(("https://", "http://")):
+            raise ConfigError(f"{section}.http_url: required when {section}.provider = 'http'")
+        if provider == "http" and not key:
+            raise ConfigError(f"{section}.http_api_key: required when {section}.provider = 'http'")
+    for section_name, rate in (
+        ("identity", cfg.identity.sandbox_failure_rate),
+        ("sms", cfg.sms.sandbox_failure_rate),
+    ):
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"{section_name}.sandbox_failure_rate: must be between 0 and 1")
+    if not 4 <= cfg.intake.otp_length <= 8:
+        raise ConfigError("intake.otp_length: must be 4..8")
+    if cfg.intake.min_age < 18:
+        # A6: online opening is for adult natural persons only.
+        raise ConfigError("intake.min_age: must be at least 18")
+    for attr in (
+        "image_max_mb",
+        "otp_ttl_seconds",
+        "otp_max_attempts",
+        "otp_per_phone_per_hour",
+        "otp_per_ip_per_hour",
+        "session_hours",
+        "writes_per_ip_per_minute",
+        "identity_checks_per_hour",
+    ):
+        if getattr(cfg.intake, attr) < 1:
+            raise ConfigError(f"intake.{attr}: must be at least 1")
     for origin in cfg.server.frame_ancestors:
         if not origin.startswith("https://") or any(c in origin for c in " ;,'\""):
             raise ConfigError(f"server.frame_ancestors: {origin!r} must be an https:// origin")

@@ -10,8 +10,13 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from server.config import Config
+from server.adapters.identity_registry import IdentityRegistry, build_identity_registry
+from server.adapters.sms import SmsSender, build_sms_sender
+from server.config import Config, ConfigError
+from server.content import load_intake_content
 from server.crypto import DataProtector, load_or_create_key
+from server.domain.suitability import DisclosureDocument, Questionnaire
+from server.services.images import ImageLimits
 from server.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,11 @@ class Runtime:
     db: async_sessionmaker[AsyncSession]
     protector: DataProtector
     metrics: Metrics
+    registry: IdentityRegistry
+    sms: SmsSender
+    questionnaire: Questionnaire
+    disclosure: DisclosureDocument
+    image_limits: ImageLimits
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -81,13 +91,39 @@ def open_protector(config: Config) -> DataProtector:
     return DataProtector(key)
 
 
+def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
+    path = config.resolve_path(config.intake.content_file) if config.intake.content_file else None
+    try:
+        return load_intake_content(path)
+    except ValueError as exc:
+        raise ConfigError(f"intake.content_file: {exc}") from None
+
+
 @asynccontextmanager
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     protector = open_protector(config)
+    questionnaire, disclosure = load_content(config)
+    ident, sms_cfg = config.identity, config.sms
+    registry = build_identity_registry(
+        provider=ident.provider,
+        sandbox_latency_ms=ident.sandbox_latency_ms,
+        sandbox_failure_rate=ident.sandbox_failure_rate,
+        http_url=ident.http_url,
+        http_api_key=ident.http_api_key,
+        http_timeout_seconds=ident.http_timeout_seconds,
+        http_retries=ident.http_retries,
+    )
+    sms = build_sms_sender(
+        provider=sms_cfg.provider,
+        sandbox_latency_ms=sms_cfg.sandbox_latency_ms,
+        sandbox_failure_rate=sms_cfg.sandbox_failure_rate,
+        http_url=sms_cfg.http_url,
+        http_api_key=sms_cfg.http_api_key,
+        http_timeout_seconds=sms_cfg.http_timeout_seconds,
+        http_retries=sms_cfg.http_retries,
+    )
     engine = make_engine(
-        config.database_url,
-        echo=config.database.echo,
-        pool_size=config.database.pool_size,
+        config.database_url, echo=config.database.echo, pool_size=config.database.pool_size
     )
     try:
         yield Runtime(
@@ -96,6 +132,13 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             db=make_sessionmaker(engine),
             protector=protector,
             metrics=Metrics.create(),
+            registry=registry,
+            sms=sms,
+            questionnaire=questionnaire,
+            disclosure=disclosure,
+            image_limits=ImageLimits(max_bytes=config.intake.image_max_mb * 1024 * 1024),
         )
     finally:
+        await registry.close()
+        await sms.close()
         await engine.dispose()

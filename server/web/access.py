@@ -3,6 +3,7 @@
 ``@allow(Role.ADMIN)`` — logged-in staff holding one of the roles.
 ``@staff_only`` — any logged-in staff member.
 ``@public`` — anyone (login page, health, investor entry points).
+``@investor_only`` — an investor signed in by SMS code; acts on their own application only.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from aiohttp import web
 
 from server.domain.errors import Unauthenticated
 from server.domain.staff import Role
-from server.web.keys import CURRENT_STAFF, CurrentStaff
+from server.services.investor_auth import CurrentInvestor
+from server.web.keys import CURRENT_INVESTOR, CURRENT_STAFF, CurrentStaff
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])
@@ -28,6 +30,7 @@ class Access:
     public: bool
     roles: frozenset[Role]  # empty with public=False: any logged-in staff member
     csrf_exempt: bool = False
+    investor: bool = False  # the caller must hold an investor session (cookie or bearer)
 
 
 def _mark(access: Access) -> Callable[[H], H]:
@@ -50,6 +53,10 @@ public = _mark(Access(public=True, roles=frozenset()))
 public_csrf_exempt = _mark(Access(public=True, roles=frozenset(), csrf_exempt=True))
 
 
+# The investor's own application, via their session (an id in the URL is never enough).
+investor_only = _mark(Access(public=False, roles=frozenset(), investor=True))
+
+
 def access_of(handler: object) -> Access | None:
     # Class-based views and partials keep the mark on the underlying function.
     target = getattr(handler, "__func__", handler)
@@ -62,3 +69,14 @@ def current_staff(request: web.Request) -> CurrentStaff:
     if staff is None:
         raise Unauthenticated("login_required", "Please log in.", "请先登录。")
     return staff
+
+
+def current_investor(request: web.Request) -> CurrentInvestor:
+    investor: CurrentInvestor | None = request.get(CURRENT_INVESTOR)
+    if investor is None:
+        raise Unauthenticated(
+            "investor_login_required",
+            "Please sign in with your phone number.",
+            "请先用手机号验证登录。",
+        )
+    return investor

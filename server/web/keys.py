@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.services.investor_auth import CurrentInvestor
 from server.services.login_sessions import CurrentStaff
 from server.services.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
 CURRENT_STAFF: web.RequestKey[CurrentStaff | None] = web.RequestKey("current_staff")
+CURRENT_INVESTOR: web.RequestKey[CurrentInvestor | None] = web.RequestKey("current_investor")
+# How the investor authenticated: cookies need CSRF protection, bearer tokens do not.
+INVESTOR_VIA_COOKIE = web.RequestKey("investor_via_cookie", bool)
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set on the original request by the proxy middleware: response signals see that one.
 VIA_HTTPS = web.RequestKey("via_https", bool)
 
-__all__ = ["CURRENT_STAFF", "REQUEST_ID", "RUNTIME", "CurrentStaff"]
+__all__ = [
+    "CURRENT_INVESTOR",
+    "CURRENT_STAFF",
+    "INVESTOR_VIA_COOKIE",
+    "REQUEST_ID",
+    "RUNTIME",
+    "CurrentInvestor",
+    "CurrentStaff",
+]

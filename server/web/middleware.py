@@ -15,9 +15,17 @@ from aiohttp.web_urldispatcher import StaticResource
 from server.config import Config
 from server.domain.errors import DomainError, ErrorKind
 from server.logsetup import request_id_var
+from server.services.investor_auth import resolve_investor
 from server.services.login_sessions import resolve_session
 from server.web.access import access_of
-from server.web.keys import CURRENT_STAFF, REQUEST_ID, RUNTIME, VIA_HTTPS
+from server.web.keys import (
+    CURRENT_INVESTOR,
+    CURRENT_STAFF,
+    INVESTOR_VIA_COOKIE,
+    REQUEST_ID,
+    RUNTIME,
+    VIA_HTTPS,
+)
 
 log = logging.getLogger("server.web")
 
@@ -129,7 +137,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except DomainError as exc:
         status = STATUS_BY_KIND[exc.kind]
-        if exc.kind is ErrorKind.UNAUTHENTICATED and not wants_json(request):
+        if (
+            exc.kind is ErrorKind.UNAUTHENTICATED
+            and not wants_json(request)
+            and request.path.startswith("/staff")
+        ):
             raise web.HTTPFound(f"/staff/login?next={request.path}") from None
         headers = {}
         if "retry_after" in exc.details:
@@ -205,6 +217,8 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         _check_origin(request)
     if access.public:
         return await handler(request)
+    if access.investor:
+        return await _investor_gate(request, handler, access.csrf_exempt)
     if current is None:
         raise DomainError(
             "login_required",
@@ -227,6 +241,40 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
             form = await request.post()
             sent = str(form.get("csrf_token", ""))
         if not sent or not secrets.compare_digest(sent, current.csrf_token):
+            raise _forbidden(
+                "csrf_failed",
+                "Security token missing or wrong; reload the page.",
+                "安全令牌无效，请刷新页面后重试。",
+            )
+    return await handler(request)
+
+
+INVESTOR_COOKIE = "witness_investor"
+
+
+async def _investor_gate(
+    request: web.Request, handler: Handler, csrf_exempt: bool
+) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    auth = request.headers.get("Authorization", "")
+    via_cookie = not auth.startswith("Bearer ")
+    token = request.cookies.get(INVESTOR_COOKIE, "") if via_cookie else auth[7:].strip()
+    investor = None
+    if token:
+        async with rt.db.begin() as session:
+            investor = await resolve_investor(session=session, token=token)
+    if investor is None:
+        raise DomainError(
+            "investor_login_required",
+            "Your session has ended. Sign in again with your phone number.",
+            "登录已过期，请重新用手机号验证登录。",
+            kind=ErrorKind.UNAUTHENTICATED,
+        )
+    request[CURRENT_INVESTOR] = investor
+    request[INVESTOR_VIA_COOKIE] = via_cookie
+    if via_cookie and request.method in _UNSAFE and not csrf_exempt:
+        sent = request.headers.get("X-CSRF-Token", "")
+        if not sent or not secrets.compare_digest(sent, investor.csrf_token):
             raise _forbidden(
                 "csrf_failed",
                 "Security token missing or wrong; reload the page.",

@@ -1,0 +1,1 @@
+"""Adapters to outside services (identity registry, SMS), each with a sandbox twin."""

@@ -1,0 +1,59 @@
+"""Agency-replaceable investor content: the A4 questionnaire and risk disclosure.
+
+The default texts live in ``intake.toml`` next to this file; an agency points
+the server at its own copy. Any problem is a ``ValueError`` naming the file and
+the key at fault, so that a bad edit stops the server at start-up instead of
+showing investors a broken questionnaire.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from server.domain.suitability import (
+    DisclosureDocument,
+    Questionnaire,
+    parse_disclosure,
+    parse_questionnaire,
+)
+
+__all__ = ["DEFAULT_INTAKE_PATH", "load_intake_content"]
+
+T = TypeVar("T")
+
+DEFAULT_INTAKE_PATH = Path(__file__).with_name("intake.toml")
+
+
+def load_intake_content(path: Path | None = None) -> tuple[Questionnaire, DisclosureDocument]:
+    """Read and validate ``[questionnaire]`` and ``[disclosure]`` from a TOML file."""
+    source = DEFAULT_INTAKE_PATH if path is None else path
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{source}: not UTF-8 text: {exc.reason}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{source}: invalid TOML: {exc}") from exc
+    # Other top-level tables are tolerated: they may belong to other loaders.
+    return (
+        _section(source, data, "questionnaire", parse_questionnaire),
+        _section(source, data, "disclosure", parse_disclosure),
+    )
+
+
+def _section(
+    source: Path, data: dict[str, Any], name: str, parse: Callable[[Mapping[str, Any]], T]
+) -> T:
+    table = data.get(name)
+    if not isinstance(table, dict):
+        what = "is missing" if table is None else "must be a table"
+        raise ValueError(f"{source}: [{name}] {what}")
+    try:
+        return parse(table)
+    except ValueError as exc:
+        # The parsers name paths relative to their table; prefix the table.
+        raise ValueError(f"{source}: {name}.{exc}") from exc

@@ -1,0 +1,61 @@
+"""What the investor (and their app) sees of their own application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.crypto import DataProtector
+from server.domain.intake import completed_steps, next_step
+from server.services.applications import get_application
+from server.services.intake import active_documents, identity_summary, progress_of
+from server.store.models import IdentityCheck
+
+
+async def application_view(
+    *, session: AsyncSession, application_id: str, protector: DataProtector
+) -> dict[str, Any]:
+    app = await get_application(session=session, application_id=application_id)
+    progress = await progress_of(session, app)
+    docs = {
+        d.kind: {
+            "sha256": d.sha256,
+            "bytes": d.bytes,
+            "width": d.width,
+            "height": d.height,
+            "uploaded_at": d.created_at.isoformat(),
+        }
+        for d in await active_documents(session, app.id)
+    }
+    check = await session.scalar(
+        select(IdentityCheck)
+        .where(IdentityCheck.application_id == app.id)
+        .order_by(IdentityCheck.created_at.desc())
+        .limit(1)
+    )
+    suitability = app.suitability or None
+    return {
+        "id": app.id,
+        "state": app.state,
+        "next_step": next_step(progress).value,
+        "completed": sorted(s.value for s in completed_steps(progress)),
+        "identity": identity_summary(app, protector),
+        "documents": docs,
+        "suitability": (
+            {k: suitability[k] for k in ("version", "total", "level")} if suitability else None
+        ),
+        "disclosure": (
+            app.disclosure if app.disclosure and app.disclosure.get("acknowledged_at") else None
+        ),
+        "identity_check": (
+            {
+                "result": check.result,
+                "reference": check.reference,
+                "at": check.created_at.isoformat(),
+            }
+            if check
+            else None
+        ),
+    }

@@ -1,0 +1,54 @@
+"""Sliding-window rate limits kept in the database, so every node counts the same hits."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.domain.errors import TooMany
+from server.store.models import RateLimitHit
+
+# Hits older than this are never counted by any window we use.
+_KEEP = timedelta(days=1)
+
+
+async def hit(
+    session: AsyncSession,
+    *,
+    bucket: str,
+    key_hash: str,
+    limit: int,
+    window: timedelta,
+    now: datetime,
+) -> None:
+    """Count one event, or raise TooMany (nothing recorded) if the window is full.
+
+    ``key_hash`` is a keyed hash of the phone number or client address, never the value.
+    """
+    since = now - window
+    rows = select(func.count(), func.min(RateLimitHit.at)).where(
+        RateLimitHit.bucket == bucket,
+        RateLimitHit.key_hash == key_hash,
+        RateLimitHit.at > since,
+    )
+    count, oldest = (await session.execute(rows)).one()
+    if count >= limit:
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        retry = int(((oldest or now) + window - now).total_seconds()) + 1
+        raise TooMany(
+            "rate_limited",
+            f"Too many requests. Try again in {retry} seconds.",
+            f"操作过于频繁，请在{retry}秒后重试。",
+            details={"retry_after": max(retry, 1), "limit": bucket},
+        )
+    session.add(RateLimitHit(bucket=bucket, key_hash=key_hash, at=now))
+    await session.execute(
+        delete(RateLimitHit).where(
+            RateLimitHit.bucket == bucket,
+            RateLimitHit.key_hash == key_hash,
+            RateLimitHit.at < now - _KEEP,
+        )
+    )

@@ -1,0 +1,365 @@
+"""Investor intake JSON API, /api/v1/investor/ (A5: the agency's site or its own app).
+
+The investor page drives exactly this API, so a broker's mobile app can too: sign in with
+``{"want_token": true}`` and send ``Authorization: Bearer <token>`` instead of the cookie.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from server.domain.errors import InvalidInput, NotFound
+from server.domain.identity_document import DocumentType
+from server.domain.intake import OCCUPATIONS, parse_identity_form, validate_phone
+from server.services import identity_check, intake, investor_auth, rate_limit
+from server.services.images import ImageKind
+from server.services.intake_view import application_view
+from server.store.models import utcnow
+from server.web.access import current_investor, investor_only, public
+from server.web.keys import RUNTIME
+from server.web.middleware import INVESTOR_COOKIE
+from server.web.staff_pages import cookie_secure
+
+routes = web.RouteTableDef()
+PREFIX = "/api/v1/investor"
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise InvalidInput(
+            "content_type", "Send a JSON body (application/json).", "请求须为 JSON 格式。"
+        )
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput(
+            "json_invalid", "The JSON body is malformed.", "JSON 格式错误。"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidInput("json_invalid", "The JSON body must be an object.", "JSON 须为对象。")
+    return body
+
+
+async def _limit_writes(request: web.Request) -> None:
+    """Per-address cap on investor writes; committed on its own so failures count too."""
+    rt = request.app[RUNTIME]
+    async with rt.db.begin() as session:
+        await rate_limit.hit(
+            session,
+            bucket="investor_write",
+            key_hash=rt.protector.lookup_hash(request.remote or "", kind="ip"),
+            limit=rt.config.intake.writes_per_ip_per_minute,
+            window=timedelta(minutes=1),
+            now=utcnow(),
+        )
+
+
+async def _view(request: web.Request, status: int = 200, **extra: Any) -> web.Response:
+    rt = request.app[RUNTIME]
+    investor = current_investor(request)
+    async with rt.db.begin() as session:
+        view = await application_view(
+            session=session, application_id=investor.application_id, protector=rt.protector
+        )
+    return web.json_response({"application": view, **extra}, status=status)
+
+
+@routes.get(f"{PREFIX}/options")
+@public
+async def options(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "document_types": [
+                {
+                    "id": DocumentType.RESIDENT_ID.value,
+                    "zh": "居民身份证",
+                    "en": "Resident ID card",
+                },
+                {
+                    "id": DocumentType.HMT_RESIDENCE_PERMIT.value,
+                    "zh": "港澳台居民居住证",
+                    "en": "HK/Macau/Taiwan residence permit",
+                },
+            ],
+            "occupations": [{"id": k, "zh": zh, "en": en} for k, (zh, en) in OCCUPATIONS.items()],
+        }
+    )
+
+
+@routes.post(f"{PREFIX}/otp")
+@public
+async def request_code(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await _json_body(request)
+    phone = validate_phone(body.get("phone"))
+    issued = await investor_auth.request_otp(
+        db=rt.db,
+        config=rt.config,
+        protector=rt.protector,
+        sms=rt.sms,
+        phone=phone,
+        ip=request.remote or "",
+    )
+    payload: dict[str, Any] = {
+        "expires_in": issued.expires_in,
+        "resend_after": issued.resend_after,
+    }
+    if issued.sandbox_code is not None:
+        payload["sandbox_code"] = issued.sandbox_code
+    return web.json_response(payload, status=202)
+
+
+@routes.post(f"{PREFIX}/session")
+@public
+async def sign_in(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await _json_body(request)
+    phone = validate_phone(body.get("phone"))
+    code = str(body.get("code", "")).strip()
+    if not code.isdigit() or len(code) != rt.config.intake.otp_length:
+        raise InvalidInput(
+            "otp_format",
+            f"Enter the {rt.config.intake.otp_length}-digit code from the text message.",
+            f"请输入短信中的{rt.config.intake.otp_length}位验证码。",
+            details={"field": "code"},
+        )
+    login = await investor_auth.verify_otp(
+        db=rt.db,
+        config=rt.config,
+        protector=rt.protector,
+        phone=phone,
+        code=code,
+        ip=request.remote or "",
+    )
+    async with rt.db.begin() as session:
+        view = await application_view(
+            session=session, application_id=login.application_id, protector=rt.protector
+        )
+    payload: dict[str, Any] = {
+        "application": view,
+        "csrf_token": login.csrf_token,
+        "resumed": login.resumed,
+        "expires_in": login.expires_in,
+    }
+    if body.get("want_token") is True:
+        payload["token"] = login.token
+    response = web.json_response(payload, status=201)
+    response.set_cookie(
+        INVESTOR_COOKIE,
+        login.token,
+        httponly=True,
+        secure=cookie_secure(request),
+        samesite="Strict",
+        path="/",
+        max_age=login.expires_in,
+    )
+    return response
+
+
+@routes.delete(f"{PREFIX}/session")
+@investor_only
+async def sign_out(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    auth = request.headers.get("Authorization", "")
+    token = auth[7:].strip() if auth.startswith("Bearer ") else request.cookies.get(INVESTOR_COOKIE)
+    async with rt.db.begin() as session:
+        await investor_auth.end_investor_session(session=session, token=token or "")
+    response = web.json_response({"signed_out": True})
+    response.del_cookie(INVESTOR_COOKIE, path="/")
+    return response
+
+
+@routes.get(f"{PREFIX}/application")
+@investor_only
+async def get_application(request: web.Request) -> web.Response:
+    return await _view(request, csrf_token=current_investor(request).csrf_token)
+
+
+@routes.put(f"{PREFIX}/application/identity")
+@investor_only
+async def put_identity(request: web.Request) -> web.Response:
+    await _limit_writes(request)
+    rt = request.app[RUNTIME]
+    body = await _json_body(request)
+    data = parse_identity_form(
+        body, today=intake.today_in(rt.config.zone), min_age=rt.config.intake.min_age
+    )
+    async with rt.db.begin() as session:
+        await intake.save_identity(
+            session=session,
+            application_id=current_investor(request).application_id,
+            data=data,
+            protector=rt.protector,
+        )
+    return await _view(request)
+
+
+def _image_kind(request: web.Request) -> ImageKind:
+    try:
+        return ImageKind(request.match_info["kind"])
+    except ValueError:
+        raise NotFound(
+            "document_kind_unknown",
+            "Unknown document kind; use id_front, id_back or frontal_photo.",
+            "未知的材料类型。",
+        ) from None
+
+
+@routes.put(PREFIX + "/application/documents/{kind}")
+@investor_only
+async def put_document(request: web.Request) -> web.Response:
+    await _limit_writes(request)
+    rt = request.app[RUNTIME]
+    kind = _image_kind(request)
+    if request.content_type == "multipart/form-data":
+        form = await request.post()
+        field = form.get("file")
+        if not isinstance(field, web.FileField):
+            raise InvalidInput(
+                "file_missing", "Attach the image as the 'file' field.", "请选择要上传的图片。"
+            )
+        raw = field.file.read()
+    else:
+        raw = await request.read()
+    await intake.save_image(
+        db=rt.db,
+        application_id=current_investor(request).application_id,
+        kind=kind,
+        raw=raw,
+        limits=rt.image_limits,
+        root=rt.config.recordings_path,
+    )
+    return await _view(request)
+
+
+@routes.get(PREFIX + "/application/documents/{kind}")
+@investor_only
+async def get_document(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    kind = _image_kind(request)
+    async with rt.db.begin() as session:
+        docs = await intake.active_documents(session, current_investor(request).application_id)
+    doc = next((d for d in docs if d.kind == kind.value), None)
+    if doc is None:
+        raise NotFound("document_not_found", "Not uploaded yet.", "尚未上传。")
+    path = rt.config.recordings_path / doc.path
+    return web.FileResponse(
+        path, headers={"Content-Type": doc.content_type, "Cache-Control": "private, no-store"}
+    )
+
+
+@routes.get(f"{PREFIX}/questionnaire")
+@public
+async def get_questionnaire(request: web.Request) -> web.Response:
+    q = request.app[RUNTIME].questionnaire
+    return web.json_response(
+        {
+            "version": q.version,
+            "questions": [
+                {
+                    "id": item.id,
+                    "zh": item.text_zh,
+                    "en": item.text_en,
+                    "multiple": item.multiple,
+                    "options": [
+                        {"id": o.id, "zh": o.text_zh, "en": o.text_en} for o in item.options
+                    ],
+                }
+                for item in q.questions
+            ],
+        }
+    )
+
+
+@routes.put(f"{PREFIX}/application/suitability")
+@investor_only
+async def put_suitability(request: web.Request) -> web.Response:
+    await _limit_writes(request)
+    rt = request.app[RUNTIME]
+    body = await _json_body(request)
+    answers = body.get("answers")
+    if not isinstance(answers, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in answers.values()
+    ):
+        raise InvalidInput(
+            "suitability_format",
+            "answers must map question ids to lists of option ids.",
+            "答案格式错误。",
+        )
+    async with rt.db.begin() as session:
+        await intake.save_suitability(
+            session=session,
+            application_id=current_investor(request).application_id,
+            questionnaire=rt.questionnaire,
+            answers=answers,
+        )
+    return await _view(request)
+
+
+@routes.get(f"{PREFIX}/disclosure")
+@investor_only
+async def get_disclosure(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    doc = rt.disclosure
+    async with rt.db.begin() as session:
+        await intake.serve_disclosure(
+            session=session, application_id=current_investor(request).application_id, document=doc
+        )
+    return web.json_response(
+        {
+            "version": doc.version,
+            "title_zh": doc.title_zh,
+            "title_en": doc.title_en,
+            "body_zh": doc.body_zh,
+            "body_en": doc.body_en,
+            "min_read_seconds": doc.min_read_seconds,
+        }
+    )
+
+
+@routes.post(f"{PREFIX}/application/disclosure")
+@investor_only
+async def acknowledge(request: web.Request) -> web.Response:
+    await _limit_writes(request)
+    rt = request.app[RUNTIME]
+    body = await _json_body(request)
+    async with rt.db.begin() as session:
+        await intake.acknowledge_disclosure(
+            session=session,
+            application_id=current_investor(request).application_id,
+            document=rt.disclosure,
+            version=str(body.get("version", "")),
+            scrolled_to_end=body.get("scrolled_to_end") is True,
+        )
+    return await _view(request)
+
+
+@routes.post(f"{PREFIX}/application/submit")
+@investor_only
+async def submit(request: web.Request) -> web.Response:
+    await _limit_writes(request)
+    rt = request.app[RUNTIME]
+    await identity_check.submit_and_check(
+        db=rt.db,
+        config=rt.config,
+        protector=rt.protector,
+        registry=rt.registry,
+        application_id=current_investor(request).application_id,
+    )
+    return await _view(request)
+
+
+@routes.post(f"{PREFIX}/application/correct")
+@investor_only
+async def correct(request: web.Request) -> web.Response:
+    await _limit_writes(request)
+    rt = request.app[RUNTIME]
+    async with rt.db.begin() as session:
+        await identity_check.correct_data(
+            session=session, application_id=current_investor(request).application_id
+        )
+    return await _view(request)
