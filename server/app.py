@@ -12,7 +12,14 @@ from aiohttp import web
 
 from server.config import Config
 from server.services.runtime import open_runtime
-from server.web import admin_pages, health, investor_api, investor_pages, staff_pages
+from server.web import (
+    admin_pages,
+    health,
+    investor_api,
+    investor_pages,
+    openapi,
+    staff_pages,
+)
 from server.web.access import access_of
 from server.web.keys import RUNTIME
 from server.web.middleware import (
@@ -76,6 +83,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(investor_pages.routes)
     app.router.add_routes(admin_pages.routes)
     app.router.add_routes(investor_api.routes)
+    app.router.add_routes(openapi.routes)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
     _check_declared_access(app)
     return app

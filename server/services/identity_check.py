@@ -146,9 +146,7 @@ async def _record(
     return CheckOutcome(state, response.result, response.reference)
 
 
-async def correct_data(
-    *, session: AsyncSession, application_id: str
-) -> ApplicationState:
+async def correct_data(*, session: AsyncSession, application_id: str) -> ApplicationState:
     """After a failed check the investor may correct their data and try again."""
     app = await get_application(session=session, application_id=application_id)
     return await apply_event(

@@ -248,7 +248,7 @@ MATCH_BODY = {"result": "match", "reference": "R-1"}
 async def test_gateway_retries_5xx_with_exponential_backoff(
     gateway: Callable[..., Awaitable[Gateway]], session: aiohttp.ClientSession
 ) -> None:
-    gw = await gateway(Reply(503), Reply(502), Reply(200, {"ok": True}))
+    gw = await gateway(Reply(503), Reply(502), Reply(500), Reply(200, {"ok": True}))
     sleep = RecordingSleep()
     outcome = await post_json_with_retries(
         session,
@@ -261,9 +261,9 @@ async def test_gateway_retries_5xx_with_exponential_backoff(
         sleep=sleep,
     )
     assert outcome.ok and outcome.body == {"ok": True}
-    assert (outcome.status, outcome.attempts) == (200, 3)
-    assert sleep.delays == [0.5, 1.0]
-    assert [body for _, body in gw.requests] == [{"request_id": "r1"}] * 3
+    assert (outcome.status, outcome.attempts) == (200, 4)
+    assert sleep.delays == [0.5, 1.0, 2.0]
+    assert [body for _, body in gw.requests] == [{"request_id": "r1"}] * 4
 
 
 async def test_gateway_does_not_retry_other_4xx(
@@ -297,7 +297,8 @@ async def test_http_registry_success_sends_request_and_key(
     [(headers, body)] = gw.requests
     assert headers["Authorization"] == "Bearer test-key"
     assert body["name"] == "张三" and body["id_number"] == ZHANG_ID
-    assert body["id_type"] == "resident_id" and body["request_id"]
+    assert body["id_type"] == "resident_id"
+    assert body["request_id"] == resp.raw["request_id"]  # traceable with the vendor
 
 
 async def test_http_registry_mismatch_not_found_and_vendor_codes(
