@@ -320,7 +320,7 @@ def test_refuses_when_truncated_images_are_globally_allowed(
 def test_animated_webp_and_apng_refused(fmt: str) -> None:
     frames = [Image.new("RGB", (400, 300), c) for c in ("red", "blue")]
     raw = encode(frames[0], fmt, save_all=True, append_images=frames[1:])
-    assert Image.open(io.BytesIO(raw)).n_frames == 2
+    assert getattr(Image.open(io.BytesIO(raw)), "n_frames", 1) == 2
     error = refused(raw)
     assert error.code == "image_animated"
 
