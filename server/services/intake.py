@@ -150,14 +150,16 @@ async def save_image(
     raw: bytes,
     limits: ImageLimits,
     root: Path,
+    slots: asyncio.Semaphore,
 ) -> Document:
     """Validate (off the event loop), store the file, then record it; never a half state."""
     async with db.begin() as session:
         await load_draft(session, application_id)  # fail fast before decoding anything
-    image: CheckedImage = await asyncio.to_thread(check_image, raw, limits=limits)
-    relative = await asyncio.to_thread(
-        store_image, root, application_id=application_id, kind=kind, image=image
-    )
+    async with slots:
+        image: CheckedImage = await asyncio.to_thread(check_image, raw, limits=limits)
+        relative = await asyncio.to_thread(
+            store_image, root, application_id=application_id, kind=kind, image=image
+        )
     try:
         async with db.begin() as session:
             await load_draft(session, application_id)

@@ -232,6 +232,7 @@ async def put_document(request: web.Request) -> web.Response:
         raw=raw,
         limits=rt.image_limits,
         root=rt.config.recordings_path,
+        slots=rt.image_slots,
     )
     return await _view(request)
 
