@@ -31,12 +31,12 @@ run: migrate
 ## Set up what the tests need (services, Chromium, fonts) and run the whole suite.
 test: $(STAMP_TEST)
 	bash scripts/ensure-test-env.sh
-	$(PY) -m ruff check server tests
+	$(PY) -m ruff check server tests bench
 	$(PY) -m mypy server
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP_TEST)
-	$(PY) -m ruff check server tests
+	$(PY) -m ruff check server tests bench
 	$(PY) -m ruff format --check server tests
 	$(PY) -m mypy server
 

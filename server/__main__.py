@@ -18,6 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from server.config import Config, ConfigError, load_config
 from server.crypto import DataKeyError
 from server.domain.errors import DomainError
+from server.domain.identity_document import normalize_id_number
+from server.domain.intake import validate_phone
 from server.domain.staff import Role, parse_roles
 from server.logsetup import setup_logging
 from server.services import staff as staff_service
@@ -112,15 +114,32 @@ def _serve(cfg: Config, args: argparse.Namespace) -> int:
             "    .venv/bin/python -m server staff add admin --name 'Administrator' --roles admin",
         ]
     print("\n".join(lines), flush=True)
+    app = create_app(cfg)
+    app.on_startup.append(_install_task_dump)
     web.run_app(
-        create_app(cfg),
+        app,
         host=host,
         port=cfg.server.port,
         ssl_context=ssl_ctx,
         print=None,
         access_log=None,
+        # Sockets are closed on shutdown (clients reconnect); don't wait a minute for stragglers.
+        shutdown_timeout=10,
     )
     return 0
+
+
+async def _install_task_dump(_app: object) -> None:
+    """``kill -USR1 <pid>`` prints every asyncio task's stack: for diagnosing a stuck node."""
+    import signal
+
+    def dump() -> None:
+        for task in asyncio.all_tasks():
+            print(f"--- {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+        sys.stderr.flush()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
 
 async def _has_admin(cfg: Config) -> bool:
@@ -162,6 +181,8 @@ async def _staff(cfg: Config, args: argparse.Namespace) -> int:
                 if args.training_passed
                 else None,
                 is_marketing=args.marketing,
+                phone=validate_phone(args.phone) if args.phone else None,
+                id_number=normalize_id_number(args.id_number) if args.id_number else None,
             )
             async with rt.db.begin() as session:
                 staff = await staff_service.create_staff(
@@ -287,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument(
         "--marketing", action="store_true", help="is marketing staff (may not witness, A7)"
+    )
+    add.add_argument(
+        "--phone", help="own mobile number: never paired with an investor using it (A7)"
+    )
+    add.add_argument(
+        "--id-number", help="own ID number: never paired with an investor using it (A7)"
     )
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +22,11 @@ from server.web import (
     investor_pages,
     openapi,
     staff_pages,
+    ws_queue,
+    ws_session,
 )
 from server.web.access import access_of
-from server.web.keys import RUNTIME
+from server.web.keys import RUNTIME, SOCKETS
 from server.web.middleware import (
     access_control,
     errors,
@@ -29,6 +34,7 @@ from server.web.middleware import (
     make_security_headers,
     request_context,
 )
+from server.web.ws_common import close_all
 
 TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -57,7 +63,23 @@ def create_app(config: Config) -> web.Application:
             app[RUNTIME] = rt
             yield
 
+    async def dispatcher_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Pairing runs in the background of every serving process (one acts at a time).
+        dispatcher = app[RUNTIME].dispatcher
+        task = asyncio.create_task(dispatcher.run_forever())
+        yield
+        dispatcher.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.cleanup_ctx.append(runtime_ctx)
+    app.cleanup_ctx.append(dispatcher_ctx)
+    app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(close_all)
     app.on_response_prepare.append(make_security_headers(config))
 
     env = aiohttp_jinja2.setup(
@@ -84,6 +106,8 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(admin_pages.routes)
     app.router.add_routes(investor_api.routes)
     app.router.add_routes(openapi.routes)
+    app.router.add_routes(ws_queue.routes)
+    app.router.add_routes(ws_session.routes)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
     _check_declared_access(app)
     return app

@@ -128,6 +128,20 @@ class SmsConfig:
 
 
 @dataclass(frozen=True)
+class PairingConfig:
+    policy: str = "longest_idle"
+    match_skills: bool = False
+    offer_timeout_seconds: int = 20
+    investor_grace_seconds: int = 30
+    witness_presence_ttl_seconds: int = 30
+    heartbeat_seconds: int = 10
+    dispatch_interval_seconds: float = 1.0
+    join_timeout_seconds: int = 60
+    session_token_ttl_seconds: int = 600
+    node_ttl_seconds: int = 15
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -145,6 +159,7 @@ class Config:
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
+    pairing: PairingConfig = field(default_factory=PairingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -324,6 +339,25 @@ def _validate(cfg: Config) -> None:
     ):
         if getattr(cfg.intake, attr) < 1:
             raise ConfigError(f"intake.{attr}: must be at least 1")
+    if cfg.pairing.policy not in ("longest_idle", "random"):
+        raise ConfigError("pairing.policy: must be 'longest_idle' or 'random'")
+    for attr in (
+        "offer_timeout_seconds",
+        "investor_grace_seconds",
+        "witness_presence_ttl_seconds",
+        "heartbeat_seconds",
+        "join_timeout_seconds",
+        "session_token_ttl_seconds",
+        "node_ttl_seconds",
+    ):
+        if getattr(cfg.pairing, attr) < 1:
+            raise ConfigError(f"pairing.{attr}: must be at least 1")
+    if cfg.pairing.heartbeat_seconds * 2 > cfg.pairing.witness_presence_ttl_seconds:
+        raise ConfigError(
+            "pairing.witness_presence_ttl_seconds: must be at least twice heartbeat_seconds"
+        )
+    if not 0.05 <= cfg.pairing.dispatch_interval_seconds <= 10:
+        raise ConfigError("pairing.dispatch_interval_seconds: must be 0.05..10")
     for origin in cfg.server.frame_ancestors:
         if not origin.startswith("https://") or any(c in origin for c in " ;,'\""):
             raise ConfigError(f"server.frame_ancestors: {origin!r} must be an https:// origin")

@@ -36,6 +36,7 @@ class DataProtector:
             raise DataKeyError("data key must be 32 bytes (base64 of 32 random bytes)")
         self._aead = AESGCM(_derive(master_key, b"witness/encrypt/v1"))
         self._lookup_key = _derive(master_key, b"witness/lookup/v1")
+        self._token_key = _derive(master_key, b"witness/token/v1")
 
     def encrypt(self, plaintext: str, *, context: str = "") -> bytes:
         nonce = os.urandom(_NONCE_LEN)
@@ -56,6 +57,10 @@ class DataProtector:
         if not isinstance(loaded, dict):
             raise DataKeyError("encrypted JSON is not an object")
         return loaded
+
+    def mac(self, data: bytes, *, purpose: str) -> bytes:
+        """A MAC for tokens the server issues and later checks (not for lookups)."""
+        return hmac.new(self._token_key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
 
     def lookup_hash(self, value: str, *, kind: str) -> str:
         return hmac.new(self._lookup_key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()

@@ -37,7 +37,12 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
-        return f"{base} [req={request_id_var.get()}]"
+        extras = " ".join(
+            f"{k}={v}"
+            for k, v in vars(record).items()
+            if k not in _STANDARD and not k.startswith("_")
+        )
+        return f"{base} {extras} [req={request_id_var.get()}]".replace("  ", " ")
 
 
 def setup_logging(level: str = "INFO", fmt: str = "json") -> None:

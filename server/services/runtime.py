@@ -18,7 +18,12 @@ from server.config import Config, ConfigError
 from server.content import load_intake_content
 from server.crypto import DataProtector, load_or_create_key
 from server.domain.suitability import DisclosureDocument, Questionnaire
+from server.queue import create_backend
+from server.queue.base import NodeInfo, QueueBackend
+from server.services.dispatcher import Dispatcher
 from server.services.images import ImageLimits
+from server.services.pairing import Pairing
+from server.services.placement import Placer
 from server.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,10 @@ class Runtime:
     image_limits: ImageLimits
     # Decoding a large photo takes ~350 MB and ~0.3 s of a core: bound how many run at once.
     image_slots: asyncio.Semaphore
+    queue: QueueBackend
+    pairing: Pairing
+    placer: Placer
+    dispatcher: Dispatcher
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -93,6 +102,14 @@ def open_protector(config: Config) -> DataProtector:
             extra={"key_file": config.security.data_key_file, "hint": "back it up"},
         )
     return DataProtector(key)
+
+
+def node_url(config: Config) -> str:
+    """The base URL participants of sessions placed on this node are sent to."""
+    if config.server.public_url:
+        return config.server.public_url.rstrip("/")
+    scheme = "https" if config.tls_enabled else "http"
+    return f"{scheme}://{config.server.host}:{config.server.port}"
 
 
 def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
@@ -129,21 +146,41 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     engine = make_engine(
         config.database_url, echo=config.database.echo, pool_size=config.database.pool_size
     )
+    db = make_sessionmaker(engine)
+    queue = create_backend(
+        config.queue.backend, redis_url=config.redis.url, key_prefix=config.redis.key_prefix
+    )
+    node = NodeInfo(config.node_id, node_url(config), 0, 0.0)
+    pairing = Pairing(backend=queue, db=db, config=config.pairing, node_id=config.node_id)
+    placer = Placer(pairing=pairing, protector=protector, self_node=node)
+    metrics = Metrics.create()
+    dispatcher = Dispatcher(
+        pairing=pairing,
+        placer=placer,
+        protector=protector,
+        node=node,
+        live_sessions=lambda: int(metrics.live_sessions._value.get()),
+    )
     try:
         yield Runtime(
             config=config,
             engine=engine,
-            db=make_sessionmaker(engine),
+            db=db,
             protector=protector,
-            metrics=Metrics.create(),
+            metrics=metrics,
             registry=registry,
             sms=sms,
             questionnaire=questionnaire,
             disclosure=disclosure,
             image_limits=ImageLimits(max_bytes=config.intake.image_max_mb * 1024 * 1024),
             image_slots=asyncio.Semaphore(max(os.cpu_count() or 1, 1)),
+            queue=queue,
+            pairing=pairing,
+            placer=placer,
+            dispatcher=dispatcher,
         )
     finally:
+        await queue.close()
         await registry.close()
         await sms.close()
         await engine.dispose()

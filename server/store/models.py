@@ -196,6 +196,10 @@ class WitnessSession(Base):
     reason_code: Mapped[str | None] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # When the investor joined the queue: an interrupted session puts them back there.
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    investor_joined_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    witness_joined_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 

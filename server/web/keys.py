@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from aiohttp import web
 
 from server.services.investor_auth import CurrentInvestor
@@ -9,6 +11,8 @@ from server.services.login_sessions import CurrentStaff
 from server.services.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
+# Open WebSockets, closed with "going away" when the node shuts down (clients reconnect).
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 CURRENT_STAFF: web.RequestKey[CurrentStaff | None] = web.RequestKey("current_staff")
 CURRENT_INVESTOR: web.RequestKey[CurrentInvestor | None] = web.RequestKey("current_investor")
 # How the investor authenticated: cookies need CSRF protection, bearer tokens do not.
@@ -23,6 +27,7 @@ __all__ = [
     "INVESTOR_VIA_COOKIE",
     "REQUEST_ID",
     "RUNTIME",
+    "SOCKETS",
     "CurrentInvestor",
     "CurrentStaff",
 ]

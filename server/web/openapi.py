@@ -200,6 +200,16 @@ SPEC: dict[str, Any] = {
         f"{_INV}/application/correct": {
             "post": _op("Reopen a failed application for correction", responses_ok={"200": _APP})
         },
+        f"{_INV}/application/queue": {
+            "post": _op(
+                "Join the witness queue (identity verified first, A17.2); then follow "
+                "/ws/investor for the place in the queue and the match",
+                responses_ok={"200": {"description": "queue status"}},
+            ),
+            "delete": _op(
+                "Leave the witness queue", responses_ok={"200": {"description": "queue status"}}
+            ),
+        },
         "/api/v1/openapi.json": {"get": _op("This document", secured=False)},
     },
     "components": {

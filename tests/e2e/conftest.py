@@ -57,3 +57,72 @@ async def live_server(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path
 def artifact(name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS / name
+
+
+def write_y4m(path: Path, *, width: int = 640, height: int = 480, frames: int = 10) -> Path:
+    """A small YUV4MPEG2 clip for Chromium's fake camera: a light card on a grey desk."""
+    header = f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode()
+    left, right = width // 8, width - width // 8
+    top, bottom = height // 4, height - height // 4
+    chroma = bytes([128]) * ((width // 2) * (height // 2))
+    out = bytearray(header)
+    for i in range(frames):
+        plain = bytes([90]) * width
+        rows = []
+        for y in range(height):
+            if top <= y < bottom:
+                # Text-like stripes on the card, drifting a little from frame to frame.
+                ink = 60 if (y + i) % 24 < 6 and y < bottom - 20 else 215
+                rows.append(
+                    plain[:left]
+                    + bytes([215]) * 24
+                    + bytes([ink]) * (right - left - 48)
+                    + bytes([215]) * 24
+                    + plain[right:]
+                )
+            else:
+                rows.append(plain)
+        out += b"FRAME\n" + b"".join(rows) + chroma + chroma
+    path.write_bytes(bytes(out))
+    return path
+
+
+async def _launch(args: list[str]) -> AsyncIterator[Browser]:
+    if not CHROMIUM_PRESENT:
+        if IN_CI:
+            pytest.fail(f"Chromium not found at {CHROMIUM}; scripts/ensure-test-env.sh installs it")
+        pytest.skip(f"Chromium not found at {CHROMIUM}; run `make test` to install it")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def camera_browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Chromium whose fake camera plays a generated clip instead of the default pattern."""
+    clip = write_y4m(tmp_path / "camera.y4m")
+    async for b in _launch([*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={clip}"]):
+        yield b
+
+
+@pytest.fixture
+async def camera_denied_browser() -> AsyncIterator[Browser]:
+    """Chromium without the auto-accepting permission prompt: camera requests are refused."""
+    async for b in _launch([a for a in CHROMIUM_ARGS if a != "--use-fake-ui-for-media-stream"]):
+        yield b
+
+
+@pytest.fixture
+def start_server(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> Any:
+    """Start the real app on SQLite with config overrides: ``await start_server(intake={...})``."""
+
+    async def start(**sections: dict[str, Any]) -> Any:
+        db = tmp_path / "e2e.db"
+        shutil.copyfile(sqlite_template, db)
+        config = make_config(tmp_path, f"sqlite+aiosqlite:///{db}", **sections)
+        return await aiohttp_server(create_app(config))
+
+    return start

@@ -1,0 +1,242 @@
+"""An accepted offer becomes a witness session placed on a media node (A17.3).
+
+Both parties get the node's URL and a short-lived token for that session only. Either
+party missing before media starts puts the investor back at the head of the queue and the
+witness to not-ready; every step is audited.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from server.audit import append_audit
+from server.crypto import DataProtector
+from server.domain.application import ApplicationEvent, ApplicationState
+from server.domain.errors import Conflict, NotFound
+from server.domain.pairing import WaitingInvestor, WitnessState
+from server.queue.base import NodeInfo
+from server.services import session_tokens
+from server.services.applications import apply_event, get_application
+from server.services.pairing import QUEUE_CHANGED, Pairing, investor_channel, witness_channel
+from server.store.models import WitnessSession, utcnow
+
+SESSION_PLACED = "placed"
+SESSION_LIVE = "live"  # both parties joined
+SESSION_ABORTED = "aborted"
+SESSION_ENDED = "ended"
+
+
+def session_channel(session_id: str, role: str) -> str:
+    return f"session:{session_id}:{role}"
+
+
+def choose_node(nodes: list[NodeInfo], fallback: NodeInfo) -> NodeInfo:
+    """Least loaded live node; ties go to the lexically first id for stable placement."""
+    return min(nodes, key=lambda n: (n.load, n.node_id)) if nodes else fallback
+
+
+@dataclass(frozen=True)
+class Placement:
+    session_id: str
+    node_url: str
+    node_id: str
+    investor_token: str
+    witness_token: str
+
+
+class Placer:
+    def __init__(self, *, pairing: Pairing, protector: DataProtector, self_node: NodeInfo) -> None:
+        self.pairing = pairing
+        self.protector = protector
+        self.self_node = self_node
+
+    async def accept(self, staff_id: int, offer_id: str) -> Placement:
+        backend, db, cfg = self.pairing.backend, self.pairing.db, self.pairing.config
+        offer = await backend.get_offer(offer_id)
+        if offer is None or offer.staff_id != staff_id:
+            raise Conflict("offer_gone", "This offer is no longer open.", "该分配已失效。")
+        entry = await backend.get_entry(offer.application_id)
+        settled = await backend.settle(offer_id, accepted=True, now=time.time())
+        if settled is None:
+            raise Conflict("offer_gone", "This offer is no longer open.", "该分配已失效。")
+        queued_at = entry.investor.enqueued_at if entry else time.time()
+        node = choose_node(await backend.live_nodes(now=time.time()), self.self_node)
+        async with db.begin() as session:
+            app = await get_application(session=session, application_id=offer.application_id)
+            await apply_event(
+                session=session,
+                application=app,
+                event=ApplicationEvent.START_WITNESSING,
+                actor=f"staff:{staff_id}",
+                details={"offer": offer_id},
+            )
+            ws = WitnessSession(
+                application_id=app.id,
+                witness_id=staff_id,
+                node_id=node.node_id,
+                state=SESSION_PLACED,
+                queued_at=datetime.fromtimestamp(queued_at, UTC),
+            )
+            session.add(ws)
+            await session.flush()
+            await append_audit(
+                session,
+                actor=f"staff:{staff_id}",
+                action="pairing.accepted",
+                subject_type="witness_session",
+                subject_id=ws.id,
+                details={"application": app.id, "node": node.node_id, "offer": offer_id},
+            )
+            session_id = ws.id
+        expires = time.time() + cfg.session_token_ttl_seconds
+        placement = Placement(
+            session_id=session_id,
+            node_url=node.url,
+            node_id=node.node_id,
+            investor_token=session_tokens.mint(
+                self.protector,
+                session_tokens.SessionGrant(session_id, "investor", offer.application_id, expires),
+            ),
+            witness_token=session_tokens.mint(
+                self.protector,
+                session_tokens.SessionGrant(session_id, "witness", str(staff_id), expires),
+            ),
+        )
+        matched = {"type": "matched", "session_id": session_id, "node_url": node.url}
+        await backend.publish(
+            investor_channel(offer.application_id), {**matched, "token": placement.investor_token}
+        )
+        await backend.publish(
+            witness_channel(staff_id), {**matched, "token": placement.witness_token}
+        )
+        await backend.publish(QUEUE_CHANGED, {"reason": "accepted"})
+        return placement
+
+    async def party_joined(self, session_id: str, role: str) -> bool:
+        """Record a party reaching the session; True once both have."""
+        async with self.pairing.db.begin() as session:
+            ws = await session.get(WitnessSession, session_id)
+            if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
+                raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
+            now = utcnow()
+            if role == "investor" and ws.investor_joined_at is None:
+                ws.investor_joined_at = now
+            elif role == "witness" and ws.witness_joined_at is None:
+                ws.witness_joined_at = now
+            both = ws.investor_joined_at is not None and ws.witness_joined_at is not None
+            if both and ws.state == SESSION_PLACED:
+                ws.state = SESSION_LIVE
+                ws.started_at = now
+            await append_audit(
+                session,
+                actor=role,
+                action="session.joined",
+                subject_type="witness_session",
+                subject_id=session_id,
+                details={"role": role, "node": self.pairing.node_id},
+            )
+            return both
+
+    async def end_by_witness(self, staff_id: int, session_id: str) -> None:
+        """The witness hangs up before a verdict: the investor is queued again (their data
+        stands) and the witness goes to wrap-up."""
+        async with self.pairing.db.begin() as session:
+            ws = await session.get(WitnessSession, session_id)
+            if ws is None or ws.witness_id != staff_id:
+                raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
+            started = ws.started_at
+        if started is not None:
+            began = started if started.tzinfo else started.replace(tzinfo=UTC)
+            await self.pairing.backend.record_handle_time(
+                (datetime.now(UTC) - began).total_seconds()
+            )
+        await self.abort(
+            session_id,
+            reason="ended_by_witness",
+            left_role="witness",
+            witness_after=WitnessState.WRAP_UP,
+        )
+
+    async def abort(
+        self,
+        session_id: str,
+        *,
+        reason: str,
+        left_role: str | None,
+        witness_after: WitnessState = WitnessState.NOT_READY,
+    ) -> bool:
+        """End a session that never got going: investor back to the head of the queue,
+        witness to not-ready, both told. False if the session had already ended."""
+        backend = self.pairing.backend
+        async with self.pairing.db.begin() as session:
+            ws = await session.get(WitnessSession, session_id)
+            if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
+                return False
+            ws.state = SESSION_ABORTED
+            ws.ended_at = utcnow()
+            ws.notes = reason
+            app = await get_application(session=session, application_id=ws.application_id)
+            requeue = app.state == ApplicationState.WITNESSING.value
+            if requeue:
+                await apply_event(
+                    session=session,
+                    application=app,
+                    event=ApplicationEvent.SESSION_INTERRUPTED,
+                    actor="system",
+                    details={"session": session_id, "reason": reason},
+                )
+            await append_audit(
+                session,
+                actor="system",
+                action="session.aborted",
+                subject_type="witness_session",
+                subject_id=session_id,
+                details={"reason": reason, "left": left_role},
+            )
+            application_id, staff_id = ws.application_id, ws.witness_id
+            queued_at = ws.queued_at
+            phone_hash, id_hash = app.phone_hash, app.id_number_hash or ""
+        if requeue:
+            # Their original arrival time puts them ahead of everyone who came later.
+            first = (
+                queued_at.replace(tzinfo=queued_at.tzinfo or UTC).timestamp() if queued_at else 0.0
+            )
+            await backend.enqueue(
+                WaitingInvestor(application_id, first, phone_hash, id_hash), now=time.time()
+            )
+        witness = await backend.get_witness(staff_id)
+        if witness is not None and witness.state is WitnessState.BUSY:
+            now = time.time()
+            await backend.set_witness(
+                replace(
+                    witness,
+                    state=witness_after,
+                    since=now,
+                    application_id=None,
+                    offer_id=None,
+                ),
+                expect_state=witness.state,
+            )
+        notice: dict[str, Any] = {"type": "peer_left", "session_id": session_id, "reason": reason}
+        await backend.publish(session_channel(session_id, "investor"), notice)
+        await backend.publish(session_channel(session_id, "witness"), notice)
+        await backend.publish(investor_channel(application_id), {**notice, "requeued": requeue})
+        await backend.publish(witness_channel(staff_id), notice)
+        await backend.publish(QUEUE_CHANGED, {"reason": "session_aborted"})
+        return True
+
+    async def stale_placements(self, *, older_than: datetime) -> list[str]:
+        """Sessions placed but not joined by both parties in time."""
+        async with self.pairing.db.begin() as session:
+            rows = await session.scalars(
+                select(WitnessSession.id).where(
+                    WitnessSession.state == SESSION_PLACED,
+                    WitnessSession.created_at < older_than,
+                )
+            )
+            return list(rows.all())

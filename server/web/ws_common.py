@@ -1,0 +1,108 @@
+"""WebSocket plumbing shared by the investor, witness and session sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from server.domain.errors import DomainError, Forbidden
+from server.queue.base import QueueBackend
+from server.web.keys import SOCKETS
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 64 * 1024  # signalling (SDP) fits easily; anything larger is abuse
+
+
+def check_ws_origin(request: web.Request) -> None:
+    """Browsers send Origin on WebSocket upgrades and cookies ride along: refuse a socket
+    opened from another site (cross-site WebSocket hijacking)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise Forbidden("origin_mismatch", "Cross-site request refused.", "拒绝跨站请求。")
+
+
+async def send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    if not ws.closed:
+        await ws.send_str(json.dumps(message, ensure_ascii=False))
+
+
+async def send_error(ws: web.WebSocketResponse, exc: DomainError) -> None:
+    await send(ws, {"type": "error", "error": exc.to_dict()})
+
+
+def open_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE)
+    request.app[SOCKETS].add(ws)
+    return ws
+
+
+async def close_all(app: web.Application) -> None:
+    """on_shutdown: aiohttp would otherwise wait for every socket's handler to end."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+async def run_socket(
+    ws: web.WebSocketResponse,
+    *,
+    backend: QueueBackend,
+    channels: list[str],
+    on_client: Callable[[dict[str, Any]], Awaitable[None]],
+    on_channel: Callable[[str, dict[str, Any]], Awaitable[None]],
+    tick: Callable[[], Awaitable[None]] | None = None,
+    tick_seconds: float = 10.0,
+) -> None:
+    """Pump client messages and channel messages until the socket closes.
+
+    Channel messages come from whichever node published them (the backend's pub/sub).
+    """
+    async with await backend.subscribe(*channels) as sub:
+
+        async def pump_channel() -> None:
+            async for channel, message in sub:
+                await on_channel(channel, message)
+
+        async def ticker(beat: Callable[[], Awaitable[None]]) -> None:
+            while True:
+                await asyncio.sleep(tick_seconds)
+                await beat()
+
+        tasks = [asyncio.create_task(pump_channel())]
+        if tick is not None:
+            tasks.append(asyncio.create_task(ticker(tick)))
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                if len(msg.data) > MAX_MESSAGE:
+                    await ws.close(code=1009, message=b"message too large")
+                    break
+                try:
+                    data = json.loads(msg.data)
+                except json.JSONDecodeError:
+                    await send(ws, {"type": "error", "error": {"code": "bad_json"}})
+                    continue
+                if not isinstance(data, dict):
+                    continue
+                try:
+                    await on_client(data)
+                except DomainError as exc:
+                    await send_error(ws, exc)
+                if any(t.done() for t in tasks):
+                    break
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

@@ -1,0 +1,195 @@
+// Step 7: summary, submission and the identity registry check (A13, A17.2).
+
+import { bi } from '../js/i18n.js';
+import { NATIONALITIES } from './idnumber.js';
+import { $, $$, busy, clearAlert, el, showAlert } from './ui.js';
+
+const EARLIER = [
+  ['identity', '身份信息', 'identity'],
+  ['id_images', '证件照片', 'ID photos'],
+  ['frontal_photo', '正面照', 'face photo'],
+  ['suitability', '适当性评估', 'suitability assessment'],
+  ['disclosure', '风险揭示', 'risk disclosure'],
+];
+const STATES = {
+  queued: ['正在排队等待视频见证。', 'You are in the queue for video witnessing.'],
+  witnessing: ['视频见证进行中。', 'Video witnessing is in progress.'],
+  witnessed: ['视频见证已完成，资料正在复核。', 'Witnessing is done; your application is being reviewed.'],
+  in_review: ['资料正在复核。', 'Your application is being reviewed.'],
+  approved: ['复核已通过，等待回访或开户。', 'Approved; awaiting the callback or account opening.'],
+  callback_confirmed: ['回访已确认，正在开立账户。', 'Callback confirmed; your account is being opened.'],
+  account_opened: ['账户已开立，回访确认后即可使用。', 'Your account is opened and will be usable after the callback.'],
+  active: ['账户已开立并可以使用。', 'Your account is open and ready to use.'],
+};
+const DOCS = [
+  ['id_front', '人像面', 'Photo side'],
+  ['id_back', '国徽面', 'Emblem side'],
+  ['frontal_photo', '正面照', 'Face photo'],
+];
+const BUSY_REGISTRY = {
+  zh: '核验服务繁忙，请稍后重试。本次核验请求已记录。',
+  en: 'The identity check service is busy. Please try again shortly; this attempt has been recorded.',
+};
+
+export function setupCheck(ctx) {
+  const review = $('#check-review');
+  const verified = $('#check-verified');
+  const failed = $('#check-failed');
+  const status = $('#check-status');
+  const alertBox = $('#check-alert');
+  const submitBtn = $('#check-submit');
+  let options = null;
+
+  async function summary(app) {
+    const id = app.identity || {};
+    try {
+      options = options || await ctx.options();
+    } catch {
+      options = null; // labels fall back to the stored codes
+    }
+    const docType = options && options.document_types.find((d) => d.id === id.document_type);
+    const job = options && options.occupations.find((o) => o.id === id.occupation);
+    const nation = NATIONALITIES[id.nationality];
+    const ack = app.disclosure && app.disclosure.acknowledged_at;
+    const rows = [
+      ['姓名', 'Name', id.name],
+      ['证件类型', 'Document', docType ? bi(docType.zh, docType.en) : id.document_type],
+      ['证件号码', 'Number', id.id_number_masked],
+      ['性别', 'Sex', id.sex === 'M' ? bi('男', 'Male') : id.sex === 'F' ? bi('女', 'Female') : ''],
+      ['出生日期', 'Date of birth', id.birth_date],
+      ['有效期', 'Valid', id.valid_until ? `${id.valid_from} – ${id.valid_until}`
+        : bi(`${id.valid_from} 起长期`, `${id.valid_from}, long-term`)],
+      ['国籍/地区', 'Nationality', nation ? bi(nation[0], nation[1]) : id.nationality],
+      ['联系地址', 'Address', id.address],
+      ['职业', 'Occupation', job ? bi(job.zh, job.en) : id.occupation],
+      ['电子邮箱', 'Email', id.email || '—'],
+      ['风险等级', 'Risk level', app.suitability ? app.suitability.level : '—'],
+      ['风险揭示', 'Disclosure', ack ? bi('已阅读并确认', 'Read and confirmed') : '—'],
+    ];
+    $('#check-summary').replaceChildren(...rows.flatMap(([zh, en, value]) => [
+      el('dt', {}, bi(zh, en)), el('dd', {}, value ?? ''),
+    ]));
+    $('#check-thumbs').replaceChildren(...DOCS.filter(([kind]) => app.documents[kind]).map(
+      ([kind, zh, en]) => el('figure', {},
+        el('img', {
+          src: `${ctx.api.base}/application/documents/${kind}?v=${app.documents[kind].sha256.slice(0, 16)}`,
+          alt: '',
+        }),
+        el('figcaption', {}, bi(zh, en))),
+    ));
+  }
+
+  function show(panel) {
+    for (const p of [review, verified, failed, status]) p.hidden = p !== panel;
+  }
+
+  async function render() {
+    const app = ctx.app;
+    clearAlert(alertBox);
+    if (app.state === 'identity_verified') {
+      const check = app.identity_check;
+      $('#check-reference').replaceChildren(check && check.reference
+        ? bi(`核验编号：${check.reference}`, `Check reference: ${check.reference}`) : '');
+      show(verified);
+      return verified;
+    }
+    if (app.state === 'identity_failed') {
+      clearAlert($('#correct-alert'));
+      show(failed);
+      return failed;
+    }
+    if (app.state !== 'draft' && app.state !== 'submitted') {
+      const text = STATES[app.state] || [`当前状态：${app.state}`, `Current state: ${app.state}`];
+      $('#check-status-text').replaceChildren(bi(...text));
+      show(status);
+      return status;
+    }
+    show(review);
+    await summary(app);
+    for (const b of $$('[data-back]', review)) b.hidden = app.state !== 'draft';
+    const done = new Set(app.completed);
+    const missing = EARLIER.filter(([step]) => !done.has(step));
+    submitBtn.disabled = missing.length > 0;
+    if (missing.length) {
+      showAlert(alertBox, {
+        zh: `请先完成：${missing.map((m) => m[1]).join('、')}。`,
+        en: `Please complete first: ${missing.map((m) => m[2]).join(', ')}.`,
+      });
+    }
+    if (app.state === 'submitted') {
+      submitBtn.replaceChildren(bi('重新核验', 'Check again'));
+      if (app.identity_check && app.identity_check.result === 'unavailable') {
+        showAlert(alertBox, BUSY_REGISTRY);
+      }
+    } else {
+      submitBtn.replaceChildren(bi('提交并核验身份', 'Submit and verify identity'));
+    }
+    return review;
+  }
+
+  function focusResult(panel) {
+    const heading = $('h3', panel) || $('#h-check');
+    heading.tabIndex = -1;
+    heading.focus();
+  }
+
+  async function refresh() {
+    try {
+      const body = await ctx.api.get('/application');
+      ctx.setApp(body.application);
+    } catch {
+      // The error that brought us here is already shown.
+    }
+  }
+
+  async function submit() {
+    clearAlert(alertBox);
+    const note = $('#check-busy');
+    note.hidden = false;
+    try {
+      const body = await ctx.api.post('/application/submit', {}, { timeoutMs: 60000 });
+      ctx.setApp(body.application);
+      focusResult(await render());
+    } catch (err) {
+      if (err.code === 'identity_registry_unavailable') {
+        await refresh();
+        await render();
+        showAlert(alertBox, BUSY_REGISTRY);
+      } else {
+        if (err.status !== 401) await refresh();
+        if (ctx.app) await render();
+        showAlert(alertBox, err);
+      }
+      alertBox.scrollIntoView({ block: 'center' });
+    } finally {
+      note.hidden = true;
+    }
+  }
+
+  async function correct() {
+    const box = $('#correct-alert');
+    clearAlert(box);
+    try {
+      const body = await ctx.api.post('/application/correct');
+      ctx.setApp(body.application);
+      await ctx.go('identity', {
+        edit: true,
+        problem: {
+          zh: '请对照证件核对姓名和证件号码，修改后保存，再重新提交核验。',
+          en: 'Compare your name and document number with your document, save, then submit again.',
+        },
+      });
+    } catch (err) {
+      showAlert(box, err);
+    }
+  }
+
+  submitBtn.addEventListener('click', () => busy(submitBtn, submit));
+  $('#check-correct').addEventListener('click', (e) => busy(e.currentTarget, correct));
+
+  return {
+    async enter() {
+      await render();
+    },
+  };
+}

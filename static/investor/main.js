@@ -1,0 +1,238 @@
+// Intake step controller: signs the investor in, shows one step at a time and moves
+// to where the server says the application stands (application.next_step).
+
+import { Api } from '../js/api.js';
+import { bi, initLang, onLangChange, t } from '../js/i18n.js';
+import { setupCheck } from './check.js';
+import { setupDisclosure } from './disclosure.js';
+import { setupIdentity } from './identity.js';
+import { setupImages } from './images.js';
+import { setupPhone } from './phone.js';
+import { setupSuitability } from './suitability.js';
+import { $, $$, busy, clearAlert, el, showAlert } from './ui.js';
+
+export const API_BASE = '/api/v1/investor';
+
+const STEPS = ['phone', 'identity', 'id_images', 'frontal_photo', 'suitability', 'disclosure', 'check'];
+const TITLES = {
+  phone: ['手机验证', 'Phone'],
+  identity: ['身份信息', 'Identity'],
+  id_images: ['证件照片', 'ID photos'],
+  frontal_photo: ['正面照', 'Face photo'],
+  suitability: ['适当性评估', 'Suitability'],
+  disclosure: ['风险揭示', 'Risk disclosure'],
+  check: ['身份核验', 'Verification'],
+};
+// application.next_step -> the section that handles it.
+const SECTION_OF = {
+  identity: 'identity',
+  id_images: 'id_images',
+  frontal_photo: 'frontal_photo',
+  suitability: 'suitability',
+  disclosure: 'disclosure',
+  check: 'check',
+  ready: 'check',
+  identity_failed: 'check',
+  beyond: 'check',
+};
+
+const root = $('#intake');
+const api = new Api(API_BASE);
+const globalAlert = $('#global-alert');
+const notice = $('#notice');
+let current = null;
+let optionsPromise = null;
+
+const ctx = {
+  api,
+  app: null,
+  signedIn: false,
+  config: {
+    otpLength: Number(root.dataset.otpLength) || 6,
+    imageMaxBytes: Number(root.dataset.imageMaxBytes) || 8 * 1024 * 1024,
+  },
+  setApp,
+  go,
+  resume,
+  next: () => next(),
+  signIn,
+  notify,
+  options,
+  isDraft: () => Boolean(ctx.app && ctx.app.state === 'draft'),
+};
+
+const steps = {
+  phone: setupPhone(ctx),
+  identity: setupIdentity(ctx),
+  id_images: setupImages(ctx, 'id_images'),
+  frontal_photo: setupImages(ctx, 'frontal_photo'),
+  suitability: setupSuitability(ctx),
+  disclosure: setupDisclosure(ctx),
+  check: setupCheck(ctx),
+};
+
+/** GET /options once (document types, occupations). */
+function options() {
+  if (!optionsPromise) {
+    optionsPromise = api.get('/options').catch((err) => {
+      optionsPromise = null;
+      throw err;
+    });
+  }
+  return optionsPromise;
+}
+
+function notify(zh, en) {
+  notice.replaceChildren(el('p', {}, bi(zh, en)));
+  notice.hidden = false;
+  clearTimeout(notify.timer);
+  notify.timer = setTimeout(() => { notice.hidden = true; }, 6000);
+}
+
+function setApp(app) {
+  ctx.app = app;
+  renderProgress();
+}
+
+function renderProgress() {
+  const index = STEPS.indexOf(current);
+  const done = new Set(ctx.app ? ctx.app.completed : []);
+  if (ctx.signedIn) done.add('phone');
+  if (ctx.app && ['ready', 'beyond'].includes(ctx.app.next_step)) done.add('check');
+  for (const li of $$('#progress-steps li')) {
+    const step = li.dataset.step;
+    const position = STEPS.indexOf(step);
+    li.classList.toggle('is-done', done.has(step));
+    li.classList.toggle('is-current', position === index);
+    if (position === index) li.setAttribute('aria-current', 'step');
+    else li.removeAttribute('aria-current');
+    const [zh, en] = TITLES[step];
+    const state = done.has(step) ? t('已完成', 'done') : '';
+    li.setAttribute('aria-label', `${position + 1} ${t(zh, en)} ${state}`.trim());
+  }
+  const label = $('#progress-label');
+  if (index < 0) {
+    label.replaceChildren();
+    return;
+  }
+  const [zh, en] = TITLES[current];
+  label.replaceChildren(bi(`第 ${index + 1} 步 / 共 ${STEPS.length} 步 · ${zh}`,
+    `Step ${index + 1} of ${STEPS.length} · ${en}`));
+}
+
+/** Show one step; its module's enter() fills it. Focus goes to the step's heading. */
+async function go(step, opts = {}) {
+  if (current && current !== step && steps[current].leave) steps[current].leave();
+  current = step;
+  clearAlert(globalAlert);
+  notice.hidden = true;
+  $('#step-loading').hidden = true;
+  for (const section of $$('#intake > section[data-step]')) {
+    section.hidden = section.dataset.step !== step;
+  }
+  // Going back to change data is possible only while the application is a draft.
+  for (const button of $$('[data-back]')) button.hidden = !ctx.isDraft();
+  $('#logout').hidden = !ctx.signedIn;
+  renderProgress();
+  window.scrollTo({ top: 0 });
+  const heading = $(`#h-${step}`);
+  try {
+    await steps[step].enter(opts);
+  } catch (err) {
+    if (current !== step || err.status === 401) return; // signed out meanwhile: phone step shows why
+    showAlert(globalAlert, err);
+    const retry = el('button', { type: 'button', className: 'btn secondary' }, bi('重试', 'Try again'));
+    retry.addEventListener('click', () => go(step, opts));
+    globalAlert.append(retry);
+  }
+  if (current === step) heading.focus();
+}
+
+/** Go where the application stands. */
+function resume(app, opts = {}) {
+  setApp(app);
+  return go(SECTION_OF[app.next_step] || 'identity', opts);
+}
+
+async function signIn(body) {
+  api.setCsrf(body.csrf_token);
+  ctx.signedIn = true;
+  await resume(body.application);
+  if (body.resumed) {
+    notify('欢迎回来，已为您恢复上次的开户进度。', 'Welcome back: your application continues where you left off.');
+  }
+}
+
+function signedOut() {
+  ctx.signedIn = false;
+  ctx.app = null;
+  api.setCsrf('');
+}
+
+api.onUnauthorized = (err) => {
+  if (!ctx.signedIn) return;
+  signedOut();
+  go('phone').then(() => showAlert($('#phone-alert'), err));
+};
+
+$('#logout').addEventListener('click', (event) => busy(event.currentTarget, async () => {
+  try {
+    await api.del('/session');
+  } catch (err) {
+    if (err.status !== 401) {
+      showAlert(globalAlert, err);
+      return;
+    }
+  }
+  signedOut();
+  await go('phone');
+  notify('您已退出登录。用同一手机号登录可继续办理。', 'You are signed out. Sign in with the same number to continue.');
+}));
+
+/** The following step in order (steps can be revisited while the application is a draft). */
+function next() {
+  const index = STEPS.indexOf(current);
+  return go(STEPS[Math.min(index + 1, STEPS.length - 1)]);
+}
+
+// Back / next buttons inside the steps.
+root.addEventListener('click', (event) => {
+  if (!current || !event.target.closest) return;
+  const index = STEPS.indexOf(current);
+  const back = event.target.closest('[data-back]');
+  if (back && index > 1) go(STEPS[index - 1]);
+  const forward = event.target.closest('[data-next]');
+  if (forward && !forward.disabled) next();
+});
+
+onLangChange(() => {
+  renderProgress();
+  document.title = `${t('网上开户', 'Open an account')} · ${document.title.split(' · ').pop()}`;
+});
+
+async function boot() {
+  try {
+    const body = await api.get('/application');
+    api.setCsrf(body.csrf_token);
+    ctx.signedIn = true;
+    await resume(body.application);
+  } catch (err) {
+    if (err.status === 401) {
+      await go('phone');
+      return;
+    }
+    $('#step-loading').hidden = true;
+    const retry = el('button', { type: 'button', className: 'btn secondary' },
+      bi('重试', 'Try again'));
+    retry.addEventListener('click', () => {
+      clearAlert(globalAlert);
+      $('#step-loading').hidden = false;
+      boot();
+    });
+    showAlert(globalAlert, err);
+    globalAlert.append(retry);
+  }
+}
+
+initLang();
+boot();

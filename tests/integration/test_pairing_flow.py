@@ -1,0 +1,275 @@
+"""Queue, witness presence and signalling end to end over HTTP and WebSockets (A7, A17.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from server.app import create_app
+from server.domain.staff import Role
+from server.store.models import Application, AuditEntry, WitnessSession
+from server.web.keys import RUNTIME
+from tests.conftest import make_config
+from tests.helpers import add_staff, login
+from tests.intake_flow import ZHANG_SAN, verified_investor
+
+LI_SI = {
+    **ZHANG_SAN,
+    "name": "李四",
+    "id_number": "110101200001010010",
+    "sex": "M",
+    "birth_date": "2000-01-01",
+}
+FAST = {
+    "dispatch_interval_seconds": 0.05,
+    "offer_timeout_seconds": 2,
+    "heartbeat_seconds": 1,
+    "witness_presence_ttl_seconds": 3,
+    "investor_grace_seconds": 2,
+}
+
+
+@pytest.fixture
+async def pclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+    cfg = make_config(tmp_path, db_url, pairing=FAST, identity={"sandbox_latency_ms": 0})
+    return await aiohttp_client(create_app(cfg))
+
+
+async def next_of(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
+    """The next message of a type, skipping others (state updates, queue positions)."""
+    deadline = time.monotonic() + within
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), deadline - time.monotonic())
+        assert msg.type.name == "TEXT", msg
+        data = json.loads(msg.data)
+        if data.get("type") == kind:
+            return data  # type: ignore[no-any-return]
+
+
+async def state_is(ws: Any, state: str) -> None:
+    while (await next_of(ws, "state"))["state"] != state:
+        pass
+
+
+def keep_alive(*sockets: Any) -> asyncio.Task[None]:
+    """Ping like a live page does, so presence and the queue place are kept."""
+
+    async def beat() -> None:
+        while True:
+            for ws in sockets:
+                if not ws.closed:
+                    await ws.send_json({"type": "ping"})
+            await asyncio.sleep(0.5)
+
+    return asyncio.create_task(beat())
+
+
+async def state_of(client: Any, application_id: str) -> str:
+    async with client.app[RUNTIME].db.begin() as s:
+        app = await s.get(Application, application_id)
+        assert app is not None
+        return app.state
+
+
+async def test_investor_and_witness_paired_and_signalling(pclient: Any) -> None:
+    investor = await verified_investor(pclient, "13800138000", ZHANG_SAN)
+    joined = await investor.post("/application/queue")
+    assert joined.status == 200
+    status = await joined.json()
+    assert status["queued"] and status["position"] == 1
+    app_id = (await investor.app())["id"]
+    assert await state_of(pclient, app_id) == "queued"
+
+    inv_ws = await pclient.ws_connect("/ws/investor")
+    assert (await next_of(inv_ws, "queue"))["position"] == 1
+
+    await add_staff(pclient, "wang.wei", {Role.WITNESS})
+    await login(pclient, "wang.wei")
+    wit_ws = await pclient.ws_connect("/ws/witness")
+    alive = keep_alive(inv_ws, wit_ws)
+    assert (await next_of(wit_ws, "state"))["state"] == "not_ready"
+    await wit_ws.send_json({"type": "ready"})
+    offer = await next_of(wit_ws, "offer")
+    assert offer["application"]["id_number_masked"] == "110105********002X"
+    assert offer["application"]["name"] == "张三"
+    await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+    w_match = await next_of(wit_ws, "matched")
+    i_match = await next_of(inv_ws, "matched")
+    assert w_match["session_id"] == i_match["session_id"]
+    assert w_match["token"] != i_match["token"]
+    assert await state_of(pclient, app_id) == "witnessing"
+
+    sid = w_match["session_id"]
+    w_sess = await pclient.ws_connect(f"/ws/session/{sid}?token={w_match['token']}")
+    i_sess = await pclient.ws_connect(f"/ws/session/{sid}?token={i_match['token']}")
+    assert (await next_of(w_sess, "peer_joined"))["role"] == "investor"
+    await w_sess.send_json({"type": "offer", "sdp": "v=0 witness"})
+    got = await next_of(i_sess, "offer")
+    assert got == {"type": "offer", "sdp": "v=0 witness", "from": "witness"}
+    await i_sess.send_json({"type": "answer", "sdp": "v=0 investor"})
+    assert (await next_of(w_sess, "answer"))["from"] == "investor"
+
+    # A witness token does not open another session, nor does a forged one.
+    bad = await pclient.ws_connect(f"/ws/session/{sid}?token=forged.token")
+    assert (await next_of(bad, "error"))["error"]["code"] == "session_token_invalid"
+
+    # The investor drops before media: witness told, investor back at the head.
+    await i_sess.close()
+    assert (await next_of(w_sess, "peer_left"))["reason"] == "investor_left"
+    assert (await next_of(inv_ws, "peer_left"))["requeued"] is True
+    assert await state_of(pclient, app_id) == "queued"
+    rt = pclient.app[RUNTIME]
+    assert await rt.queue.position(app_id) == 1
+    presence = await rt.queue.get_witness(next(iter([1])))
+    assert presence is not None and presence.state.value == "not_ready"
+    async with rt.db.begin() as s:
+        ws_row = await s.scalar(select(WitnessSession))
+        assert ws_row is not None and ws_row.state == "aborted"
+        actions = (await s.scalars(select(AuditEntry.action))).all()
+    for action in ("pairing.offered", "pairing.accepted", "session.joined", "session.aborted"):
+        assert action in actions
+    alive.cancel()
+    for ws in (inv_ws, wit_ws, w_sess):
+        await ws.close()
+
+
+async def test_ineligible_witness_cannot_go_ready(pclient: Any) -> None:
+    await add_staff(pclient, "sales.li", {Role.WITNESS}, is_marketing=True)
+    await login(pclient, "sales.li")
+    ws = await pclient.ws_connect("/ws/witness")
+    await next_of(ws, "state")
+    await ws.send_json({"type": "ready"})
+    err = await next_of(ws, "error")
+    assert err["error"]["code"] == "witness_not_eligible"
+    assert "marketing_staff" in err["error"]["details"]["problems"]
+    presence = await pclient.app[RUNTIME].queue.get_witness(1)
+    assert presence is not None and presence.state.value == "not_ready"
+    await ws.close()
+
+
+async def test_non_witness_refused_socket(pclient: Any) -> None:
+    await add_staff(pclient, "reviewer1", {Role.REVIEWER})
+    await login(pclient, "reviewer1")
+    resp = await pclient.get("/ws/witness")
+    assert resp.status == 403
+
+
+async def test_unanswered_offer_moves_on_and_investor_keeps_place(pclient: Any) -> None:
+    investor = await verified_investor(pclient, "13800138000", ZHANG_SAN)
+    await investor.post("/application/queue")
+    app_id = (await investor.app())["id"]
+    inv_ws = await pclient.ws_connect("/ws/investor")
+    await add_staff(pclient, "slow.witness", {Role.WITNESS})
+    await login(pclient, "slow.witness")
+    ws = await pclient.ws_connect("/ws/witness")
+    alive = keep_alive(inv_ws, ws)
+    await ws.send_json({"type": "ready"})
+    offer = await next_of(ws, "offer")
+    closed = await next_of(ws, "offer_closed", within=6)
+    assert closed["offer_id"] == offer["offer_id"] and closed["reason"] == "timeout"
+    rt = pclient.app[RUNTIME]
+    presence = await rt.queue.get_witness(1)
+    assert presence is not None and presence.state.value == "not_ready"
+    assert await rt.queue.position(app_id) == 1
+    entry = await rt.queue.get_entry(app_id)
+    assert entry is not None and entry.offered_to is None
+    alive.cancel()
+    await ws.close()
+    await inv_ws.close()
+
+
+async def test_decline_then_next_witness_gets_the_offer(pclient: Any) -> None:
+    investor = await verified_investor(pclient, "13800138000", ZHANG_SAN)
+    await investor.post("/application/queue")
+    inv_ws = await pclient.ws_connect("/ws/investor")
+    await add_staff(pclient, "first", {Role.WITNESS})
+    await login(pclient, "first")
+    first = await pclient.ws_connect("/ws/witness")
+    alive = keep_alive(inv_ws, first)
+    await first.send_json({"type": "ready"})
+    offer = await next_of(first, "offer")
+    await first.send_json({"type": "decline", "offer_id": offer["offer_id"]})
+    assert (await next_of(first, "offer_closed"))["reason"] == "declined"
+    # A second witness on another login takes it.
+    other = TestClient(pclient.server)
+    await other.start_server()
+    await add_staff(pclient, "second", {Role.WITNESS})
+    await login(other, "second")
+    second = await other.ws_connect("/ws/witness")
+    await second.send_json({"type": "ready"})
+    offer2 = await next_of(second, "offer")
+    assert offer2["application"]["application_id"] == offer["application"]["application_id"]
+    alive.cancel()
+    for ws in (first, second, inv_ws):
+        await ws.close()
+    await other.close()
+
+
+async def test_reload_keeps_place_and_grace_expiry_releases_it(pclient: Any) -> None:
+    a = await verified_investor(pclient, "13800138000", ZHANG_SAN)
+    await a.post("/application/queue")
+    a_id = (await a.app())["id"]
+    pclient.session.cookie_jar.clear()
+    b = await verified_investor(pclient, "13700137000", LI_SI)
+    await b.post("/application/queue")
+    b_id = (await b.app())["id"]
+    rt = pclient.app[RUNTIME]
+    assert await rt.queue.position(b_id) == 2
+    # B's page reloads: a new socket, the same place.
+    ws1 = await pclient.ws_connect("/ws/investor")
+    assert (await next_of(ws1, "queue"))["position"] == 2
+    await ws1.close()
+    ws2 = await pclient.ws_connect("/ws/investor")
+    assert (await next_of(ws2, "queue"))["position"] == 2
+    await ws2.close()
+    # A's page is gone for longer than the grace period: A leaves the queue, B moves up.
+    deadline = time.monotonic() + 10
+    while await rt.queue.position(a_id) is not None and time.monotonic() < deadline:
+        await rt.queue.touch_investor(b_id, now=time.time())
+        await asyncio.sleep(0.2)
+    assert await rt.queue.position(a_id) is None
+    assert await rt.queue.position(b_id) == 1
+    assert await state_of(pclient, a_id) == "identity_verified"
+
+
+async def test_dead_console_is_never_offered(pclient: Any) -> None:
+    rt = pclient.app[RUNTIME]
+    await add_staff(pclient, "ghost", {Role.WITNESS})
+    await login(pclient, "ghost")
+    ws = await pclient.ws_connect("/ws/witness")
+    await ws.send_json({"type": "ready"})
+    await state_is(ws, "ready")
+    # The console's machine dies: no close frame, no heartbeats.
+    from dataclasses import replace
+
+    presence = await rt.queue.get_witness(1)
+    assert presence is not None
+    await rt.queue.set_witness(replace(presence, last_seen=time.time() - 60))
+    investor = await verified_investor(pclient, "13800138000", ZHANG_SAN)
+    await investor.post("/application/queue")
+    await rt.dispatcher.run_once()
+    assert await rt.queue.expired_offers(now=time.time() + 3600) == []
+    assert await rt.queue.get_witness(1) is None  # swept as offline
+    await ws.close()
+
+
+async def test_join_queue_needs_verified_identity(pclient: Any) -> None:
+    from tests.intake_flow import sign_in
+
+    investor, _ = await sign_in(pclient)
+    resp = await investor.post("/application/queue")
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "illegal_transition"
+
+
+async def test_cross_site_websocket_refused(pclient: Any) -> None:
+    await add_staff(pclient, "w.one", {Role.WITNESS})
+    await login(pclient, "w.one")
+    resp = await pclient.get("/ws/witness", headers={"Origin": "https://evil.example"})
+    assert resp.status == 403
