@@ -24,6 +24,8 @@ import uuid
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy import select
+
 from server.config import load_config
 from server.domain.application import ApplicationState
 from server.domain.staff import Role
@@ -74,7 +76,7 @@ async def run(args: argparse.Namespace) -> None:
                     )
                 )
         async with rt.db.begin() as session:
-            ids = [a.id for a in (await session.scalars(Application.__table__.select())).all()]
+            ids = list((await session.scalars(select(Application.id))).all())
         for app_id in ids:
             await rt.pairing.join_queue(app_id)
         staff_ids = []
@@ -117,11 +119,8 @@ async def run(args: argparse.Namespace) -> None:
         for _ in range(args.rounds):
             await asyncio.gather(*(witness_round(sid) for sid in staff_ids))
         wall = time.perf_counter() - wall
-        dispatcher.cancel()
-        try:
-            await dispatcher
-        except asyncio.CancelledError:
-            pass
+        rt.dispatcher.stop()
+        await dispatcher
         if args.backend == "redis":
             import redis.asyncio as aioredis
 

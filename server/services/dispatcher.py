@@ -183,8 +183,11 @@ class Dispatcher:
                     raise
                 except Exception:
                     log.exception("dispatcher round failed")
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancellation that lands
+                # as the event fires, and this loop would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), cfg.dispatch_interval_seconds)
+                    async with asyncio.timeout(cfg.dispatch_interval_seconds):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
             listener.cancel()
