@@ -35,7 +35,9 @@ class Dispatcher:
         protector: DataProtector,
         node: NodeInfo,
         live_sessions: Callable[[], int] | None = None,
+        queue_gauge: Callable[[float], None] | None = None,
     ) -> None:
+        self.queue_gauge = queue_gauge
         self.pairing = pairing
         self.placer = placer
         self.protector = protector
@@ -72,7 +74,10 @@ class Dispatcher:
 
     async def _pair(self, now: float) -> int:
         backend, cfg = self.pairing.backend, self.pairing.config
-        waiting = [e.investor for e in await backend.waiting() if e.offered_to is None]
+        entries = await backend.waiting()
+        if self.queue_gauge is not None:
+            self.queue_gauge(len(entries))
+        waiting = [e.investor for e in entries if e.offered_to is None]
         if not waiting:
             return 0
         ready = [

@@ -38,6 +38,10 @@ class Metrics:
     live_sessions: Gauge
     recording_bytes: Gauge
 
+    def live_session_count(self) -> int:
+        """This node's load for placement: session sockets it holds."""
+        return int(self.registry.get_sample_value("witness_live_sessions") or 0)
+
     @classmethod
     def create(cls) -> Metrics:
         # One registry per app, so tests can build many apps in one process.
@@ -159,7 +163,8 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         placer=placer,
         protector=protector,
         node=node,
-        live_sessions=lambda: int(metrics.live_sessions._value.get()),
+        live_sessions=metrics.live_session_count,
+        queue_gauge=metrics.queue_length.set,
     )
     try:
         yield Runtime(

@@ -64,13 +64,17 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         if message.get("type") == "peer_left":
             await ws.close()
 
-    await run_socket(
-        ws,
-        backend=rt.queue,
-        channels=[session_channel(grant.session_id, role)],
-        on_client=on_client,
-        on_channel=on_channel,
-    )
+    rt.metrics.live_sessions.inc()
+    try:
+        await run_socket(
+            ws,
+            backend=rt.queue,
+            channels=[session_channel(grant.session_id, role)],
+            on_client=on_client,
+            on_channel=on_channel,
+        )
+    finally:
+        rt.metrics.live_sessions.dec()
     # Until media and rejoining exist (media issue), leaving ends the session: the
     # investor goes back to the head of the queue and the witness to not-ready.
     await rt.placer.abort(grant.session_id, reason=f"{role}_left", left_role=role)

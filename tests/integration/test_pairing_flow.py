@@ -89,6 +89,9 @@ async def test_investor_and_witness_paired_and_signalling(pclient: Any) -> None:
 
     inv_ws = await pclient.ws_connect("/ws/investor")
     assert (await next_of(inv_ws, "queue"))["position"] == 1
+    await pclient.app[RUNTIME].dispatcher.run_once()
+    metrics = await (await pclient.get("/metrics")).text()
+    assert "witness_queue_length 1.0" in metrics
 
     await add_staff(pclient, "wang.wei", {Role.WITNESS})
     await login(pclient, "wang.wei")
@@ -110,6 +113,7 @@ async def test_investor_and_witness_paired_and_signalling(pclient: Any) -> None:
     w_sess = await pclient.ws_connect(f"/ws/session/{sid}?token={w_match['token']}")
     i_sess = await pclient.ws_connect(f"/ws/session/{sid}?token={i_match['token']}")
     assert (await next_of(w_sess, "peer_joined"))["role"] == "investor"
+    assert "witness_live_sessions 2.0" in await (await pclient.get("/metrics")).text()
     await w_sess.send_json({"type": "offer", "sdp": "v=0 witness"})
     got = await next_of(i_sess, "offer")
     assert got == {"type": "offer", "sdp": "v=0 witness", "from": "witness"}
