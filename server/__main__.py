@@ -183,6 +183,7 @@ async def _staff(cfg: Config, args: argparse.Namespace) -> int:
                 is_marketing=args.marketing,
                 phone=validate_phone(args.phone) if args.phone else None,
                 id_number=normalize_id_number(args.id_number) if args.id_number else None,
+                skills=frozenset(x.strip() for x in (args.skills or "").split(",") if x.strip()),
             )
             async with rt.db.begin() as session:
                 staff = await staff_service.create_staff(
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument(
         "--marketing", action="store_true", help="is marketing staff (may not witness, A7)"
+    )
+    add.add_argument(
+        "--skills", help="pairing skills, comma-separated (e.g. hmt,en); see pairing.match_skills"
     )
     add.add_argument(
         "--phone", help="own mobile number: never paired with an investor using it (A7)"

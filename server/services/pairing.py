@@ -68,9 +68,7 @@ class Pairing:
         async with self.db.begin() as session:
             app = await get_application(session=session, application_id=application_id)
             if app.state == ApplicationState.QUEUED.value:
-                entry = WaitingInvestor(
-                    application_id, now, app.phone_hash, app.id_number_hash or ""
-                )
+                entry = _entry(app, now)
                 # Self-healing: a restarted in-process queue forgets; the database does not.
                 await self.backend.enqueue(entry, now=now)
             else:
@@ -81,9 +79,7 @@ class Pairing:
                     actor="investor",
                     details={"node": self.node_id},
                 )
-                entry = WaitingInvestor(
-                    application_id, now, app.phone_hash, app.id_number_hash or ""
-                )
+                entry = _entry(app, now)
                 if not await self.backend.enqueue(entry, now=now):
                     raise Conflict(
                         "already_queued",
@@ -158,6 +154,7 @@ class Pairing:
             last_seen=now,
             phone_hash=staff.phone_hash or "",
             id_hash=staff.id_number_hash or "",
+            skills=frozenset(x for x in staff.skills.split(",") if x),
         )
         await self.backend.set_witness(presence, expect_state=WitnessState.OFFLINE)
         return (await self.backend.get_witness(staff_id)) or presence
@@ -254,6 +251,18 @@ class Pairing:
 
     async def queue_length(self) -> int:
         return len(await self.backend.waiting())
+
+
+def required_skills(app: Application) -> frozenset[str]:
+    """What a witness must be able to handle for this investor (when matching skills):
+    residence-permit holders from Hong Kong, Macau or Taiwan need a witness marked "hmt"."""
+    return frozenset({"hmt"}) if app.document_type == "hmt_residence_permit" else frozenset()
+
+
+def _entry(app: Application, now: float) -> WaitingInvestor:
+    return WaitingInvestor(
+        app.id, now, app.phone_hash, app.id_number_hash or "", required_skills(app)
+    )
 
 
 async def offer_summary(

@@ -22,7 +22,13 @@ from server.domain.pairing import WaitingInvestor, WitnessState
 from server.queue.base import NodeInfo
 from server.services import session_tokens
 from server.services.applications import apply_event, get_application
-from server.services.pairing import QUEUE_CHANGED, Pairing, investor_channel, witness_channel
+from server.services.pairing import (
+    QUEUE_CHANGED,
+    Pairing,
+    investor_channel,
+    required_skills,
+    witness_channel,
+)
 from server.store.models import WitnessSession, utcnow
 
 SESSION_PLACED = "placed"
@@ -201,13 +207,15 @@ class Placer:
             application_id, staff_id = ws.application_id, ws.witness_id
             queued_at = ws.queued_at
             phone_hash, id_hash = app.phone_hash, app.id_number_hash or ""
+            skills = required_skills(app)
         if requeue:
             # Their original arrival time puts them ahead of everyone who came later.
             first = (
                 queued_at.replace(tzinfo=queued_at.tzinfo or UTC).timestamp() if queued_at else 0.0
             )
             await backend.enqueue(
-                WaitingInvestor(application_id, first, phone_hash, id_hash), now=time.time()
+                WaitingInvestor(application_id, first, phone_hash, id_hash, skills),
+                now=time.time(),
             )
         witness = await backend.get_witness(staff_id)
         if witness is not None and witness.state is WitnessState.BUSY:

@@ -50,6 +50,7 @@ class NewStaff:
     is_marketing: bool = False
     phone: str | None = None
     id_number: str | None = None
+    skills: frozenset[str] = frozenset()
 
 
 def qualification(staff: Staff) -> WitnessQualification:
@@ -122,6 +123,7 @@ async def create_staff(
             else None
         ),
         failed_logins=0,
+        skills=",".join(sorted(new.skills)),
     )
     session.add(staff)
     await session.flush()

@@ -61,6 +61,8 @@ class Staff(Base):
     has_labour_contract: Mapped[bool] = mapped_column(Boolean, default=False)
     training_passed_on: Mapped[date | None] = mapped_column(Date)
     is_marketing: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Comma-separated pairing skills (e.g. "hmt,en"), used when pairing.match_skills is on.
+    skills: Mapped[str] = mapped_column(String(200), default="", server_default="")
     # Keyed hashes only: used to keep a witness from being paired with themselves.
     phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
     id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)

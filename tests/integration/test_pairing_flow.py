@@ -277,3 +277,44 @@ async def test_cross_site_websocket_refused(pclient: Any) -> None:
     await login(pclient, "w.one")
     resp = await pclient.get("/ws/witness", headers={"Origin": "https://evil.example"})
     assert resp.status == 403
+
+
+CHAN_TAI_MAN = {
+    **ZHANG_SAN,
+    "name": "陈大文",
+    "document_type": "hmt_residence_permit",
+    "id_number": "810000198503150033",
+    "sex": "M",
+    "birth_date": "1985-03-15",
+    "valid_from": "2023-01-01",
+    "valid_until_long_term": False,
+    "valid_until": "2028-01-01",
+    "nationality": "HKG",
+}
+
+
+async def test_skills_route_permit_holders_to_hmt_witnesses(
+    aiohttp_client: Any, tmp_path: Path, db_url: str
+) -> None:
+    cfg = make_config(
+        tmp_path,
+        db_url,
+        pairing={**FAST, "match_skills": True, "dispatch_interval_seconds": 5},
+        identity={"sandbox_latency_ms": 0},
+    )
+    client = await aiohttp_client(create_app(cfg))
+    rt = client.app[RUNTIME]
+    investor = await verified_investor(client, "13600136000", CHAN_TAI_MAN)
+    await investor.post("/application/queue")
+    await add_staff(client, "plain.witness", {Role.WITNESS})
+    await add_staff(client, "hmt.witness", {Role.WITNESS}, skills=frozenset({"hmt"}))
+    for staff_id in (1, 2):
+        await rt.pairing.witness_connect(staff_id)
+    await rt.pairing.witness_ready(1, actor="plain.witness")
+    await rt.dispatcher.run_once()
+    assert (await rt.queue.get_witness(1)).state.value == "ready"  # type: ignore[union-attr]
+    await rt.pairing.witness_ready(2, actor="hmt.witness")
+    await rt.dispatcher.run_once()
+    offered = await rt.queue.get_witness(2)
+    assert offered is not None and offered.state.value == "offered"
+    assert (await rt.queue.get_witness(1)).state.value == "ready"  # type: ignore[union-attr]
