@@ -22,6 +22,7 @@ from server.web import (
     investor_pages,
     openapi,
     staff_pages,
+    witness_pages,
     ws_queue,
     ws_session,
 )
@@ -108,6 +109,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(openapi.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
+    app.router.add_routes(witness_pages.routes)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
     _check_declared_access(app)
     return app

@@ -87,6 +87,7 @@ export function setupCheck(ctx) {
     const app = ctx.app;
     clearAlert(alertBox);
     if (app.state === 'identity_verified') {
+      clearAlert($('#join-alert'));
       const check = app.identity_check;
       $('#check-reference').replaceChildren(check && check.reference
         ? bi(`核验编号：${check.reference}`, `Check reference: ${check.reference}`) : '');
@@ -184,7 +185,32 @@ export function setupCheck(ctx) {
     }
   }
 
+  /** POST /application/queue (A17.2: identity verified first), then the waiting panel. */
+  async function joinQueue() {
+    const box = $('#join-alert');
+    clearAlert(box);
+    let status;
+    try {
+      status = await ctx.api.post('/application/queue');
+    } catch (err) {
+      if (err.status === 401) return;
+      if (err.status === 409) {
+        // Already queued (another tab) or no longer verified: go where the server says.
+        await refresh();
+        if (ctx.app && ctx.app.state !== 'identity_verified') {
+          await ctx.resume(ctx.app);
+          return;
+        }
+      }
+      showAlert(box, err);
+      return;
+    }
+    await refresh(); // state: queued
+    await ctx.go('queue', { status });
+  }
+
   submitBtn.addEventListener('click', () => busy(submitBtn, submit));
+  $('#join-queue').addEventListener('click', (e) => busy(e.currentTarget, joinQueue));
   $('#check-correct').addEventListener('click', (e) => busy(e.currentTarget, correct));
 
   return {

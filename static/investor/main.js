@@ -8,6 +8,7 @@ import { setupDisclosure } from './disclosure.js';
 import { setupIdentity } from './identity.js';
 import { setupImages } from './images.js';
 import { setupPhone } from './phone.js';
+import { setupQueue } from './queue.js';
 import { setupSuitability } from './suitability.js';
 import { $, $$, busy, clearAlert, el, showAlert } from './ui.js';
 
@@ -35,6 +36,8 @@ const SECTION_OF = {
   identity_failed: 'check',
   beyond: 'check',
 };
+// Application states handled by the queue section rather than a numbered step.
+const QUEUE_STATES = new Set(['queued', 'witnessing']);
 
 const root = $('#intake');
 const api = new Api(API_BASE);
@@ -69,6 +72,7 @@ const steps = {
   suitability: setupSuitability(ctx),
   disclosure: setupDisclosure(ctx),
   check: setupCheck(ctx),
+  queue: setupQueue(ctx),
 };
 
 /** GET /options once (document types, occupations). */
@@ -99,6 +103,7 @@ function renderProgress() {
   const done = new Set(ctx.app ? ctx.app.completed : []);
   if (ctx.signedIn) done.add('phone');
   if (ctx.app && ['ready', 'beyond'].includes(ctx.app.next_step)) done.add('check');
+  if (current === 'queue') done.add('check');
   for (const li of $$('#progress-steps li')) {
     const step = li.dataset.step;
     const position = STEPS.indexOf(step);
@@ -111,6 +116,10 @@ function renderProgress() {
     li.setAttribute('aria-label', `${position + 1} ${t(zh, en)} ${state}`.trim());
   }
   const label = $('#progress-label');
+  if (current === 'queue') {
+    label.replaceChildren(bi('资料已全部提交 · 视频见证', 'All steps done · Video witnessing'));
+    return;
+  }
   if (index < 0) {
     label.replaceChildren();
     return;
@@ -151,6 +160,7 @@ async function go(step, opts = {}) {
 /** Go where the application stands. */
 function resume(app, opts = {}) {
   setApp(app);
+  if (QUEUE_STATES.has(app.state)) return go('queue', opts);
   return go(SECTION_OF[app.next_step] || 'identity', opts);
 }
 

@@ -1,0 +1,411 @@
+// The witness queue and the session hand-off (A7, A17.3).
+//
+// /ws/investor pushes the place in the queue; the page must ping every heartbeat_seconds
+// or the place is given up after the server's grace period (docs/pairing.md). When a
+// witness accepts, "matched" carries a token for /ws/session/<id> on the node holding the
+// session. Video comes in a later release: only the signalling socket is opened here.
+
+import { bi } from '../js/i18n.js';
+import { $, busy, clearAlert, showAlert } from './ui.js';
+
+const DEFAULT_HEARTBEAT = 10; // seconds, until the server's first message says otherwise
+const BACKOFF = [1000, 2000, 4000, 8000, 15000];
+
+function wsBase(origin) {
+  return origin.replace(/^http/, 'ws');
+}
+
+/** A JSON WebSocket that reconnects with back-off until stopped. */
+class LiveSocket {
+  constructor(url, { onMessage, onUp, onDown, onRetry }) {
+    this.url = url;
+    this.handlers = { onMessage, onUp, onDown, onRetry };
+    this.ws = null;
+    this.stopped = true;
+    this.attempt = 0;
+    this.timer = null;
+    this.up = false;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.stopped) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch {
+      this.scheduleRetry();
+      return;
+    }
+    this.ws = ws;
+    ws.addEventListener('open', () => {
+      if (ws !== this.ws) return;
+      this.attempt = 0;
+      this.up = true;
+      this.handlers.onUp?.();
+    });
+    ws.addEventListener('message', (event) => {
+      if (ws !== this.ws) return;
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (data && typeof data === 'object') this.handlers.onMessage(data);
+    });
+    ws.addEventListener('close', () => {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      const wasUp = this.up;
+      this.up = false;
+      if (this.stopped) return;
+      this.handlers.onDown?.(wasUp);
+      this.scheduleRetry();
+    });
+  }
+
+  scheduleRetry() {
+    if (this.stopped || this.timer) return;
+    const base = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)];
+    this.attempt += 1;
+    this.handlers.onRetry?.(this.attempt);
+    this.timer = setTimeout(() => this.connect(), base + Math.random() * 500);
+  }
+
+  /** Try at once (page shown again, network back). */
+  nudge() {
+    if (this.stopped || this.ws) return;
+    this.attempt = 0;
+    this.connect();
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    const ws = this.ws;
+    this.ws = null;
+    this.up = false;
+    if (ws) ws.close(1000);
+  }
+}
+
+/** Minutes for people; null when the server cannot estimate yet. */
+function waitText(seconds) {
+  if (seconds === null || seconds === undefined) {
+    return bi('暂时无法估计', 'Cannot be estimated yet');
+  }
+  if (seconds < 60) return bi('不到 1 分钟', 'Under a minute');
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 60) return bi(`约 ${minutes} 分钟`, `About ${minutes} min`);
+  const h = Math.floor(minutes / 60);
+  const m = minutes % 60;
+  return bi(`约 ${h} 小时${m ? ` ${m} 分钟` : ''}`, `About ${h} h${m ? ` ${m} min` : ''}`);
+}
+
+const SESSION_TEXT = {
+  connecting: ['见证人员已接入，正在连接…', 'A witness has joined, connecting…'],
+  joined: ['已连接，等待见证人员…', 'Connected, waiting for the witness…'],
+  live: ['已与见证人员建立连接', 'Connected to your witness'],
+};
+const BACK_AT_FRONT = {
+  zh: '连接中断，您已回到队列最前。请保持本页面打开，稍后将再次为您连线。',
+  en: 'The connection dropped; you are back at the front of the queue. Keep this page open: you will be connected again shortly.',
+};
+
+export function setupQueue(ctx) {
+  const waiting = $('#queue-waiting');
+  const sessionPanel = $('#queue-session');
+  const conn = $('#queue-conn');
+  const alertBox = $('#queue-alert');
+  const leaveBtn = $('#queue-leave');
+  const confirmBox = $('#queue-leave-confirm');
+  const sessionStatus = $('#session-status');
+
+  let active = false;
+  let queueSocket = null;
+  let sessionSocket = null;
+  let session = null; // { id, phase }
+  let heartbeat = DEFAULT_HEARTBEAT;
+  let pingTimer = null;
+  let shown = {}; // last rendered values, so screen readers hear only changes
+  let checking = false;
+
+  /** Replace a node's content only when its value changed (live regions stay quiet). */
+  function setText(node, key, signature, make) {
+    if (shown[key] === signature) return;
+    shown[key] = signature;
+    node.replaceChildren(make());
+  }
+
+  function renderStatus(status) {
+    const position = status.position ?? null;
+    const ahead = position ? position - 1 : null;
+    const wait = status.estimated_wait_seconds ?? null;
+    setText($('#queue-position'), 'position', position, () => String(position ?? '–'));
+    setText($('#queue-ahead'), 'ahead', ahead, () => (ahead === null ? '–'
+      : bi(`${ahead} 人`, ahead === 1 ? '1 person' : `${ahead} people`)));
+    // Minutes only: a wait re-estimated every few seconds should not flicker.
+    const bucket = wait === null ? null : wait < 60 ? 0 : Math.ceil(wait / 60);
+    setText($('#queue-wait'), 'wait', bucket, () => waitText(wait));
+  }
+
+  function showPanel(which) {
+    waiting.hidden = which !== 'waiting';
+    sessionPanel.hidden = which !== 'session';
+  }
+
+  function setConnDown(down) {
+    conn.hidden = !down;
+    waiting.classList.toggle('is-stale', down);
+  }
+
+  function startPings() {
+    clearInterval(pingTimer);
+    pingTimer = setInterval(() => {
+      queueSocket?.send({ type: 'ping' });
+      sessionSocket?.send({ type: 'ping' });
+    }, heartbeat * 1000);
+  }
+
+  // ── the session socket ───────────────────────────────────────────────────────────
+  function setPhase(phase) {
+    if (!session) return;
+    session.phase = phase;
+    sessionStatus.dataset.phase = phase;
+    sessionStatus.replaceChildren(bi(...SESSION_TEXT[phase]));
+  }
+
+  function sessionUrl(nodeUrl, id, token) {
+    const origin = nodeUrl ? nodeUrl.replace(/\/+$/, '') : location.origin;
+    return `${wsBase(origin)}/ws/session/${encodeURIComponent(id)}?token=${encodeURIComponent(token)}`;
+  }
+
+  function openSession(message) {
+    closeSession();
+    clearAlert(alertBox);
+    confirmBox.hidden = true;
+    session = { id: message.session_id, phase: 'connecting' };
+    setPhase('connecting');
+    showPanel('session');
+    const ws = new WebSocket(sessionUrl(message.node_url, message.session_id, message.token));
+    sessionSocket = {
+      ws,
+      send(msg) {
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+      },
+    };
+    ws.addEventListener('message', (event) => {
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (!session || session.id !== message.session_id) return;
+      if (data.type === 'joined') {
+        if (session.phase === 'connecting') setPhase('joined');
+      } else if (data.type === 'peer_joined') {
+        setPhase('live');
+      } else if (data.type === 'peer_left') {
+        sessionEnded({ requeued: true });
+      } else if (data.type === 'error') {
+        showAlert(alertBox, errorOf(data));
+      }
+      // pong and relayed signalling are for the video call (later release)
+    });
+    ws.addEventListener('close', () => {
+      if (sessionSocket && sessionSocket.ws === ws) sessionSocket = null;
+      // No rejoining yet: a dropped session socket ends the session; the server puts
+      // the investor back at the head of the queue and says so on /ws/investor.
+      if (session && session.id === message.session_id) sessionEnded({ requeued: true });
+    });
+  }
+
+  function closeSession() {
+    const s = sessionSocket;
+    sessionSocket = null;
+    if (s && s.ws.readyState <= WebSocket.OPEN) s.ws.close(1000);
+  }
+
+  /** The session is over (either socket may say so first); idempotent. */
+  function sessionEnded({ requeued }) {
+    const had = session !== null;
+    session = null;
+    closeSession();
+    showPanel('waiting');
+    if (requeued && (had || alertBox.hidden)) {
+      showAlert(alertBox, BACK_AT_FRONT, { kind: 'info' });
+      if (had) $('#h-queue').focus();
+    }
+  }
+
+  function errorOf(data) {
+    const e = data.error || {};
+    return { zh: e.message_zh || e.message || '出现错误，请稍后重试。', en: e.message || e.code || 'Something went wrong.' };
+  }
+
+  // ── the queue socket ─────────────────────────────────────────────────────────────
+  async function checkStillQueued() {
+    // Told we are not in the queue: the application says whether we were dropped
+    // (grace period passed, left in another tab) or are about to be matched.
+    if (checking) return;
+    checking = true;
+    try {
+      const body = await ctx.api.get('/application');
+      if (!active) return;
+      ctx.setApp(body.application);
+      if (!['queued', 'witnessing'].includes(body.application.state)) {
+        stop();
+        await ctx.resume(body.application);
+        ctx.notify('您已不在排队中，可重新加入见证排队。', 'You are no longer in the queue; you can join it again.');
+      }
+    } catch {
+      // Network trouble: the socket's reconnect will ask again.
+    } finally {
+      checking = false;
+    }
+  }
+
+  function onQueueMessage(data) {
+    if (!active) return;
+    if (data.heartbeat_seconds && data.heartbeat_seconds !== heartbeat) {
+      heartbeat = Math.max(1, Number(data.heartbeat_seconds) || DEFAULT_HEARTBEAT);
+      startPings();
+    }
+    switch (data.type) {
+      case 'queue':
+        if (data.queued) {
+          renderStatus(data);
+        } else if (!session) {
+          checkStillQueued();
+        }
+        break;
+      case 'matched':
+        openSession(data);
+        break;
+      case 'peer_left':
+        if (data.requeued) {
+          sessionEnded({ requeued: true });
+        } else {
+          // Not put back in the queue: the application moved on; it says where.
+          session = null;
+          closeSession();
+          showPanel('waiting');
+          checkStillQueued();
+        }
+        break;
+      case 'error':
+        showAlert(alertBox, errorOf(data));
+        break;
+      default:
+        break;
+    }
+  }
+
+  function start() {
+    stop();
+    active = true;
+    shown = {};
+    heartbeat = DEFAULT_HEARTBEAT;
+    setConnDown(false);
+    queueSocket = new LiveSocket(`${wsBase(location.origin)}/ws/investor`, {
+      onMessage: onQueueMessage,
+      onUp: () => {
+        setConnDown(false);
+        queueSocket.send({ type: 'ping' });
+      },
+      onDown: () => setConnDown(true),
+      onRetry: (attempt) => {
+        setConnDown(true);
+        // A refused upgrade looks like a network error: ask the API whether we are
+        // still signed in (a 401 takes the page back to the phone step).
+        if (attempt >= 2) checkStillQueued();
+      },
+    });
+    queueSocket.start();
+    startPings();
+  }
+
+  function stop() {
+    active = false;
+    clearInterval(pingTimer);
+    pingTimer = null;
+    session = null;
+    closeSession();
+    queueSocket?.stop();
+    queueSocket = null;
+  }
+
+  async function leave() {
+    clearAlert(alertBox);
+    try {
+      await ctx.api.del('/application/queue');
+    } catch (err) {
+      showAlert(alertBox, err);
+      return;
+    }
+    stop();
+    try {
+      const body = await ctx.api.get('/application');
+      await ctx.resume(body.application);
+    } catch (err) {
+      await ctx.go('check');
+      if (err.status !== 401) showAlert($('#global-alert'), err);
+      return;
+    }
+    ctx.notify('您已离开排队。需要时可重新加入。', 'You have left the queue. You can join again at any time.');
+  }
+
+  leaveBtn.addEventListener('click', () => {
+    confirmBox.hidden = false;
+    leaveBtn.hidden = true;
+    $('#queue-stay').focus();
+  });
+  $('#queue-stay').addEventListener('click', () => {
+    confirmBox.hidden = true;
+    leaveBtn.hidden = false;
+    leaveBtn.focus();
+  });
+  $('#queue-leave-yes').addEventListener('click', (event) => busy(event.currentTarget, leave));
+
+  document.addEventListener('visibilitychange', () => {
+    if (!active || document.hidden) return;
+    // Timers may have been throttled while hidden: prove presence now.
+    queueSocket?.nudge();
+    queueSocket?.send({ type: 'ping' });
+    sessionSocket?.send({ type: 'ping' });
+  });
+  window.addEventListener('online', () => queueSocket?.nudge());
+
+  return {
+    /** opts.status: the POST /queue answer, shown before the socket's first message. */
+    async enter(opts = {}) {
+      clearAlert(alertBox);
+      confirmBox.hidden = true;
+      leaveBtn.hidden = false;
+      showPanel('waiting');
+      start();
+      if (opts.status && opts.status.queued) renderStatus(opts.status);
+      if (opts.message) showAlert(alertBox, opts.message, { kind: 'info' });
+    },
+    leave() {
+      stop();
+    },
+  };
+}

@@ -1,0 +1,105 @@
+// A JSON WebSocket that reconnects with back-off (1, 2, 4, 8, 15 s plus jitter) until
+// stopped. The investor page has the same class in static/investor/queue.js.
+
+const BACKOFF = [1000, 2000, 4000, 8000, 15000];
+
+/** A JSON WebSocket that reconnects with back-off until stopped. */
+export class LiveSocket {
+  constructor(url, { onMessage, onUp, onDown, onRetry }) {
+    this.url = url;
+    this.handlers = { onMessage, onUp, onDown, onRetry };
+    this.ws = null;
+    this.stopped = true;
+    this.attempt = 0;
+    this.timer = null;
+    this.up = false;
+  }
+
+  start() {
+    this.stopped = false;
+    this.connect();
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.stopped) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch {
+      this.scheduleRetry();
+      return;
+    }
+    this.ws = ws;
+    ws.addEventListener('open', () => {
+      if (ws !== this.ws) return;
+      this.attempt = 0;
+      this.up = true;
+      this.handlers.onUp?.();
+    });
+    ws.addEventListener('message', (event) => {
+      if (ws !== this.ws) return;
+      let data;
+      try {
+        data = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (data && typeof data === 'object') this.handlers.onMessage(data);
+    });
+    ws.addEventListener('close', () => {
+      if (ws !== this.ws) return;
+      this.ws = null;
+      const wasUp = this.up;
+      this.up = false;
+      if (this.stopped) return;
+      this.handlers.onDown?.(wasUp);
+      this.scheduleRetry();
+    });
+  }
+
+  scheduleRetry() {
+    if (this.stopped || this.timer) return;
+    const base = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)];
+    this.attempt += 1;
+    this.handlers.onRetry?.(this.attempt);
+    this.timer = setTimeout(() => this.connect(), base + Math.random() * 500);
+  }
+
+  /** Try at once (page shown again, network back). */
+  nudge() {
+    if (this.stopped || this.ws) return;
+    this.attempt = 0;
+    this.connect();
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(message));
+      return true;
+    }
+    return false;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    const ws = this.ws;
+    this.ws = null;
+    this.up = false;
+    if (ws) ws.close(1000);
+  }
+}
+
+/** ws: or wss: URL for a path on this origin. */
+export function sameOriginWs(path) {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`;
+}
+
+/** ws: or wss: URL of a path on another node (http(s) base URL, e.g. a session's node_url). */
+export function nodeWs(nodeUrl, path) {
+  const base = (nodeUrl || location.origin).replace(/\/+$/, '');
+  return base.replace(/^http/, 'ws') + path;
+}
