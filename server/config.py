@@ -39,6 +39,7 @@ class ServerConfig:
     tls_key: str = ""
     trusted_proxies: tuple[str, ...] = ()
     frame_ancestors: tuple[str, ...] = ()
+    cluster_origins: tuple[str, ...] = ()
     max_body_mb: int = 20
 
 
@@ -361,6 +362,9 @@ def _validate(cfg: Config) -> None:
     for origin in cfg.server.frame_ancestors:
         if not origin.startswith("https://") or any(c in origin for c in " ;,'\""):
             raise ConfigError(f"server.frame_ancestors: {origin!r} must be an https:// origin")
+    for origin in cfg.server.cluster_origins:
+        if not origin.startswith(("https://", "http://")) or any(c in origin for c in " ;,'\""):
+            raise ConfigError(f"server.cluster_origins: {origin!r} must be an http(s):// origin")
 
 
 def load_config(

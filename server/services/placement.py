@@ -123,6 +123,34 @@ class Placer:
         await backend.publish(QUEUE_CHANGED, {"reason": "accepted"})
         return placement
 
+    async def open_session_for(self, *, role: str, party: str) -> dict[str, Any] | None:
+        """A "matched" message for a party whose socket (re)connects while their session
+        waits, with a fresh token: one published while they were offline is not lost."""
+        column = WitnessSession.application_id if role == "investor" else WitnessSession.witness_id
+        value: str | int = party if role == "investor" else int(party)
+        async with self.pairing.db.begin() as session:
+            ws = await session.scalar(
+                select(WitnessSession)
+                .where(column == value, WitnessSession.state.in_((SESSION_PLACED, SESSION_LIVE)))
+                .order_by(WitnessSession.created_at.desc())
+                .limit(1)
+            )
+            if ws is None:
+                return None
+            node = next(
+                (
+                    n
+                    for n in await self.pairing.backend.live_nodes(now=time.time())
+                    if n.node_id == ws.node_id
+                ),
+                self.self_node,
+            )
+        expires = time.time() + self.pairing.config.session_token_ttl_seconds
+        token = session_tokens.mint(
+            self.protector, session_tokens.SessionGrant(ws.id, role, party, expires)
+        )
+        return {"type": "matched", "session_id": ws.id, "node_url": node.url, "token": token}
+
     async def party_joined(self, session_id: str, role: str) -> bool:
         """Record a party reaching the session; True once both have."""
         async with self.pairing.db.begin() as session:

@@ -297,10 +297,16 @@ def make_security_headers(
     config: Config,
 ) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     ancestors = " ".join(["'self'", *config.server.frame_ancestors])
+    # Pages may open session sockets on the other media nodes of the cluster.
+    node_sockets = [
+        o.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        for o in config.server.cluster_origins
+    ]
+    connect = " ".join(["'self'", *config.server.cluster_origins, *node_sockets])
     # A5: served only under the agency's own origin; no third-party framing or scripts.
     csp = (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-        "media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+        f"media-src 'self' blob:; connect-src {connect}; font-src 'self'; object-src 'none'; "
         f"base-uri 'none'; form-action 'self'; frame-ancestors {ancestors}"
     )
 

@@ -62,6 +62,9 @@ async def investor_socket(request: web.Request) -> web.StreamResponse:
             "heartbeat_seconds": rt.config.pairing.heartbeat_seconds,
         },
     )
+    pending = await rt.placer.open_session_for(role="investor", party=application_id)
+    if pending is not None:
+        await send(ws, pending)
 
     async def on_client(data: dict[str, Any]) -> None:
         kind = data.get("type")
@@ -111,6 +114,10 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     await send(ws, _hello(rt))
     await send(ws, _presence_message(presence.state, await rt.pairing.queue_length()))
+    if presence.state is WitnessState.BUSY:
+        pending = await rt.placer.open_session_for(role="witness", party=str(staff.id))
+        if pending is not None:
+            await send(ws, pending)
 
     async def state_update() -> None:
         current = await rt.queue.get_witness(staff.id)

@@ -225,3 +225,12 @@ def test_handlers_must_declare_access() -> None:
 async def test_unknown_api_path_is_json_404(client: Any) -> None:
     resp = await client.get("/api/v1/nothing")
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+
+
+async def test_cluster_origins_allowed_for_session_sockets(
+    aiohttp_client: Any, tmp_path: Path, db_url: str
+) -> None:
+    cfg = make_config(tmp_path, db_url, server={"cluster_origins": ["https://node2.example.cn"]})
+    client = await aiohttp_client(create_app(cfg))
+    csp = (await client.get("/")).headers["Content-Security-Policy"]
+    assert "connect-src 'self' https://node2.example.cn wss://node2.example.cn;" in csp

@@ -318,3 +318,23 @@ async def test_skills_route_permit_holders_to_hmt_witnesses(
     offered = await rt.queue.get_witness(2)
     assert offered is not None and offered.state.value == "offered"
     assert (await rt.queue.get_witness(1)).state.value == "ready"  # type: ignore[union-attr]
+
+
+async def test_match_reaches_an_investor_who_reconnects_later(pclient: Any) -> None:
+    investor = await verified_investor(pclient, "13800138000", ZHANG_SAN)
+    await investor.post("/application/queue")  # no socket open: the page is reloading
+    await add_staff(pclient, "wang.wei", {Role.WITNESS})
+    await login(pclient, "wang.wei")
+    wit_ws = await pclient.ws_connect("/ws/witness")
+    await wit_ws.send_json({"type": "ready"})
+    offer = await next_of(wit_ws, "offer")
+    await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+    w_match = await next_of(wit_ws, "matched")
+    # The investor's page comes back: the match is delivered again, with its own token.
+    inv_ws = await pclient.ws_connect("/ws/investor")
+    again = await next_of(inv_ws, "matched")
+    assert again["session_id"] == w_match["session_id"] and again["token"] != w_match["token"]
+    i_sess = await pclient.ws_connect(f"/ws/session/{again['session_id']}?token={again['token']}")
+    assert (await next_of(i_sess, "joined"))["role"] == "investor"
+    for ws in (i_sess, inv_ws, wit_ws):
+        await ws.close()
