@@ -14,12 +14,15 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
+
 from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.pairing import AssignmentPolicy, ReadyWitness, WitnessState, choose_pairs
 from server.queue.base import NodeInfo, Offer
 from server.services.pairing import QUEUE_CHANGED, Pairing, offer_summary, witness_channel
-from server.services.placement import Placer
+from server.services.placement import SESSION_LIVE, SESSION_PLACED, Placer
+from server.store.models import WitnessSession
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +130,12 @@ class Dispatcher:
         return made
 
     async def _abort_for(self, application_id: str, reason: str) -> None:
-        from sqlalchemy import select
-
-        from server.store.models import WitnessSession
-
         async with self.pairing.db.begin() as session:
             ids = (
                 await session.scalars(
                     select(WitnessSession.id).where(
                         WitnessSession.application_id == application_id,
-                        WitnessSession.state.in_(("placed", "live")),
+                        WitnessSession.state.in_((SESSION_PLACED, SESSION_LIVE)),
                     )
                 )
             ).all()

@@ -8,6 +8,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from html import escape
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import StaticResource
@@ -178,8 +179,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _html_error(status: int, zh: str, en: str, headers: dict[str, str]) -> web.Response:
-    from html import escape
-
     body = (
         '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -214,7 +213,7 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
             )
     request[CURRENT_STAFF] = current
     if request.method in _UNSAFE and not access.csrf_exempt:
-        _check_origin(request)
+        check_origin(request)
     if access.public:
         return await handler(request)
     if access.investor:
@@ -283,7 +282,7 @@ async def _investor_gate(
     return await handler(request)
 
 
-def _check_origin(request: web.Request) -> None:
+def check_origin(request: web.Request) -> None:
     # A cross-site form post carries the attacker's Origin; same-origin requests carry ours.
     origin = request.headers.get("Origin")
     if origin is None:  # non-browser clients; browsers always send Origin on POST

@@ -12,7 +12,7 @@ from server.services import login_sessions
 from server.services import staff as staff_service
 from server.web.access import current_staff, public, public_csrf_exempt, staff_only
 from server.web.keys import CURRENT_STAFF, RUNTIME
-from server.web.middleware import _check_origin
+from server.web.middleware import check_origin
 from server.web.render import render
 
 LOGIN_CSRF_COOKIE = "witness_login_csrf"
@@ -75,7 +75,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 @public_csrf_exempt
 async def login_submit(request: web.Request) -> web.StreamResponse:
     # Login CSRF: double-submit token (cookie set by the form) plus the Origin check.
-    _check_origin(request)
+    check_origin(request)
     form = await request.post()
     username = str(form.get("username", ""))[:100]
     password = str(form.get("password", ""))[:300]
