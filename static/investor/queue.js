@@ -6,104 +6,15 @@
 // session. Video comes in a later release: only the signalling socket is opened here.
 
 import { bi } from '../js/i18n.js';
+import { LiveSocket } from '../js/socket.js';
 import { $, busy, clearAlert, showAlert } from './ui.js';
 
 const DEFAULT_HEARTBEAT = 10; // seconds, until the server's first message says otherwise
-const BACKOFF = [1000, 2000, 4000, 8000, 15000];
 
 function wsBase(origin) {
   return origin.replace(/^http/, 'ws');
 }
 
-/** A JSON WebSocket that reconnects with back-off until stopped. */
-class LiveSocket {
-  constructor(url, { onMessage, onUp, onDown, onRetry }) {
-    this.url = url;
-    this.handlers = { onMessage, onUp, onDown, onRetry };
-    this.ws = null;
-    this.stopped = true;
-    this.attempt = 0;
-    this.timer = null;
-    this.up = false;
-  }
-
-  start() {
-    this.stopped = false;
-    this.connect();
-  }
-
-  connect() {
-    clearTimeout(this.timer);
-    this.timer = null;
-    if (this.stopped) return;
-    let ws;
-    try {
-      ws = new WebSocket(this.url);
-    } catch {
-      this.scheduleRetry();
-      return;
-    }
-    this.ws = ws;
-    ws.addEventListener('open', () => {
-      if (ws !== this.ws) return;
-      this.attempt = 0;
-      this.up = true;
-      this.handlers.onUp?.();
-    });
-    ws.addEventListener('message', (event) => {
-      if (ws !== this.ws) return;
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (data && typeof data === 'object') this.handlers.onMessage(data);
-    });
-    ws.addEventListener('close', () => {
-      if (ws !== this.ws) return;
-      this.ws = null;
-      const wasUp = this.up;
-      this.up = false;
-      if (this.stopped) return;
-      this.handlers.onDown?.(wasUp);
-      this.scheduleRetry();
-    });
-  }
-
-  scheduleRetry() {
-    if (this.stopped || this.timer) return;
-    const base = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)];
-    this.attempt += 1;
-    this.handlers.onRetry?.(this.attempt);
-    this.timer = setTimeout(() => this.connect(), base + Math.random() * 500);
-  }
-
-  /** Try at once (page shown again, network back). */
-  nudge() {
-    if (this.stopped || this.ws) return;
-    this.attempt = 0;
-    this.connect();
-  }
-
-  send(message) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(message));
-      return true;
-    }
-    return false;
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.timer = null;
-    const ws = this.ws;
-    this.ws = null;
-    this.up = false;
-    if (ws) ws.close(1000);
-  }
-}
 
 /** Minutes for people; null when the server cannot estimate yet. */
 function waitText(seconds) {

@@ -1,7 +1,7 @@
 // The witness desk (A7, A17.3): presence and offers over /ws/witness, the session over
 // /ws/session/<id> on the node that holds it. Messages: docs/pairing.md.
 
-import { LiveSocket, nodeWs, sameOriginWs } from './socket.js';
+import { LiveSocket, nodeWs, sameOriginWs } from '../js/socket.js';
 
 const DEFAULT_HEARTBEAT = 10; // seconds, until "hello" says otherwise
 const OFFER_GRACE_MS = 5000; // after the countdown, wait this long for offer_closed

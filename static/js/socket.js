@@ -1,5 +1,5 @@
 // A JSON WebSocket that reconnects with back-off (1, 2, 4, 8, 15 s plus jitter) until
-// stopped. The investor page has the same class in static/investor/queue.js.
+// stopped. Used by the investor queue page and the witness desk.
 
 const BACKOFF = [1000, 2000, 4000, 8000, 15000];
 
