@@ -106,7 +106,9 @@ class IntakeConfig:
 
 
 @dataclass(frozen=True)
-class IdentityConfig:
+class GatewayConfig:
+    """An outside service reached through an adapter: a sandbox, or an HTTP gateway."""
+
     provider: str = "sandbox"
     sandbox_latency_ms: int = 300
     sandbox_failure_rate: float = 0.0
@@ -117,15 +119,14 @@ class IdentityConfig:
 
 
 @dataclass(frozen=True)
-class SmsConfig:
-    provider: str = "sandbox"
-    sandbox_show_code: bool = True
+class IdentityConfig(GatewayConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class SmsConfig(GatewayConfig):
     sandbox_latency_ms: int = 200
-    sandbox_failure_rate: float = 0.0
-    http_url: str = ""
-    http_api_key: str = ""
-    http_timeout_seconds: float = 5.0
-    http_retries: int = 2
+    sandbox_show_code: bool = True
 
 
 @dataclass(frozen=True)

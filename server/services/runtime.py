@@ -8,13 +8,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.adapters.identity_registry import IdentityRegistry, build_identity_registry
 from server.adapters.sms import SmsSender, build_sms_sender
-from server.config import Config, ConfigError
+from server.config import Config, ConfigError, GatewayConfig
 from server.content import load_intake_content
 from server.crypto import DataProtector, load_or_create_key
 from server.domain.suitability import DisclosureDocument, Questionnaire
@@ -116,6 +117,19 @@ def node_url(config: Config) -> str:
     return f"{scheme}://{config.server.host}:{config.server.port}"
 
 
+def _gateway(cfg: GatewayConfig) -> dict[str, Any]:
+    """The adapter builders' keywords, shared by the identity registry and SMS."""
+    return {
+        "provider": cfg.provider,
+        "sandbox_latency_ms": cfg.sandbox_latency_ms,
+        "sandbox_failure_rate": cfg.sandbox_failure_rate,
+        "http_url": cfg.http_url,
+        "http_api_key": cfg.http_api_key,
+        "http_timeout_seconds": cfg.http_timeout_seconds,
+        "http_retries": cfg.http_retries,
+    }
+
+
 def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
     path = config.resolve_path(config.intake.content_file) if config.intake.content_file else None
     try:
@@ -128,25 +142,8 @@ def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     protector = open_protector(config)
     questionnaire, disclosure = load_content(config)
-    ident, sms_cfg = config.identity, config.sms
-    registry = build_identity_registry(
-        provider=ident.provider,
-        sandbox_latency_ms=ident.sandbox_latency_ms,
-        sandbox_failure_rate=ident.sandbox_failure_rate,
-        http_url=ident.http_url,
-        http_api_key=ident.http_api_key,
-        http_timeout_seconds=ident.http_timeout_seconds,
-        http_retries=ident.http_retries,
-    )
-    sms = build_sms_sender(
-        provider=sms_cfg.provider,
-        sandbox_latency_ms=sms_cfg.sandbox_latency_ms,
-        sandbox_failure_rate=sms_cfg.sandbox_failure_rate,
-        http_url=sms_cfg.http_url,
-        http_api_key=sms_cfg.http_api_key,
-        http_timeout_seconds=sms_cfg.http_timeout_seconds,
-        http_retries=sms_cfg.http_retries,
-    )
+    registry = build_identity_registry(**_gateway(config.identity))
+    sms = build_sms_sender(**_gateway(config.sms))
     engine = make_engine(
         config.database_url, echo=config.database.echo, pool_size=config.database.pool_size
     )
