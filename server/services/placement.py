@@ -7,6 +7,7 @@ witness to not-ready; every step is audited.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +31,8 @@ from server.services.pairing import (
     witness_channel,
 )
 from server.store.models import WitnessSession, utcnow
+
+log = logging.getLogger(__name__)
 
 SESSION_PLACED = "placed"
 SESSION_LIVE = "live"  # both parties joined
@@ -154,7 +157,9 @@ class Placer:
     async def party_joined(self, session_id: str, role: str) -> bool:
         """Record a party reaching the session; True once both have."""
         async with self.pairing.db.begin() as session:
-            ws = await session.get(WitnessSession, session_id)
+            # Row lock: two parties arriving at once must not both read "the other is
+            # not here yet" and so neither learn that both have joined.
+            ws = await session.get(WitnessSession, session_id, with_for_update=True)
             if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
             now = utcnow()
@@ -208,7 +213,7 @@ class Placer:
         witness to not-ready, both told. False if the session had already ended."""
         backend = self.pairing.backend
         async with self.pairing.db.begin() as session:
-            ws = await session.get(WitnessSession, session_id)
+            ws = await session.get(WitnessSession, session_id, with_for_update=True)
             if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
                 return False
             ws.state = SESSION_ABORTED
@@ -233,6 +238,10 @@ class Placer:
                 details={"reason": reason, "left": left_role},
             )
             application_id, staff_id = ws.application_id, ws.witness_id
+            log.warning(
+                "session aborted",
+                extra={"session": session_id, "reason": reason, "left": left_role},
+            )
             queued_at = ws.queued_at
             phone_hash, id_hash = app.phone_hash, app.id_number_hash or ""
             skills = required_skills(app)

@@ -61,12 +61,17 @@ async def run_socket(
     on_channel: Callable[[str, dict[str, Any]], Awaitable[None]],
     tick: Callable[[], Awaitable[None]] | None = None,
     tick_seconds: float = 10.0,
+    on_subscribed: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Pump client messages and channel messages until the socket closes.
 
     Channel messages come from whichever node published them (the backend's pub/sub).
+    ``on_subscribed`` runs once the subscription is live: announce yourself or send the
+    initial state there, so nothing published in reply can be missed.
     """
     async with await backend.subscribe(*channels) as sub:
+        if on_subscribed is not None:
+            await on_subscribed()
 
         async def pump_channel() -> None:
             async for channel, message in sub:

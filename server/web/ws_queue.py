@@ -55,16 +55,19 @@ async def investor_socket(request: web.Request) -> web.StreamResponse:
             await rt.pairing.join_queue(application_id)
     ws = open_socket(request)
     await ws.prepare(request)
-    await send(
-        ws,
-        {
-            **await rt.pairing.investor_status(application_id),
-            "heartbeat_seconds": rt.config.pairing.heartbeat_seconds,
-        },
-    )
-    pending = await rt.placer.open_session_for(role="investor", party=application_id)
-    if pending is not None:
-        await send(ws, pending)
+
+    async def greet() -> None:
+        # After subscribing, so a match made meanwhile is either here or on the channel.
+        await send(
+            ws,
+            {
+                **await rt.pairing.investor_status(application_id),
+                "heartbeat_seconds": rt.config.pairing.heartbeat_seconds,
+            },
+        )
+        pending = await rt.placer.open_session_for(role="investor", party=application_id)
+        if pending is not None:
+            await send(ws, pending)
 
     async def on_client(data: dict[str, Any]) -> None:
         kind = data.get("type")
@@ -91,6 +94,7 @@ async def investor_socket(request: web.Request) -> web.StreamResponse:
         channels=[investor_channel(application_id), QUEUE_CHANGED],
         on_client=on_client,
         on_channel=on_channel,
+        on_subscribed=greet,
     )
     return ws
 
@@ -112,12 +116,14 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
     presence = await rt.pairing.witness_connect(staff.id)
     ws = open_socket(request)
     await ws.prepare(request)
-    await send(ws, _hello(rt))
-    await send(ws, _presence_message(presence.state, await rt.pairing.queue_length()))
-    if presence.state is WitnessState.BUSY:
-        pending = await rt.placer.open_session_for(role="witness", party=str(staff.id))
-        if pending is not None:
-            await send(ws, pending)
+
+    async def greet() -> None:
+        await send(ws, _hello(rt))
+        await send(ws, _presence_message(presence.state, await rt.pairing.queue_length()))
+        if presence.state is WitnessState.BUSY:
+            pending = await rt.placer.open_session_for(role="witness", party=str(staff.id))
+            if pending is not None:
+                await send(ws, pending)
 
     async def state_update() -> None:
         current = await rt.queue.get_witness(staff.id)
@@ -162,6 +168,7 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
             channels=[witness_channel(staff.id), QUEUE_CHANGED],
             on_client=on_client,
             on_channel=on_channel,
+            on_subscribed=greet,
         )
     finally:
         # A closed console is offline at once unless it is in a call; a reload comes back

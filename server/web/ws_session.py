@@ -38,18 +38,30 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             raise InvalidInput(
                 "session_mismatch", "Token is for another session.", "凭证与会话不符。"
             )
-        both = await rt.placer.party_joined(grant.session_id, grant.role)
     except DomainError as exc:
         await send_error(ws, exc)
         await ws.close(code=4401, message=b"unauthorised")
         return ws
     role, other = grant.role, _OTHER[grant.role]
-    await send(ws, {"type": "joined", "session_id": grant.session_id, "role": role})
-    await rt.queue.publish(
-        session_channel(grant.session_id, other), {"type": "peer_joined", "role": role}
-    )
-    if both:
-        await send(ws, {"type": "peer_joined", "role": other})
+    joined = False
+
+    async def announce() -> None:
+        # Recorded and announced only once subscribed: whichever party arrives second
+        # tells the first, who is by then certain to be listening.
+        nonlocal joined
+        try:
+            both = await rt.placer.party_joined(grant.session_id, role)
+        except DomainError as exc:
+            await send_error(ws, exc)
+            await ws.close(code=4404, message=b"session not found")
+            return
+        joined = True
+        await send(ws, {"type": "joined", "session_id": grant.session_id, "role": role})
+        if both:
+            await send(ws, {"type": "peer_joined", "role": other})
+            await rt.queue.publish(
+                session_channel(grant.session_id, other), {"type": "peer_joined", "role": role}
+            )
 
     async def on_client(data: dict[str, Any]) -> None:
         kind = data.get("type")
@@ -73,10 +85,12 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             channels=[session_channel(grant.session_id, role)],
             on_client=on_client,
             on_channel=on_channel,
+            on_subscribed=announce,
         )
     finally:
         rt.metrics.live_sessions.dec()
     # Until media and rejoining exist (media issue), leaving ends the session: the
     # investor goes back to the head of the queue and the witness to not-ready.
-    await rt.placer.abort(grant.session_id, reason=f"{role}_left", left_role=role)
+    if joined:
+        await rt.placer.abort(grant.session_id, reason=f"{role}_left", left_role=role)
     return ws

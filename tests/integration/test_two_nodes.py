@@ -4,6 +4,7 @@ node B are paired and exchange signalling messages (issue: pairing on one node o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -91,8 +92,8 @@ content_file = "{content}"
 sandbox_latency_ms = 0
 [pairing]
 dispatch_interval_seconds = 0.1
-heartbeat_seconds = 1
-witness_presence_ttl_seconds = 5
+heartbeat_seconds = 2
+witness_presence_ttl_seconds = 10
 [logging]
 level = "WARNING"
 format = "text"
@@ -169,6 +170,15 @@ async def _next(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any
                 return data  # type: ignore[no-any-return]
 
 
+async def _keep_alive(*sockets: aiohttp.ClientWebSocketResponse) -> None:
+    while True:
+        for ws in sockets:
+            with contextlib.suppress(ConnectionError):  # the test is closing it
+                if not ws.closed:
+                    await ws.send_json({"type": "ping"})
+        await asyncio.sleep(0.5)
+
+
 async def _investor_through_intake(s: aiohttp.ClientSession, base: str) -> str:
     api = f"{base}/api/v1/investor"
     async with s.post(f"{api}/otp", json={"phone": "13800138000"}) as r:
@@ -225,6 +235,8 @@ async def test_witness_on_a_investor_on_b_paired_and_signalling(cluster: dict[st
         inv_ws = await investor.ws_connect(f"{b}/ws/investor")
         assert (await _next(inv_ws, "queue"))["position"] == 1
         wit_ws = await witness.ws_connect(f"{a}/ws/witness")
+        # Like the pages: presence and the queue place last only while pings arrive.
+        alive = asyncio.create_task(_keep_alive(inv_ws, wit_ws))
         await wit_ws.send_json({"type": "ready"})
         offer = await _next(wit_ws, "offer")
         await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
@@ -239,5 +251,6 @@ async def test_witness_on_a_investor_on_b_paired_and_signalling(cluster: dict[st
         assert (await _next(i_sess, "offer"))["sdp"] == "from-a"
         await i_sess.send_json({"type": "candidate", "candidate": "from-b"})
         assert (await _next(w_sess, "candidate"))["candidate"] == "from-b"
+        alive.cancel()
         for ws in (i_sess, w_sess, inv_ws, wit_ws):
             await ws.close()
