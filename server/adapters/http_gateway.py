@@ -196,3 +196,41 @@ class SessionHolder:
             await self._session.close()
         if self._owned:
             self._session = None
+
+
+class GatewayClient:
+    """What every JSON gateway adapter shares: where, how, and the retrying post."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        api_key: str,
+        timeout_seconds: float = 5.0,
+        retries: int = 2,
+        backoff_seconds: float = 0.5,
+        session: aiohttp.ClientSession | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._url = url
+        self._api_key = api_key
+        self._timeout_seconds = timeout_seconds
+        self._retries = retries
+        self._backoff_seconds = backoff_seconds
+        self._session = SessionHolder(session)
+        self._sleep = sleep
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def _post(self, payload: dict[str, Any]) -> GatewayOutcome:
+        return await post_json_with_retries(
+            self._session.get(),
+            self._url,
+            payload,
+            api_key=self._api_key,
+            timeout_seconds=self._timeout_seconds,
+            retries=self._retries,
+            backoff_seconds=self._backoff_seconds,
+            sleep=self._sleep,
+        )

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-import aiohttp
-
-from server.adapters.http_gateway import SessionHolder, Sleep, post_json_with_retries
+from server.adapters.http_gateway import GatewayClient, Sleep
 from server.crypto import mask_id_number
 
 __all__ = [
@@ -216,7 +214,7 @@ _DEFAULT_CODES: dict[RegistryResult, str | None] = {
 }
 
 
-class HttpRegistry:
+class HttpRegistry(GatewayClient):
     """Client for the agency's registry vendor: a JSON gateway.
 
     Request: ``POST url`` with ``{"name", "id_type", "id_number", "request_id"}`` and
@@ -227,39 +225,10 @@ class HttpRegistry:
 
     name = "http"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        api_key: str,
-        timeout_seconds: float = 5.0,
-        retries: int = 2,
-        backoff_seconds: float = 0.5,
-        session: aiohttp.ClientSession | None = None,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self._url = url
-        self._api_key = api_key
-        self._timeout_seconds = timeout_seconds
-        self._retries = retries
-        self._backoff_seconds = backoff_seconds
-        self._session = SessionHolder(session)
-        self._sleep = sleep
-
-    async def close(self) -> None:
-        await self._session.close()
-
     async def verify(self, *, name: str, id_type: str, id_number: str) -> RegistryResponse:
         request_id = uuid.uuid4().hex
-        outcome = await post_json_with_retries(
-            self._session.get(),
-            self._url,
-            {"name": name, "id_type": id_type, "id_number": id_number, "request_id": request_id},
-            api_key=self._api_key,
-            timeout_seconds=self._timeout_seconds,
-            retries=self._retries,
-            backoff_seconds=self._backoff_seconds,
-            sleep=self._sleep,
+        outcome = await self._post(
+            {"name": name, "id_type": id_type, "id_number": id_number, "request_id": request_id}
         )
         meta = {"request_id": request_id, "status": outcome.status, "attempts": outcome.attempts}
         body = outcome.body

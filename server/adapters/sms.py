@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-import aiohttp
-
-from server.adapters.http_gateway import SessionHolder, Sleep, post_json_with_retries
+from server.adapters.http_gateway import GatewayClient, Sleep
 
 __all__ = [
     "HttpSms",
@@ -155,7 +153,7 @@ class SandboxSms:
         return None
 
 
-class HttpSms:
+class HttpSms(GatewayClient):
     """Client for the SMS vendor's JSON gateway.
 
     Request: ``POST url`` with ``{"phone", "text", "purpose", "request_id"}`` and
@@ -168,38 +166,9 @@ class HttpSms:
 
     name = "http"
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        api_key: str,
-        timeout_seconds: float = 5.0,
-        retries: int = 2,
-        backoff_seconds: float = 0.5,
-        session: aiohttp.ClientSession | None = None,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self._url = url
-        self._api_key = api_key
-        self._timeout_seconds = timeout_seconds
-        self._retries = retries
-        self._backoff_seconds = backoff_seconds
-        self._session = SessionHolder(session)
-        self._sleep = sleep
-
-    async def close(self) -> None:
-        await self._session.close()
-
     async def send(self, *, phone: str, text: str, purpose: str) -> SmsReceipt:
-        outcome = await post_json_with_retries(
-            self._session.get(),
-            self._url,
-            {"phone": phone, "text": text, "purpose": purpose, "request_id": uuid.uuid4().hex},
-            api_key=self._api_key,
-            timeout_seconds=self._timeout_seconds,
-            retries=self._retries,
-            backoff_seconds=self._backoff_seconds,
-            sleep=self._sleep,
+        outcome = await self._post(
+            {"phone": phone, "text": text, "purpose": purpose, "request_id": uuid.uuid4().hex}
         )
         body = outcome.body
         accepted = body.get("accepted") if body is not None else None
