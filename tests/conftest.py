@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import socket
@@ -94,6 +95,23 @@ async def _drop_database(name: str) -> None:
         await conn.close()
 
 
+@contextlib.asynccontextmanager
+async def pg_database(prefix: str, *, template: str | None = None) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (a copy of ``template`` if given), dropped afterwards."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    clause = f' TEMPLATE "{template}"' if template else ""
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await conn.close()
+    base, _ = _pg_parts()
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+    finally:
+        await _drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
@@ -124,17 +142,8 @@ async def db_url(
         return
     if pg_template is None:
         service_missing("PostgreSQL", PG_ADMIN_DSN)
-    name = f"witness_t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    finally:
-        await conn.close()
-    base, _ = _pg_parts()
-    try:
-        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    finally:
-        await _drop_database(name)
+    async with pg_database("witness_t_", template=pg_template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -148,17 +157,8 @@ async def empty_db_url(
         return
     if pg_template is None:
         service_missing("PostgreSQL", PG_ADMIN_DSN)
-    name = f"witness_e_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    base, _ = _pg_parts()
-    try:
-        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    finally:
-        await _drop_database(name)
+    async with pg_database("witness_e_") as url:
+        yield url
 
 
 def make_config(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> Config:

@@ -18,12 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from server.content import DEFAULT_INTAKE_PATH
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL, TEST_DATA_KEY, service_missing
+from tests.conftest import (
+    PG_ADMIN_DSN,
+    REDIS_URL,
+    TEST_DATA_KEY,
+    pg_database,
+    service_missing,
+)
 from tests.intake_flow import ZHANG_SAN, jpeg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,18 +41,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def pg_database(pg_template: str | None) -> AsyncIterator[str]:
+async def cluster_database(pg_template: str | None) -> AsyncIterator[str]:
     if pg_template is None:
         service_missing("PostgreSQL", PG_ADMIN_DSN)
-    name = f"witness_2n_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    await conn.close()
-    base = PG_ADMIN_DSN.rpartition("/")[0].replace("postgresql://", "postgresql+asyncpg://")
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
+    async with pg_database("witness_2n_", template=pg_template) as url:
+        yield url
 
 
 @pytest.fixture
@@ -66,7 +64,7 @@ async def redis_prefix() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, pg_database: str, redis_prefix: str) -> Iterator[dict[str, Any]]:
+def cluster(tmp_path: Path, cluster_database: str, redis_prefix: str) -> Iterator[dict[str, Any]]:
     content = tmp_path / "intake.toml"
     content.write_text(
         re.sub(r"min_read_seconds = \d+", "min_read_seconds = 0", DEFAULT_INTAKE_PATH.read_text())
@@ -75,7 +73,7 @@ def cluster(tmp_path: Path, pg_database: str, redis_prefix: str) -> Iterator[dic
     cfg.write_text(
         f"""
 [database]
-url = "{pg_database}"
+url = "{cluster_database}"
 [queue]
 backend = "redis"
 [redis]
