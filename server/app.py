@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,6 +16,9 @@ import jinja2
 from aiohttp import web
 
 from server.config import Config
+from server.media import hooks
+from server.services.media import recover
+from server.services.placement import SESSION_INTERRUPTED
 from server.services.runtime import open_runtime
 from server.web import (
     admin_pages,
@@ -38,6 +43,7 @@ from server.web.middleware import (
 from server.web.ws_common import close_all
 
 TEMPLATES = Path(__file__).resolve().parent / "web" / "templates"
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
@@ -77,7 +83,30 @@ def create_app(config: Config) -> web.Application:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def media_ctx(app: web.Application) -> AsyncIterator[None]:
+        rt = app[RUNTIME]
+        hooks.check_internals()  # an aiortc upgrade that breaks the tap stops start-up
+        hooks.restrict_host_addresses(list(config.media.host_addresses))
+        others = {n.node_id for n in await rt.queue.live_nodes(now=time.time())}
+        others.discard(config.node_id)
+        result = await recover(
+            rt.db,
+            root=config.recordings_path,
+            alive_nodes=others,
+            end_session=lambda sid: rt.placer.abort(
+                sid,
+                reason="media_node_stopped",
+                left_role=None,
+                final_state=SESSION_INTERRUPTED,
+            ),
+        )
+        if any(result.values()):
+            log.warning("recovered after an unclean stop", extra=result)
+        yield
+        await rt.media.close_all()
+
     app.cleanup_ctx.append(runtime_ctx)
+    app.cleanup_ctx.append(media_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(close_all)

@@ -144,6 +144,23 @@ class PairingConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    # STUN/TURN URLs given to browsers and used by the server's own connections, e.g.
+    # "stun:turn.example.com:3478", "turn:turn.example.com:3478?transport=udp". Empty
+    # works on a LAN or loopback; never a public default.
+    ice_servers: tuple[str, ...] = ()
+    # coturn "use-auth-secret": TURN credentials are minted per party, valid this long.
+    turn_secret: str = ""
+    turn_credential_ttl_seconds: int = 3600
+    # Local addresses offered as ICE host candidates (empty: every interface but
+    # loopback). Set the address browsers can reach, or 127.0.0.1 for loopback tests.
+    host_addresses: tuple[str, ...] = ()
+    rejoin_grace_seconds: int = 30
+    keyframe_interval_seconds: float = 10.0
+    record: bool = True
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -162,6 +179,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     sms: SmsConfig = field(default_factory=SmsConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -285,6 +303,19 @@ def _build_section(
 
 
 def _validate(cfg: Config) -> None:
+    for url in cfg.media.ice_servers:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ConfigError(f"media.ice_servers: {url!r} must start with stun:, turn: or turns:")
+    if any(u.startswith(("turn:", "turns:")) for u in cfg.media.ice_servers) and not (
+        cfg.media.turn_secret
+    ):
+        raise ConfigError("media.turn_secret: required when media.ice_servers lists a TURN server")
+    if cfg.media.rejoin_grace_seconds < 0:
+        raise ConfigError("media.rejoin_grace_seconds: must be 0 or more")
+    if cfg.media.keyframe_interval_seconds < 1:
+        raise ConfigError("media.keyframe_interval_seconds: must be at least 1")
+    if cfg.media.turn_credential_ttl_seconds < 60:
+        raise ConfigError("media.turn_credential_ttl_seconds: must be at least 60")
     if not 0 < cfg.server.port < 65536:
         raise ConfigError(f"server.port: must be 1..65535, got {cfg.server.port}")
     if cfg.queue.backend not in ("memory", "redis"):

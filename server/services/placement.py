@@ -38,6 +38,7 @@ SESSION_PLACED = "placed"
 SESSION_LIVE = "live"  # both parties joined
 SESSION_ABORTED = "aborted"
 SESSION_ENDED = "ended"
+SESSION_INTERRUPTED = "interrupted"  # its media node stopped (crash) mid-session
 
 
 def session_channel(session_id: str, role: str) -> str:
@@ -208,6 +209,7 @@ class Placer:
         reason: str,
         left_role: str | None,
         witness_after: WitnessState = WitnessState.NOT_READY,
+        final_state: str = SESSION_ABORTED,
     ) -> bool:
         """End a session that never got going: investor back to the head of the queue,
         witness to not-ready, both told. False if the session had already ended."""
@@ -216,7 +218,7 @@ class Placer:
             ws = await session.get(WitnessSession, session_id, with_for_update=True)
             if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
                 return False
-            ws.state = SESSION_ABORTED
+            ws.state = final_state
             ws.ended_at = utcnow()
             ws.notes = reason
             app = await get_application(session=session, application_id=ws.application_id)
@@ -232,7 +234,7 @@ class Placer:
             await append_audit(
                 session,
                 actor="system",
-                action="session.aborted",
+                action=f"session.{final_state}",
                 subject_type="witness_session",
                 subject_id=session_id,
                 details={"reason": reason, "left": left_role},

@@ -23,6 +23,7 @@ from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
 from server.services.dispatcher import Dispatcher
 from server.services.images import ImageLimits
+from server.services.media import MediaManager
 from server.services.pairing import Pairing
 from server.services.placement import Placer
 from server.store.db import make_engine, make_sessionmaker
@@ -93,6 +94,7 @@ class Runtime:
     pairing: Pairing
     placer: Placer
     dispatcher: Dispatcher
+    media: MediaManager
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -163,6 +165,13 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         live_sessions=metrics.live_session_count,
         queue_gauge=metrics.queue_length.set,
     )
+    media = MediaManager(
+        config=config.media,
+        db=db,
+        root=config.recordings_path,
+        node_id=config.node_id,
+        on_bytes=metrics.recording_bytes.inc,
+    )
     try:
         yield Runtime(
             config=config,
@@ -180,8 +189,10 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             pairing=pairing,
             placer=placer,
             dispatcher=dispatcher,
+            media=media,
         )
     finally:
+        await media.close_all()
         await queue.close()
         await registry.close()
         await sms.close()

@@ -225,9 +225,14 @@ class Recording(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("witness_sessions.id"), index=True)
     participant: Mapped[str] = mapped_column(String(16))
     segment: Mapped[int] = mapped_column(Integer, default=0)
-    path: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(String(500))  # relative to storage.recordings_dir
     content_type: Mapped[str] = mapped_column(String(64))
+    # recording → complete | recovered (after a crash) | empty (no media) | failed
     status: Mapped[str] = mapped_column(String(16))
+    node_id: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # First media timestamp on the session clock (ms after session start).
+    start_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     duration_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     video_frames: Mapped[int] = mapped_column(Integer, default=0)
@@ -236,6 +241,24 @@ class Recording(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Still(Base):
+    """A photo taken from a party's live video (A14, A19)."""
+
+    __tablename__ = "stills"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(ForeignKey("witness_sessions.id"), index=True)
+    participant: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # auto | manual | step
+    path: Mapped[str] = mapped_column(String(500))  # relative to storage.recordings_dir
+    content_type: Mapped[str] = mapped_column(String(64), default="image/jpeg")
+    bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    offset_ms: Mapped[int] = mapped_column(BigInteger)  # on the session clock
+    taken_by: Mapped[str] = mapped_column(String(64))
+    taken_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Review(Base):

@@ -1,7 +1,10 @@
 """A witness session's signalling socket, on the media node that owns the session.
 
-Each party connects with its session token; messages for the other party travel on
-``session:<id>:<role>``, so the two sockets may sit on different nodes (issue: placement).
+Each party connects with its session token. Its WebRTC offer is answered here, by this
+node's media session (server/media): the node relays and records both parties. Other
+messages for the other party (mute state, script, chat) travel on
+``session:<id>:<role>``. A party whose socket drops has ``media.rejoin_grace_seconds``
+to come back (its recording continues in a new segment) before the session ends.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.domain.errors import DomainError, InvalidInput
+from server.domain.errors import DomainError, Forbidden, InvalidInput
 from server.services import session_tokens
 from server.services.placement import session_channel
 from server.web.access import public
@@ -21,7 +24,9 @@ from server.web.ws_common import open_socket, run_socket, send, send_error
 routes = web.RouteTableDef()
 _OTHER = {"investor": "witness", "witness": "investor"}
 # Message types a party may send to the other; the server adds who sent it.
-_RELAYED = frozenset({"signal", "offer", "answer", "candidate", "script", "chat"})
+_RELAYED = frozenset({"mute", "script", "chat"})
+# A session ends for everyone on these; any other close of a socket is a drop.
+_ENDING = frozenset({"peer_left", "session_ended"})
 
 
 @routes.get("/ws/session/{session_id}")
@@ -43,7 +48,9 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         await ws.close(code=4401, message=b"unauthorised")
         return ws
     role, other = grant.role, _OTHER[grant.role]
+    session_id = grant.session_id
     joined = False
+    ended = False
 
     async def announce() -> None:
         # Recorded and announced only once subscribed: whichever party arrives second
@@ -56,7 +63,18 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             await ws.close(code=4404, message=b"session not found")
             return
         joined = True
-        await send(ws, {"type": "joined", "session_id": grant.session_id, "role": role})
+        back = rt.media.party_back(session_id, role)
+        await send(
+            ws,
+            {
+                "type": "joined",
+                "session_id": session_id,
+                "role": role,
+                "rejoined": back,
+                "ice_servers": rt.media.ice_servers(f"{role}:{grant.party}"),
+                "rejoin_grace_seconds": rt.config.media.rejoin_grace_seconds,
+            },
+        )
         if both:
             await send(ws, {"type": "peer_joined", "role": other})
             await rt.queue.publish(
@@ -67,14 +85,33 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         kind = data.get("type")
         if kind == "ping":
             await send(ws, {"type": "pong"})
+        elif kind == "offer":
+            sdp = data.get("sdp")
+            if not isinstance(sdp, str) or len(sdp) > 64_000:
+                raise InvalidInput("bad_offer", "Malformed offer.", "连接请求格式错误。")
+            media = await rt.media.session(session_id)
+            answer = await media.connect(role, sdp)
+            await send(ws, {"type": "answer", "sdp": answer})
+        elif kind == "capture_still":
+            if role != "witness":
+                raise Forbidden(
+                    "witness_only", "Only the witness takes stills.", "仅见证人可拍照。"
+                )
+            media = await rt.media.session(session_id)
+            still = await media.capture_still(
+                "investor", kind="manual", actor=f"staff:{grant.party}"
+            )
+            await send(ws, {"type": "still", **still})
         elif kind in _RELAYED:
             await rt.queue.publish(session_channel(grant.session_id, other), {**data, "from": role})
         else:
             raise InvalidInput("unknown_message", "Unknown message type.", "未知的消息类型。")
 
     async def on_channel(_channel: str, message: dict[str, Any]) -> None:
+        nonlocal ended
         await send(ws, message)
-        if message.get("type") == "peer_left":
+        if message.get("type") in _ENDING:
+            ended = True
             await ws.close()
 
     rt.metrics.live_sessions.inc()
@@ -89,8 +126,21 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         )
     finally:
         rt.metrics.live_sessions.dec()
-    # Until media and rejoining exist (media issue), leaving ends the session: the
-    # investor goes back to the head of the queue and the witness to not-ready.
-    if joined:
-        await rt.placer.abort(grant.session_id, reason=f"{role}_left", left_role=role)
+    if not joined:
+        return ws
+    if ended:
+        await rt.media.end(session_id, "session_ended")
+        return ws
+
+    async def expire() -> None:
+        # Not back in time: the session ends as before media existed (investor to the
+        # head of the queue, witness to not-ready) and its recordings are closed.
+        await rt.placer.abort(session_id, reason=f"{role}_left", left_role=role)
+        await rt.media.end(session_id, f"{role}_left")
+
+    await rt.media.party_left(session_id, role, reason="socket_closed", on_expiry=expire)
+    await rt.queue.publish(
+        session_channel(session_id, other),
+        {"type": "peer_away", "role": role, "grace_seconds": rt.config.media.rejoin_grace_seconds},
+    )
     return ws
