@@ -1,0 +1,126 @@
+"""The only place that reaches into aiortc's and aioice's internals.
+
+aiortc exposes a receiver's media only as *decoded* frames, and its sender only tells
+its own encoder about keyframe requests. Relaying and recording without re-encoding
+(DESIGN: Media; A15: the recording is what each party sent) needs three things it does
+not offer publicly:
+
+1. the depacketized encoded frames, taken where the receiver hands them to its decoder
+   thread (``RTCRtpReceiver.__decoder_queue``). We swap that queue for one that gives
+   each frame to us instead, so nothing is decoded and no decoded frame queues up;
+2. a way to send a picture-loss indication (PLI) upstream (``_send_rtcp_pli``);
+3. a way to learn that a downstream browser asked our sender for a keyframe
+   (``RTCRtpSender._send_keyframe``), to pass the request on to the sending party.
+
+Written for aiortc 1.16.0 / aioice 0.10. ``check_internals`` verifies every name used
+here and runs at start-up and in the test suite, so an upgrade that moves them fails
+loudly instead of silently recording nothing.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+import aioice.ice
+import aiortc
+from aiortc import RTCRtpReceiver, RTCRtpSender
+
+AIORTC_VERSION = "1.16.0"
+
+_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
+_ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
+
+# (codec name, e.g. "VP8" / "opus", frame payload, RTP timestamp rebased to 0)
+FrameSink = Callable[[str, bytes, int], None]
+
+
+class InternalsChanged(RuntimeError):
+    """aiortc no longer looks like the version this module was written for."""
+
+
+class _TapQueue(queue.Queue[Any]):
+    """Stands in for the receiver's decoder queue: encoded frames go to the sink, only
+    the end-of-stream marker reaches the decoder thread (so it exits as before)."""
+
+    def __init__(self, sink: FrameSink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(None, block, timeout)
+            return
+        codec, frame = item
+        # Called on the event loop thread, from RTCRtpReceiver._handle_rtp_packet.
+        self.sink(codec.name, frame.data, frame.timestamp)
+
+
+def check_internals() -> None:
+    if aiortc.__version__ != AIORTC_VERSION:
+        raise InternalsChanged(
+            f"server/media/hooks.py was written for aiortc {AIORTC_VERSION}, "
+            f"found {aiortc.__version__}: re-check the receiver tap before upgrading"
+        )
+    import inspect
+
+    src = inspect.getsource(RTCRtpReceiver)
+    for needle in ("self.__decoder_queue.put((codec, encoded_frame))", "self.__decoder_queue"):
+        if needle not in src:
+            raise InternalsChanged(f"RTCRtpReceiver no longer contains {needle!r}")
+    for cls, name in (
+        (RTCRtpReceiver, "_send_rtcp_pli"),
+        (RTCRtpSender, "_send_keyframe"),
+    ):
+        if not callable(getattr(cls, name, None)):
+            raise InternalsChanged(f"{cls.__name__}.{name} is gone")
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        raise InternalsChanged("aioice.ice.get_host_addresses is gone")
+
+
+def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
+    """Route the receiver's encoded frames to ``sink``. Call before the receiver starts
+    (in the ``track`` event, which aiortc fires before ``receive()``)."""
+    if getattr(receiver, _DECODER_THREAD, "missing") is not None:
+        raise InternalsChanged("receiver already started, or its decoder thread moved")
+    if not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue):
+        raise InternalsChanged("RTCRtpReceiver has no decoder queue to tap")
+    setattr(receiver, _DECODER_QUEUE, _TapQueue(sink))
+
+
+async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
+    """Send a PLI for every source the receiver is hearing; False if none yet."""
+    ssrcs = list(getattr(receiver, _ACTIVE_SSRC, {}).keys())
+    for ssrc in ssrcs:
+        await receiver._send_rtcp_pli(ssrc)
+    return bool(ssrcs)
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback`` whenever the far end sends this sender a PLI or FIR."""
+    original = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        original()
+        callback()
+
+    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+_original_host_addresses = aioice.ice.get_host_addresses
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """Offer only these local addresses as ICE host candidates (empty: all, aioice's
+    default, which never includes 127.0.0.1). Process-wide: one media node per process."""
+    if not addresses:
+        aioice.ice.get_host_addresses = _original_host_addresses
+        return
+    fixed = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses

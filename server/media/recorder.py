@@ -1,0 +1,365 @@
+"""One participant's recording segment: the encoded VP8 and Opus frames exactly as the
+party sent them, muxed into WebM and flushed per packet (A15, A19; DESIGN: Media).
+
+No decoding, no encoding: the evidence is the bytes the investor's browser produced, and
+copying them costs a fraction of what re-encoding would (WEBRTC-NOTES). Every file of a
+session shares one clock, pts 0 = session start, so the investor's and the witness's
+files line up when played side by side.
+
+Script steps are written as WebVTT cues to a sidecar file as they happen (a sparse live
+subtitle track would stall the muxer's interleaving, and with it the per-packet flush);
+``finalize`` stream-copies the cues into the file when it closes, and after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+
+import av
+import av.error
+from av.stream import Stream
+
+log = logging.getLogger(__name__)
+
+MS = Fraction(1, 1000)
+VIDEO_RATE = 90_000  # RTP clock of VP8
+AUDIO_RATE = 48_000  # RTP clock of Opus
+CONTENT_TYPE = "video/webm"
+# Audio that arrives before the first video keyframe is held this long (a file starts on
+# a keyframe); a party whose camera never sends one is still recorded after it.
+AUDIO_HOLD_MS = 2_000
+# Flush audio even while video is paused (camera off): a crash then loses at most this.
+MAX_INTERLEAVE_US = 500_000
+
+
+def is_vp8_keyframe(data: bytes) -> bool:
+    # RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame.
+    return bool(data) and (data[0] & 1) == 0
+
+
+def vp8_dimensions(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a VP8 key frame header (RFC 6386 §9.1)."""
+    if len(data) < 10 or not is_vp8_keyframe(data) or data[3:6] != b"\x9d\x01\x2a":
+        return None
+    width = int.from_bytes(data[6:8], "little") & 0x3FFF
+    height = int.from_bytes(data[8:10], "little") & 0x3FFF
+    return (width, height) if width and height else None
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+def _vtt_time(ms: int) -> str:
+    ms = max(0, ms)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, rest = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{rest:03d}"
+
+
+def append_cue(vtt_path: Path, cue: Cue) -> None:
+    """Append one cue to the sidecar and flush it to disk (it must survive a crash)."""
+    new = not vtt_path.exists()
+    text = " ".join(cue.text.replace("-->", "→").split())  # one line, no cue syntax
+    with vtt_path.open("a", encoding="utf-8") as fh:
+        if new:
+            fh.write("WEBVTT\n\n")
+        end = max(cue.end_ms, cue.start_ms + 1)
+        fh.write(f"{_vtt_time(cue.start_ms)} --> {_vtt_time(end)}\n{text}\n\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class _TrackClock:
+    """Maps one track's RTP timestamps (rebased to 0 by aiortc) onto the session clock:
+    the first frame is placed at its arrival time; later ones keep the sender's spacing."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.offset_ms: int | None = None
+        self.last_ms = -1
+
+    def to_ms(self, rtp_ts: int, arrival_ms: int) -> int:
+        if self.offset_ms is None:
+            self.offset_ms = arrival_ms - rtp_ts * 1000 // self.rate
+        ms = self.offset_ms + rtp_ts * 1000 // self.rate
+        # Matroska needs non-decreasing timestamps per track; a reordered or duplicated
+        # timestamp is nudged forward by a millisecond rather than dropped.
+        ms = max(ms, self.last_ms + 1)
+        self.last_ms = ms
+        return ms
+
+
+class SegmentWriter:
+    """Writes one segment file; not thread-safe (the event loop calls it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.vtt_path = path.with_suffix(".vtt")
+        self.container: av.container.OutputContainer | None = None
+        self.video_stream: Stream | None = None
+        self.audio_stream: Stream | None = None
+        self.video = _TrackClock(VIDEO_RATE)
+        self.audio = _TrackClock(AUDIO_RATE)
+        self.held_audio: deque[tuple[bytes, int]] = deque()
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.first_ms: int | None = None
+        self.last_ms = 0
+        self.closed = False
+        self.failed: str | None = None
+
+    # ── media ────────────────────────────────────────────────────────────────────────
+    def _open(self, dims: tuple[int, int] | None) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        width, height = dims or (640, 480)
+        container = av.open(
+            str(self.path),
+            "w",
+            format="webm",
+            options={"flush_packets": "1", "max_interleave_delta": str(MAX_INTERLEAVE_US)},
+        )
+        video = container.add_mux_stream("vp8", width=width, height=height)
+        video.time_base = MS
+        self.video_stream = video
+        # Opus in Matroska needs an OpusHead in the track header: a stream backed by an
+        # (unused) libopus encoder writes one; no audio is ever encoded through it.
+        audio = container.add_stream("libopus", rate=AUDIO_RATE, layout="stereo")
+        audio.time_base = MS
+        self.audio_stream = audio
+        container.start_encoding()
+        self.container = container
+
+    def _mux(self, stream: Stream | None, data: bytes, ms: int, key: bool) -> None:
+        assert self.container is not None and stream is not None
+        packet = av.Packet(data)
+        packet.stream = stream
+        packet.pts = packet.dts = ms
+        packet.time_base = MS
+        packet.is_keyframe = key
+        self.container.mux(packet)
+        if self.first_ms is None:
+            self.first_ms = ms
+        self.last_ms = max(self.last_ms, ms)
+
+    def write_video(self, data: bytes, rtp_ts: int, arrival_ms: int) -> None:
+        if self.closed or self.failed:
+            return
+        key = is_vp8_keyframe(data)
+        if self.container is None:
+            if not key:
+                return  # a file starts on a keyframe; the caller asks for one
+            self._open(vp8_dimensions(data))
+        ms = self.video.to_ms(rtp_ts, arrival_ms)
+        if self.held_audio:
+            self._release_audio(keep_from=ms)
+        self._guard(lambda: self._mux(self.video_stream, data, ms, key))
+        self.video_frames += 1
+
+    def write_audio(self, data: bytes, rtp_ts: int, arrival_ms: int) -> None:
+        if self.closed or self.failed:
+            return
+        ms = self.audio.to_ms(rtp_ts, arrival_ms)
+        if self.container is None:
+            self.held_audio.append((data, ms))
+            if ms - self.held_audio[0][1] < AUDIO_HOLD_MS:
+                return
+            self._open(None)  # no keyframe in time: record the voice anyway
+            self._release_audio(keep_from=None)
+            return
+        self._guard(lambda: self._mux(self.audio_stream, data, ms, True))
+        self.audio_frames += 1
+
+    def _release_audio(self, keep_from: int | None) -> None:
+        while self.held_audio:
+            data, ms = self.held_audio.popleft()
+            if keep_from is not None and ms < keep_from:
+                continue
+            self._guard(partial(self._mux, self.audio_stream, data, ms, True))
+            self.audio_frames += 1
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except (av.error.FFmpegError, OSError) as exc:
+            # The recording is evidence: stop writing (keeping what is on disk) and let
+            # the session report it, rather than carry on with a corrupt file.
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "recording write failed", extra={"file": self.path.name, "error": self.failed}
+            )
+
+    def add_cue(self, cue: Cue) -> None:
+        if not self.closed:
+            append_cue(self.vtt_path, cue)
+
+    @property
+    def started(self) -> bool:
+        return self.container is not None
+
+    def close(self) -> None:
+        """Close the container cleanly. Idempotent; later writes are ignored (a late
+        keyframe must never reopen and truncate a finished file)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.held_audio.clear()
+        if self.container is not None:
+            try:
+                self.container.close()
+            except (av.error.FFmpegError, OSError) as exc:
+                self.failed = self.failed or f"close: {exc}"
+            self.container = None
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    bytes: int
+    sha256: str
+    start_ms: int
+    duration_ms: int
+    video_frames: int
+    audio_frames: int
+    cues: int
+    decodable: bool
+
+
+def _read_cues(vtt_path: Path) -> list[Cue]:
+    if not vtt_path.exists():
+        return []
+    cues: list[Cue] = []
+    blocks = vtt_path.read_text(encoding="utf-8", errors="replace").split("\n\n")
+    for block in blocks:
+        lines = [ln for ln in block.strip().splitlines() if ln]
+        if len(lines) < 2 or "-->" not in lines[0]:
+            continue
+        start, end = (part.strip() for part in lines[0].split("-->", 1))
+        try:
+            cues.append(Cue(_parse_vtt_time(start), _parse_vtt_time(end), " ".join(lines[1:])))
+        except ValueError:
+            continue  # a cue torn by a crash
+    return cues
+
+
+def _parse_vtt_time(text: str) -> int:
+    hms, _, frac = text.partition(".")
+    h, m, s = (int(x) for x in hms.split(":"))
+    return ((h * 60 + m) * 60 + s) * 1000 + int(frac.ljust(3, "0")[:3])
+
+
+def sha256_file(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def finalize(path: Path) -> FileFacts:
+    """Rewrite a closed (or crash-truncated) segment by stream copy: the same packets,
+    plus the sidecar's cues as a WebVTT track, with a proper index and duration. Reads
+    until the first damaged packet, so a torn tail costs only that packet. Blocking: run
+    it in a thread. Returns the facts to store and hash-chain."""
+    vtt_path = path.with_suffix(".vtt")
+    cues = _read_cues(vtt_path)
+    tmp = path.with_name(path.stem + ".final.webm")
+    video_frames = audio_frames = 0
+    first: int | None = None
+    last = 0
+    try:
+        source = av.open(str(path), "r")
+    except (av.error.FFmpegError, OSError):
+        source = None
+    if source is None:
+        # Nothing playable (crashed before the header reached disk).
+        size, digest = sha256_file(path) if path.exists() else (0, hashlib.sha256().hexdigest())
+        return FileFacts(size, digest, 0, 0, 0, 0, len(cues), decodable=False)
+    with source:
+        out = av.open(str(tmp), "w", format="webm")
+        try:
+            mapping = {}
+            for stream in source.streams:
+                if stream.type in ("video", "audio"):
+                    mapping[stream.index] = out.add_stream_from_template(stream)
+            sub: Stream | None = out.add_mux_stream("webvtt") if cues else None
+            if sub is not None:
+                sub.time_base = MS
+            out.start_encoding()
+            pending = deque(sorted(cues, key=lambda c: c.start_ms))
+
+            def flush_cues(until_ms: int | None) -> None:
+                while pending and (until_ms is None or pending[0].start_ms <= until_ms):
+                    cue = pending.popleft()
+                    packet = av.Packet(cue.text.encode("utf-8"))
+                    assert sub is not None
+                    packet.stream = sub
+                    packet.pts = packet.dts = cue.start_ms
+                    packet.duration = max(1, cue.end_ms - cue.start_ms)
+                    packet.time_base = MS
+                    out.mux(packet)
+
+            try:
+                for packet in source.demux(*[source.streams[i] for i in mapping]):
+                    if packet.dts is None or packet.size == 0:
+                        continue
+                    ms = int(packet.pts * packet.time_base * 1000) if packet.pts is not None else 0
+                    if sub is not None:
+                        flush_cues(ms)
+                    if packet.stream.type == "video":
+                        video_frames += 1
+                    else:
+                        audio_frames += 1
+                    first = ms if first is None else min(first, ms)
+                    last = max(last, ms)
+                    packet.stream = mapping[packet.stream.index]
+                    out.mux(packet)
+            except (av.error.FFmpegError, EOFError) as exc:
+                log.warning("recording truncated", extra={"file": path.name, "error": str(exc)})
+            if sub is not None:
+                flush_cues(None)
+        finally:
+            out.close()
+    os.replace(tmp, path)
+    with path.open("rb+") as fh:
+        os.fsync(fh.fileno())
+    vtt_path.unlink(missing_ok=True)
+    size, digest = sha256_file(path)
+    return FileFacts(
+        bytes=size,
+        sha256=digest,
+        start_ms=first or 0,
+        duration_ms=(last - first) if first is not None else 0,
+        video_frames=video_frames,
+        audio_frames=audio_frames,
+        cues=len(cues),
+        decodable=_first_frame_decodes(path) if video_frames or audio_frames else False,
+    )
+
+
+def _first_frame_decodes(path: Path) -> bool:
+    try:
+        with av.open(str(path)) as container:
+            stream = (
+                container.streams.video[0]
+                if container.streams.video
+                else container.streams.audio[0]
+            )
+            for _frame in container.decode(stream):
+                return True
+    except (av.error.FFmpegError, IndexError, EOFError):
+        return False
+    return False
