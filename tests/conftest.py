@@ -167,6 +167,8 @@ def make_config(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> Conf
         "storage": {"recordings_dir": str(tmp_path / "recordings")},
         "security": {"data_key": TEST_DATA_KEY, "create_key_file": False},
         "logging": {"level": "WARNING", "format": "text"},
+        # WebRTC over loopback only (aioice never offers 127.0.0.1 unless told).
+        "media": {"host_addresses": ["127.0.0.1"]},
     }
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)

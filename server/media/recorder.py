@@ -119,6 +119,7 @@ class SegmentWriter:
         self.first_ms: int | None = None
         self.last_ms = 0
         self.closed = False
+        self.opened = False
         self.failed: str | None = None
 
     # ── media ────────────────────────────────────────────────────────────────────────
@@ -141,6 +142,7 @@ class SegmentWriter:
         self.audio_stream = audio
         container.start_encoding()
         self.container = container
+        self.opened = True
 
     def _mux(self, stream: Stream | None, data: bytes, ms: int, key: bool) -> None:
         assert self.container is not None and stream is not None
@@ -158,7 +160,7 @@ class SegmentWriter:
         if self.closed or self.failed:
             return
         key = is_vp8_keyframe(data)
-        if self.container is None:
+        if not self.opened:
             if not key:
                 return  # a file starts on a keyframe; the caller asks for one
             self._open(vp8_dimensions(data))
@@ -172,7 +174,7 @@ class SegmentWriter:
         if self.closed or self.failed:
             return
         ms = self.audio.to_ms(rtp_ts, arrival_ms)
-        if self.container is None:
+        if not self.opened:
             self.held_audio.append((data, ms))
             if ms - self.held_audio[0][1] < AUDIO_HOLD_MS:
                 return
@@ -207,7 +209,8 @@ class SegmentWriter:
 
     @property
     def started(self) -> bool:
-        return self.container is not None
+        """Whether the file was ever opened (stays true after ``close``)."""
+        return self.opened
 
     def close(self) -> None:
         """Close the container cleanly. Idempotent; later writes are ignored (a late

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import av
 import av.error
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -95,7 +96,8 @@ def _rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
         RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
         for s in ice_servers
     ]
-    return RTCConfiguration(iceServers=servers)
+    # max-bundle: one ICE/DTLS transport per party (browsers bundle by default).
+    return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
 def decode_still(keyframe: bytes) -> tuple[bytes, int, int]:
@@ -147,6 +149,7 @@ class MediaSession:
         self.cues: list[Cue] = []
         self.auto_still_taken = False
         self.closed = False
+        self._closing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._keyframe_task = asyncio.create_task(self._periodic_keyframes())
@@ -369,9 +372,13 @@ class MediaSession:
             await self._close_leg(leg, reason=reason)
 
     async def close(self, reason: str) -> None:
+        """Close both legs and finalize their files; every caller waits for the end."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close(reason))
+        await asyncio.shield(self._closing)
+
+    async def _close(self, reason: str) -> None:
         async with self._lock:
-            if self.closed:
-                return
             self.closed = True
             legs = list(self.legs.values())
             self.legs.clear()

@@ -15,7 +15,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,7 +158,10 @@ class DbMediaEvents:
             self.on_bytes(facts.bytes)
         if status != REC_COMPLETE:
             log.error(
-                "recording not complete",
+                "recording %s not complete: %s (%s)",
+                recording_id,
+                status,
+                failure,
                 extra={"recording": recording_id, "status": status, "failure": failure},
             )
 
@@ -264,6 +267,19 @@ class MediaManager:
         self.sessions: dict[str, MediaSession] = {}
         self._grace: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._opening = asyncio.Lock()
+        self._detached: set[asyncio.Task[None]] = set()
+
+    def detach(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` outside the calling request: aiohttp cancels a WebSocket
+        handler when its peer goes, and closing a session must not stop half-way."""
+        task = asyncio.create_task(coro)
+        self._detached.add(task)
+        task.add_done_callback(self._detached_done)
+
+    def _detached_done(self, task: asyncio.Task[None]) -> None:
+        self._detached.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media clean-up failed", exc_info=task.exception())
 
     def ice_servers(self, party: str) -> list[dict[str, Any]]:
         return ice_servers_for(self.config, party, now=time.time())
@@ -330,14 +346,18 @@ class MediaManager:
         """The session is over: close both legs, finalize and hash the recordings."""
         for role in ("investor", "witness"):
             self.party_back(session_id, role)
-        media = self.sessions.pop(session_id, None)
+        media = self.sessions.get(session_id)
         if media is not None:
             await media.close(reason)
+            if self.sessions.get(session_id) is media:
+                del self.sessions[session_id]
 
     async def close_all(self, reason: str = "server_shutdown") -> None:
         for task in self._grace.values():
             task.cancel()
         self._grace.clear()
+        if self._detached:
+            await asyncio.gather(*self._detached, return_exceptions=True)
         await asyncio.gather(*(self.end(sid, reason) for sid in list(self.sessions)))
 
 

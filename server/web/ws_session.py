@@ -17,6 +17,7 @@ from aiohttp import web
 from server.domain.errors import DomainError, Forbidden, InvalidInput
 from server.services import session_tokens
 from server.services.placement import session_channel
+from server.services.runtime import Runtime
 from server.web.access import public
 from server.web.keys import RUNTIME
 from server.web.ws_common import open_socket, run_socket, send, send_error
@@ -126,11 +127,17 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         )
     finally:
         rt.metrics.live_sessions.dec()
-    if not joined:
-        return ws
+        if joined:
+            rt.media.detach(_after_leaving(rt, session_id, role, ended=ended))
+    return ws
+
+
+async def _after_leaving(rt: Runtime, session_id: str, role: str, *, ended: bool) -> None:
+    """A party's socket is gone. If the session ended, close its media; otherwise give the
+    party the grace period to rejoin (its recording segment is closed meanwhile)."""
     if ended:
         await rt.media.end(session_id, "session_ended")
-        return ws
+        return
 
     async def expire() -> None:
         # Not back in time: the session ends as before media existed (investor to the
@@ -140,7 +147,6 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
 
     await rt.media.party_left(session_id, role, reason="socket_closed", on_expiry=expire)
     await rt.queue.publish(
-        session_channel(session_id, other),
+        session_channel(session_id, _OTHER[role]),
         {"type": "peer_away", "role": role, "grace_seconds": rt.config.media.rejoin_grace_seconds},
     )
-    return ws

@@ -1,0 +1,212 @@
+"""Two aiortc participants through the server: relay, recording, stills, rejoin (issue 5;
+A14, A15, A17.3, A19). The browser version of this is tests/e2e/test_call_browser.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from server.app import create_app
+from server.domain.staff import Role
+from server.store.models import AuditEntry, Recording, SessionEvent, Still, WitnessSession
+from server.web.keys import RUNTIME
+from tests.conftest import make_config
+from tests.helpers import add_staff, login
+from tests.intake_flow import ZHANG_SAN, verified_investor
+from tests.integration.test_pairing_flow import FAST, keep_alive, next_of
+from tests.media_client import Party
+
+
+@pytest.fixture
+async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+    cfg = make_config(
+        tmp_path,
+        db_url,
+        pairing=FAST,
+        identity={"sandbox_latency_ms": 0},
+        media={"rejoin_grace_seconds": 3, "keyframe_interval_seconds": 2},
+    )
+    return await aiohttp_client(create_app(cfg))
+
+
+async def paired(client: Any) -> tuple[str, str, str, list[Any]]:
+    """Queue an investor, have a witness accept: (session id, witness token, investor
+    token, sockets to close)."""
+    investor = await verified_investor(client, "13800138000", ZHANG_SAN)
+    assert (await investor.post("/application/queue")).status == 200
+    inv_ws = await client.ws_connect("/ws/investor")
+    await add_staff(client, "wang.wei", {Role.WITNESS})
+    await login(client, "wang.wei")
+    wit_ws = await client.ws_connect("/ws/witness")
+    alive = keep_alive(inv_ws, wit_ws)
+    await next_of(wit_ws, "state")
+    await wit_ws.send_json({"type": "ready"})
+    offer = await next_of(wit_ws, "offer")
+    await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+    w_match = await next_of(wit_ws, "matched")
+    i_match = await next_of(inv_ws, "matched")
+    return w_match["session_id"], w_match["token"], i_match["token"], [alive, inv_ws, wit_ws]
+
+
+async def wait_for(predicate: Any, within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+def decode_all(path: Path) -> dict[str, int]:
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(path)) as container:
+        for frame in container.decode(*container.streams.video, *container.streams.audio):
+            counts["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
+    return counts
+
+
+async def test_two_parties_see_each_other_and_both_are_recorded(mclient: Any) -> None:
+    rt = mclient.app[RUNTIME]
+    sid, w_token, i_token, extra = await paired(mclient)
+    witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
+    joined = await witness.join()
+    assert joined["ice_servers"] == []  # never a public default
+    await investor.join()
+    await asyncio.gather(witness.start_media(), investor.start_media())
+    await wait_for(lambda: witness.received["video"] >= 10 and investor.received["video"] >= 10)
+    t0 = asyncio.get_running_loop().time()
+    await asyncio.sleep(4)
+
+    # A14: the witness takes a frontal photo of the investor from the live stream.
+    await witness.ws.send_json({"type": "capture_still"})
+    still = await witness.next_of("still")
+    assert still["participant"] == "investor" and still["kind"] == "manual"
+    # The investor may not.
+    await investor.ws.send_json({"type": "capture_still"})
+    assert (await investor.next_of("error"))["error"]["code"] == "witness_only"
+    rt.media.sessions[sid].add_cue(1000, 2000, "请确认您是本人自愿开户")
+    talk = asyncio.get_running_loop().time() - t0
+    sent = {"witness": witness.video.sent, "investor": investor.video.sent}
+
+    # The witness hangs up: both legs close and the recordings are finalized.
+    await extra[2].send_json({"type": "end", "session_id": sid})
+    await witness.next_of("peer_left")
+    await wait_for(lambda: sid not in rt.media.sessions)
+    for party in (witness, investor):
+        assert party.received["audio"] > 100, party.received
+    for party in (witness, investor):
+        await party.close()
+    extra[0].cancel()
+
+    root = rt.config.recordings_path
+    async with rt.db.begin() as s:
+        recs = (await s.scalars(select(Recording).where(Recording.session_id == sid))).all()
+        stills = (await s.scalars(select(Still).where(Still.session_id == sid))).all()
+        actions = (await s.scalars(select(AuditEntry.action))).all()
+        events = (await s.scalars(select(SessionEvent.kind))).all()
+    assert sorted(r.participant for r in recs) == ["investor", "witness"]
+    for rec in recs:
+        path = root / rec.path
+        assert rec.status == "complete", rec.status
+        assert rec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert rec.bytes == path.stat().st_size and rec.cues == 1
+        counts = decode_all(path)
+        assert counts["video"] == rec.video_frames
+        # ≥ 90% of the frames the party sent while talking (30 fps), audio throughout.
+        assert rec.video_frames >= 0.9 * 30 * talk, (rec.participant, rec.video_frames, talk)
+        assert rec.duration_ms >= (talk - 0.5) * 1000
+        assert counts["audio"] >= 0.9 * rec.duration_ms / 20
+        assert rec.video_frames <= sent[rec.participant] + 5
+    # One session clock: both files start within 200 ms of each other.
+    assert abs(recs[0].start_ms - recs[1].start_ms) <= 200
+    kinds = sorted(s.kind for s in stills)
+    assert kinds == ["auto", "manual"]
+    for st in stills:
+        data = (root / st.path).read_bytes()
+        assert data[:2] == b"\xff\xd8" and hashlib.sha256(data).hexdigest() == st.sha256
+    assert actions.count("recording.closed") == 2 and actions.count("still.taken") == 2
+    for kind in ("media.clock_started", "media.connected", "media.disconnected", "still.taken"):
+        assert kind in events
+    for ws in extra[1:]:
+        await ws.close()
+
+
+async def test_rejoin_within_grace_continues_in_a_new_segment(mclient: Any) -> None:
+    rt = mclient.app[RUNTIME]
+    sid, w_token, i_token, extra = await paired(mclient)
+    witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
+    await witness.join()
+    await investor.join()
+    await asyncio.gather(witness.start_media(), investor.start_media())
+    await wait_for(lambda: witness.received["video"] >= 10)
+
+    await investor.close()  # network gone
+    away = await witness.next_of("peer_away")
+    assert away["role"] == "investor" and away["grace_seconds"] == 3
+    before = witness.received["video"]
+
+    again = Party(mclient, sid, i_token)
+    assert (await again.join())["rejoined"] is True
+    await witness.next_of("peer_joined")
+    await again.start_media()
+    await wait_for(
+        lambda: witness.received["video"] >= before + 20 and again.received["video"] >= 20
+    )
+    await asyncio.sleep(2.5)  # past the first grace period: nothing may end the session
+
+    async with rt.db.begin() as s:
+        state = (await s.get(WitnessSession, sid)).state  # type: ignore[union-attr]
+    assert state == "live"
+    await extra[2].send_json({"type": "end", "session_id": sid})
+    await wait_for(lambda: sid not in rt.media.sessions)
+    async with rt.db.begin() as s:
+        recs = (
+            await s.scalars(
+                select(Recording)
+                .where(Recording.session_id == sid)
+                .order_by(Recording.participant, Recording.segment)
+            )
+        ).all()
+    assert [(r.participant, r.segment, r.status) for r in recs] == [
+        ("investor", 0, "complete"),
+        ("investor", 1, "complete"),
+        ("witness", 0, "complete"),
+    ]
+    # The second segment continues on the same clock, after the first.
+    assert recs[1].start_ms >= recs[0].start_ms + recs[0].duration_ms
+    for party in (witness, again):
+        await party.close()
+    extra[0].cancel()
+    for ws in extra[1:]:
+        await ws.close()
+
+
+async def test_party_gone_past_grace_ends_the_session(mclient: Any) -> None:
+    rt = mclient.app[RUNTIME]
+    sid, w_token, i_token, extra = await paired(mclient)
+    witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
+    await witness.join()
+    await investor.join()
+    await asyncio.gather(witness.start_media(), investor.start_media())
+    await wait_for(lambda: witness.received["video"] >= 10)
+    await investor.close()
+    await witness.next_of("peer_away")
+    left = await witness.next_of("peer_left", within=10)
+    assert left["reason"] == "investor_left"
+    await wait_for(lambda: sid not in rt.media.sessions)
+    async with rt.db.begin() as s:
+        assert (await s.get(WitnessSession, sid)).state == "aborted"  # type: ignore[union-attr]
+        statuses = (
+            await s.scalars(select(Recording.status).where(Recording.session_id == sid))
+        ).all()
+    assert sorted(statuses) == ["complete", "complete"]
+    await witness.close()
+    extra[0].cancel()
+    for ws in extra[1:]:
+        await ws.close()
