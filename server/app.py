@@ -87,22 +87,42 @@ def create_app(config: Config) -> web.Application:
         rt = app[RUNTIME]
         hooks.check_internals()  # an aiortc upgrade that breaks the tap stops start-up
         hooks.restrict_host_addresses(list(config.media.host_addresses))
-        others = {n.node_id for n in await rt.queue.live_nodes(now=time.time())}
-        others.discard(config.node_id)
-        result = await recover(
-            rt.db,
-            root=config.recordings_path,
-            alive_nodes=others,
-            end_session=lambda sid: rt.placer.abort(
-                sid,
-                reason="media_node_stopped",
-                left_role=None,
-                final_state=SESSION_INTERRUPTED,
-            ),
-        )
-        if any(result.values()):
-            log.warning("recovered after an unclean stop", extra=result)
+
+        async def recover_once() -> None:
+            others = {n.node_id for n in await rt.queue.live_nodes(now=time.time())}
+            others.discard(config.node_id)
+            result = await recover(
+                rt.db,
+                root=config.recordings_path,
+                alive_nodes=others,
+                end_session=lambda sid: rt.placer.abort(
+                    sid,
+                    reason="media_node_stopped",
+                    left_role=None,
+                    final_state=SESSION_INTERRUPTED,
+                ),
+            )
+            if any(result.values()):
+                log.warning("recovered after an unclean stop", extra=result)
+
+        async def recover_until_done() -> None:
+            # In the background, retried: a database that is down at start must not keep
+            # the node from serving /healthz, nor lose the recordings left open.
+            delay = 1.0
+            while True:
+                try:
+                    await recover_once()
+                    return
+                except Exception:
+                    log.exception("crash recovery failed; retrying in %.0f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+        recovery = asyncio.create_task(recover_until_done())
         yield
+        recovery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovery
         await rt.media.close_all()
 
     app.cleanup_ctx.append(runtime_ctx)

@@ -3,9 +3,10 @@
 // /ws/investor pushes the place in the queue; the page must ping every heartbeat_seconds
 // or the place is given up after the server's grace period (docs/pairing.md). When a
 // witness accepts, "matched" carries a token for /ws/session/<id> on the node holding the
-// session. Video comes in a later release: only the signalling socket is opened here.
+// session; static/js/call.js then runs the video call through that node.
 
 import { bi } from '../js/i18n.js';
+import { startCallIn } from '../js/call.js';
 import { LiveSocket } from '../js/socket.js';
 import { $, busy, clearAlert, showAlert } from './ui.js';
 
@@ -33,6 +34,8 @@ const SESSION_TEXT = {
   connecting: ['见证人员已接入，正在连接…', 'A witness has joined, connecting…'],
   joined: ['已连接，等待见证人员…', 'Connected, waiting for the witness…'],
   live: ['已与见证人员建立连接', 'Connected to your witness'],
+  reconnecting: ['网络中断，正在重新连接…请勿关闭页面', 'Connection lost, reconnecting… keep this page open'],
+  away: ['见证人员网络中断，请稍候…', 'The witness lost their connection; please wait…'],
 };
 const BACK_AT_FRONT = {
   zh: '连接中断，您已回到队列最前。请保持本页面打开，稍后将再次为您连线。',
@@ -50,7 +53,6 @@ export function setupQueue(ctx) {
 
   let active = false;
   let queueSocket = null;
-  let sessionSocket = null;
   let session = null; // { id, phase }
   let heartbeat = DEFAULT_HEARTBEAT;
   let pingTimer = null;
@@ -90,7 +92,6 @@ export function setupQueue(ctx) {
     clearInterval(pingTimer);
     pingTimer = setInterval(() => {
       queueSocket?.send({ type: 'ping' });
-      sessionSocket?.send({ type: 'ping' });
     }, heartbeat * 1000);
   }
 
@@ -108,50 +109,40 @@ export function setupQueue(ctx) {
   }
 
   function openSession(message) {
+    if (session && session.id === message.session_id) return; // re-sent after a reconnect
     closeSession();
     clearAlert(alertBox);
     confirmBox.hidden = true;
-    session = { id: message.session_id, phase: 'connecting' };
+    const current = { id: message.session_id, phase: 'connecting', call: null };
+    session = current;
     setPhase('connecting');
     showPanel('session');
-    const ws = new WebSocket(sessionUrl(message.node_url, message.session_id, message.token));
-    sessionSocket = {
-      ws,
-      send(msg) {
-        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+    const url = sessionUrl(message.node_url, message.session_id, message.token);
+    startCallIn($('#queue-session .call'), url, {
+      onPhase(phase) {
+        if (session !== current) return;
+        if (phase === 'waiting') setPhase('joined');
+        else if (phase in SESSION_TEXT) setPhase(phase);
       },
-    };
-    ws.addEventListener('message', (event) => {
-      let data;
-      try {
-        data = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (!session || session.id !== message.session_id) return;
-      if (data.type === 'joined') {
-        if (session.phase === 'connecting') setPhase('joined');
-      } else if (data.type === 'peer_joined') {
-        setPhase('live');
-      } else if (data.type === 'peer_left') {
-        sessionEnded({ requeued: true });
-      } else if (data.type === 'error') {
-        showAlert(alertBox, errorOf(data));
-      }
-      // pong and relayed signalling are for the video call (later release)
-    });
-    ws.addEventListener('close', () => {
-      if (sessionSocket && sessionSocket.ws === ws) sessionSocket = null;
-      // No rejoining yet: a dropped session socket ends the session; the server puts
-      // the investor back at the head of the queue and says so on /ws/investor.
-      if (session && session.id === message.session_id) sessionEnded({ requeued: true });
+      onEnded() {
+        if (session === current) sessionEnded({ requeued: true });
+      },
+      onError(error) {
+        showAlert(alertBox, errorOf({ error }));
+      },
+    }).then((call) => {
+      if (session === current) current.call = call;
+      else call.stop();
+    }).catch(() => {
+      // No camera: the call box says why and how to fix it. The witness sees no video
+      // and can end the session; the investor then returns to the head of the queue.
     });
   }
 
   function closeSession() {
-    const s = sessionSocket;
-    sessionSocket = null;
-    if (s && s.ws.readyState <= WebSocket.OPEN) s.ws.close(1000);
+    const call = session && session.call;
+    if (session) session.call = null;
+    if (call) call.stop();
   }
 
   /** The session is over (either socket may say so first); idempotent. */
@@ -300,7 +291,6 @@ export function setupQueue(ctx) {
     // Timers may have been throttled while hidden: prove presence now.
     queueSocket?.nudge();
     queueSocket?.send({ type: 'ping' });
-    sessionSocket?.send({ type: 'ping' });
   });
   window.addEventListener('online', () => queueSocket?.nudge());
 

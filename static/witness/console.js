@@ -2,6 +2,7 @@
 // /ws/session/<id> on the node that holds it. Messages: docs/pairing.md.
 
 import { LiveSocket, nodeWs, sameOriginWs } from '../js/socket.js';
+import { startCallIn } from '../js/call.js';
 
 const DEFAULT_HEARTBEAT = 10; // seconds, until "hello" says otherwise
 const OFFER_GRACE_MS = 5000; // after the countdown, wait this long for offer_closed
@@ -68,7 +69,8 @@ const SESSION_PHASE = {
   connecting: ['正在连接会话…', 'Connecting to the session…'],
   waiting: ['等待投资者接入…', 'Waiting for the investor…'],
   live: ['投资者已接入', 'The investor has joined'],
-  lost: ['会话连接中断…', 'Session connection lost…'],
+  reconnecting: ['连接中断，正在重新连接…', 'Connection lost, reconnecting…'],
+  away: ['投资者网络中断，等待其重新连接…', 'The investor lost their connection; waiting for them…'],
 };
 const SESSION_OVER = {
   ended_by_witness: ['会话已结束，投资者已回到队列最前。整理完毕后请点击“开始接单”。',
@@ -322,47 +324,54 @@ function openSession(message) {
   clearOffer();
   clearNotice();
   clearAlert();
-  session = { id: message.session_id, phase: 'connecting', ws: null };
+  session = { id: message.session_id, phase: 'connecting', call: null };
   $('#session-summary').replaceChildren(...caseRows(lastCase));
+  $('#still-list').replaceChildren();
   endBtn.disabled = false;
   setPhase('connecting');
   render();
   const path = `/ws/session/${encodeURIComponent(message.session_id)}?token=${encodeURIComponent(message.token)}`;
-  const ws = new WebSocket(nodeWs(message.node_url, path));
-  session.ws = ws;
   const id = message.session_id;
-  ws.addEventListener('message', (event) => {
-    let data;
-    try {
-      data = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    if (!session || session.id !== id) return;
-    if (data.type === 'joined') {
-      if (session.phase === 'connecting') setPhase('waiting');
-    } else if (data.type === 'peer_joined') {
-      setPhase('live');
-    } else if (data.type === 'peer_left') {
-      sessionOver(data.reason);
-    } else if (data.type === 'error') {
-      showError(data.error);
-    }
-  });
-  ws.addEventListener('close', () => {
-    if (session && session.id === id && session.ws === ws) {
-      // The server ends the session and says so on /ws/witness (peer_left).
-      session.ws = null;
-      setPhase('lost');
-    }
+  const current = session;
+  startCallIn($('#work-session .call'), nodeWs(message.node_url, path), {
+    onPhase(phase) {
+      if (session !== current) return;
+      if (phase in SESSION_PHASE) setPhase(phase);
+    },
+    onEnded(reason) {
+      if (session && session.id === id) sessionOver(reason);
+    },
+    onError(error) {
+      showError(error);
+    },
+    onMessage(data) {
+      if (data.type === 'still') addStill(data);
+    },
+  }).then((call) => {
+    if (session === current) current.call = call;
+    else call.stop();
+  }).catch(() => {
+    // The camera could not be opened: the call box says why. The witness can end the
+    // session; the investor goes back to the head of the queue.
   });
   endBtn.focus();
 }
 
+function addStill(still) {
+  const item = document.createElement('li');
+  const seconds = Math.round((still.offset_ms || 0) / 1000);
+  item.textContent = `${still.kind === 'auto' ? '自动 auto' : '手动 manual'} · ${seconds}s · ${String(still.sha256 || '').slice(0, 12)}`;
+  $('#still-list').append(item);
+}
+
+$('#still-capture').addEventListener('click', () => {
+  if (session && session.call) session.call.send({ type: 'capture_still' });
+});
+
 function closeSessionSocket() {
-  const ws = session && session.ws;
-  if (session) session.ws = null;
-  if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+  const call = session && session.call;
+  if (session) session.call = null;
+  if (call) call.stop();
 }
 
 function sessionOver(reason) {
@@ -381,9 +390,6 @@ function startPings() {
   clearInterval(pingTimer);
   pingTimer = setInterval(() => {
     socket.send({ type: 'ping' });
-    if (session && session.ws && session.ws.readyState === WebSocket.OPEN) {
-      session.ws.send(JSON.stringify({ type: 'ping' }));
-    }
   }, heartbeat * 1000);
 }
 
@@ -398,7 +404,7 @@ function onMessage(data) {
       if (typeof data.queue_length === 'number') queueLength = data.queue_length;
       togglePending = false;
       // A session whose socket is gone ends when the desk is no longer busy.
-      if (session && !session.ws && state !== 'busy') sessionOver(null);
+      if (session && session.call && session.call.ended && state !== 'busy') sessionOver(null);
       render();
       break;
     case 'offer':

@@ -59,9 +59,11 @@ def artifact(name: str) -> Path:
     return ARTIFACTS / name
 
 
-def write_y4m(path: Path, *, width: int = 640, height: int = 480, frames: int = 10) -> Path:
+def write_y4m(
+    path: Path, *, width: int = 640, height: int = 480, frames: int = 10, fps: int = 10
+) -> Path:
     """A small YUV4MPEG2 clip for Chromium's fake camera: a light card on a grey desk."""
-    header = f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode()
+    header = f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode()
     left, right = width // 8, width - width // 8
     top, bottom = height // 4, height - height // 4
     chroma = bytes([128]) * ((width // 2) * (height // 2))
@@ -105,6 +107,41 @@ async def camera_browser(tmp_path: Path) -> AsyncIterator[Browser]:
     """Chromium whose fake camera plays a generated clip instead of the default pattern."""
     clip = write_y4m(tmp_path / "camera.y4m")
     async for b in _launch([*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={clip}"]):
+        yield b
+
+
+def write_wav(path: Path, *, seconds: float = 2.0, hz: int = 440) -> Path:
+    """A mono 48 kHz tone for Chromium's fake microphone."""
+    import math
+    import struct
+    import wave
+
+    rate = 48_000
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(
+            b"".join(
+                struct.pack("<h", int(9000 * math.sin(2 * math.pi * hz * i / rate)))
+                for i in range(int(seconds * rate))
+            )
+        )
+    return path
+
+
+@pytest.fixture
+async def call_browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Chromium with a 640×480 @ 15 fps fake camera clip and a tone as its microphone."""
+    clip = write_y4m(tmp_path / "call.y4m", frames=15, fps=15)
+    tone = write_wav(tmp_path / "call.wav")
+    async for b in _launch(
+        [
+            *CHROMIUM_ARGS,
+            f"--use-file-for-fake-video-capture={clip}",
+            f"--use-file-for-fake-audio-capture={tone}",
+        ]
+    ):
         yield b
 
 

@@ -1,0 +1,389 @@
+// One party's side of a witness session's video call (investor page and witness desk).
+//
+// The browser holds a single RTCPeerConnection to the media node that owns the session
+// (server/media); the node relays the other party and records both. Signalling runs over
+// /ws/session/<id>: this page sends an offer once ICE gathering is done (no trickle) and
+// the node answers. A dropped socket reconnects with the same token, and a failed ICE
+// connection is renegotiated; the server keeps the session open for
+// media.rejoin_grace_seconds meanwhile and records the rejoin as a new segment.
+
+import { bi } from './i18n.js';
+import { LiveSocket } from './socket.js';
+
+const GATHER_TIMEOUT_MS = 3000;
+const DISCONNECTED_GRACE_MS = 5000; // 'disconnected' this long: renegotiate
+const STATS_EVERY_MS = 2000;
+
+/** A getUserMedia failure the person can act on, in both languages. */
+export class MediaAccessError extends Error {
+  constructor(code, zh, en) {
+    super(en);
+    this.code = code;
+    this.zh = zh;
+    this.en = en;
+  }
+}
+
+export function mediaErrorFrom(err) {
+  const name = err && err.name;
+  if (name === 'NotAllowedError' || name === 'SecurityError') {
+    return new MediaAccessError('permission_denied',
+      '未获得摄像头和麦克风权限。请在浏览器地址栏的权限设置中允许本网站使用摄像头和麦克风，然后重试。',
+      'Camera and microphone access was refused. Allow this site to use them in the browser’s site settings, then try again.');
+  }
+  if (name === 'NotFoundError' || name === 'OverconstrainedError') {
+    return new MediaAccessError('no_device',
+      '未找到摄像头或麦克风。请连接设备后重试，或换用带摄像头的手机或电脑。',
+      'No camera or microphone was found. Connect one and try again, or use a phone or computer that has one.');
+  }
+  if (name === 'NotReadableError' || name === 'AbortError') {
+    return new MediaAccessError('device_in_use',
+      '摄像头或麦克风正被其他应用占用。请关闭其他视频通话或相机应用后重试。',
+      'The camera or microphone is in use by another app. Close other video calls or camera apps and try again.');
+  }
+  if (!navigator.mediaDevices || !window.RTCPeerConnection) {
+    return new MediaAccessError('unsupported',
+      '此浏览器不支持视频通话。请使用最新版的 Chrome、Edge、Safari 或 Firefox，并通过 https 访问。',
+      'This browser cannot make video calls. Use a current Chrome, Edge, Safari or Firefox over https.');
+  }
+  return new MediaAccessError('media_error',
+    '无法打开摄像头或麦克风，请重试。', 'The camera or microphone could not be started. Please try again.');
+}
+
+export async function openLocalMedia() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.RTCPeerConnection) {
+    throw mediaErrorFrom(null);
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia({
+      audio: true,
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 15, max: 30 }, facingMode: 'user' },
+    });
+  } catch (err) {
+    throw mediaErrorFrom(err);
+  }
+}
+
+function preferCodecs(transceiver, kind) {
+  // The node forwards frames unchanged and records them as WebM: VP8 and Opus only.
+  if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver?.getCapabilities) return;
+  const caps = RTCRtpReceiver.getCapabilities(kind);
+  if (!caps) return;
+  const wanted = kind === 'video' ? ['video/vp8', 'video/rtx'] : ['audio/opus'];
+  const codecs = caps.codecs.filter((c) => wanted.includes(c.mimeType.toLowerCase()));
+  if (codecs.length) {
+    try {
+      transceiver.setCodecPreferences(codecs);
+    } catch {
+      // Older browsers: the server's answer still picks VP8/Opus.
+    }
+  }
+}
+
+function waitForGathering(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === 'complete') done();
+    };
+    // Some networks never finish gathering: send what was found by then.
+    const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/**
+ * handlers: onPhase(phase) — 'connecting' | 'waiting' | 'live' | 'reconnecting' | 'away';
+ * onEnded(reason); onPeerMute({audio, video}); onQuality(level, details);
+ * onMessage(data) for anything else (still, script, chat); onError(error object).
+ */
+export class Call {
+  constructor({ url, stream, localVideo, remoteVideo, handlers }) {
+    this.url = url;
+    this.stream = stream;
+    this.localVideo = localVideo;
+    this.remoteVideo = remoteVideo;
+    this.h = handlers || {};
+    this.pc = null;
+    this.iceServers = [];
+    this.ended = false;
+    this.peerPresent = false;
+    this.disconnectTimer = null;
+    this.statsTimer = null;
+    this.lastStats = null;
+    this.negotiating = 0;
+    this.socket = new LiveSocket(url, {
+      onMessage: (data) => this.onMessage(data),
+      onDown: () => {
+        if (!this.ended) this.phase('reconnecting');
+      },
+    });
+  }
+
+  start() {
+    if (this.localVideo) {
+      this.localVideo.srcObject = this.stream;
+      this.localVideo.muted = true;
+    }
+    this.phase('connecting');
+    this.socket.start();
+    this.statsTimer = setInterval(() => this.sampleQuality(), STATS_EVERY_MS);
+    this.pingTimer = setInterval(() => this.socket.send({ type: 'ping' }), 10000);
+  }
+
+  phase(p) {
+    this.h.onPhase?.(p);
+  }
+
+  send(message) {
+    return this.socket.send(message);
+  }
+
+  onMessage(data) {
+    switch (data.type) {
+      case 'joined':
+        this.iceServers = Array.isArray(data.ice_servers) ? data.ice_servers : [];
+        this.phase(this.peerPresent ? 'live' : 'waiting');
+        this.negotiate();
+        break;
+      case 'answer':
+        this.applyAnswer(data.sdp);
+        break;
+      case 'peer_joined':
+        this.peerPresent = true;
+        this.phase('live');
+        break;
+      case 'peer_away':
+        this.h.onPhase?.('away', data);
+        break;
+      case 'mute':
+        this.h.onPeerMute?.({ audio: Boolean(data.audio), video: Boolean(data.video) });
+        break;
+      case 'peer_left':
+      case 'session_ended':
+        this.finish(data.reason || data.type);
+        break;
+      case 'error':
+        this.h.onError?.(data.error || {});
+        if (data.error && ['session_over', 'session_not_found', 'session_token_invalid'].includes(data.error.code)) {
+          this.finish(data.error.code);
+        }
+        break;
+      case 'pong':
+        break;
+      default:
+        this.h.onMessage?.(data);
+    }
+  }
+
+  async negotiate() {
+    if (this.ended) return;
+    const attempt = ++this.negotiating;
+    this.closePc();
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    this.pc = pc;
+    for (const track of this.stream.getTracks()) {
+      const transceiver = pc.addTransceiver(track, { direction: 'sendrecv', streams: [this.stream] });
+      preferCodecs(transceiver, track.kind);
+    }
+    const remote = new MediaStream();
+    pc.addEventListener('track', (event) => {
+      remote.addTrack(event.track);
+      if (this.remoteVideo && this.remoteVideo.srcObject !== remote) {
+        this.remoteVideo.srcObject = remote;
+        this.remoteVideo.play?.().catch(() => {});
+      }
+    });
+    pc.addEventListener('connectionstatechange', () => this.onConnectionState(pc));
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForGathering(pc);
+      if (attempt !== this.negotiating || this.ended) return;
+      this.socket.send({ type: 'offer', sdp: pc.localDescription.sdp });
+    } catch (err) {
+      this.h.onError?.({ code: 'webrtc_failed', message: String(err), message_zh: '建立视频连接失败，正在重试。' });
+    }
+  }
+
+  async applyAnswer(sdp) {
+    const pc = this.pc;
+    if (!pc || pc.signalingState !== 'have-local-offer') return;
+    try {
+      await pc.setRemoteDescription({ type: 'answer', sdp });
+    } catch (err) {
+      this.h.onError?.({ code: 'webrtc_failed', message: String(err), message_zh: '建立视频连接失败。' });
+    }
+  }
+
+  onConnectionState(pc) {
+    if (pc !== this.pc || this.ended) return;
+    clearTimeout(this.disconnectTimer);
+    this.disconnectTimer = null;
+    if (pc.connectionState === 'failed') {
+      this.phase('reconnecting');
+      if (this.socket.up) this.negotiate();
+    } else if (pc.connectionState === 'disconnected') {
+      this.phase('reconnecting');
+      this.disconnectTimer = setTimeout(() => {
+        if (pc === this.pc && pc.connectionState !== 'connected' && this.socket.up) this.negotiate();
+      }, DISCONNECTED_GRACE_MS);
+    } else if (pc.connectionState === 'connected') {
+      this.phase(this.peerPresent ? 'live' : 'waiting');
+    }
+  }
+
+  /** Mute or unmute this side's microphone or camera; the other party is told. */
+  setMuted(kind, muted) {
+    for (const track of this.stream.getTracks()) {
+      if (track.kind === kind) track.enabled = !muted;
+    }
+    this.send({ type: 'mute', ...this.muteState() });
+  }
+
+  muteState() {
+    const off = (kind) => this.stream.getTracks().filter((t) => t.kind === kind).every((t) => !t.enabled);
+    return { audio: off('audio'), video: off('video') };
+  }
+
+  async sampleQuality() {
+    const pc = this.pc;
+    if (!pc || pc.connectionState !== 'connected') {
+      this.h.onQuality?.('none', {});
+      return;
+    }
+    let lost = 0;
+    let received = 0;
+    let rtt = null;
+    let fps = null;
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && !s.isRemote) {
+        lost += s.packetsLost || 0;
+        received += s.packetsReceived || 0;
+        if (s.kind === 'video' && typeof s.framesPerSecond === 'number') fps = s.framesPerSecond;
+      } else if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        if (typeof s.currentRoundTripTime === 'number') rtt = s.currentRoundTripTime;
+      }
+    });
+    const prev = this.lastStats;
+    this.lastStats = { lost, received };
+    if (!prev) return;
+    const dLost = Math.max(0, lost - prev.lost);
+    const dRecv = Math.max(0, received - prev.received);
+    const loss = dLost + dRecv ? dLost / (dLost + dRecv) : 0;
+    let level = 'good';
+    if (loss > 0.08 || (rtt !== null && rtt > 0.6) || (fps !== null && fps < 5)) level = 'poor';
+    else if (loss > 0.02 || (rtt !== null && rtt > 0.3) || (fps !== null && fps < 10)) level = 'fair';
+    this.h.onQuality?.(level, { loss, rtt, fps });
+  }
+
+  closePc() {
+    clearTimeout(this.disconnectTimer);
+    this.disconnectTimer = null;
+    const pc = this.pc;
+    this.pc = null;
+    this.lastStats = null;
+    if (pc) pc.close();
+  }
+
+  finish(reason) {
+    if (this.ended) return;
+    this.stop();
+    this.h.onEnded?.(reason);
+  }
+
+  /** Hang up locally: close the connection, the socket and the camera. */
+  stop() {
+    this.ended = true;
+    clearInterval(this.statsTimer);
+    clearInterval(this.pingTimer);
+    this.closePc();
+    this.socket.stop();
+    if (this.remoteVideo) this.remoteVideo.srcObject = null;
+    if (this.localVideo) this.localVideo.srcObject = null;
+    for (const track of this.stream.getTracks()) track.stop();
+  }
+}
+
+/** Bilingual label for a connection quality level. */
+export function qualityLabel(level) {
+  return {
+    good: bi('网络良好', 'Good connection'),
+    fair: bi('网络一般', 'Fair connection'),
+    poor: bi('网络较差', 'Poor connection'),
+    none: bi('未连接', 'Not connected'),
+  }[level] || bi('未连接', 'Not connected');
+}
+
+/**
+ * Wire a call to the shared markup (templates/_call.html) inside ``root``: videos, mute
+ * buttons, the other party's mute badges, the quality indicator and the "away" notice.
+ * Returns the Call, or throws MediaAccessError when the camera cannot be opened (the
+ * message is shown in the root's media-error box too).
+ */
+export async function startCallIn(root, url, handlers = {}) {
+  const q = (sel) => root.querySelector(sel);
+  const errorBox = q('[data-call="media-error"]');
+  errorBox.hidden = true;
+  let stream;
+  try {
+    stream = await openLocalMedia();
+  } catch (err) {
+    errorBox.replaceChildren(bi(err.zh, err.en));
+    errorBox.hidden = false;
+    throw err;
+  }
+  const away = q('[data-call="away"]');
+  const quality = q('[data-call="quality"]');
+  const micBtn = q('[data-call="mic"]');
+  const camBtn = q('[data-call="cam"]');
+  const peerMic = q('[data-call="peer-mic"]');
+  const peerCam = q('[data-call="peer-cam"]');
+  const call = new Call({
+    url,
+    stream,
+    localVideo: q('[data-call="local"]'),
+    remoteVideo: q('[data-call="remote"]'),
+    handlers: {
+      ...handlers,
+      onPhase(phase, data) {
+        away.hidden = phase !== 'away';
+        if (phase === 'live') peerMic.hidden = peerCam.hidden = true;
+        root.dataset.phase = phase;
+        handlers.onPhase?.(phase, data);
+      },
+      onPeerMute({ audio, video }) {
+        peerMic.hidden = !audio;
+        peerCam.hidden = !video;
+      },
+      onQuality(level, details) {
+        quality.dataset.level = level;
+        quality.replaceChildren(qualityLabel(level));
+        handlers.onQuality?.(level, details);
+      },
+      onEnded(reason) {
+        root.dataset.phase = 'ended';
+        handlers.onEnded?.(reason);
+      },
+    },
+  });
+  const bindMute = (btn, kind) => {
+    btn.setAttribute('aria-pressed', 'false');
+    btn.onclick = () => {
+      const muted = btn.getAttribute('aria-pressed') !== 'true';
+      btn.setAttribute('aria-pressed', String(muted));
+      call.setMuted(kind, muted);
+    };
+  };
+  bindMute(micBtn, 'audio');
+  bindMute(camBtn, 'video');
+  quality.dataset.level = 'none';
+  quality.replaceChildren(qualityLabel('none'));
+  call.start();
+  return call;
+}
