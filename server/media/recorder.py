@@ -38,6 +38,8 @@ CONTENT_TYPE = "video/webm"
 AUDIO_HOLD_MS = 2_000
 # Flush audio even while video is paused (camera off): a crash then loses at most this.
 MAX_INTERLEAVE_US = 500_000
+# Longest stretch of media held in memory before it reaches the disk (crash loss bound).
+CLUSTER_MS = 500
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
@@ -130,7 +132,13 @@ class SegmentWriter:
             str(self.path),
             "w",
             format="webm",
-            options={"flush_packets": "1", "max_interleave_delta": str(MAX_INTERLEAVE_US)},
+            options={
+                "flush_packets": "1",
+                "max_interleave_delta": str(MAX_INTERLEAVE_US),
+                # The muxer holds a whole cluster in memory (default up to 5 s): short
+                # clusters put every packet on disk within half a second.
+                "cluster_time_limit": str(CLUSTER_MS),
+            },
         )
         video = container.add_mux_stream("vp8", width=width, height=height)
         video.time_base = MS

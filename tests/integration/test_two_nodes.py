@@ -242,13 +242,21 @@ async def test_witness_on_a_investor_on_b_paired_and_signalling(cluster: dict[st
         i_match = await _next(inv_ws, "matched")  # published on A, delivered on B
         sid = w_match["session_id"]
         assert i_match["session_id"] == sid and w_match["node_url"] in (a, b)
-        w_sess = await witness.ws_connect(f"{a}/ws/session/{sid}?token={w_match['token']}")
-        i_sess = await investor.ws_connect(f"{b}/ws/session/{sid}?token={i_match['token']}")
+        # The witness reaches the node that holds the session; a page that reached the
+        # other node still gets its messages across, but no media is answered there.
+        owner = w_match["node_url"]
+        elsewhere = b if owner == a else a
+        w_sess = await witness.ws_connect(f"{owner}/ws/session/{sid}?token={w_match['token']}")
+        i_sess = await investor.ws_connect(f"{elsewhere}/ws/session/{sid}?token={i_match['token']}")
         await _next(w_sess, "peer_joined")
-        await w_sess.send_json({"type": "offer", "sdp": "from-a"})
-        assert (await _next(i_sess, "offer"))["sdp"] == "from-a"
-        await i_sess.send_json({"type": "candidate", "candidate": "from-b"})
-        assert (await _next(w_sess, "candidate"))["candidate"] == "from-b"
+        await w_sess.send_json({"type": "chat", "text": "from-owner"})
+        assert (await _next(i_sess, "chat"))["text"] == "from-owner"
+        await i_sess.send_json({"type": "mute", "audio": True, "video": False})
+        assert (await _next(w_sess, "mute"))["audio"] is True
+        await i_sess.send_json(
+            {"type": "offer", "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}
+        )
+        assert (await _next(i_sess, "error"))["error"]["code"] == "wrong_node"
         alive.cancel()
         for ws in (i_sess, w_sess, inv_ws, wit_ws):
             await ws.close()
