@@ -57,7 +57,7 @@ def queue_server(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> 
     """The app on a known port whose public URL is itself: sessions are placed on this node
     and both browsers are sent to its /ws/session (node_url)."""
 
-    async def start(**pairing: Any) -> Any:
+    async def start(media: dict[str, Any] | None = None, **pairing: Any) -> Any:
         db = tmp_path / "e2e.db"
         shutil.copyfile(sqlite_template, db)
         port = _free_port()
@@ -67,6 +67,7 @@ def queue_server(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> 
             **FAST,
             pairing={**PAIRING, **pairing},
             server={"public_url": f"http://127.0.0.1:{port}"},
+            media={"host_addresses": ["127.0.0.1"], **(media or {})},
         )
         server = await aiohttp_server(create_app(config), port=port)
         short_disclosure(server, 0)
@@ -206,7 +207,10 @@ async def test_investor_queues_witness_takes_and_ends_the_session(
     await expect(inv.locator("#session-status")).to_contain_text(
         "已与见证人员建立连接", timeout=10_000
     )
-    await expect(inv.locator("#queue-session")).to_contain_text("视频通话即将开始")
+    # The video call runs through the server (tests/e2e/test_call_browser.py for more).
+    await expect(inv.locator("#queue-session [data-call=remote]")).to_have_js_property(
+        "readyState", 4, timeout=20_000
+    )
     await expect(wit.locator("#session-status")).to_contain_text("投资者已接入")
     await expect(wit.locator("#state-label")).to_contain_text("见证中")
     await expect(wit.locator("#session-summary")).to_contain_text("110105********002X")
@@ -276,7 +280,7 @@ async def test_unanswered_offer_sets_the_witness_not_ready(
 async def test_decline_then_investor_reloads_mid_session(
     queue_server: Any, contexts: tuple[BrowserContext, BrowserContext]
 ) -> None:
-    server = await queue_server()
+    server = await queue_server(media={"rejoin_grace_seconds": 3})
     await add_staff(_Client(server.app), "li.na", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = contexts
     inv = await inv_ctx.new_page()
@@ -304,15 +308,24 @@ async def test_decline_then_investor_reloads_mid_session(
         "已与见证人员建立连接", timeout=10_000
     )
     await inv.reload()
+    # The reloaded page rejoins the same session within the grace period (a new
+    # recording segment on the server), video and all.
+    await expect(inv.locator("#queue-session")).to_be_visible(timeout=10_000)
+    await expect(inv.locator("#queue-session [data-call=remote]")).to_have_js_property(
+        "readyState", 4, timeout=20_000
+    )
+    await expect(wit.locator("#session-status")).to_contain_text("投资者已接入", timeout=10_000)
+    assert await app_state(server) == "witnessing"
+    await shot(inv, "investor-after-reload", phone=True)
+
+    # The investor closes the page for good: after the grace period the session ends.
+    await inv.close()
+    await expect(wit.locator("#session-status")).to_contain_text("投资者网络中断", timeout=10_000)
+    await shot(wit, "witness-investor-away")
     await expect(wit.locator("#desk-notice")).to_contain_text("投资者已离开", timeout=10_000)
     await expect(wit.locator("#work-session")).to_be_hidden()
     await expect(wit.locator("#state-label")).to_contain_text("暂停接单")
-    await expect(inv.locator("#queue-waiting")).to_be_visible()
-    # The reloaded page finds the application queued again, at the head.
-    await expect(inv.locator("#queue-position")).to_have_text("1", timeout=10_000)
-    await expect(inv.locator("#queue-session")).to_be_hidden()
     assert await app_state(server) == "queued"
-    await shot(inv, "investor-after-reload", phone=True)
     await shot(wit, "witness-investor-left")
     inv_watch.assert_clean()
     wit_watch.assert_clean()

@@ -39,7 +39,13 @@ FAST = {
 
 @pytest.fixture
 async def pclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
-    cfg = make_config(tmp_path, db_url, pairing=FAST, identity={"sandbox_latency_ms": 0})
+    cfg = make_config(
+        tmp_path,
+        db_url,
+        pairing=FAST,
+        identity={"sandbox_latency_ms": 0},
+        media={"rejoin_grace_seconds": 1},
+    )
     return await aiohttp_client(create_app(cfg))
 
 
@@ -116,18 +122,22 @@ async def test_investor_and_witness_paired_and_signalling(pclient: Any) -> None:
     i_sess = await pclient.ws_connect(f"/ws/session/{sid}?token={i_match['token']}")
     assert (await next_of(w_sess, "peer_joined"))["role"] == "investor"
     assert "witness_live_sessions 2.0" in await (await pclient.get("/metrics")).text()
-    await w_sess.send_json({"type": "offer", "sdp": "v=0 witness"})
-    got = await next_of(i_sess, "offer")
-    assert got == {"type": "offer", "sdp": "v=0 witness", "from": "witness"}
-    await i_sess.send_json({"type": "answer", "sdp": "v=0 investor"})
-    assert (await next_of(w_sess, "answer"))["from"] == "investor"
+    await w_sess.send_json({"type": "mute", "audio": True, "video": False})
+    got = await next_of(i_sess, "mute")
+    assert got == {"type": "mute", "audio": True, "video": False, "from": "witness"}
+    await i_sess.send_json({"type": "offer", "sdp": "no media here"})
+    assert (await next_of(i_sess, "error"))["error"]["code"] == "bad_offer"
+    await i_sess.send_json({"type": "answer", "sdp": "v=0"})  # the server answers, not peers
+    assert (await next_of(i_sess, "error"))["error"]["code"] == "unknown_message"
 
     # A witness token does not open another session, nor does a forged one.
     bad = await pclient.ws_connect(f"/ws/session/{sid}?token=forged.token")
     assert (await next_of(bad, "error"))["error"]["code"] == "session_token_invalid"
 
-    # The investor drops before media: witness told, investor back at the head.
+    # The investor drops and does not come back within the grace period: witness told,
+    # investor back at the head.
     await i_sess.close()
+    assert (await next_of(w_sess, "peer_away"))["grace_seconds"] == 1
     assert (await next_of(w_sess, "peer_left"))["reason"] == "investor_left"
     assert (await next_of(inv_ws, "peer_left"))["requeued"] is True
     assert await state_of(pclient, app_id) == "queued"
