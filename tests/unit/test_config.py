@@ -44,6 +44,10 @@ def test_env_overrides_every_type() -> None:
         ({"WITNESS_AGENCY_TIMEZONE": "Mars/Olympus"}, "agency.timezone"),
         ({"WITNESS_DATABASE_ECHO": "maybe"}, "WITNESS_DATABASE_ECHO"),
         ({"WITNESS_SECURITY_COOKIE_SECURE": "sometimes"}, "security.cookie_secure"),
+        ({"WITNESS_MEDIA_ICE_SERVERS": "stun.example.com:3478"}, "media.ice_servers"),
+        ({"WITNESS_MEDIA_ICE_SERVERS": "turn:turn.example.com:3478"}, "media.turn_secret"),
+        ({"WITNESS_MEDIA_REJOIN_GRACE_SECONDS": "-1"}, "media.rejoin_grace_seconds"),
+        ({"WITNESS_MEDIA_KEYFRAME_INTERVAL_SECONDS": "0.1"}, "media.keyframe_interval_seconds"),
     ],
 )
 def test_bad_env_value_names_the_key(env: dict[str, str], key: str) -> None:
@@ -96,3 +100,16 @@ def test_config_is_immutable() -> None:
 def test_tls_needs_both_files() -> None:
     with pytest.raises(ConfigError, match="tls_cert"):
         load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_SERVER_TLS_CERT": "cert.pem"})
+
+
+def test_media_defaults_use_no_public_ice_server() -> None:
+    cfg = load_config(DEFAULT_CONFIG_PATH, env={})
+    assert cfg.media.ice_servers == () and cfg.media.record is True
+    cfg = load_config(
+        DEFAULT_CONFIG_PATH,
+        env={
+            "WITNESS_MEDIA_ICE_SERVERS": "stun:s.example.cn:3478,turn:t.example.cn:3478",
+            "WITNESS_MEDIA_TURN_SECRET": "x",
+        },
+    )
+    assert cfg.media.ice_servers == ("stun:s.example.cn:3478", "turn:t.example.cn:3478")
