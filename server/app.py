@@ -20,6 +20,7 @@ from server.media import hooks
 from server.services.media import recover
 from server.services.placement import SESSION_INTERRUPTED
 from server.services.runtime import open_runtime
+from server.store.models import utcnow
 from server.web import (
     admin_pages,
     health,
@@ -88,6 +89,8 @@ def create_app(config: Config) -> web.Application:
         hooks.check_internals()  # an aiortc upgrade that breaks the tap stops start-up
         hooks.restrict_host_addresses(list(config.media.host_addresses))
 
+        started = utcnow()
+
         async def recover_once() -> None:
             others = {n.node_id for n in await rt.queue.live_nodes(now=time.time())}
             others.discard(config.node_id)
@@ -101,6 +104,7 @@ def create_app(config: Config) -> web.Application:
                     left_role=None,
                     final_state=SESSION_INTERRUPTED,
                 ),
+                started_before=started,
             )
             if any(result.values()):
                 log.warning("recovered after an unclean stop", extra=result)

@@ -43,13 +43,14 @@ CLUSTER_MS = 500
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
-    # RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame.
-    return bool(data) and (data[0] & 1) == 0
+    # RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame, which then carries the
+    # start code 9d 01 2a (checked too: a frame missing its first packet is not one).
+    return len(data) >= 10 and (data[0] & 1) == 0 and data[3:6] == b"\x9d\x01\x2a"
 
 
 def vp8_dimensions(data: bytes) -> tuple[int, int] | None:
     """Width and height from a VP8 key frame header (RFC 6386 §9.1)."""
-    if len(data) < 10 or not is_vp8_keyframe(data) or data[3:6] != b"\x9d\x01\x2a":
+    if not is_vp8_keyframe(data):
         return None
     width = int.from_bytes(data[6:8], "little") & 0x3FFF
     height = int.from_bytes(data[8:10], "little") & 0x3FFF
@@ -122,6 +123,7 @@ class SegmentWriter:
         self.last_ms = 0
         self.closed = False
         self.opened = False
+        self.video_started = False
         self.failed: str | None = None
 
     # ── media ────────────────────────────────────────────────────────────────────────
@@ -168,10 +170,14 @@ class SegmentWriter:
         if self.closed or self.failed:
             return
         key = is_vp8_keyframe(data)
-        if not self.opened:
+        if not self.video_started:
             if not key:
-                return  # a file starts on a keyframe; the caller asks for one
-            self._open(vp8_dimensions(data))
+                return  # video starts on a keyframe; the caller asks for one
+            if not self.opened:
+                self._guard(partial(self._open, vp8_dimensions(data)))
+                if not self.opened:
+                    return
+            self.video_started = True
         ms = self.video.to_ms(rtp_ts, arrival_ms)
         if self.held_audio:
             self._release_audio(keep_from=ms)
@@ -186,8 +192,9 @@ class SegmentWriter:
             self.held_audio.append((data, ms))
             if ms - self.held_audio[0][1] < AUDIO_HOLD_MS:
                 return
-            self._open(None)  # no keyframe in time: record the voice anyway
-            self._release_audio(keep_from=None)
+            self._guard(partial(self._open, None))  # no keyframe in time: keep the voice
+            if self.opened:
+                self._release_audio(keep_from=None)
             return
         self._guard(lambda: self._mux(self.audio_stream, data, ms, True))
         self.audio_frames += 1
@@ -203,7 +210,7 @@ class SegmentWriter:
     def _guard(self, action: Callable[[], None]) -> None:
         try:
             action()
-        except (av.error.FFmpegError, OSError) as exc:
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
             # The recording is evidence: stop writing (keeping what is on disk) and let
             # the session report it, rather than carry on with a corrupt file.
             self.failed = f"{type(exc).__name__}: {exc}"
@@ -357,20 +364,20 @@ def finalize(path: Path) -> FileFacts:
         video_frames=video_frames,
         audio_frames=audio_frames,
         cues=len(cues),
-        decodable=_first_frame_decodes(path) if video_frames or audio_frames else False,
+        decodable=_first_frames_decode(path, video=video_frames > 0, audio=audio_frames > 0),
     )
 
 
-def _first_frame_decodes(path: Path) -> bool:
-    try:
-        with av.open(str(path)) as container:
-            stream = (
-                container.streams.video[0]
-                if container.streams.video
-                else container.streams.audio[0]
-            )
-            for _frame in container.decode(stream):
-                return True
-    except (av.error.FFmpegError, IndexError, EOFError):
-        return False
-    return False
+def _first_frames_decode(path: Path, *, video: bool, audio: bool) -> bool:
+    """The first frame of each stream that has packets decodes."""
+    for kind, wanted in (("video", video), ("audio", audio)):
+        if not wanted:
+            continue
+        try:
+            with av.open(str(path)) as container:
+                streams = getattr(container.streams, kind)
+                if not streams or next(iter(container.decode(streams[0])), None) is None:
+                    return False
+        except (av.error.FFmpegError, EOFError):
+            return False
+    return video or audio

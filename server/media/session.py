@@ -77,7 +77,8 @@ class MediaEvents(Protocol):
 @dataclass(frozen=True)
 class MediaSettings:
     recordings_root: Path
-    ice_servers: list[dict[str, Any]]  # as given to browsers: urls, username, credential
+    # The node's own ICE servers (urls, username, credential), asked per connection.
+    ice_servers: Callable[[], list[dict[str, Any]]]
     record: bool = True
     keyframe_interval: float = 10.0
 
@@ -148,10 +149,12 @@ class MediaSession:
         self.next_segment = {role: 0 for role in ROLES}
         self.cues: list[Cue] = []
         self.auto_still_taken = False
+        self._auto_pending = False
         self.closed = False
         self._closing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing_legs: set[asyncio.Future[None]] = set()
         self._keyframe_task = asyncio.create_task(self._periodic_keyframes())
 
     def now_ms(self) -> int:
@@ -164,12 +167,24 @@ class MediaSession:
             raise InvalidInput("bad_role", "Unknown role.", "未知的角色。")
         if "m=video" not in offer_sdp and "m=audio" not in offer_sdp:
             raise InvalidInput("bad_offer", "The offer carries no media.", "连接请求中没有音视频。")
+        if offer_sdp.count("m=video") > 1 or offer_sdp.count("m=audio") > 1:
+            # One camera and one microphone per party; an extra track would be decoded
+            # by aiortc into a queue nobody reads.
+            raise InvalidInput(
+                "bad_offer",
+                "One audio and one video track per party.",
+                "每方仅限一路音频和一路视频。",
+            )
         async with self._lock:
             if self.closed:
                 raise Conflict("session_over", "The session has ended.", "会话已结束。")
             old = self.legs.pop(role, None)
             if old is not None:
-                await self._close_leg(old, reason="reconnected")
+                # Closed in the background: finalizing a long segment must not delay the
+                # party's rejoin (close() still waits for it).
+                self._closing_legs.add(
+                    asyncio.ensure_future(self._close_leg(old, reason="reconnected"))
+                )
             leg = await self._open_leg(role)
             self.legs[role] = leg
         try:
@@ -202,7 +217,7 @@ class MediaSession:
             recording_id = await self.events.segment_opened(
                 self.session_id, role, segment, rel_path
             )
-        pc = RTCPeerConnection(_rtc_configuration(self.settings.ice_servers))
+        pc = RTCPeerConnection(_rtc_configuration(self.settings.ice_servers()))
         other = OTHER[role]
         leg = Leg(
             role=role,
@@ -257,7 +272,15 @@ class MediaSession:
         return pc.localDescription.sdp
 
     def _sink(self, leg: Leg, kind: str) -> hooks.FrameSink:
-        def on_frame(_codec: str, data: bytes, rtp_ts: int) -> None:
+        def on_frame(codec: str, data: bytes, rtp_ts: int) -> None:
+            try:
+                handle(data, rtp_ts)
+            except Exception:
+                # Never into aiortc's receive loop: that would close the transport and
+                # cut the call. The recorder has already marked itself failed if it was it.
+                log.exception("media frame handling failed", extra={"session": self.session_id})
+
+        def handle(data: bytes, rtp_ts: int) -> None:
             if leg.closed:
                 return
             arrival = self.now_ms()
@@ -285,10 +308,19 @@ class MediaSession:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(data)
-        if leg.role == "investor" and not self.auto_still_taken:
+        if leg.role == "investor" and not self.auto_still_taken and not self._auto_pending:
             # A14/A19: a frontal photo at session start, without anyone asking.
+            self._auto_pending = True
+            self._spawn(self._auto_still(leg, data))
+
+    async def _auto_still(self, leg: Leg, keyframe: bytes) -> None:
+        try:
+            await self._store_still(leg, keyframe, kind="auto", actor="system")
             self.auto_still_taken = True
-            self._spawn(self._store_still(leg, data, kind="auto", actor="system"))
+        except ValueError:
+            pass  # a damaged keyframe: the next one is tried
+        finally:
+            self._auto_pending = False
 
     def _ask_keyframe(self, role: str) -> None:
         leg = self.legs.get(role)
@@ -383,7 +415,9 @@ class MediaSession:
             legs = list(self.legs.values())
             self.legs.clear()
         self._keyframe_task.cancel()
-        await asyncio.gather(*(self._close_leg(leg, reason=reason) for leg in legs))
+        await asyncio.gather(
+            *(self._close_leg(leg, reason=reason) for leg in legs), *self._closing_legs
+        )
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -395,7 +429,9 @@ class MediaSession:
         leg.closed = True  # first: a frame arriving from here on is ignored
         for waiter in leg.still_waiters:
             if not waiter.done():
-                waiter.cancel()
+                waiter.set_exception(
+                    Unavailable("no_video", "The party's video ended.", "对方视频已中断。")
+                )
         leg.video_out.stop()
         leg.audio_out.stop()
         with contextlib.suppress(Exception):

@@ -258,7 +258,8 @@ class MediaManager:
         self.db = db
         self.settings = MediaSettings(
             recordings_root=root,
-            ice_servers=ice_servers_for(config, "media-node", now=time.time()),
+            # Minted per connection: TURN credentials expire.
+            ice_servers=lambda: ice_servers_for(config, "media-node", now=time.time()),
             record=config.record,
             keyframe_interval=config.keyframe_interval_seconds,
         )
@@ -266,6 +267,10 @@ class MediaManager:
         self.events = DbMediaEvents(db, root=root, node_id=node_id, on_bytes=on_bytes)
         self.sessions: dict[str, MediaSession] = {}
         self._grace: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Which socket of a party is current: a late close of a superseded socket (its
+        # death noticed only at the heartbeat timeout) must not touch the new one.
+        self._owner: dict[tuple[str, str], int] = {}
+        self._generation = 0
         self._opening = asyncio.Lock()
         self._detached: set[asyncio.Task[None]] = set()
 
@@ -312,8 +317,14 @@ class MediaManager:
             await self.events.event(session_id, 0, "media.clock_started", "system", {})
             return media
 
-    def party_back(self, session_id: str, role: str) -> bool:
-        """A party reconnected: cancel its grace timer. True if one was running."""
+    def claim(self, session_id: str, role: str) -> tuple[int, bool]:
+        """A socket of the party announced itself: it now speaks for the party. Returns
+        its generation and whether the party was away (a grace timer was running)."""
+        self._generation += 1
+        self._owner[(session_id, role)] = self._generation
+        return self._generation, self._cancel_grace(session_id, role)
+
+    def _cancel_grace(self, session_id: str, role: str) -> bool:
         task = self._grace.pop((session_id, role), None)
         if task is not None:
             task.cancel()
@@ -324,28 +335,38 @@ class MediaManager:
         self,
         session_id: str,
         role: str,
+        generation: int,
         *,
         reason: str,
         on_expiry: Callable[[], Awaitable[None]],
-    ) -> None:
-        """Close the party's leg (its segment ends) and give it ``rejoin_grace_seconds``
-        to come back before ``on_expiry`` ends the session."""
-        media = self.sessions.get(session_id)
-        if media is not None:
-            await media.drop(role, reason)
-        self.party_back(session_id, role)
+    ) -> bool:
+        """The party's current socket closed: close its leg (its segment ends) and give it
+        ``rejoin_grace_seconds`` to come back before ``on_expiry`` ends the session.
+        False (nothing done) if a newer socket of the party already took over."""
+        key = (session_id, role)
+        if self._owner.get(key) != generation:
+            return False
+        self._cancel_grace(session_id, role)
 
         async def expire() -> None:
             await asyncio.sleep(self.config.rejoin_grace_seconds)
-            self._grace.pop((session_id, role), None)
-            await on_expiry()
+            if self._owner.get(key) == generation:
+                self._grace.pop(key, None)
+                await on_expiry()
 
-        self._grace[(session_id, role)] = asyncio.create_task(expire())
+        # The timer first: closing the leg (finalize, hash) takes time, and a rejoin in
+        # that time must find a timer to cancel.
+        self._grace[key] = asyncio.create_task(expire())
+        media = self.sessions.get(session_id)
+        if media is not None:
+            await media.drop(role, reason)
+        return True
 
     async def end(self, session_id: str, reason: str) -> None:
         """The session is over: close both legs, finalize and hash the recordings."""
         for role in ("investor", "witness"):
-            self.party_back(session_id, role)
+            self._cancel_grace(session_id, role)
+            self._owner.pop((session_id, role), None)
         media = self.sessions.get(session_id)
         if media is not None:
             await media.close(reason)
@@ -377,6 +398,7 @@ async def recover(
     root: Path,
     alive_nodes: set[str],
     end_session: Callable[[str], Awaitable[bool]],
+    started_before: datetime,
 ) -> dict[str, int]:
     """After a crash: every recording still marked ``recording`` by a node that is not
     running is finalized from what reached the disk (playable part kept, hashed, marked
@@ -385,7 +407,11 @@ async def recover(
         rows = (
             await session.scalars(
                 select(Recording).where(
-                    Recording.status == REC_RECORDING, Recording.node_id.not_in(alive_nodes)
+                    Recording.status == REC_RECORDING,
+                    Recording.node_id.not_in(alive_nodes),
+                    # Never this process's own live recordings (recovery may be retried
+                    # while the node already serves).
+                    Recording.started_at < started_before,
                 )
             )
         ).all()
@@ -395,6 +421,7 @@ async def recover(
                 select(WitnessSession.id).where(
                     WitnessSession.state.in_(("placed", "live")),
                     WitnessSession.node_id.not_in(alive_nodes),
+                    WitnessSession.created_at < started_before,
                 )
             )
         ).all()

@@ -9,12 +9,15 @@ to come back (its recording continues in a new segment) before the session ends.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from server.domain.errors import DomainError, Forbidden, InvalidInput
+from server.domain.errors import DomainError, Forbidden, InvalidInput, Unavailable
 from server.services import session_tokens
 from server.services.placement import session_channel
 from server.services.runtime import Runtime
@@ -22,6 +25,7 @@ from server.web.access import public
 from server.web.keys import RUNTIME
 from server.web.ws_common import open_socket, run_socket, send, send_error
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 _OTHER = {"investor": "witness", "witness": "investor"}
 # Message types a party may send to the other; the server adds who sent it.
@@ -52,11 +56,12 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     session_id = grant.session_id
     joined = False
     ended = False
+    generation = 0
 
     async def announce() -> None:
         # Recorded and announced only once subscribed: whichever party arrives second
         # tells the first, who is by then certain to be listening.
-        nonlocal joined
+        nonlocal joined, generation
         try:
             both = await rt.placer.party_joined(grant.session_id, role)
         except DomainError as exc:
@@ -64,7 +69,7 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             await ws.close(code=4404, message=b"session not found")
             return
         joined = True
-        back = rt.media.party_back(session_id, role)
+        generation, back = rt.media.claim(session_id, role)
         await send(
             ws,
             {
@@ -91,17 +96,20 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             if not isinstance(sdp, str) or len(sdp) > 64_000:
                 raise InvalidInput("bad_offer", "Malformed offer.", "连接请求格式错误。")
             media = await rt.media.session(session_id)
-            answer = await media.connect(role, sdp)
-            await send(ws, {"type": "answer", "sdp": answer})
+            async with _media_errors(session_id):
+                answer = await media.connect(role, sdp)
+            # The page's attempt number comes back so it never applies a stale answer.
+            await send(ws, {"type": "answer", "sdp": answer, "attempt": data.get("attempt")})
         elif kind == "capture_still":
             if role != "witness":
                 raise Forbidden(
                     "witness_only", "Only the witness takes stills.", "仅见证人可拍照。"
                 )
             media = await rt.media.session(session_id)
-            still = await media.capture_still(
-                "investor", kind="manual", actor=f"staff:{grant.party}"
-            )
+            async with _media_errors(session_id):
+                still = await media.capture_still(
+                    "investor", kind="manual", actor=f"staff:{grant.party}"
+                )
             await send(ws, {"type": "still", **still})
         elif kind in _RELAYED:
             await rt.queue.publish(session_channel(grant.session_id, other), {**data, "from": role})
@@ -128,11 +136,29 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     finally:
         rt.metrics.live_sessions.dec()
         if joined:
-            rt.media.detach(_after_leaving(rt, session_id, role, ended=ended))
+            rt.media.detach(_after_leaving(rt, session_id, role, generation, ended=ended))
     return ws
 
 
-async def _after_leaving(rt: Runtime, session_id: str, role: str, *, ended: bool) -> None:
+@contextlib.asynccontextmanager
+async def _media_errors(session_id: str) -> AsyncIterator[None]:
+    """An unexpected media failure is an error reply, not the end of the socket."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except Exception as exc:
+        log.exception("media operation failed", extra={"session": session_id})
+        raise Unavailable(
+            "media_error",
+            "The video service had a problem; please try again.",
+            "视频服务出现问题，请重试。",
+        ) from exc
+
+
+async def _after_leaving(
+    rt: Runtime, session_id: str, role: str, generation: int, *, ended: bool
+) -> None:
     """A party's socket is gone. If the session ended, close its media; otherwise give the
     party the grace period to rejoin (its recording segment is closed meanwhile)."""
     if ended:
@@ -145,7 +171,10 @@ async def _after_leaving(rt: Runtime, session_id: str, role: str, *, ended: bool
         await rt.placer.abort(session_id, reason=f"{role}_left", left_role=role)
         await rt.media.end(session_id, f"{role}_left")
 
-    await rt.media.party_left(session_id, role, reason="socket_closed", on_expiry=expire)
+    if not await rt.media.party_left(
+        session_id, role, generation, reason="socket_closed", on_expiry=expire
+    ):
+        return  # a newer socket of the party already took over
     await rt.queue.publish(
         session_channel(session_id, _OTHER[role]),
         {"type": "peer_away", "role": role, "grace_seconds": rt.config.media.rejoin_grace_seconds},

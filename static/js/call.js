@@ -152,7 +152,8 @@ export class Call {
         this.negotiate();
         break;
       case 'answer':
-        this.applyAnswer(data.sdp);
+        // Only the answer to the latest offer: an older one belongs to a closed leg.
+        if (data.attempt === this.negotiating) this.applyAnswer(data.sdp);
         break;
       case 'peer_joined':
         this.peerPresent = true;
@@ -204,7 +205,7 @@ export class Call {
       await pc.setLocalDescription(await pc.createOffer());
       await waitForGathering(pc);
       if (attempt !== this.negotiating || this.ended) return;
-      this.socket.send({ type: 'offer', sdp: pc.localDescription.sdp });
+      this.socket.send({ type: 'offer', sdp: pc.localDescription.sdp, attempt });
     } catch (err) {
       this.h.onError?.({ code: 'webrtc_failed', message: String(err), message_zh: '建立视频连接失败，正在重试。' });
     }
@@ -226,15 +227,27 @@ export class Call {
     this.disconnectTimer = null;
     if (pc.connectionState === 'failed') {
       this.phase('reconnecting');
-      if (this.socket.up) this.negotiate();
+      this.retryLater();
     } else if (pc.connectionState === 'disconnected') {
       this.phase('reconnecting');
       this.disconnectTimer = setTimeout(() => {
-        if (pc === this.pc && pc.connectionState !== 'connected' && this.socket.up) this.negotiate();
+        if (pc === this.pc && pc.connectionState !== 'connected') this.retryLater();
       }, DISCONNECTED_GRACE_MS);
     } else if (pc.connectionState === 'connected') {
+      this.failures = 0;
       this.phase(this.peerPresent ? 'live' : 'waiting');
     }
+  }
+
+  /** Renegotiate after a failure, backing off (1, 2, 4 … 15 s) while it keeps failing:
+   * with UDP blocked every attempt would otherwise open a new leg on the server at once. */
+  retryLater() {
+    clearTimeout(this.retryTimer);
+    const delay = Math.min(1000 * 2 ** (this.failures || 0), 15000);
+    this.failures = (this.failures || 0) + 1;
+    this.retryTimer = setTimeout(() => {
+      if (!this.ended && this.socket.up) this.negotiate();
+    }, delay);
   }
 
   /** Mute or unmute this side's microphone or camera; the other party is told. */
@@ -260,7 +273,13 @@ export class Call {
     let received = 0;
     let rtt = null;
     let fps = null;
-    const stats = await pc.getStats();
+    let stats;
+    try {
+      stats = await pc.getStats();
+    } catch {
+      return; // closed meanwhile
+    }
+    if (pc !== this.pc || this.ended) return;
     stats.forEach((s) => {
       if (s.type === 'inbound-rtp' && !s.isRemote) {
         lost += s.packetsLost || 0;
@@ -300,6 +319,7 @@ export class Call {
   /** Hang up locally: close the connection, the socket and the camera. */
   stop() {
     this.ended = true;
+    clearTimeout(this.retryTimer);
     clearInterval(this.statsTimer);
     clearInterval(this.pingTimer);
     this.closePc();

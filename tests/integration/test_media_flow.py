@@ -210,3 +210,37 @@ async def test_party_gone_past_grace_ends_the_session(mclient: Any) -> None:
     extra[0].cancel()
     for ws in extra[1:]:
         await ws.close()
+
+
+async def test_a_stale_socket_closing_late_does_not_touch_the_new_one(mclient: Any) -> None:
+    """A phone changes network: the page reconnects at once, the server notices the old
+    socket's death only later. That late close must not end or drop anything."""
+    rt = mclient.app[RUNTIME]
+    sid, w_token, i_token, extra = await paired(mclient)
+    witness, old = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
+    await witness.join()
+    await old.join()
+    await asyncio.gather(witness.start_media(), old.start_media())
+    await wait_for(lambda: witness.received["video"] >= 10)
+
+    new = Party(mclient, sid, i_token)
+    await new.join()  # while the old socket is still open
+    await new.start_media()
+    await wait_for(lambda: new.received["video"] >= 10)
+    await old.close()  # the old socket's death, noticed late
+    before = witness.received["video"]
+    await asyncio.sleep(4.5)  # longer than the grace period (3 s)
+    assert witness.received["video"] > before + 20  # the new leg still flows
+    assert not any(m["type"] in ("peer_away", "peer_left") for m in witness.messages)
+    async with rt.db.begin() as s:
+        assert (await s.get(WitnessSession, sid)).state == "live"  # type: ignore[union-attr]
+
+    # One camera and one microphone per party.
+    two_videos = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+    await new.ws.send_json({"type": "offer", "sdp": two_videos})
+    assert (await new.next_of("error"))["error"]["code"] == "bad_offer"
+    for party in (witness, new):
+        await party.close()
+    extra[0].cancel()
+    for ws in extra[1:]:
+        await ws.close()

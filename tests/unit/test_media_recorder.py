@@ -43,6 +43,8 @@ def test_vp8_header_parsing() -> None:
     assert is_vp8_keyframe(key) and not is_vp8_keyframe(delta)
     assert vp8_dimensions(key) == (WIDTH, HEIGHT)
     assert vp8_dimensions(delta) is None and not is_vp8_keyframe(b"")
+    # A frame whose first packet was lost: bit 0 may read 0, but no start code.
+    assert not is_vp8_keyframe(b"\x00" + key[10:40])
 
 
 def test_segment_is_copied_frame_for_frame_and_decodes(tmp_path: Path) -> None:
@@ -82,6 +84,20 @@ def test_voice_is_recorded_when_no_keyframe_ever_comes(tmp_path: Path) -> None:
     facts = finalize(writer.path)
     assert facts.video_frames == 0 and facts.audio_frames >= 148
     assert facts.start_ms == 500
+    assert facts.decodable  # a voice-only segment is good evidence, not a failure
+
+
+def test_video_after_a_voice_only_start_still_begins_on_a_keyframe(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "w.webm")
+    for data, ts in opus_frames()[:110]:  # 2.2 s of voice: the file opens without video
+        writer.write_audio(data, ts, ts * 1000 // 48_000)
+    assert writer.opened
+    for data, ts in vp8_frames()[5:]:  # camera comes on mid-GOP
+        writer.write_video(data, ts, 2300 + ts * 1000 // 90_000)
+    writer.close()
+    facts = finalize(writer.path)
+    assert facts.video_frames == 30 and facts.decodable
+    assert decode(writer.path)["video"] == 30
 
 
 def test_cues_are_muxed_as_webvtt(tmp_path: Path) -> None:
