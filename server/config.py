@@ -50,6 +50,9 @@ class AgencyConfig:
     website: str = "https://www.example-securities.cn"
     hotline: str = "95500"
     timezone: str = "Asia/Shanghai"
+    # Where investors can check a witness's licence (A12): the Securities Association of
+    # China's public register of practitioners.
+    licence_lookup_url: str = "https://gs.sac.net.cn/pages/registration/sac-publicity-report.html"
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ class MediaConfig:
     # loopback). Set the address browsers can reach, or 127.0.0.1 for loopback tests.
     host_addresses: tuple[str, ...] = ()
     rejoin_grace_seconds: int = 30
+    # The witnessing script (A17.4); empty: the built-in server/content/script.toml.
+    script_file: str = ""
     keyframe_interval_seconds: float = 10.0
     record: bool = True
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.domain.script import Script, parse_script
 from server.domain.suitability import (
     DisclosureDocument,
     Questionnaire,
@@ -20,11 +21,27 @@ from server.domain.suitability import (
     parse_questionnaire,
 )
 
-__all__ = ["DEFAULT_INTAKE_PATH", "load_intake_content"]
+__all__ = ["DEFAULT_INTAKE_PATH", "DEFAULT_SCRIPT_PATH", "load_intake_content", "load_script"]
 
 T = TypeVar("T")
 
 DEFAULT_INTAKE_PATH = Path(__file__).with_name("intake.toml")
+DEFAULT_SCRIPT_PATH = Path(__file__).with_name("script.toml")
+
+
+def load_script(path: Path | None = None) -> Script:
+    """Read and validate the witnessing script (A17.4) from ``[script]`` in a TOML file."""
+    source = DEFAULT_SCRIPT_PATH if path is None else path
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{source}: cannot read: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{source}: invalid TOML: {exc}") from exc
+    table = data.get("script")
+    if not isinstance(table, dict):
+        raise ValueError(f"{source}: [script] is missing")
+    return parse_script(table, where=str(source))
 
 
 def load_intake_content(path: Path | None = None) -> tuple[Questionnaire, DisclosureDocument]:

@@ -16,8 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server.adapters.identity_registry import IdentityRegistry, build_identity_registry
 from server.adapters.sms import SmsSender, build_sms_sender
 from server.config import Config, ConfigError, GatewayConfig
-from server.content import load_intake_content
+from server.content import load_intake_content, load_script
 from server.crypto import DataProtector, load_or_create_key
+from server.domain.script import Script
 from server.domain.suitability import DisclosureDocument, Questionnaire
 from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
@@ -26,6 +27,7 @@ from server.services.images import ImageLimits
 from server.services.media import MediaManager
 from server.services.pairing import Pairing
 from server.services.placement import Placer
+from server.services.witnessing import Witnessing
 from server.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,7 @@ class Runtime:
     placer: Placer
     dispatcher: Dispatcher
     media: MediaManager
+    witnessing: Witnessing
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -138,6 +141,14 @@ def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
         return load_intake_content(path)
     except ValueError as exc:
         raise ConfigError(f"intake.content_file: {exc}") from None
+
+
+def load_witness_script(config: Config) -> Script:
+    path = config.resolve_path(config.media.script_file) if config.media.script_file else None
+    try:
+        return load_script(path)
+    except ValueError as exc:
+        raise ConfigError(f"media.script_file: {exc}") from None
 
 
 @asynccontextmanager
@@ -190,6 +201,9 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             placer=placer,
             dispatcher=dispatcher,
             media=media,
+            witnessing=Witnessing(
+                pairing=pairing, script=load_witness_script(config), agency=config.agency
+            ),
         )
     finally:
         await media.close_all()

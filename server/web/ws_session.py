@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 _OTHER = {"investor": "witness", "witness": "investor"}
 # Message types a party may send to the other; the server adds who sent it.
-_RELAYED = frozenset({"mute", "script", "chat"})
+_RELAYED = frozenset({"mute", "chat"})
+# The witness's script actions (services/witnessing.py).
+_WITNESS_ACTIONS = frozenset(
+    {"disclosure_show", "disclosure_confirm", "step_start", "step_mark", "face_judge"}
+)
 # A session ends for everyone on these; any other close of a socket is a drop.
 _ENDING = frozenset({"peer_left", "session_ended"})
 
@@ -81,6 +85,9 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                 "rejoin_grace_seconds": rt.config.media.rejoin_grace_seconds,
             },
         )
+        desk, screen = await rt.witnessing.views(session_id)
+        for message in [desk] if role == "witness" else screen:
+            await send(ws, message)
         if both:
             await send(ws, {"type": "peer_joined", "role": other})
             await rt.queue.publish(
@@ -111,6 +118,24 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                     "investor", kind="manual", actor=f"staff:{grant.party}"
                 )
             await send(ws, {"type": "still", **still})
+        elif kind in _WITNESS_ACTIONS or kind == "verdict":
+            if role != "witness":
+                raise Forbidden("witness_only", "Only the witness does this.", "仅见证人员可操作。")
+            media = await rt.media.session(session_id)
+            if kind == "verdict":
+                await rt.witnessing.conclude(
+                    session_id=session_id,
+                    staff_id=int(grant.party),
+                    media=media,
+                    result=str(data.get("result", "")),
+                    reason_code=str(data.get("reason_code") or "") or None,
+                    notes=str(data.get("notes", "")),
+                )
+            else:
+                state = await rt.witnessing.act(
+                    session_id=session_id, staff_id=int(grant.party), media=media, message=data
+                )
+                await send(ws, state)
         elif kind in _RELAYED:
             await rt.queue.publish(session_channel(grant.session_id, other), {**data, "from": role})
         else:

@@ -1,0 +1,307 @@
+"""The witness's work during a call (A12, A14, A17.3, A17.4): the identity disclosure,
+the script steps with their marks, the face judgement and the verdict.
+
+Every action is checked against the session's progress (rebuilt from its recorded
+events by ``domain.script``), then recorded as a timed session event and an audit entry
+with the witness's identity, in one transaction. Steps are also written as cues into both
+recordings (``MediaSession.add_cue``) and shown over the video on both screens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.audit import append_audit
+from server.config import AgencyConfig
+from server.domain.application import ApplicationEvent
+from server.domain.errors import Conflict, InvalidInput, NotFound
+from server.domain.pairing import WitnessState
+from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
+from server.media.session import MediaSession
+from server.services.applications import apply_event, get_application
+from server.services.pairing import QUEUE_CHANGED, Pairing, investor_channel, witness_channel
+from server.services.placement import SESSION_ENDED, SESSION_LIVE, session_channel
+from server.store.models import SessionEvent, Staff, WitnessSession, utcnow
+
+log = logging.getLogger(__name__)
+
+SCRIPT_KINDS = (
+    "disclosure.shown",
+    "disclosure.confirmed",
+    "script.step_started",
+    "script.step_marked",
+    "face.judged",
+)
+MAX_NOTE = 500
+
+
+def disclosure_card(staff: Staff, agency: AgencyConfig) -> dict[str, Any]:
+    """What the investor is shown about their witness (A12, A17.3)."""
+    return {
+        "name": staff.display_name,
+        "employee_number": staff.employee_number or "",
+        "licence_number": staff.licence_number,
+        "agency": agency.name,
+        "agency_en": agency.name_en,
+        "website": agency.website,
+        "hotline": agency.hotline,
+        "licence_lookup_url": agency.licence_lookup_url,
+    }
+
+
+class Witnessing:
+    def __init__(self, *, pairing: Pairing, script: Script, agency: AgencyConfig) -> None:
+        self.pairing = pairing
+        self.db = pairing.db
+        self.script = script
+        self.agency = agency
+        # Open cue per session: (start_ms, text) of the step on screen now.
+        self._open_cue: dict[str, tuple[int, str]] = {}
+
+    async def _session_for(
+        self, session: AsyncSession, session_id: str, staff_id: int
+    ) -> WitnessSession:
+        ws = await session.get(WitnessSession, session_id, with_for_update=True)
+        if ws is None or ws.witness_id != staff_id:
+            raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
+        if ws.state != SESSION_LIVE:
+            raise Conflict(
+                "session_not_live",
+                "The investor has not joined, or the session is over.",
+                "投资者尚未接入或会话已结束。",
+            )
+        return ws
+
+    async def progress(self, session: AsyncSession, session_id: str) -> Progress:
+        rows = await session.execute(
+            select(SessionEvent.offset_ms, SessionEvent.kind, SessionEvent.payload)
+            .where(SessionEvent.session_id == session_id, SessionEvent.kind.in_(SCRIPT_KINDS))
+            .order_by(SessionEvent.id)
+        )
+        return progress_from(self.script, ((o, k, p or {}) for o, k, p in rows.all()))
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        *,
+        session_id: str,
+        staff_id: int,
+        offset_ms: int,
+        kind: str,
+        payload: dict[str, Any],
+    ) -> None:
+        session.add(
+            SessionEvent(
+                session_id=session_id,
+                offset_ms=offset_ms,
+                kind=kind,
+                actor=f"staff:{staff_id}",
+                payload=payload,
+            )
+        )
+        await append_audit(
+            session,
+            actor=f"staff:{staff_id}",
+            action=kind,
+            subject_type="witness_session",
+            subject_id=session_id,
+            details={"offset_ms": offset_ms, **payload},
+        )
+
+    def state_message(self, progress: Progress) -> dict[str, Any]:
+        """The desk's view of where the session stands (after every action)."""
+        return {
+            "type": "script_state",
+            "script_version": self.script.version,
+            "steps": [s.as_dict() for s in self.script.steps],
+            "disclosure_shown": progress.disclosure_shown_ms is not None,
+            "disclosure_confirmed": progress.disclosure_confirmed_ms is not None,
+            "current": progress.current,
+            "marks": [r.mark for r in progress.steps],
+            "notes": [r.note for r in progress.steps],
+            "face": progress.face,
+            "pass_problems": progress.verdict_problems("pass"),
+        }
+
+    async def act(
+        self, *, session_id: str, staff_id: int, media: MediaSession, message: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One witness action from the desk; returns the new script state."""
+        kind = message.get("type")
+        now = media.now_ms()
+        broadcast: dict[str, Any] | None = None
+        async with self.db.begin() as session:
+            await self._session_for(session, session_id, staff_id)
+            progress = await self.progress(session, session_id)
+            record: tuple[str, dict[str, Any]]
+            if kind == "disclosure_show":
+                staff = await session.get(Staff, staff_id)
+                assert staff is not None
+                card = disclosure_card(staff, self.agency)
+                record = ("disclosure.shown", {"script_version": self.script.version, **card})
+                broadcast = {"type": "disclosure", "card": card}
+            elif kind == "disclosure_confirm":
+                if progress.disclosure_shown_ms is None:
+                    raise Conflict(
+                        "disclosure_not_shown",
+                        "Show the disclosure card first.",
+                        "请先展示身份告知卡。",
+                    )
+                record = ("disclosure.confirmed", {})
+                broadcast = {"type": "disclosure_done"}
+            elif kind == "step_start":
+                index = _int(message.get("index"))
+                progress.check_start(index)
+                step = self.script.step(index)
+                record = ("script.step_started", {"index": index, "step": step.id})
+                broadcast = {"type": "prompt", "index": index, "step": step.as_dict()}
+            elif kind == "step_mark":
+                index = _int(message.get("index"))
+                mark = str(message.get("mark", ""))
+                note = str(message.get("note", ""))[:MAX_NOTE]
+                progress.check_mark(index, mark, note)
+                record = ("script.step_marked", {"index": index, "mark": mark, "note": note})
+            elif kind == "face_judge":
+                judgement = str(message.get("judgement", ""))
+                if judgement not in FACE_JUDGEMENTS:
+                    raise InvalidInput("bad_judgement", "Unknown judgement.", "未知的比对结论。")
+                record = ("face.judged", {"judgement": judgement})
+            else:
+                raise InvalidInput("unknown_message", "Unknown message type.", "未知的消息类型。")
+            await self._record(
+                session,
+                session_id=session_id,
+                staff_id=staff_id,
+                offset_ms=now,
+                kind=record[0],
+                payload=record[1],
+            )
+            await session.flush()
+            progress = await self.progress(session, session_id)
+        if kind == "step_start" and broadcast is not None:
+            self._close_cue(session_id, media, now)
+            step = broadcast["step"]
+            text = step["text_zh"] + (f" / {step['text_en']}" if step["text_en"] else "")
+            self._open_cue[session_id] = (now, f"{broadcast['index'] + 1}. {text}")
+        if broadcast is not None:
+            await self.pairing.backend.publish(session_channel(session_id, "investor"), broadcast)
+        return self.state_message(progress)
+
+    async def views(self, session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """For a (re)joining party: the desk's script state, and what the investor's
+        screen should show now (the disclosure card until it was read out, the prompt)."""
+        async with self.db.begin() as session:
+            progress = await self.progress(session, session_id)
+            card: dict[str, Any] | None = None
+            if progress.disclosure_shown_ms is not None:
+                row = await session.scalar(
+                    select(SessionEvent.payload)
+                    .where(
+                        SessionEvent.session_id == session_id,
+                        SessionEvent.kind == "disclosure.shown",
+                    )
+                    .order_by(SessionEvent.id.desc())
+                    .limit(1)
+                )
+                card = {k: v for k, v in (row or {}).items() if k != "script_version"}
+        investor: list[dict[str, Any]] = []
+        if card is not None:
+            investor.append({"type": "disclosure", "card": card})
+            if progress.disclosure_confirmed_ms is not None:
+                investor.append({"type": "disclosure_done"})
+        if progress.current is not None:
+            step = self.script.steps[progress.current]
+            investor.append({"type": "prompt", "index": progress.current, "step": step.as_dict()})
+        return self.state_message(progress), investor
+
+    def _close_cue(self, session_id: str, media: MediaSession | None, now: int) -> None:
+        """The step on screen ends: its cue goes into both recordings."""
+        opened = self._open_cue.pop(session_id, None)
+        if opened is not None and media is not None:
+            media.add_cue(opened[0], now, opened[1])
+
+    async def conclude(
+        self,
+        *,
+        session_id: str,
+        staff_id: int,
+        media: MediaSession | None,
+        result: str,
+        reason_code: str | None,
+        notes: str,
+    ) -> dict[str, Any]:
+        """The verdict (A17.3): pass → ``witnessed``, fail → ``witness_failed``; the call
+        ends, the recordings close, the witness goes to wrap-up."""
+        notes = notes[:MAX_NOTE]
+        now = media.now_ms() if media is not None else 0
+        async with self.db.begin() as session:
+            ws = await self._session_for(session, session_id, staff_id)
+            progress = await self.progress(session, session_id)
+            check_verdict(progress, result, reason_code, notes)
+            ws.state = SESSION_ENDED
+            ws.verdict = result
+            ws.reason_code = reason_code if result == "fail" else None
+            ws.notes = notes or None
+            ws.ended_at = utcnow()
+            app = await get_application(session=session, application_id=ws.application_id)
+            await apply_event(
+                session=session,
+                application=app,
+                event=ApplicationEvent.WITNESS_PASSED
+                if result == "pass"
+                else ApplicationEvent.WITNESS_FAILED,
+                actor=f"staff:{staff_id}",
+                details={"session": session_id, "reason": ws.reason_code},
+            )
+            await self._record(
+                session,
+                session_id=session_id,
+                staff_id=staff_id,
+                offset_ms=now,
+                kind="session.verdict",
+                payload={
+                    "result": result,
+                    "reason_code": ws.reason_code,
+                    "script_version": self.script.version,
+                    "has_notes": bool(notes),
+                },
+            )
+            application_id = ws.application_id
+            started = ws.started_at
+        self._close_cue(session_id, media, now)
+        backend = self.pairing.backend
+        if started is not None:
+            began = started if started.tzinfo else started.replace(tzinfo=UTC)
+            await backend.record_handle_time((datetime.now(UTC) - began).total_seconds())
+        witness = await backend.get_witness(staff_id)
+        if witness is not None and witness.state is WitnessState.BUSY:
+            await backend.set_witness(
+                replace(
+                    witness,
+                    state=WitnessState.WRAP_UP,
+                    since=datetime.now(UTC).timestamp(),
+                    application_id=None,
+                    offer_id=None,
+                ),
+                expect_state=witness.state,
+            )
+        ended = {"type": "session_ended", "session_id": session_id, "result": result}
+        for role in ("investor", "witness"):
+            await backend.publish(session_channel(session_id, role), ended)
+        await backend.publish(investor_channel(application_id), ended)
+        await backend.publish(witness_channel(staff_id), ended)
+        await backend.publish(QUEUE_CHANGED, {"reason": "session_ended"})
+        log.info("session concluded", extra={"session": session_id, "result": result})
+        return ended
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("bad_step", "No such script step.", "没有该话术步骤。")
+    return value
