@@ -19,12 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import append_audit
 from server.config import AgencyConfig
+from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent
 from server.domain.errors import Conflict, InvalidInput, NotFound
 from server.domain.pairing import WitnessState
 from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
 from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
+from server.services.intake import ID_CONTEXT
 from server.services.pairing import QUEUE_CHANGED, Pairing, investor_channel, witness_channel
 from server.services.placement import SESSION_ENDED, SESSION_LIVE, session_channel
 from server.store.models import SessionEvent, Staff, WitnessSession, utcnow
@@ -192,6 +194,26 @@ class Witnessing:
         if broadcast is not None:
             await self.pairing.backend.publish(session_channel(session_id, "investor"), broadcast)
         return self.state_message(progress)
+
+    async def unmask_id_number(
+        self, *, session_id: str, staff_id: int, protector: DataProtector
+    ) -> str:
+        """The full ID number for the witness of a live session; the read is audited (A25)."""
+        async with self.db.begin() as session:
+            ws = await self._session_for(session, session_id, staff_id)
+            app = await get_application(session=session, application_id=ws.application_id)
+            if not app.id_number_enc:
+                raise NotFound("id_number_missing", "No ID number on file.", "没有证件号码。")
+            number = protector.decrypt(app.id_number_enc, context=ID_CONTEXT)
+            await append_audit(
+                session,
+                actor=f"staff:{staff_id}",
+                action="id_number.unmasked",
+                subject_type="application",
+                subject_id=app.id,
+                details={"session": session_id},
+            )
+        return number
 
     async def views(self, session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """For a (re)joining party: the desk's script state, and what the investor's

@@ -118,6 +118,11 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                     "investor", kind="manual", actor=f"staff:{grant.party}"
                 )
             await send(ws, {"type": "still", **still})
+        elif kind == "unmask_id" and role == "witness":
+            number = await rt.witnessing.unmask_id_number(
+                session_id=session_id, staff_id=int(grant.party), protector=rt.protector
+            )
+            await send(ws, {"type": "id_number", "value": number})
         elif kind in _WITNESS_ACTIONS or kind == "verdict":
             if role != "witness":
                 raise Forbidden("witness_only", "Only the witness does this.", "仅见证人员可操作。")

@@ -37,7 +37,7 @@ const SECTION_OF = {
   beyond: 'check',
 };
 // Application states handled by the queue section rather than a numbered step.
-const QUEUE_STATES = new Set(['queued', 'witnessing']);
+const QUEUE_STATES = new Set(['queued', 'witnessing', 'witnessed', 'witness_failed']);
 
 const root = $('#intake');
 const api = new Api(API_BASE);

@@ -81,6 +81,19 @@ export function setupQueue(ctx) {
   function showPanel(which) {
     waiting.hidden = which !== 'waiting';
     sessionPanel.hidden = which !== 'session';
+    $('#queue-done').hidden = which !== 'done';
+  }
+
+  /** The witness reached a verdict: the call is over for good. */
+  function showDone(result) {
+    stop();
+    active = false;
+    showPanel('done');
+    $('#done-pass').hidden = result !== 'pass';
+    $('#done-fail').hidden = result === 'pass';
+    leaveBtn.hidden = true;
+    confirmBox.hidden = true;
+    $('#h-queue').focus();
   }
 
   function setConnDown(down) {
@@ -124,8 +137,10 @@ export function setupQueue(ctx) {
         if (phase === 'waiting') setPhase('joined');
         else if (phase in SESSION_TEXT) setPhase(phase);
       },
-      onEnded() {
-        if (session === current) sessionEnded({ requeued: true });
+      onEnded(reason) {
+        if (session !== current) return;
+        if (reason === 'pass' || reason === 'fail') showDone(reason);
+        else sessionEnded({ requeued: true });
       },
       onError(error) {
         showAlert(alertBox, errorOf({ error }));
@@ -201,6 +216,9 @@ export function setupQueue(ctx) {
       case 'matched':
         openSession(data);
         break;
+      case 'session_ended':
+        showDone(data.result);
+        break;
       case 'peer_left':
         if (data.requeued) {
           sessionEnded({ requeued: true });
@@ -248,8 +266,8 @@ export function setupQueue(ctx) {
     active = false;
     clearInterval(pingTimer);
     pingTimer = null;
-    session = null;
     closeSession();
+    session = null;
     queueSocket?.stop();
     queueSocket = null;
   }
@@ -298,6 +316,10 @@ export function setupQueue(ctx) {
     /** opts.status: the POST /queue answer, shown before the socket's first message. */
     async enter(opts = {}) {
       clearAlert(alertBox);
+      if (ctx.app && ['witnessed', 'witness_failed'].includes(ctx.app.state)) {
+        showDone(ctx.app.state === 'witnessed' ? 'pass' : 'fail');
+        return;
+      }
       confirmBox.hidden = true;
       leaveBtn.hidden = false;
       showPanel('waiting');

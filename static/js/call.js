@@ -167,7 +167,7 @@ export class Call {
         break;
       case 'peer_left':
       case 'session_ended':
-        this.finish(data.reason || data.type);
+        this.finish(data.reason || data.result || data.type);
         break;
       case 'error':
         this.h.onError?.(data.error || {});
@@ -364,6 +364,31 @@ export async function startCallIn(root, url, handlers = {}) {
   const camBtn = q('[data-call="cam"]');
   const peerMic = q('[data-call="peer-mic"]');
   const peerCam = q('[data-call="peer-cam"]');
+  const prompt = q('[data-call="prompt"]');
+  const disclosure = q('[data-call="disclosure"]');
+  const showPrompt = (step) => {
+    if (!step) {
+      prompt.hidden = true;
+      return;
+    }
+    q('[data-call="prompt-who"]').replaceChildren(step.speaker === 'investor'
+      ? bi('请投资者朗读', 'Investor reads aloud') : bi('见证人员提问', 'The witness asks'));
+    q('[data-call="prompt-zh"]').textContent = step.text_zh;
+    q('[data-call="prompt-en"]').textContent = step.text_en || '';
+    prompt.hidden = false;
+  };
+  const showCard = (card) => {
+    for (const field of disclosure.querySelectorAll('[data-card]')) {
+      const value = String(card[field.dataset.card] ?? '');
+      field.textContent = value;
+      if (field.tagName === 'A') {
+        // Only web links from the server's config; never a script URL.
+        if (/^https?:\/\//.test(value)) field.href = value;
+        else field.removeAttribute('href');
+      }
+    }
+    disclosure.hidden = false;
+  };
   const call = new Call({
     url,
     stream,
@@ -388,10 +413,19 @@ export async function startCallIn(root, url, handlers = {}) {
       },
       onEnded(reason) {
         root.dataset.phase = 'ended';
+        showPrompt(null);
+        disclosure.hidden = true;
         handlers.onEnded?.(reason);
+      },
+      onMessage(data) {
+        if (data.type === 'prompt') showPrompt(data.step);
+        else if (data.type === 'disclosure') showCard(data.card || {});
+        else if (data.type === 'disclosure_done') q('[data-call="disclosure-done"]').hidden = false;
+        handlers.onMessage?.(data);
       },
     },
   });
+  call.showPrompt = showPrompt;
   const bindMute = (btn, kind) => {
     btn.setAttribute('aria-pressed', 'false');
     btn.onclick = () => {

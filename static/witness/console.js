@@ -83,6 +83,10 @@ const SESSION_OVER = {
     'Your session connection dropped; the session ended and the investor is back at the head of the queue.'],
   witness_gone: ['您的工作台连接中断，会话已结束，投资者已回到队列最前。',
     'Your desk lost its connection; the session ended and the investor is back at the head of the queue.'],
+  pass: ['见证通过，录像已保存并提交复核。整理完毕后请点击“开始接单”。',
+    'Passed: the recordings are saved and sent to review. Click Ready when you have wrapped up.'],
+  fail: ['见证不通过，结论已记录。整理完毕后请点击“开始接单”。',
+    'Failed: the verdict is recorded. Click Ready when you have wrapped up.'],
 };
 
 let problemLabels = {};
@@ -327,6 +331,9 @@ function openSession(message) {
   session = { id: message.session_id, phase: 'connecting', call: null };
   $('#session-summary').replaceChildren(...caseRows(lastCase));
   $('#still-list').replaceChildren();
+  $('#id-full').textContent = '';
+  renderDocs(message.session_id);
+  renderScript(null);
   endBtn.disabled = false;
   setPhase('connecting');
   render();
@@ -346,6 +353,8 @@ function openSession(message) {
     },
     onMessage(data) {
       if (data.type === 'still') addStill(data);
+      else if (data.type === 'script_state') renderScript(data);
+      else if (data.type === 'id_number') $('#id-full').textContent = data.value;
     },
   }).then((call) => {
     if (session === current) current.call = call;
@@ -357,12 +366,139 @@ function openSession(message) {
   endBtn.focus();
 }
 
+function sessionPath(rest) {
+  return `/staff/witness/sessions/${encodeURIComponent(session.id)}/${rest}`;
+}
+
+function figure(src, zh, en) {
+  const fig = document.createElement('figure');
+  const img = document.createElement('img');
+  img.src = src;
+  img.alt = `${zh} ${en}`;
+  img.loading = 'lazy';
+  const cap = document.createElement('figcaption');
+  cap.textContent = `${zh} ${en}`;
+  fig.append(img, cap);
+  return fig;
+}
+
+/** The ID images and the intake photo beside the live video (A17.3). */
+function renderDocs() {
+  $('#docs').replaceChildren(
+    figure(sessionPath('documents/id_front'), '证件人像面', 'ID front'),
+    figure(sessionPath('documents/id_back'), '证件国徽面', 'ID back'),
+    figure(sessionPath('documents/frontal_photo'), '开户照片', 'Intake photo'),
+  );
+  for (const radio of document.querySelectorAll('#face-judge input')) radio.checked = false;
+}
+
 function addStill(still) {
   const item = document.createElement('li');
   const seconds = Math.round((still.offset_ms || 0) / 1000);
-  item.textContent = `${still.kind === 'auto' ? '自动 auto' : '手动 manual'} · ${seconds}s · ${String(still.sha256 || '').slice(0, 12)}`;
+  const label = `${still.kind === 'auto' ? '自动' : '手动'} ${seconds}s`;
+  item.append(figure(sessionPath(`stills/${encodeURIComponent(still.id)}`), label, ''));
   $('#still-list').append(item);
 }
+
+// ── the script (A12, A17.4) ───────────────────────────────────────────────────────────
+const MARK_LABEL = { clear: '清楚 clear', unclear: '不清楚 unclear', refused: '拒绝 refused' };
+const PROBLEM_TEXT = {
+  disclosure_not_done: '尚未完成身份告知 Disclosure not done',
+  face_not_matched: '人像比对未确认一致 Face not confirmed as matching',
+};
+let script = null;
+
+function renderScript(state) {
+  script = state;
+  const list = $('#script-steps');
+  list.replaceChildren();
+  const shown = Boolean(state && state.disclosure_shown);
+  const confirmed = Boolean(state && state.disclosure_confirmed);
+  $('#disclosure-confirm').disabled = !shown || confirmed;
+  $('#disclosure-state').textContent = confirmed ? '✓ 已宣读 read out' : shown ? '已展示 shown' : '';
+  $('#script-version').textContent = state ? `v ${state.script_version}` : '';
+  if (!state) {
+    $('#step-next').disabled = true;
+    for (const b of document.querySelectorAll('[data-mark]')) b.disabled = true;
+    $('#verdict-pass').disabled = true;
+    $('#pass-problems').replaceChildren();
+    session?.call?.showPrompt?.(null);
+    return;
+  }
+  state.steps.forEach((step, i) => {
+    const li = document.createElement('li');
+    li.classList.toggle('is-current', state.current === i);
+    const who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = step.speaker === 'investor' ? '投资者朗读' : '提问';
+    const text = document.createElement('span');
+    text.textContent = step.text_zh;
+    li.append(who, text);
+    if (state.marks[i]) {
+      const mark = document.createElement('span');
+      mark.className = 'mark';
+      mark.dataset.mark = state.marks[i];
+      mark.textContent = MARK_LABEL[state.marks[i]] + (state.notes[i] ? ` · ${state.notes[i]}` : '');
+      li.append(mark);
+    }
+    list.append(li);
+  });
+  const cur = state.current;
+  const curStep = cur === null ? null : state.steps[cur];
+  const next = cur === null ? 0 : cur + 1;
+  const blocked = curStep && curStep.expects_answer && !state.marks[cur];
+  $('#step-next').disabled = !confirmed || next >= state.steps.length || Boolean(blocked);
+  for (const b of document.querySelectorAll('[data-mark]')) {
+    b.disabled = !curStep || !curStep.expects_answer;
+  }
+  session?.call?.showPrompt?.(curStep);
+  for (const radio of document.querySelectorAll('#face-judge input')) {
+    radio.checked = radio.value === state.face;
+  }
+  const problems = state.pass_problems || [];
+  $('#verdict-pass').disabled = problems.length > 0;
+  $('#pass-problems').replaceChildren(...problems.map((p) => {
+    const li = document.createElement('li');
+    const [kind, step] = p.split(':');
+    const index = state.steps.findIndex((s) => s.id === step);
+    li.textContent = PROBLEM_TEXT[p]
+      || (kind === 'step_not_taken' ? `第 ${index + 1} 步未进行 Step ${index + 1} not taken`
+        : `第 ${index + 1} 步回答未确认清楚 Step ${index + 1} not answered clearly`);
+    return li;
+  }));
+}
+
+function act(message) {
+  if (session && session.call) session.call.send(message);
+}
+
+$('#disclosure-show').addEventListener('click', () => act({ type: 'disclosure_show' }));
+$('#disclosure-confirm').addEventListener('click', () => act({ type: 'disclosure_confirm' }));
+$('#step-next').addEventListener('click', () => {
+  if (!script) return;
+  $('#step-note').value = '';
+  act({ type: 'step_start', index: script.current === null ? 0 : script.current + 1 });
+});
+for (const button of document.querySelectorAll('[data-mark]')) {
+  button.addEventListener('click', () => {
+    if (!script || script.current === null) return;
+    act({ type: 'step_mark', index: script.current, mark: button.dataset.mark, note: $('#step-note').value });
+  });
+}
+for (const radio of document.querySelectorAll('#face-judge input')) {
+  radio.addEventListener('change', () => act({ type: 'face_judge', judgement: radio.value }));
+}
+$('#unmask-id').addEventListener('click', () => act({ type: 'unmask_id' }));
+$('#verdict-pass').addEventListener('click', () => act({ type: 'verdict', result: 'pass' }));
+$('#verdict-fail').addEventListener('click', () => {
+  const reason = $('#fail-reason').value;
+  if (!reason) {
+    showError({ message: 'Choose a reason.', message_zh: '请选择不通过原因。' });
+    $('#fail-reason').focus();
+    return;
+  }
+  act({ type: 'verdict', result: 'fail', reason_code: reason, notes: $('#fail-notes').value });
+});
 
 $('#still-capture').addEventListener('click', () => {
   if (session && session.call) session.call.send({ type: 'capture_still' });
@@ -380,7 +516,7 @@ function sessionOver(reason) {
   session = null;
   lastCase = null;
   const [zh, en] = SESSION_OVER[reason] || ['会话已结束。', 'The session is over.'];
-  notice(zh, en, reason === 'ended_by_witness' ? 'info' : 'warn');
+  notice(zh, en, ['ended_by_witness', 'pass', 'fail'].includes(reason) ? 'info' : 'warn');
   render();
   toggle.focus();
 }
@@ -419,6 +555,9 @@ function onMessage(data) {
       break;
     case 'peer_left':
       if (session && session.id === data.session_id) sessionOver(data.reason);
+      break;
+    case 'session_ended':
+      if (session && session.id === data.session_id) sessionOver(data.result);
       break;
     case 'error':
       togglePending = false;
