@@ -419,7 +419,7 @@ function renderScript(state) {
   $('#script-version').textContent = state ? `v ${state.script_version}` : '';
   if (!state) {
     $('#step-next').disabled = true;
-    for (const b of document.querySelectorAll('[data-mark]')) b.disabled = true;
+    for (const b of document.querySelectorAll('.marks [data-mark]')) b.disabled = true;
     $('#verdict-pass').disabled = true;
     $('#pass-problems').replaceChildren();
     session?.call?.showPrompt?.(null);
@@ -448,7 +448,7 @@ function renderScript(state) {
   const next = cur === null ? 0 : cur + 1;
   const blocked = curStep && curStep.expects_answer && !state.marks[cur];
   $('#step-next').disabled = !confirmed || next >= state.steps.length || Boolean(blocked);
-  for (const b of document.querySelectorAll('[data-mark]')) {
+  for (const b of document.querySelectorAll('.marks [data-mark]')) {
     b.disabled = !curStep || !curStep.expects_answer;
   }
   session?.call?.showPrompt?.(curStep);
@@ -479,7 +479,7 @@ $('#step-next').addEventListener('click', () => {
   $('#step-note').value = '';
   act({ type: 'step_start', index: script.current === null ? 0 : script.current + 1 });
 });
-for (const button of document.querySelectorAll('[data-mark]')) {
+for (const button of document.querySelectorAll('.marks [data-mark]')) {
   button.addEventListener('click', () => {
     if (!script || script.current === null) return;
     act({ type: 'step_mark', index: script.current, mark: button.dataset.mark, note: $('#step-note').value });

@@ -1,0 +1,141 @@
+"""A witness, in a real browser, takes a call from the queue to a verdict (issue 6; A12,
+A17.3, A17.4): the investor sees the disclosure card and each prompt over the video, and
+the recordings carry every step as a cue."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import av
+from playwright.async_api import BrowserContext, expect
+from sqlalchemy import select
+
+from server.app import create_app
+from server.domain.staff import Role
+from server.store.models import Application, Recording, SessionEvent
+from server.web.keys import RUNTIME
+from tests.conftest import make_config
+from tests.e2e.conftest import artifact
+from tests.e2e.test_call_browser import call_contexts, remote_playing  # noqa: F401
+from tests.e2e.test_investor_intake_browser import FAST, Watch, short_disclosure
+from tests.e2e.test_queue_browser import (
+    PAIRING,
+    _Client,
+    _free_port,
+    verified_investor,
+    witness_desk,
+)
+from tests.helpers import add_staff
+
+
+async def test_witness_takes_a_call_to_a_pass(
+    aiohttp_server: Any,
+    tmp_path: Path,
+    sqlite_template: Path,
+    call_contexts: tuple[BrowserContext, BrowserContext],  # noqa: F811
+) -> None:
+    db = tmp_path / "w.db"
+    shutil.copyfile(sqlite_template, db)
+    port = _free_port()
+    config = make_config(
+        tmp_path,
+        f"sqlite+aiosqlite:///{db}",
+        **FAST,
+        pairing=PAIRING,
+        server={"public_url": f"http://127.0.0.1:{port}"},
+    )
+    server = await aiohttp_server(create_app(config), port=port)
+    short_disclosure(server, 0)
+    rt = server.app[RUNTIME]
+    steps = rt.witnessing.script.steps
+    await add_staff(_Client(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    inv_ctx, wit_ctx = call_contexts
+    inv, wit = await inv_ctx.new_page(), await wit_ctx.new_page()
+    inv_watch, wit_watch = Watch(inv), Watch(wit)
+
+    await verified_investor(server, inv)
+    await inv.click("#join-queue")
+    await witness_desk(server, wit, "wang.wei")
+    await wit.click("#toggle")
+    await expect(wit.locator("#work-offer")).to_be_visible(timeout=10_000)
+    await wit.click("#offer-accept")
+    await remote_playing(inv, "#queue-session")
+    await remote_playing(wit, "#work-session")
+
+    # The ID images sit beside the live video.
+    for kind in ("id_front", "id_back", "frontal_photo"):
+        img = wit.locator(f"#docs img[src$='{kind}']")
+        await expect(img).to_have_js_property("complete", True)
+        assert await img.evaluate("i => i.naturalWidth") > 0
+
+    # A12: the disclosure card, with the licence number and how to check it.
+    await expect(wit.locator("#step-next")).to_be_disabled()
+    await wit.click("#disclosure-show")
+    card = inv.locator("#queue-session [data-call=disclosure]")
+    await expect(card).to_be_visible()
+    await expect(card.locator("[data-card=licence_number]")).to_have_text("S0850120090042")
+    await expect(card.locator("[data-card=licence_lookup_url]")).to_have_attribute(
+        "href", rt.config.agency.licence_lookup_url
+    )
+    await inv.screenshot(path=artifact("witnessing-investor-disclosure.png"))
+    await wit.click("#disclosure-confirm")
+    await expect(card.locator("[data-call=disclosure-done]")).to_be_visible()
+
+    # A17.4: each step over the investor's video (and the witness's), marked.
+    overlay = inv.locator("#queue-session [data-call=prompt-zh]")
+    for i, step in enumerate(steps):
+        await expect(wit.locator("#step-next")).to_be_enabled()
+        await wit.click("#step-next")
+        await expect(overlay).to_have_text(step.text_zh)
+        await expect(wit.locator("#work-session [data-call=prompt-zh]")).to_have_text(step.text_zh)
+        if i == 2:
+            await inv.screenshot(path=artifact("witnessing-investor-prompt.png"))
+        await asyncio.sleep(0.5)
+        if step.expects_answer:
+            await wit.click(".marks [data-mark=clear]")
+            await expect(wit.locator("#script-steps li").nth(i).locator(".mark")).to_be_visible()
+    await expect(wit.locator("#verdict-pass")).to_be_disabled()
+    await expect(wit.locator("#pass-problems")).to_contain_text("人像比对")
+
+    # A17.3: the witness compares and records the judgement; a photo for the file.
+    await wit.click("#still-capture")
+    await expect(wit.locator("#still-list img")).to_have_count(1, timeout=10_000)
+    await wit.check("#face-judge input[value=match]")
+    await expect(wit.locator("#verdict-pass")).to_be_enabled()
+    await wit.screenshot(path=artifact("witnessing-witness-ready-to-pass.png"), full_page=True)
+    await wit.click("#verdict-pass")
+
+    await expect(inv.locator("#done-pass")).to_be_visible(timeout=10_000)
+    await expect(wit.locator("#desk-notice")).to_contain_text("见证通过")
+    await expect(wit.locator("#state-label")).to_contain_text("整理中")
+    await inv.screenshot(path=artifact("witnessing-investor-done.png"))
+    for _ in range(100):
+        if not rt.media.sessions:
+            break
+        await asyncio.sleep(0.2)
+    async with rt.db.begin() as s:
+        app = (await s.scalars(select(Application))).one()
+        recs = (await s.scalars(select(Recording))).all()
+        starts = (
+            await s.scalars(
+                select(SessionEvent.offset_ms)
+                .where(SessionEvent.kind == "script.step_started")
+                .order_by(SessionEvent.id)
+            )
+        ).all()
+    assert app.state == "witnessed"
+    assert len(recs) == 2
+    for rec in recs:
+        assert rec.status == "complete" and rec.cues == len(steps)
+        with av.open(str(rt.config.recordings_path / rec.path)) as c:
+            cues = [(p.pts, bytes(p).decode()) for p in c.demux(c.streams.subtitles[0]) if p.size]
+        assert [pts for pts, _ in cues] == list(starts)
+        assert all(text.startswith(f"{n + 1}. ") for n, (_, text) in enumerate(cues))
+    # A reload after the verdict shows the outcome, not the queue.
+    await inv.reload()
+    await expect(inv.locator("#done-pass")).to_be_visible()
+    inv_watch.assert_clean()
+    wit_watch.assert_clean()
