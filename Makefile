@@ -16,7 +16,7 @@ $(STAMP_RUN): pyproject.toml | $(PY)
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,face]'
 	touch $@ $(STAMP_RUN)
 
 venv: $(STAMP_RUN)

@@ -202,7 +202,10 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             dispatcher=dispatcher,
             media=media,
             witnessing=Witnessing(
-                pairing=pairing, script=load_witness_script(config), agency=config.agency
+                pairing=pairing,
+                script=load_witness_script(config),
+                agency=config.agency,
+                files_root=config.recordings_path,
             ),
         )
     finally:

@@ -9,9 +9,11 @@ recordings (``MediaSession.add_cue``) and shown over the video on both screens.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -26,10 +28,11 @@ from server.domain.pairing import WitnessState
 from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
 from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
-from server.services.intake import ID_CONTEXT
+from server.services.face import SAME_PERSON_BELOW, FaceMatcher, load_matcher
+from server.services.intake import ID_CONTEXT, active_documents
 from server.services.pairing import QUEUE_CHANGED, Pairing, investor_channel, witness_channel
 from server.services.placement import SESSION_ENDED, SESSION_LIVE, session_channel
-from server.store.models import SessionEvent, Staff, WitnessSession, utcnow
+from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,21 @@ def disclosure_card(staff: Staff, agency: AgencyConfig) -> dict[str, Any]:
 
 
 class Witnessing:
-    def __init__(self, *, pairing: Pairing, script: Script, agency: AgencyConfig) -> None:
+    def __init__(
+        self,
+        *,
+        pairing: Pairing,
+        script: Script,
+        agency: AgencyConfig,
+        files_root: Path,
+        face_aid: bool = True,
+    ) -> None:
         self.pairing = pairing
+        self.files_root = files_root
+        self._face_aid = face_aid
+        self._matcher: FaceMatcher | None = None
+        self._matcher_tried = False
+        self._matcher_lock = asyncio.Lock()
         self.db = pairing.db
         self.script = script
         self.agency = agency
@@ -194,6 +210,57 @@ class Witnessing:
         if broadcast is not None:
             await self.pairing.backend.publish(session_channel(session_id, "investor"), broadcast)
         return self.state_message(progress)
+
+    async def _face_matcher(self) -> FaceMatcher | None:
+        async with self._matcher_lock:
+            if not self._matcher_tried and self._face_aid:
+                self._matcher_tried = True
+                self._matcher = await asyncio.to_thread(load_matcher)
+        return self._matcher
+
+    async def face_score(
+        self, *, session_id: str, still: dict[str, Any], offset_ms: int
+    ) -> dict[str, Any] | None:
+        """Advice for the face comparison (A17.3): the distance between the live still and
+        the ID image and intake photo. None without the optional ``face`` extra."""
+        matcher = await self._face_matcher()
+        if matcher is None:
+            return None
+        async with self.db.begin() as session:
+            ws = await session.get(WitnessSession, session_id)
+            still_row = await session.get(Still, still["id"])
+            if ws is None or still_row is None:
+                return None
+            docs = await active_documents(session, ws.application_id)
+        paths = {
+            d.kind: self.files_root / d.path
+            for d in docs
+            if d.kind in ("id_front", "frontal_photo")
+        }
+        live = await asyncio.to_thread((self.files_root / still_row.path).read_bytes)
+        scores: dict[str, float | None] = {}
+        for kind, path in paths.items():
+            reference = await asyncio.to_thread(path.read_bytes)
+            scores[kind] = await asyncio.to_thread(matcher.distance, live, reference)
+        found = [v for v in scores.values() if v is not None]
+        result = {
+            "type": "face_score",
+            "still": still["id"],
+            "distances": scores,
+            "likely_same": bool(found) and min(found) < SAME_PERSON_BELOW,
+            "threshold": SAME_PERSON_BELOW,
+        }
+        async with self.db.begin() as session:
+            session.add(
+                SessionEvent(
+                    session_id=session_id,
+                    offset_ms=offset_ms,
+                    kind="face.scored",
+                    actor="system",
+                    payload={k: v for k, v in result.items() if k != "type"},
+                )
+            )
+        return result
 
     async def unmask_id_number(
         self, *, session_id: str, staff_id: int, protector: DataProtector

@@ -118,6 +118,11 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                     "investor", kind="manual", actor=f"staff:{grant.party}"
                 )
             await send(ws, {"type": "still", **still})
+            score = await rt.witnessing.face_score(
+                session_id=session_id, still=still, offset_ms=media.now_ms()
+            )
+            if score is not None:
+                await send(ws, score)
         elif kind == "unmask_id" and role == "witness":
             number = await rt.witnessing.unmask_id_number(
                 session_id=session_id, staff_id=int(grant.party), protector=rt.protector

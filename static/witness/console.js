@@ -332,6 +332,7 @@ function openSession(message) {
   $('#session-summary').replaceChildren(...caseRows(lastCase));
   $('#still-list').replaceChildren();
   $('#id-full').textContent = '';
+  $('#face-score').textContent = '';
   renderDocs(message.session_id);
   renderScript(null);
   endBtn.disabled = false;
@@ -355,6 +356,7 @@ function openSession(message) {
       if (data.type === 'still') addStill(data);
       else if (data.type === 'script_state') renderScript(data);
       else if (data.type === 'id_number') $('#id-full').textContent = data.value;
+      else if (data.type === 'face_score') showFaceScore(data);
     },
   }).then((call) => {
     if (session === current) current.call = call;
@@ -390,6 +392,15 @@ function renderDocs() {
     figure(sessionPath('documents/frontal_photo'), '开户照片', 'Intake photo'),
   );
   for (const radio of document.querySelectorAll('#face-judge input')) radio.checked = false;
+}
+
+/** The similarity aid: advice only, the witness judges (A17.3). */
+function showFaceScore(score) {
+  const d = score.distances || {};
+  const part = (v) => (v === null || v === undefined ? '未检出人脸 no face' : v.toFixed(2));
+  $('#face-score').textContent = `比对参考 Aid: 证件照 ID ${part(d.id_front)} · 开户照 intake ${part(d.frontal_photo)}`
+    + ` — ${score.likely_same ? '距离小于' : '距离不小于'} ${score.threshold}`
+    + ` ${score.likely_same ? '可能为同一人 likely the same person' : '请仔细核对 check carefully'}（仅供参考 advice only）`;
 }
 
 function addStill(still) {

@@ -71,6 +71,12 @@ async def test_disclosure_script_face_and_pass(mclient: Any) -> None:  # noqa: F
     await witness.ws.send_json({"type": "verdict", "result": "pass"})
     assert (await witness.next_of("error"))["error"]["code"] == "verdict_incomplete"
 
+    # The similarity aid runs on every still (no face in this synthetic video: no score).
+    await witness.ws.send_json({"type": "capture_still"})
+    still = await witness.next_of("still")
+    score = await witness.next_of("face_score")
+    assert score["still"] == still["id"] and score["likely_same"] is False
+    assert set(score["distances"]) == {"id_front", "frontal_photo"}
     state = await _state(witness, {"type": "face_judge", "judgement": "match"})
     assert state["pass_problems"] == []
     await witness.ws.send_json({"type": "unmask_id"})
