@@ -122,6 +122,11 @@ async def test_fail_needs_a_reason_and_ends_the_session(mclient: Any) -> None:  
     witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
     await witness.join()
     await investor.join()
+    # The session's witness sees the ID images while the session is open (audited).
+    doc = await mclient.get(f"/staff/witness/sessions/{sid}/documents/id_front")
+    assert doc.status == 200 and doc.headers["Content-Type"] == "image/jpeg"
+    assert (await mclient.get(f"/staff/witness/sessions/{sid}/documents/passwd")).status == 404
+    assert (await mclient.get("/staff/witness/sessions/nope/documents/id_front")).status == 404
     await witness.ws.send_json({"type": "verdict", "result": "fail"})
     assert (await witness.next_of("error"))["error"]["code"] == "reason_required"
     await witness.ws.send_json({"type": "verdict", "result": "fail", "reason_code": "coerced"})
@@ -131,6 +136,10 @@ async def test_fail_needs_a_reason_and_ends_the_session(mclient: Any) -> None:  
         app = (await s.scalars(select(Application))).one()
     assert ws is not None and ws.verdict == "fail" and ws.reason_code == "coerced"
     assert app.state == "witness_failed"
+    # Once the session is over, the images are no longer the witness's to see.
+    assert (await mclient.get(f"/staff/witness/sessions/{sid}/documents/id_front")).status == 404
+    async with rt.db.begin() as s:
+        assert "document.viewed" in (await s.scalars(select(AuditEntry.action))).all()
     presence = await rt.queue.get_witness(ws.witness_id)
     assert presence is not None and presence.state.value == "wrap_up"
     for party in (witness, investor):
