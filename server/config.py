@@ -82,6 +82,9 @@ class StorageConfig:
 class SecurityConfig:
     data_key: str = ""
     data_key_file: str = "var/data.key"
+    # Ed25519 seed (base64, 32 bytes) signing evidence packages; empty: derived from the
+    # data key (HKDF, its own purpose label). Publish the public key: GET /api/v1/evidence-key.
+    evidence_key: str = ""
     create_key_file: bool = True
     session_cookie: str = "witness_staff"
     session_idle_minutes: int = 30
@@ -166,6 +169,13 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    # A15, A19: evidence is kept at least this long after the session; nothing deletes it
+    # sooner, and a legal hold keeps it regardless.
+    years: int = 30
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "INFO"
     format: str = "json"
@@ -185,6 +195,7 @@ class Config:
     sms: SmsConfig = field(default_factory=SmsConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -315,6 +326,8 @@ def _validate(cfg: Config) -> None:
         cfg.media.turn_secret
     ):
         raise ConfigError("media.turn_secret: required when media.ice_servers lists a TURN server")
+    if cfg.retention.years < 1:
+        raise ConfigError("retention.years: must be at least 1")
     if cfg.media.rejoin_grace_seconds < 0:
         raise ConfigError("media.rejoin_grace_seconds: must be 0 or more")
     if cfg.media.keyframe_interval_seconds < 1:

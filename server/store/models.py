@@ -261,6 +261,23 @@ class Still(Base):
     taken_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
+class ApiToken(Base):
+    """A credential for the retrieval API (issue: recording retrieval). Only its SHA-256 is
+    stored; the token itself is shown once, when created."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(200))  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
 class Review(Base):
     __tablename__ = "reviews"
 

@@ -1,0 +1,379 @@
+"""What the retrieval API serves (issue: recording retrieval; A15, A19, A25): session
+lists and metadata, and the contents of evidence packages. Reading only; the web layer
+streams files and writes the access log."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.crypto import DataProtector, mask_id_number
+from server.domain.errors import InvalidInput, NotFound
+from server.services.intake import ID_CONTEXT, active_documents
+from server.store.models import (
+    Account,
+    Application,
+    AuditEntry,
+    Callback,
+    IdentityCheck,
+    Recording,
+    Review,
+    SessionEvent,
+    Staff,
+    Still,
+    WitnessSession,
+)
+
+SESSION_STATES = frozenset({"placed", "live", "ended", "aborted", "interrupted"})
+MAX_PAGE = 200
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_when(text: str, field: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            "bad_date", f"{field}: not an ISO 8601 date or time.", f"{field} 日期格式错误。",
+            details={"field": field},
+        ) from None  # fmt: skip
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _cursor(created: datetime, session_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{_iso(created)}|{session_id}".encode()).decode()
+
+
+def _uncursor(text: str) -> tuple[datetime, str]:
+    try:
+        when, sid = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
+        return _parse_when(when, "cursor"), sid
+    except (ValueError, binascii.Error, UnicodeDecodeError, InvalidInput):
+        raise InvalidInput("bad_cursor", "Invalid cursor.", "分页游标无效。") from None
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    date_from: datetime | None = None
+    date_to: datetime | None = None
+    status: str | None = None
+    witness_id: int | None = None
+    application_id: str | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+    @classmethod
+    def from_params(cls, params: Any) -> SessionQuery:
+        status = params.get("status") or None
+        if status is not None and status not in SESSION_STATES:
+            raise InvalidInput(
+                "bad_status", f"status: one of {', '.join(sorted(SESSION_STATES))}.", "状态无效。"
+            )
+        witness = params.get("witness")
+        try:
+            witness_id = int(witness) if witness else None
+            limit = int(params.get("limit", 50))
+        except ValueError:
+            raise InvalidInput(
+                "bad_number", "witness and limit are numbers.", "参数须为数字。"
+            ) from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput("bad_limit", f"limit: 1..{MAX_PAGE}.", f"每页 1 至 {MAX_PAGE} 条。")
+        return cls(
+            date_from=_parse_when(params["from"], "from") if params.get("from") else None,
+            date_to=_parse_when(params["to"], "to") if params.get("to") else None,
+            status=status,
+            witness_id=witness_id,
+            application_id=params.get("application") or None,
+            cursor=params.get("cursor") or None,
+            limit=limit,
+        )
+
+
+def _masked_id(app: Application, protector: DataProtector) -> str | None:
+    if app.id_number_enc is None:
+        return None
+    return mask_id_number(protector.decrypt(app.id_number_enc, context=ID_CONTEXT))
+
+
+async def list_sessions(
+    session: AsyncSession, query: SessionQuery, protector: DataProtector
+) -> dict[str, Any]:
+    stmt = select(WitnessSession, Application).join(
+        Application, Application.id == WitnessSession.application_id
+    )
+    if query.date_from:
+        stmt = stmt.where(WitnessSession.created_at >= query.date_from)
+    if query.date_to:
+        stmt = stmt.where(WitnessSession.created_at < query.date_to)
+    if query.status:
+        stmt = stmt.where(WitnessSession.state == query.status)
+    if query.witness_id is not None:
+        stmt = stmt.where(WitnessSession.witness_id == query.witness_id)
+    if query.application_id:
+        stmt = stmt.where(WitnessSession.application_id == query.application_id)
+    if query.cursor:
+        created, sid = _uncursor(query.cursor)
+        stmt = stmt.where(
+            or_(
+                WitnessSession.created_at < created,
+                and_(WitnessSession.created_at == created, WitnessSession.id < sid),
+            )
+        )
+    stmt = stmt.order_by(WitnessSession.created_at.desc(), WitnessSession.id.desc())
+    rows = (await session.execute(stmt.limit(query.limit + 1))).all()
+    items = [
+        {
+            "id": ws.id,
+            "state": ws.state,
+            "verdict": ws.verdict,
+            "created_at": _iso(ws.created_at),
+            "started_at": _iso(ws.started_at),
+            "ended_at": _iso(ws.ended_at),
+            "witness_id": ws.witness_id,
+            "application": {
+                "id": app.id,
+                "state": app.state,
+                "investor_name": app.investor_name,
+                "id_number_masked": _masked_id(app, protector),
+            },
+        }
+        for ws, app in rows[: query.limit]
+    ]
+    more = len(rows) > query.limit
+    last = rows[query.limit - 1][0] if more else None
+    return {"items": items, "next_cursor": _cursor(last.created_at, last.id) if last else None}
+
+
+async def session_detail(
+    session: AsyncSession, session_id: str, protector: DataProtector
+) -> dict[str, Any]:
+    ws = await session.get(WitnessSession, session_id)
+    if ws is None:
+        raise NotFound("not_found", "Not found.", "未找到。")
+    app = await session.get(Application, ws.application_id)
+    witness = await session.get(Staff, ws.witness_id)
+    assert app is not None and witness is not None
+    events = (
+        await session.scalars(
+            select(SessionEvent)
+            .where(SessionEvent.session_id == session_id)
+            .order_by(SessionEvent.id)
+        )
+    ).all()
+    recordings = (
+        await session.scalars(
+            select(Recording)
+            .where(Recording.session_id == session_id)
+            .order_by(Recording.participant, Recording.segment)
+        )
+    ).all()
+    stills = (
+        await session.scalars(
+            select(Still).where(Still.session_id == session_id).order_by(Still.offset_ms)
+        )
+    ).all()
+    check = await session.scalar(
+        select(IdentityCheck)
+        .where(IdentityCheck.application_id == app.id)
+        .order_by(IdentityCheck.created_at.desc())
+        .limit(1)
+    )
+    review = await session.scalar(select(Review).where(Review.session_id == session_id).limit(1))
+    callbacks = (
+        await session.scalars(select(Callback).where(Callback.application_id == app.id))
+    ).all()
+    account = await session.scalar(select(Account).where(Account.application_id == app.id))
+    disclosure = next((e for e in events if e.kind == "disclosure.shown"), None)
+    confirmed = next((e for e in events if e.kind == "disclosure.confirmed"), None)
+    steps = [
+        {"offset_ms": e.offset_ms, "kind": e.kind, **(e.payload or {})}
+        for e in events
+        if e.kind.startswith("script.")
+    ]
+    return {
+        "id": ws.id,
+        "state": ws.state,
+        "node_id": ws.node_id,
+        "verdict": ws.verdict,
+        "reason_code": ws.reason_code,
+        "created_at": _iso(ws.created_at),
+        "queued_at": _iso(ws.queued_at),
+        "started_at": _iso(ws.started_at),
+        "ended_at": _iso(ws.ended_at),
+        "clock_started_at": _iso(
+            next((e.at for e in events if e.kind == "media.clock_started"), None)
+        ),
+        "participants": {
+            "investor": {
+                "application_id": app.id,
+                "application_state": app.state,
+                "name": app.investor_name,
+                "document_type": app.document_type,
+                "id_number_masked": _masked_id(app, protector),
+            },
+            "witness": {
+                "id": witness.id,
+                "name": witness.display_name,
+                "employee_number": witness.employee_number,
+                "licence_number": witness.licence_number,
+            },
+        },
+        "disclosure": {
+            "shown_offset_ms": disclosure.offset_ms if disclosure else None,
+            "shown_at": _iso(disclosure.at) if disclosure else None,
+            "card": disclosure.payload if disclosure else None,
+            "confirmed_offset_ms": confirmed.offset_ms if confirmed else None,
+        },
+        "script": {
+            "version": (disclosure.payload or {}).get("script_version") if disclosure else None,
+            "events": steps,
+        },
+        "face": [
+            {"offset_ms": e.offset_ms, "kind": e.kind, **(e.payload or {})}
+            for e in events
+            if e.kind.startswith("face.")
+        ],
+        "stills": [
+            {
+                "id": s.id,
+                "participant": s.participant,
+                "kind": s.kind,
+                "offset_ms": s.offset_ms,
+                "content_type": s.content_type,
+                "bytes": s.bytes,
+                "sha256": s.sha256,
+                "taken_by": s.taken_by,
+            }
+            for s in stills
+        ],
+        "identity_check": {
+            "provider": check.provider,
+            "result": check.result,
+            "reference": check.reference,
+            "at": _iso(check.created_at),
+        }
+        if check
+        else None,
+        "review": {
+            "decision": review.decision,
+            "reason_code": review.reason_code,
+            "coverage": review.coverage,
+            "decided_at": _iso(review.decided_at),
+        }
+        if review
+        else None,
+        "callbacks": [
+            {"outcome": c.outcome, "attempts": c.attempts, "at": _iso(c.created_at)}
+            for c in callbacks
+        ],
+        "account": {
+            "unified_account_number": account.unified_account_number,
+            "opening_method": account.opening_method,
+            "status": account.status,
+            "opened_at": _iso(account.opened_at),
+        }
+        if account
+        else None,
+        "recordings": [
+            {
+                "id": r.id,
+                "participant": r.participant,
+                "segment": r.segment,
+                "content_type": r.content_type,
+                "status": r.status,
+                "bytes": r.bytes,
+                "start_ms": r.start_ms,
+                "duration_ms": r.duration_ms,
+                "video_frames": r.video_frames,
+                "audio_frames": r.audio_frames,
+                "cues": r.cues,
+                "sha256": r.sha256,
+                "legal_hold": r.legal_hold,
+            }
+            for r in recordings
+        ],
+        "events": [
+            {"offset_ms": e.offset_ms, "at": _iso(e.at), "kind": e.kind, "actor": e.actor}
+            for e in events
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    name: str  # inside the ZIP
+    path: Path
+
+
+async def package_contents(
+    session: AsyncSession, session_id: str, root: Path
+) -> tuple[list[PackageFile], list[dict[str, Any]], dict[str, Any] | None]:
+    """The files of a session's evidence package, the audit entries about it, and the
+    chain's head when packed (a later truncation of the chain is then detectable)."""
+    ws = await session.get(WitnessSession, session_id)
+    if ws is None:
+        raise NotFound("not_found", "Not found.", "未找到。")
+    recordings = (
+        await session.scalars(select(Recording).where(Recording.session_id == session_id))
+    ).all()
+    stills = (await session.scalars(select(Still).where(Still.session_id == session_id))).all()
+    docs = await active_documents(session, ws.application_id)
+    files = [
+        PackageFile(f"recordings/{r.participant}-{r.segment:02d}-{r.id}.webm", root / r.path)
+        for r in recordings
+        if r.status in ("complete", "recovered")
+    ]
+    files += [
+        PackageFile(f"stills/{s.participant}-{s.offset_ms:09d}-{s.id}.jpg", root / s.path)
+        for s in stills
+    ]
+    files += [PackageFile(f"documents/{d.kind}-{d.id}.jpg", root / d.path) for d in docs]
+    subjects = [("witness_session", session_id), ("application", ws.application_id)]
+    subjects += [("recording", r.id) for r in recordings]
+    subjects += [("still", s.id) for s in stills]
+    subjects += [("document", d.id) for d in docs]
+    entries = (
+        await session.scalars(
+            select(AuditEntry)
+            .where(
+                or_(
+                    *(
+                        and_(AuditEntry.subject_type == t, AuditEntry.subject_id == i)
+                        for t, i in subjects
+                    )
+                )
+            )
+            .order_by(AuditEntry.seq)
+        )
+    ).all()
+    head = await session.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
+    audit = [
+        {
+            "seq": e.seq,
+            "at": _iso(e.at),
+            "actor": e.actor,
+            "action": e.action,
+            "subject_type": e.subject_type,
+            "subject_id": e.subject_id,
+            "details": e.details,
+            "prev_hash": e.prev_hash,
+            "hash": e.hash,
+        }
+        for e in entries
+    ]
+    chain_head = {"seq": head.seq, "hash": head.hash} if head is not None else None
+    return files, audit, chain_head
