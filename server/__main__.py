@@ -10,6 +10,7 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -25,7 +26,7 @@ from server.logsetup import setup_logging
 from server.services import staff as staff_service
 from server.services.runtime import open_protector, open_runtime
 from server.store import migrate
-from server.store.db import make_engine
+from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Staff
 
 EXIT_USAGE = 2
@@ -268,6 +269,70 @@ async def _audit(cfg: Config, args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
+# -- API tokens ----------------------------------------------------------------------------
+async def _token(cfg: Config, args: argparse.Namespace) -> int:
+    from server.services import api_tokens
+
+    await _require_migrated(cfg)
+    engine = make_engine(cfg.database_url)
+    db = make_sessionmaker(engine)
+    try:
+        async with db.begin() as session:
+            action = str(args.token_cmd)
+            if action == "create":
+                new = await api_tokens.create_token(
+                    session, name=args.name, scopes=args.scope, days=args.days, actor="cli"
+                )
+                print(new.token)
+                expiry = f"expires {new.expires_at:%Y-%m-%d}" if new.expires_at else "no expiry"
+                print(f"token {new.name!r} (id {new.id}) created; {expiry}.", file=sys.stderr)
+                print("Store it now: it is not shown again.", file=sys.stderr)
+            elif action == "revoke":
+                await api_tokens.revoke_token(session, name=args.name, actor="cli")
+                print(f"token {args.name!r} revoked")
+            else:
+                for t in await api_tokens.list_tokens(session):
+                    state = "revoked" if t.revoked_at else "active"
+                    expiry = f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-"
+                    used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+                    print(f"{t.id}\t{t.name}\t{t.scopes}\t{state}\texpires {expiry}\tused {used}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _verify_evidence(args: argparse.Namespace) -> int:
+    """Offline: no server, no database; only the package and the public key."""
+    from server.evidence import EvidenceError, load_public_key, verify_package
+
+    if args.key:
+        try:
+            text = Path(args.key).read_text(encoding="ascii")
+        except OSError as exc:
+            print(f"error: cannot read key {args.key}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        try:
+            from server.evidence import public_pem
+            from server.services.runtime import load_evidence_key
+
+            text = public_pem(load_evidence_key(_config(args)))
+        except (ConfigError, DataKeyError, OSError) as exc:
+            hint = "give --key (the PEM from GET /api/v1/evidence-key)"
+            print(f"error: {hint}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        result = verify_package(Path(args.file), load_public_key(text))
+    except EvidenceError as exc:
+        print(f"evidence package INVALID: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    print(
+        f"evidence package valid: session {result.session_id}, {result.files} files, "
+        f"{result.audit_entries} audit entries, signed by key {result.key_id}"
+    )
+    return 0
+
+
 def _check_config(cfg: Config, _args: argparse.Namespace) -> int:
     open_protector(cfg)
     print(f"config OK: database={_safe_url(cfg)} queue={cfg.queue.backend} node={cfg.node_id}")
@@ -334,11 +399,29 @@ def build_parser() -> argparse.ArgumentParser:
     audit = sub.add_parser("audit", help="audit trail tools")
     asub = audit.add_subparsers(dest="audit_cmd", required=True)
     asub.add_parser("verify", help="walk the hash chain and report the first broken link")
+
+    token = sub.add_parser("token", help="retrieval API tokens")
+    tsub = token.add_subparsers(dest="token_cmd", required=True)
+    tc = tsub.add_parser("create", help="create a token (printed once)")
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--scope", action="append", required=True, help="e.g. recordings:read")
+    tc.add_argument("--days", type=int, help="expire after this many days (default: never)")
+    tr = tsub.add_parser("revoke", help="revoke a token")
+    tr.add_argument("--name", required=True)
+    tsub.add_parser("list", help="list tokens (never the tokens themselves)")
+
+    ve = sub.add_parser(
+        "verify-evidence", help="check an evidence package offline (signature, hashes, audit)"
+    )
+    ve.add_argument("file", help="the evidence ZIP")
+    ve.add_argument("--key", help="the server's public key (PEM from GET /api/v1/evidence-key)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "verify-evidence":
+        return _verify_evidence(args)
     try:
         cfg = _config(args)
         setup_logging(cfg.logging.level, cfg.logging.format)
@@ -346,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             "migrate": _migrate,
             "staff": _staff,
             "audit": _audit,
+            "token": _token,
             "check-config": _check_config,
             "serve": _serve,
         }

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,9 +18,10 @@ from server.adapters.identity_registry import IdentityRegistry, build_identity_r
 from server.adapters.sms import SmsSender, build_sms_sender
 from server.config import Config, ConfigError, GatewayConfig
 from server.content import load_intake_content, load_script
-from server.crypto import DataProtector, load_or_create_key
+from server.crypto import DataProtector, decode_key, load_or_create_key
 from server.domain.script import Script
 from server.domain.suitability import DisclosureDocument, Questionnaire
+from server.evidence import signing_key
 from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
 from server.services.dispatcher import Dispatcher
@@ -97,10 +99,15 @@ class Runtime:
     placer: Placer
     dispatcher: Dispatcher
     media: MediaManager
+    evidence_key: Ed25519PrivateKey
     witnessing: Witnessing
 
 
 def open_protector(config: Config) -> DataProtector:
+    return DataProtector(load_data_key(config))
+
+
+def load_data_key(config: Config) -> bytes:
     key, created = load_or_create_key(
         config.security.data_key,
         config.resolve_path(config.security.data_key_file),
@@ -111,7 +118,12 @@ def open_protector(config: Config) -> DataProtector:
             "generated a new data key",
             extra={"key_file": config.security.data_key_file, "hint": "back it up"},
         )
-    return DataProtector(key)
+    return key
+
+
+def load_evidence_key(config: Config) -> Ed25519PrivateKey:
+    inline = decode_key(config.security.evidence_key) if config.security.evidence_key else None
+    return signing_key(evidence_key=inline, data_key=load_data_key(config))
 
 
 def node_url(config: Config) -> str:
@@ -201,6 +213,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             placer=placer,
             dispatcher=dispatcher,
             media=media,
+            evidence_key=load_evidence_key(config),
             witnessing=Witnessing(
                 pairing=pairing,
                 script=load_witness_script(config),

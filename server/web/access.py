@@ -31,6 +31,7 @@ class Access:
     roles: frozenset[Role]  # empty with public=False: any logged-in staff member
     csrf_exempt: bool = False
     investor: bool = False  # the caller must hold an investor session (cookie or bearer)
+    retrieval: bool = False  # an API token with the scope, or an auditor's staff session
 
 
 def _mark(access: Access) -> Callable[[H], H]:
@@ -51,6 +52,13 @@ staff_only = _mark(Access(public=False, roles=frozenset()))
 public = _mark(Access(public=True, roles=frozenset()))
 # For endpoints that carry their own proof (login's double-submit token, API tokens).
 public_csrf_exempt = _mark(Access(public=True, roles=frozenset(), csrf_exempt=True))
+
+
+# The recording retrieval API: a Bearer API token with ``recordings:read``, or a staff
+# session of role auditor; every call is written to the audit log (A25).
+retrieval_api = _mark(
+    Access(public=False, roles=frozenset({Role.AUDITOR}), csrf_exempt=True, retrieval=True)
+)
 
 
 # The investor's own application, via their session (an id in the URL is never enough).

@@ -20,6 +20,9 @@ INVESTOR_VIA_COOKIE = web.RequestKey("investor_via_cookie", bool)
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set on the original request by the proxy middleware: response signals see that one.
 VIA_HTTPS = web.RequestKey("via_https", bool)
+# The retrieval API: who called ("token:<id>" / "staff:<id>") and bytes of files served.
+API_CALLER = web.RequestKey("api_caller", str)
+BYTES_SERVED = web.RequestKey("bytes_served", int)
 
 __all__ = [
     "CURRENT_INVESTOR",

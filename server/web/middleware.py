@@ -8,18 +8,26 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from html import escape
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import StaticResource
+from sqlalchemy import select
 
+from server.audit import append_audit
 from server.config import Config
 from server.domain.errors import DomainError, ErrorKind
+from server.domain.staff import Role
 from server.logsetup import request_id_var
+from server.services.api_tokens import token_hash, usable
 from server.services.investor_auth import resolve_investor
-from server.services.login_sessions import resolve_session
+from server.services.login_sessions import CurrentStaff, resolve_session
+from server.store.models import ApiToken
 from server.web.access import access_of
 from server.web.keys import (
+    API_CALLER,
+    BYTES_SERVED,
     CURRENT_INVESTOR,
     CURRENT_STAFF,
     INVESTOR_VIA_COOKIE,
@@ -218,6 +226,8 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     if access.investor:
         return await _investor_gate(request, handler, access.csrf_exempt)
+    if access.retrieval:
+        return await _retrieval_gate(request, handler, current)
     if current is None:
         raise DomainError(
             "login_required",
@@ -246,6 +256,80 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
                 "安全令牌无效，请刷新页面后重试。",
             )
     return await handler(request)
+
+
+RETRIEVAL_SCOPE = "recordings:read"
+
+
+async def _retrieval_gate(
+    request: web.Request, handler: Handler, current: CurrentStaff | None
+) -> web.StreamResponse:
+    """Admit an API token with the scope or an auditor, and log every call, successful or
+    not, with who, what, the outcome and the bytes served (A25)."""
+    rt = request.app[RUNTIME]
+    caller = "anonymous"
+    status = 500
+    try:
+        auth = request.headers.get("Authorization", "")
+        if auth:
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise DomainError(
+                    "token_invalid", "Malformed Authorization header.", "授权信息格式错误。",
+                    kind=ErrorKind.UNAUTHENTICATED,
+                )  # fmt: skip
+            async with rt.db.begin() as session:
+                row = await session.scalar(
+                    select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
+                )
+                if not usable(row, now=datetime.now(UTC)):
+                    raise DomainError(
+                        "token_invalid",
+                        "Unknown, expired or revoked token.",
+                        "令牌无效、已过期或已吊销。",
+                        kind=ErrorKind.UNAUTHENTICATED,
+                    )
+                assert row is not None
+                caller = f"token:{row.id}"
+                if RETRIEVAL_SCOPE not in row.scopes.split(","):
+                    raise _forbidden("scope_forbidden", "Token lacks the scope.", "令牌无此权限。")
+                row.last_used_at = datetime.now(UTC)
+        elif current is not None:
+            caller = f"staff:{current.id}"
+            if Role.AUDITOR.value not in current.roles:
+                raise _forbidden("role_forbidden", "Auditors only.", "仅限审计人员。")
+        else:
+            raise DomainError(
+                "token_required", "Send an API token (Authorization: Bearer …).",
+                "请提供访问令牌。", kind=ErrorKind.UNAUTHENTICATED,
+            )  # fmt: skip
+        request[API_CALLER] = caller
+        response = await handler(request)
+        status = response.status
+        return response
+    except DomainError as exc:
+        status = STATUS_BY_KIND.get(exc.kind, 500)
+        raise
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        served = request.get(BYTES_SERVED, 0)
+        subject = request.match_info.get("id", "-")
+        async with rt.db.begin() as session:
+            await append_audit(
+                session,
+                actor=caller,
+                action="api.access",
+                subject_type="api",
+                subject_id=subject[:64],
+                details={
+                    "endpoint": _route_name(request),
+                    "method": request.method,
+                    "status": status,
+                    "bytes": served,
+                },
+            )
 
 
 INVESTOR_COOKIE = "witness_investor"
