@@ -20,6 +20,100 @@ _INV = "/api/v1/investor"
 _SEC: list[dict[str, list[str]]] = [{"investorCookie": []}, {"investorBearer": []}]
 
 
+_RSEC: list[dict[str, list[str]]] = [{"apiToken": []}, {"staffSession": []}]
+_ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_RANGE_PARAM = {
+    "name": "Range",
+    "in": "header",
+    "required": False,
+    "description": "a single byte range, e.g. bytes=0-1023 or bytes=-500",
+    "schema": {"type": "string"},
+}
+
+
+def _rop(summary: str, ok: dict[str, Any], *params: dict[str, Any]) -> dict[str, Any]:
+    """A retrieval API operation (Bearer token or auditor session; every call audited)."""
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": _RSEC,
+        "responses": {**ok, "4XX": {"$ref": "#/components/responses/Error"}},
+    }
+    if params:
+        op["parameters"] = list(params)
+    return op
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+_RETRIEVAL_PATHS: dict[str, Any] = {
+    "/api/v1/sessions": {
+        "get": _rop(
+            "List witness sessions, newest first (ID numbers masked)",
+            {"200": {"description": "items and next_cursor"}},
+            _query("from", "created at or after (ISO 8601)"),
+            _query("to", "created before (ISO 8601)"),
+            _query("status", "placed, live, ended, aborted or interrupted"),
+            _query("witness", "witness staff id", {"type": "integer"}),
+            _query("application", "application id"),
+            _query("cursor", "next_cursor of the previous page"),
+            _query("limit", "1..200 (default 50)", {"type": "integer"}),
+        )
+    },
+    "/api/v1/sessions/{id}": {
+        "get": _rop(
+            "A session's metadata: participants, disclosure, script, stills, identity "
+            "check, review, callback, account and recordings",
+            {"200": {"description": "session metadata"}},
+            _ID_PARAM,
+        )
+    },
+    "/api/v1/sessions/{id}/evidence": {
+        "get": _rop(
+            "The evidence package: a ZIP of recordings, stills, ID images, manifest.json "
+            "and its Ed25519 signature manifest.sig (verify offline with "
+            "python -m server verify-evidence)",
+            {"200": {"description": "ZIP", "content": {"application/zip": {}}}},
+            _ID_PARAM,
+        )
+    },
+    "/api/v1/recordings/{id}": {
+        "get": _rop(
+            "A recording (WebM), with Range and ETag (its SHA-256)",
+            {
+                "200": {"description": "the file", "content": {"video/webm": {}}},
+                "206": {"description": "the requested range", "content": {"video/webm": {}}},
+                "304": {"description": "not modified (If-None-Match)"},
+                "416": {"description": "malformed or unsatisfiable Range"},
+            },
+            _ID_PARAM,
+            _RANGE_PARAM,
+        )
+    },
+    "/api/v1/stills/{id}": {
+        "get": _rop(
+            "A still photo (JPEG)",
+            {"200": {"description": "the image", "content": {"image/jpeg": {}}}},
+            _ID_PARAM,
+            _RANGE_PARAM,
+        )
+    },
+    "/api/v1/evidence-key": {
+        "get": {
+            "summary": "The public key that signs evidence packages (Ed25519, PEM)",
+            "responses": {"200": {"description": "algorithm, key_id, public_key_pem"}},
+        }
+    },
+}
+
+
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -211,11 +305,18 @@ SPEC: dict[str, Any] = {
             ),
         },
         "/api/v1/openapi.json": {"get": _op("This document", secured=False)},
+        **_RETRIEVAL_PATHS,
     },
     "components": {
         "securitySchemes": {
             "investorCookie": {"type": "apiKey", "in": "cookie", "name": "witness_investor"},
             "investorBearer": {"type": "http", "scheme": "bearer"},
+            "apiToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "retrieval API token (python -m server token create)",
+            },
+            "staffSession": {"type": "apiKey", "in": "cookie", "name": "witness_staff"},
         },
         "parameters": {
             "Csrf": {
