@@ -301,6 +301,40 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _retention(cfg: Config, args: argparse.Namespace) -> int:
+    from server.services import retention
+
+    await _require_migrated(cfg)
+    engine = make_engine(cfg.database_url)
+    db = make_sessionmaker(engine)
+    try:
+        if args.retention_cmd in ("hold", "release"):
+            async with db.begin() as session:
+                await retention.set_hold(
+                    session, recording_id=args.recording, hold=args.retention_cmd == "hold",
+                    actor="cli",
+                )  # fmt: skip
+            state = "on" if args.retention_cmd == "hold" else "off"
+            print(f"recording {args.recording}: legal hold {state}")
+            return 0
+        report = await retention.purge(
+            db,
+            root=cfg.recordings_path,
+            years=cfg.retention.years,
+            dry_run=not args.yes,
+            actor="cli",
+        )
+    finally:
+        await engine.dispose()
+    verb = "purged" if args.yes else "would purge (dry run; add --yes)"
+    print(
+        f"retention {cfg.retention.years} years: {verb} "
+        f"{len(report.purged) if args.yes else len(report.eligible)} recordings; "
+        f"{report.held} past retention kept on legal hold"
+    )
+    return 0
+
+
 def _verify_evidence(args: argparse.Namespace) -> int:
     """Offline: no server, no database; only the package and the public key."""
     from server.evidence import EvidenceError, load_public_key, verify_package
@@ -410,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", required=True)
     tsub.add_parser("list", help="list tokens (never the tokens themselves)")
 
+    ret = sub.add_parser("retention", help="legal holds and purging past retention (A15, A19)")
+    rsub = ret.add_subparsers(dest="retention_cmd", required=True)
+    for name, text in (("hold", "keep a recording regardless of age"), ("release", "lift a hold")):
+        h = rsub.add_parser(name, help=text)
+        h.add_argument("recording", help="recording id")
+    pg = rsub.add_parser("purge", help="delete files past retention.years and not on hold")
+    pg.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
+
     ve = sub.add_parser(
         "verify-evidence", help="check an evidence package offline (signature, hashes, audit)"
     )
@@ -430,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             "staff": _staff,
             "audit": _audit,
             "token": _token,
+            "retention": _retention,
             "check-config": _check_config,
             "serve": _serve,
         }

@@ -199,3 +199,47 @@ def test_serve_prints_urls_and_answers(tmp_path: Path, tls: bool) -> None:
 def test_unmigrated_database_is_refused_clearly(tmp_path: Path, args: list[str]) -> None:
     r = cli(write_config(tmp_path), *args)
     assert r.returncode == 1 and "run `python -m server migrate` first" in r.stderr
+
+
+def test_api_tokens_and_retention_from_the_command_line(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    assert cli(cfg, "migrate").returncode == 0
+    made = cli(cfg, "token", "create", "--name", "archive", "--scope", "recordings:read")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("wt_") and "not shown again" in made.stderr
+    bad = cli(cfg, "token", "create", "--name", "x", "--scope", "everything")
+    assert bad.returncode == 1 and "Unknown scope" in bad.stderr
+    dup = cli(cfg, "token", "create", "--name", "archive", "--scope", "recordings:read")
+    assert dup.returncode == 1
+    listed = cli(cfg, "token", "list")
+    assert "archive" in listed.stdout and "active" in listed.stdout
+    assert token not in listed.stdout  # only its hash is stored
+    db = sqlite3.connect(tmp_path / "data" / "witness.db")
+    assert token not in str(db.execute("select * from api_tokens").fetchall())
+    db.close()
+    assert cli(cfg, "token", "revoke", "--name", "archive").returncode == 0
+    assert "revoked" in cli(cfg, "token", "list").stdout
+
+    dry = cli(cfg, "retention", "purge")
+    assert dry.returncode == 0 and "would purge (dry run; add --yes) 0 recordings" in dry.stdout
+    missing = cli(cfg, "retention", "hold", "nope")
+    assert missing.returncode == 1 and "No such recording" in missing.stderr
+
+
+def test_verify_evidence_needs_no_server(tmp_path: Path) -> None:
+    junk = tmp_path / "x.zip"
+    junk.write_bytes(b"not a zip")
+    key = tmp_path / "k.pem"
+    pem = [
+        "-----BEGIN PUBLIC KEY-----",
+        "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=",
+        "-----END PUBLIC KEY-----",
+    ]
+    key.write_text("\n".join(pem) + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "server", "verify-evidence", str(junk), "--key", str(key)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert r.returncode == 1 and "not a readable ZIP" in r.stderr

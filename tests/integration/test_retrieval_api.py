@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from server.domain.staff import Role
 from server.services import api_tokens
-from server.store.models import ApiToken, AuditEntry, utcnow
+from server.store.models import ApiToken, AuditEntry, Recording, utcnow
 from server.web.keys import RUNTIME
 from tests.helpers import add_staff, login
 from tests.integration.test_media_flow import mclient, paired, wait_for  # noqa: F401
@@ -255,3 +255,32 @@ async def test_openapi_document_is_valid_and_covers_every_api_route(mclient: Any
         path = route.resource.canonical if route.resource else ""
         if path.startswith("/api/v1/") and route.method != "HEAD":
             assert (route.method, path) in described, (route.method, path)
+
+
+async def test_retention_keeps_recent_and_held_evidence(mclient: Any) -> None:  # noqa: F811
+    from server.services import retention
+
+    rt = mclient.app[RUNTIME]
+    sid = await recorded_session(mclient)
+    root = rt.config.recordings_path
+    async with rt.db.begin() as s:
+        recs = (await s.scalars(select(Recording).where(Recording.session_id == sid))).all()
+        held, old = recs[0].id, recs[1].id
+    report = await retention.purge(rt.db, root=root, years=30, dry_run=False, actor="test")
+    assert report.purged == [] and report.eligible == []  # nothing is old enough
+    async with rt.db.begin() as s:
+        for rec in (await s.scalars(select(Recording).where(Recording.session_id == sid))).all():
+            rec.started_at = utcnow() - timedelta(days=365 * 31)
+        await retention.set_hold(s, recording_id=held, hold=True, actor="test")
+    dry = await retention.purge(rt.db, root=root, years=30, dry_run=True, actor="test")
+    assert dry.eligible == [old] and dry.held == 1 and dry.purged == []
+    report = await retention.purge(rt.db, root=root, years=30, dry_run=False, actor="test")
+    assert report.purged == [old]
+    async with rt.db.begin() as s:
+        gone = await s.get(Recording, old)
+        kept = await s.get(Recording, held)
+        actions = (await s.scalars(select(AuditEntry.action))).all()
+    assert gone is not None and gone.status == "purged" and gone.sha256  # the row and hash stay
+    assert not (root / gone.path).exists()
+    assert kept is not None and (root / kept.path).exists() and kept.status == "complete"
+    assert "recording.purged" in actions and "recording.legal_hold" in actions
