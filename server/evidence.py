@@ -118,12 +118,36 @@ def _check_audit(entries: list[dict[str, Any]]) -> None:
 
 
 def verify_package(path: Path, public_key: Ed25519PublicKey) -> Verified:
+    """Raises EvidenceError naming the first problem, whatever is wrong with the file."""
+    try:
+        return _verify(path, public_key)
+    except EvidenceError:
+        raise
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        KeyError,
+        TypeError,
+        AttributeError,
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+        EOFError,
+    ) as exc:
+        raise EvidenceError(f"damaged or malformed package: {type(exc).__name__}: {exc}") from None
+
+
+def _verify(path: Path, public_key: Ed25519PublicKey) -> Verified:
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
         raise EvidenceError(f"not a readable ZIP: {exc}") from None
     with archive:
-        names = set(archive.namelist())
+        all_names = archive.namelist()
+        names = set(all_names)
+        if len(names) != len(all_names):
+            # Two members with one name: readers disagree on which is "the" file.
+            raise EvidenceError("duplicate file names in the package")
         for needed in (MANIFEST, SIGNATURE):
             if needed not in names:
                 raise EvidenceError(f"{needed} missing")
@@ -139,10 +163,18 @@ def verify_package(path: Path, public_key: Ed25519PublicKey) -> Verified:
             manifest = json.loads(manifest_bytes)
         except json.JSONDecodeError as exc:
             raise EvidenceError(f"manifest.json is not JSON: {exc}") from None
-        if manifest.get("format") != FORMAT:
-            raise EvidenceError(f"unknown package format {manifest.get('format')!r}")
-        files = manifest.get("files", [])
-        listed = {f["path"] for f in files}
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise EvidenceError("unknown package format")
+        files = manifest.get("files")
+        audit = manifest.get("audit")
+        if not isinstance(files, list) or not isinstance(audit, dict):
+            raise EvidenceError("manifest lacks its files or audit section")
+        if manifest.get("missing"):
+            raise EvidenceError(f"evidence missing when packed: {manifest['missing'][0]}")
+        listed_paths = [f["path"] for f in files]
+        if len(set(listed_paths)) != len(listed_paths):
+            raise EvidenceError("a file is listed twice in the manifest")
+        listed = set(listed_paths)
         extra = names - listed - {MANIFEST, SIGNATURE}
         if extra:
             raise EvidenceError(f"file not in the manifest: {sorted(extra)[0]}")
@@ -158,10 +190,14 @@ def verify_package(path: Path, public_key: Ed25519PublicKey) -> Verified:
                     size += len(chunk)
             if digest.hexdigest() != item["sha256"] or size != item["bytes"]:
                 raise EvidenceError(f"{name}: SHA-256 does not match the manifest")
-        entries = manifest.get("audit", {}).get("entries", [])
+            if item.get("matches_record") is False:
+                raise EvidenceError(f"{name}: differed from its recorded hash when packed")
+        entries = audit.get("entries", [])
+        if not isinstance(entries, list):
+            raise EvidenceError("manifest audit entries malformed")
         _check_audit(entries)
     return Verified(
-        session_id=str(manifest.get("session", {}).get("id", "")),
+        session_id=str((manifest.get("session") or {}).get("id", "")),
         files=len(files),
         audit_entries=len(entries),
         key_id=key_id(public_key),

@@ -187,12 +187,15 @@ def progress_from(script: Script, events: Iterable[tuple[int, str, Mapping[str, 
             if 0 <= index < len(progress.steps):
                 if progress.current is not None:
                     progress.steps[progress.current].ended_ms = offset
-                progress.steps[index].started_ms = offset
-                progress.steps[index].ended_ms = None
+                # Asking a step again asks for a fresh answer: the old mark no longer stands.
+                progress.steps[index] = StepRecord(started_ms=offset)
                 progress.current = index
         elif kind == "script.step_marked":
             index = int(payload.get("index", -1))
-            if 0 <= index < len(progress.steps):
+            step_id = payload.get("step")
+            if 0 <= index < len(progress.steps) and (
+                step_id is None or step_id == script.steps[index].id
+            ):
                 progress.steps[index].mark = str(payload.get("mark"))
                 progress.steps[index].note = str(payload.get("note", ""))
         elif kind == "face.judged":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -22,8 +22,12 @@ from server.store.models import Recording, utcnow
 
 
 def retention_cutoff(years: int, *, now: datetime | None = None) -> datetime:
+    """Calendar years back (29 February falls back to the 28th): never a day early."""
     now = now or datetime.now(UTC)
-    return now - timedelta(days=365 * years + years // 4)  # leap days included
+    try:
+        return now.replace(year=now.year - years)
+    except ValueError:
+        return now.replace(year=now.year - years, day=28)
 
 
 def _delete_inside(root: Path, relative: str) -> None:
@@ -89,7 +93,6 @@ async def purge(
             )
             if started >= cutoff:  # SQLite hands datetimes back naive (stored in UTC)
                 continue
-            await asyncio.to_thread(_delete_inside, root, rec.path)
             rec.status = "purged"
             rec.ended_at = rec.ended_at or utcnow()
             await append_audit(
@@ -100,5 +103,8 @@ async def purge(
                 subject_id=rec.id,
                 details={"session": rec.session_id, "sha256": rec.sha256, "years": years},
             )
-            purged.append(rec_id)
+            rel_path = rec.path
+        # The file goes only once the purge is committed: a failed commit loses nothing.
+        await asyncio.to_thread(_delete_inside, root, rel_path)
+        purged.append(rec_id)
     return PurgeReport(eligible, purged, held)

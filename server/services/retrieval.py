@@ -313,6 +313,12 @@ async def session_detail(
     }
 
 
+def _within(root: Path, relative: str) -> Path:
+    """Stored paths are relative to the recordings root; anything else is never packed."""
+    path = (root / relative).resolve()
+    return path if path.is_relative_to(root.resolve()) else root / "__outside_root__"
+
+
 @dataclass(frozen=True)
 class PackageFile:
     name: str  # inside the ZIP
@@ -333,15 +339,17 @@ async def package_contents(
     stills = (await session.scalars(select(Still).where(Still.session_id == session_id))).all()
     docs = await active_documents(session, ws.application_id)
     files = [
-        PackageFile(f"recordings/{r.participant}-{r.segment:02d}-{r.id}.webm", root / r.path)
+        PackageFile(
+            f"recordings/{r.participant}-{r.segment:02d}-{r.id}.webm", _within(root, r.path)
+        )
         for r in recordings
         if r.status in ("complete", "recovered")
     ]
     files += [
-        PackageFile(f"stills/{s.participant}-{s.offset_ms:09d}-{s.id}.jpg", root / s.path)
+        PackageFile(f"stills/{s.participant}-{s.offset_ms:09d}-{s.id}.jpg", _within(root, s.path))
         for s in stills
     ]
-    files += [PackageFile(f"documents/{d.kind}-{d.id}.jpg", root / d.path) for d in docs]
+    files += [PackageFile(f"documents/{d.kind}-{d.id}.jpg", _within(root, d.path)) for d in docs]
     subjects = [("witness_session", session_id), ("application", ws.application_id)]
     subjects += [("recording", r.id) for r in recordings]
     subjects += [("still", s.id) for s in stills]

@@ -184,7 +184,15 @@ class Witnessing:
                 mark = str(message.get("mark", ""))
                 note = str(message.get("note", ""))[:MAX_NOTE]
                 progress.check_mark(index, mark, note)
-                record = ("script.step_marked", {"index": index, "mark": mark, "note": note})
+                record = (
+                    "script.step_marked",
+                    {
+                        "index": index,
+                        "step": self.script.step(index).id,
+                        "mark": mark,
+                        "note": note,
+                    },
+                )
             elif kind == "face_judge":
                 judgement = str(message.get("judgement", ""))
                 if judgement not in FACE_JUDGEMENTS:

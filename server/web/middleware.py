@@ -145,6 +145,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except DomainError as exc:
+        if BYTES_SERVED in request:
+            # A streamed body had started: no second response can follow it; aiohttp
+            # closes the connection, and the client sees a short body.
+            raise
         status = STATUS_BY_KIND[exc.kind]
         if (
             exc.kind is ErrorKind.UNAUTHENTICATED
@@ -314,22 +318,25 @@ async def _retrieval_gate(
         status = exc.status
         raise
     finally:
-        served = request.get(BYTES_SERVED, 0)
-        subject = request.match_info.get("id", "-")
-        async with rt.db.begin() as session:
-            await append_audit(
-                session,
-                actor=caller,
-                action="api.access",
-                subject_type="api",
-                subject_id=subject[:64],
-                details={
-                    "endpoint": _route_name(request),
-                    "method": request.method,
-                    "status": status,
-                    "bytes": served,
-                },
-            )
+        try:
+            async with rt.db.begin() as session:
+                await append_audit(
+                    session,
+                    actor=caller,
+                    action="api.access",
+                    subject_type="api",
+                    subject_id=request.match_info.get("id", "-")[:64],
+                    details={
+                        "endpoint": _route_name(request),
+                        "method": request.method,
+                        "status": status,
+                        "bytes": request.get(BYTES_SERVED, 0),
+                    },
+                )
+        except Exception:
+            # Never mask the call's own outcome; but an access that could not be
+            # recorded must be loud (A25).
+            log.exception("retrieval access could not be audited", extra={"caller": caller})
 
 
 INVESTOR_COOKIE = "witness_investor"

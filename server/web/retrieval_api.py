@@ -106,6 +106,7 @@ async def _send_file(
         response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     response.content_length = end - start + 1 if size else 0
     await response.prepare(request)
+    request[BYTES_SERVED] = 0
     sent = 0
     with path.open("rb") as fh:
         await asyncio.to_thread(fh.seek, start)
@@ -122,7 +123,7 @@ async def _send_file(
     return response
 
 
-@routes.get("/api/v1/sessions")
+@routes.get("/api/v1/sessions", allow_head=False)
 @retrieval_api
 async def list_sessions(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
@@ -132,7 +133,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@routes.get("/api/v1/sessions/{id}")
+@routes.get("/api/v1/sessions/{id}", allow_head=False)
 @retrieval_api
 async def get_session(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
@@ -142,7 +143,7 @@ async def get_session(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@routes.get("/api/v1/recordings/{id}")
+@routes.get("/api/v1/recordings/{id}", allow_head=False)
 @retrieval_api
 async def get_recording(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
@@ -155,7 +156,7 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     return await _send_file(request, path, rec.content_type, rec.sha256)
 
 
-@routes.get("/api/v1/stills/{id}")
+@routes.get("/api/v1/stills/{id}", allow_head=False)
 @retrieval_api
 async def get_still(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
@@ -206,7 +207,7 @@ class _Sink:
         return data
 
 
-@routes.get("/api/v1/sessions/{id}/evidence")
+@routes.get("/api/v1/sessions/{id}/evidence", allow_head=False)
 @retrieval_api
 async def get_evidence(request: web.Request) -> web.StreamResponse:
     """The session's evidence package, streamed as a ZIP (never built in memory or on disk);
@@ -229,6 +230,7 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    request[BYTES_SERVED] = 0
     sink = _Sink()
     sent = 0
 
@@ -241,10 +243,12 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
             request[BYTES_SERVED] = sent
 
     listed: list[dict[str, Any]] = []
+    missing: list[str] = []
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # type: ignore[call-overload]
     for item in files:
         if not item.path.is_file():
-            continue  # e.g. a purged or missing file: the manifest shows what was packed
+            missing.append(item.name)  # purged or lost: named, so verification fails loudly
+            continue
         digest = hashlib.sha256()
         size = 0
         with item.path.open("rb") as src, archive.open(item.name, "w", force_zip64=True) as dst:
@@ -266,6 +270,7 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
         "key_id": evidence.key_id(rt.evidence_key.public_key()),
         "session": meta,
         "files": listed,
+        "missing": missing,
         "audit": {"entries": audit, "chain_head": head},
     }
     manifest_bytes = evidence.dump_manifest(manifest)

@@ -112,6 +112,15 @@ async def session_still(request: web.Request) -> web.StreamResponse:
         still = await session.get(Still, request.match_info["still_id"])
     if still is None or still.session_id != ws.id:
         raise NotFound("still_not_found", "No such photo.", "没有该照片。")
+    async with rt.db.begin() as session:
+        await append_audit(
+            session,
+            actor=f"staff:{current_staff(request).id}",
+            action="still.viewed",
+            subject_type="still",
+            subject_id=still.id,
+            details={"session": ws.id},
+        )
     return web.FileResponse(
         rt.config.recordings_path / still.path,
         headers={"Content-Type": still.content_type, "Cache-Control": "private, no-store"},

@@ -139,8 +139,22 @@ export function setupQueue(ctx) {
       },
       onEnded(reason) {
         if (session !== current) return;
-        if (reason === 'pass' || reason === 'fail') showDone(reason);
-        else sessionEnded({ requeued: true });
+        if (reason === 'pass' || reason === 'fail') {
+          showDone(reason);
+          return;
+        }
+        // Ended while we were away (e.g. a verdict during a reconnect): the application
+        // says where things stand; otherwise we are back in the queue.
+        ctx.api.get('/application').then((body) => {
+          const state = body.application.state;
+          if (state === 'witnessed' || state === 'witness_failed') {
+            showDone(state === 'witnessed' ? 'pass' : 'fail');
+          } else if (session === current) {
+            sessionEnded({ requeued: true });
+          }
+        }).catch(() => {
+          if (session === current) sessionEnded({ requeued: true });
+        });
       },
       onError(error) {
         showAlert(alertBox, errorOf({ error }));
@@ -163,8 +177,8 @@ export function setupQueue(ctx) {
   /** The session is over (either socket may say so first); idempotent. */
   function sessionEnded({ requeued }) {
     const had = session !== null;
-    session = null;
     closeSession();
+    session = null;
     showPanel('waiting');
     if (requeued && (had || alertBox.hidden)) {
       showAlert(alertBox, BACK_AT_FRONT, { kind: 'info' });

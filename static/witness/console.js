@@ -466,6 +466,7 @@ function renderScript(state) {
   for (const radio of document.querySelectorAll('#face-judge input')) {
     radio.checked = radio.value === state.face;
   }
+  $('#verdict-fail').disabled = false;
   const problems = state.pass_problems || [];
   $('#verdict-pass').disabled = problems.length > 0;
   $('#pass-problems').replaceChildren(...problems.map((p) => {
@@ -480,7 +481,12 @@ function renderScript(state) {
 }
 
 function act(message) {
-  if (session && session.call) session.call.send(message);
+  // Never drop an action silently: during a reconnect the witness is told to retry.
+  if (!session || !session.call || !session.call.send(message)) {
+    showError({ message: 'Not connected; try again in a moment.', message_zh: '连接中断，请稍后重试。' });
+    return false;
+  }
+  return true;
 }
 
 $('#disclosure-show').addEventListener('click', () => act({ type: 'disclosure_show' }));
@@ -500,7 +506,10 @@ for (const radio of document.querySelectorAll('#face-judge input')) {
   radio.addEventListener('change', () => act({ type: 'face_judge', judgement: radio.value }));
 }
 $('#unmask-id').addEventListener('click', () => act({ type: 'unmask_id' }));
-$('#verdict-pass').addEventListener('click', () => act({ type: 'verdict', result: 'pass' }));
+$('#verdict-pass').addEventListener('click', (event) => {
+  // One verdict: the button stays disabled until the server answers (or the session ends).
+  if (act({ type: 'verdict', result: 'pass' })) event.currentTarget.disabled = true;
+});
 $('#verdict-fail').addEventListener('click', () => {
   const reason = $('#fail-reason').value;
   if (!reason) {
@@ -508,7 +517,11 @@ $('#verdict-fail').addEventListener('click', () => {
     $('#fail-reason').focus();
     return;
   }
-  act({ type: 'verdict', result: 'fail', reason_code: reason, notes: $('#fail-notes').value });
+  const button = $('#verdict-fail');
+  if (act({ type: 'verdict', result: 'fail', reason_code: reason, notes: $('#fail-notes').value })) {
+    button.disabled = true;
+    setTimeout(() => { button.disabled = false; }, 5000); // re-enabled if refused (e.g. no notes)
+  }
 });
 
 $('#still-capture').addEventListener('click', () => {

@@ -11,6 +11,7 @@ import json
 import random
 import subprocess
 import sys
+import warnings
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -196,6 +197,27 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:  
         doc["session"]["verdict"] = "pass"
         return json.dumps(doc, ensure_ascii=False, indent=1, sort_keys=True).encode()
 
+    doubled = tmp_path / "doubled.zip"
+    with (
+        warnings.catch_warnings(),  # zipfile warns about the duplicate: that is the point
+        zipfile.ZipFile(package) as zin,
+        zipfile.ZipFile(doubled, "w") as zout,
+    ):
+        warnings.simplefilter("ignore", UserWarning)
+        first = next(n for n in zin.namelist() if n.startswith("recordings/"))
+        zout.writestr(first, b"forged")  # a forged copy first, the genuine one later
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename))
+    bad = _verify(doubled, pem)
+    assert bad.returncode == 1 and "duplicate file names" in bad.stderr
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(package.read_bytes()[: package.stat().st_size // 2])
+    bad = _verify(truncated, pem)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    # HEAD would otherwise send the body: not offered.
+    head = await mclient.head(f"/api/v1/recordings/{rec['id']}", headers=good)
+    assert head.status == 405
+
     edited = tmp_path / "edited.zip"
     _rewrite(package, edited, change_manifest)
     bad = _verify(edited, pem)
@@ -255,6 +277,19 @@ async def test_openapi_document_is_valid_and_covers_every_api_route(mclient: Any
         path = route.resource.canonical if route.resource else ""
         if path.startswith("/api/v1/") and route.method != "HEAD":
             assert (route.method, path) in described, (route.method, path)
+
+
+def test_retention_counts_calendar_years() -> None:
+    from datetime import UTC, datetime
+
+    from server.services.retention import retention_cutoff
+
+    assert retention_cutoff(3, now=datetime(2027, 1, 1, tzinfo=UTC)) == datetime(
+        2024, 1, 1, tzinfo=UTC
+    )
+    assert retention_cutoff(1, now=datetime(2028, 2, 29, tzinfo=UTC)) == datetime(
+        2027, 2, 28, tzinfo=UTC
+    )
 
 
 async def test_retention_keeps_recent_and_held_evidence(mclient: Any) -> None:  # noqa: F811

@@ -150,3 +150,17 @@ def test_step_times_come_from_the_events() -> None:
 def test_bad_scripts_are_refused_naming_the_fault(data: dict[str, Any], fault: str) -> None:
     with pytest.raises(ValueError, match=fault):
         parse_script(data, where="s.toml")
+
+
+def test_asking_a_step_again_needs_a_fresh_answer() -> None:
+    evs = complete()
+    evs.append((9000, "script.step_started", {"index": 2}))  # asked again, not re-marked
+    with pytest.raises(Conflict) as err:
+        check_verdict(progress_from(SCRIPT, evs), "pass", None, "")
+    assert "step_not_clear:statement" in err.value.details["problems"]
+
+
+def test_a_mark_for_another_script_version_is_ignored() -> None:
+    evs = events(*DISCLOSED, ("script.step_started", {"index": 0}))
+    evs.append((5000, "script.step_marked", {"index": 0, "step": "renamed", "mark": "clear"}))
+    assert progress_from(SCRIPT, evs).steps[0].mark is None
