@@ -77,15 +77,19 @@ def accepted_span(
     end_ms: int,
     rate: float,
     visible: bool,
-    wall_ms: int | None,
     max_rate: float,
-    slack_ms: int = 1500,
+    budget_ms: int,
 ) -> Interval | None:
-    """The span a report may add, or None. ``wall_ms``: server time since this reviewer's
-    previous report on this recording (None for the first: only a short span counts)."""
+    """The span a report may add, or None. ``budget_ms``: how much media this reviewer
+    can still have played on this recording — the wall time since their first report
+    times the maximum rate, plus a little slack, minus what was already counted — so
+    no stream of reports, however split, claims more than real time allows."""
     if not visible or rate <= 0 or rate > max_rate or end_ms <= start_ms:
         return None
-    allowed = (wall_ms if wall_ms is not None else 0) * rate + slack_ms
-    if end_ms - start_ms > allowed:
-        return None  # claims more than could have been played in the time that passed
+    if end_ms - start_ms > budget_ms:
+        return None
     return Interval(start_ms, end_ms)
+
+
+def play_budget(*, elapsed_ms: int, max_rate: float, counted_ms: int, slack_ms: int = 1500) -> int:
+    return int(elapsed_ms * max_rate) + slack_ms - counted_ms
