@@ -28,6 +28,7 @@ from server.web import (
     investor_pages,
     openapi,
     retrieval_api,
+    review_api,
     staff_pages,
     witness_pages,
     ws_queue,
@@ -162,6 +163,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(investor_api.routes)
     app.router.add_routes(openapi.routes)
     app.router.add_routes(retrieval_api.routes)
+    app.router.add_routes(review_api.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
     app.router.add_routes(witness_pages.routes)

@@ -169,6 +169,14 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class ReviewConfig:
+    # A17.5: playback faster than this does not count as reviewed.
+    max_rate: float = 2.0
+    # Approve needs every recording played with no unplayed stretch this long or longer.
+    max_gap_ms: int = 1000
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     # A15, A19: evidence is kept at least this long after the session; nothing deletes it
     # sooner, and a legal hold keeps it regardless.
@@ -196,6 +204,7 @@ class Config:
     pairing: PairingConfig = field(default_factory=PairingConfig)
     media: MediaConfig = field(default_factory=MediaConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -326,6 +335,10 @@ def _validate(cfg: Config) -> None:
         cfg.media.turn_secret
     ):
         raise ConfigError("media.turn_secret: required when media.ice_servers lists a TURN server")
+    if not 1.0 <= cfg.review.max_rate <= 16.0:
+        raise ConfigError("review.max_rate: must be between 1 and 16")
+    if cfg.review.max_gap_ms < 0:
+        raise ConfigError("review.max_gap_ms: must be 0 or more")
     if cfg.retention.years < 1:
         raise ConfigError("retention.years: must be at least 1")
     if cfg.media.rejoin_grace_seconds < 0:

@@ -29,6 +29,7 @@ from server.services.images import ImageLimits
 from server.services.media import MediaManager
 from server.services.pairing import Pairing
 from server.services.placement import Placer
+from server.services.review import ReviewDesk
 from server.services.witnessing import Witnessing
 from server.store.db import make_engine, make_sessionmaker
 
@@ -100,6 +101,7 @@ class Runtime:
     dispatcher: Dispatcher
     media: MediaManager
     evidence_key: Ed25519PrivateKey
+    review: ReviewDesk
     witnessing: Witnessing
 
 
@@ -214,6 +216,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             dispatcher=dispatcher,
             media=media,
             evidence_key=load_evidence_key(config),
+            review=ReviewDesk(db=db, config=config.review),
             witnessing=Witnessing(
                 pairing=pairing,
                 script=load_witness_script(config),

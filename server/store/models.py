@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -291,6 +292,35 @@ class Review(Base):
     coverage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ReviewPlayback(Base):
+    """What one reviewer has played of one recording (A17.5), merged, with the real-time
+    budget that bounds what further reports may count."""
+
+    __tablename__ = "review_playback"
+    __table_args__ = (UniqueConstraint("reviewer_id", "recording_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    recording_id: Mapped[str] = mapped_column(ForeignKey("recordings.id"), index=True)
+    intervals: Mapped[list[list[int]]] = mapped_column(JSON, default=list)
+    counted_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_report_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    reports: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ReviewView(Base):
+    """A document or data panel a reviewer opened (A17.5: every document seen)."""
+
+    __tablename__ = "review_views"
+    __table_args__ = (UniqueConstraint("reviewer_id", "session_id", "item"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    session_id: Mapped[str] = mapped_column(ForeignKey("witness_sessions.id"), index=True)
+    item: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Callback(Base):

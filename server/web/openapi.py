@@ -105,6 +105,46 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
             _RANGE_PARAM,
         )
     },
+    **{
+        f"/api/v1/review/sessions/{{id}}/{name}": {
+            method: {
+                "summary": summary,
+                "security": [{"staffSession": []}],
+                "parameters": [_ID_PARAM],
+                "responses": {
+                    "200": {"description": "review status or decision"},
+                    "4XX": {"$ref": "#/components/responses/Error"},
+                },
+            }
+        }
+        for name, method, summary in (
+            ("claim", "post", "Claim a witnessed session for review (never your own, A17.5)"),
+            ("status", "get", "Coverage per recording, documents opened, what approval lacks"),
+            (
+                "playback",
+                "post",
+                "Report a span played: recording_id, from_ms, to_ms, rate, visible",
+            ),
+            ("opened", "post", "Record that a document was opened: item"),
+            (
+                "decision",
+                "post",
+                "approve (refused until fully reviewed) or reject with reason_code",
+            ),
+        )
+    },
+    "/api/v1/review/recordings/{id}": {
+        "get": {
+            "summary": "A recording for the reviewer holding its session (Range, ETag)",
+            "security": [{"staffSession": []}],
+            "parameters": [_ID_PARAM, _RANGE_PARAM],
+            "responses": {
+                "200": {"description": "the file", "content": {"video/webm": {}}},
+                "206": {"description": "a range", "content": {"video/webm": {}}},
+                "4XX": {"$ref": "#/components/responses/Error"},
+            },
+        }
+    },
     "/api/v1/evidence-key": {
         "get": {
             "summary": "The public key that signs evidence packages (Ed25519, PEM)",

@@ -1,0 +1,114 @@
+"""The reviewer's JSON API (A17.5). Staff of role ``reviewer``; writes need the session's
+CSRF token (header ``X-CSRF-Token``). The reviewer console (issue 7) drives it: the
+player posts playback reports while it plays, the page posts each document it opens,
+and approval is refused here until ``status`` shows no ``approve_problems``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.domain.errors import InvalidInput, NotFound
+from server.domain.staff import Role
+from server.store.models import Recording, Review
+from server.web.access import allow, current_staff
+from server.web.keys import RUNTIME
+from server.web.retrieval_api import _id, _inside, _send_file
+
+routes = web.RouteTableDef()
+_BASE = "/api/v1/review/sessions/{id}"
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise InvalidInput("bad_json", "Body must be JSON.", "请求体须为 JSON。") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("bad_json", "Body must be a JSON object.", "请求体须为 JSON 对象。")
+    return data
+
+
+@routes.post(_BASE + "/claim")
+@allow(Role.REVIEWER)
+async def claim(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await rt.review.claim(staff_id=current_staff(request).id, session_id=_id(request))
+    return web.json_response(body)
+
+
+@routes.get(_BASE + "/status")
+@allow(Role.REVIEWER)
+async def status(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await rt.review.status(staff_id=current_staff(request).id, session_id=_id(request))
+    return web.json_response(body)
+
+
+@routes.post(_BASE + "/playback")
+@allow(Role.REVIEWER)
+async def playback(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    data = await _body(request)
+    try:
+        rate = float(data.get("rate", 0))
+    except (TypeError, ValueError):
+        raise InvalidInput("bad_report", "rate is a number.", "播放速率无效。") from None
+    body = await rt.review.report(
+        staff_id=current_staff(request).id,
+        session_id=_id(request),
+        recording_id=str(data.get("recording_id", "")),
+        start_ms=data.get("from_ms"),  # type: ignore[arg-type]  # checked in the service
+        end_ms=data.get("to_ms"),  # type: ignore[arg-type]
+        rate=rate,
+        visible=data.get("visible") is True,
+    )
+    return web.json_response(body)
+
+
+@routes.post(_BASE + "/opened")
+@allow(Role.REVIEWER)
+async def opened(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    data = await _body(request)
+    body = await rt.review.opened(
+        staff_id=current_staff(request).id, session_id=_id(request), item=str(data.get("item"))
+    )
+    return web.json_response(body)
+
+
+@routes.post(_BASE + "/decision")
+@allow(Role.REVIEWER)
+async def decision(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    data = await _body(request)
+    body = await rt.review.decide(
+        staff_id=current_staff(request).id,
+        session_id=_id(request),
+        decision=str(data.get("decision", "")),
+        reason_code=str(data.get("reason_code") or "") or None,
+        notes=str(data.get("notes", "")),
+    )
+    return web.json_response(body)
+
+
+@routes.get("/api/v1/review/recordings/{id}", allow_head=False)
+@allow(Role.REVIEWER)
+async def recording(request: web.Request) -> web.StreamResponse:
+    """A recording for the reviewer who holds its session's open review (Range, ETag)."""
+    rt = request.app[RUNTIME]
+    rid = _id(request)
+    me = current_staff(request)
+    async with rt.db.begin() as session:
+        rec = await session.get(Recording, rid)
+        holds = rec is not None and await session.scalar(
+            Review.__table__.select()
+            .with_only_columns(Review.id)
+            .where(Review.session_id == rec.session_id, Review.reviewer_id == me.id)
+        )
+    if rec is None or not holds or rec.status not in ("complete", "recovered"):
+        raise NotFound("not_found", "Not found.", "未找到。")
+    return await _send_file(
+        request, _inside(rt.config.recordings_path, rec.path), rec.content_type, rec.sha256
+    )
