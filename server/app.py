@@ -29,6 +29,7 @@ from server.web import (
     openapi,
     retrieval_api,
     review_api,
+    review_pages,
     staff_pages,
     witness_pages,
     ws_queue,
@@ -164,6 +165,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(openapi.routes)
     app.router.add_routes(retrieval_api.routes)
     app.router.add_routes(review_api.routes)
+    app.router.add_routes(review_pages.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
     app.router.add_routes(witness_pages.routes)

@@ -125,7 +125,7 @@ class ReviewDesk:
         ):
             raise InvalidInput("bad_report", "Positions are whole milliseconds.", "播放位置无效。")
         async with self.db.begin() as session:
-            await self._open_review(session, staff_id, session_id)
+            review = await self._open_review(session, staff_id, session_id)
             rec = await session.get(Recording, recording_id)
             if rec is None or rec.session_id != session_id:
                 raise NotFound(
@@ -150,10 +150,14 @@ class ReviewDesk:
                     reports=0,
                 )
                 session.add(row)
-            elapsed = int((now - _utc(row.first_report_at)).total_seconds() * 1000)
+            # Real time since the review was claimed bounds what any recording's reports
+            # may add up to (the players run side by side, each within it).
+            elapsed = int((now - _utc(review.created_at)).total_seconds() * 1000)
             span = accepted_span(
                 start_ms=start_ms,
-                end_ms=min(end_ms, rec.duration_ms + 1000),
+                end_ms=end_ms
+                if end_ms <= rec.duration_ms + 1000
+                else start_ms,  # past the end: void
                 rate=float(rate),
                 visible=bool(visible),
                 max_rate=self.config.max_rate,

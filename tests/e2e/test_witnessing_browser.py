@@ -5,6 +5,7 @@ the recordings carry every step as a cue."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from tests.e2e.test_queue_browser import (
     verified_investor,
     witness_desk,
 )
-from tests.helpers import add_staff
+from tests.helpers import PASSWORD, add_staff
 
 
 async def test_witness_takes_a_call_to_a_pass(
@@ -139,3 +140,49 @@ async def test_witness_takes_a_call_to_a_pass(
     await expect(inv.locator("#done-pass")).to_be_visible()
     inv_watch.assert_clean()
     wit_watch.assert_clean()
+
+    # A17.5: a second person reviews. Approval stays refused until both recordings were
+    # played to the end and every document was opened.
+    await add_staff(_Client(server.app), "rev.li", {Role.REVIEWER})  # type: ignore[arg-type]
+    rev_ctx = await wit_ctx.browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[union-attr]
+    rev = await rev_ctx.new_page()
+    rev_watch = Watch(rev)
+    await rev.goto(str(server.make_url("/staff/login")))
+    await rev.fill("#username", "rev.li")
+    await rev.fill("#password", PASSWORD)
+    await rev.click("button[type=submit]")
+    await rev.click("#review-link")
+    await rev.click("#review-queue a[data-session]")
+    videos = rev.locator("video")
+    await expect(videos).to_have_count(2)
+    await expect(rev.locator("#approve")).to_be_disabled()
+    refused = await rev.evaluate(
+        """async () => {
+            const csrf = document.querySelector('input[name="csrf_token"]').value;
+            const sid = document.querySelector('#review').dataset.session;
+            const r = await fetch(`/api/v1/review/sessions/${sid}/decision`, {method: 'POST',
+              headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+              body: JSON.stringify({decision: 'approve'})});
+            return [r.status, (await r.json()).error.code];
+        }"""
+    )
+    assert refused == [409, "review_incomplete"]
+    for i in range(2):
+        await expect(videos.nth(i)).to_have_js_property("readyState", 4, timeout=10_000)
+    await rev.evaluate("document.querySelectorAll('video').forEach(v => { v.playbackRate = 2; })")
+    await rev.click("#play-all")
+    for i in range(2):
+        await expect(videos.nth(i)).to_have_js_property("ended", True, timeout=30_000)
+    await expect(rev.locator(".player.is-complete")).to_have_count(2, timeout=10_000)
+    await expect(rev.locator("#approve")).to_be_disabled()  # documents not yet opened
+    for item in ("id_front", "id_back", "frontal_photo", "application_data"):
+        await rev.click(f".doc[data-item={item}]")
+        await expect(rev.locator(f".doc[data-item={item}]")).to_have_class(re.compile("is-opened"))
+    await expect(rev.locator("#approve")).to_be_enabled()
+    await rev.screenshot(path=artifact("review-ready-to-approve.png"), full_page=True)
+    await rev.click("#approve")
+    await expect(rev.locator("#decision-done")).to_contain_text("已复核通过")
+    async with rt.db.begin() as s:
+        assert (await s.scalar(select(Application.state))) == "approved"
+    rev_watch.assert_clean()
+    await rev_ctx.close()

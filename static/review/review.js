@@ -1,0 +1,154 @@
+// The reviewer console (A17.5). Each player reports, about once a second while playing,
+// the span it moved through, its playback rate and whether the page is visible; the
+// server merges what counts (web/review_api.py) and refuses approval until every
+// recording is covered and every document opened. Seeking never reports a jump.
+
+const $ = (s) => document.querySelector(s);
+const root = $('#review');
+const sid = root.dataset.session;
+const base = `/api/v1/review/sessions/${encodeURIComponent(sid)}`;
+const csrf = document.querySelector('input[name="csrf_token"]')?.value || '';
+const alertBox = $('#review-alert');
+
+function showError(error) {
+  alertBox.textContent = `${error.message_zh || ''} ${error.message || error.code || 'Error'}`;
+  alertBox.hidden = false;
+}
+
+async function call(path, method = 'GET', body = undefined) {
+  const resp = await fetch(base + path, {
+    method,
+    headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: 'same-origin',
+  });
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw data.error || { code: `http_${resp.status}` };
+  return data;
+}
+
+function render(status) {
+  for (const rec of status.recordings || []) {
+    const fig = root.querySelector(`[data-recording="${rec.id}"]`);
+    if (!fig) continue;
+    const pct = Math.floor(rec.fraction * 100);
+    fig.querySelector('.bar').style.width = `${pct}%`;
+    fig.querySelector('.coverage').setAttribute('aria-valuenow', String(pct));
+    fig.querySelector('.coverage-text').textContent = rec.complete
+      ? `${pct}% ✓ 已完整播放 fully played`
+      : `${pct}% — 最长未播放 ${Math.round(rec.largest_gap_ms / 1000)} s unplayed`;
+    fig.classList.toggle('is-complete', rec.complete);
+  }
+  for (const button of document.querySelectorAll('.doc')) {
+    button.classList.toggle('is-opened', (status.opened || []).includes(button.dataset.item));
+  }
+  const problems = status.approve_problems || [];
+  $('#approve').disabled = problems.length > 0;
+  $('#approve-problems').replaceChildren(...problems.map((p) => {
+    const li = document.createElement('li');
+    li.textContent = p.startsWith('recording_not_covered') ? '有录像尚未完整播放 A recording is not fully played'
+      : p.startsWith('document_not_opened') ? `未查看 Not opened: ${p.split(':')[1]}` : p;
+    return li;
+  }));
+}
+
+// ── playback reports ─────────────────────────────────────────────────────────────────
+for (const fig of root.querySelectorAll('[data-recording]')) {
+  const video = fig.querySelector('video');
+  let from = null; // position (ms) where the current unreported stretch began
+  let timer = null;
+  const flush = async () => {
+    if (from === null) return;
+    const to = Math.round(video.currentTime * 1000);
+    const span = { recording_id: fig.dataset.recording, from_ms: from, to_ms: to,
+      rate: video.playbackRate, visible: document.visibilityState === 'visible' };
+    from = video.paused ? null : to;
+    if (to <= span.from_ms) return;
+    try {
+      render(await call('/playback', 'POST', span));
+    } catch (err) {
+      showError(err);
+    }
+  };
+  video.addEventListener('playing', () => {
+    from = Math.round(video.currentTime * 1000);
+    clearInterval(timer);
+    timer = setInterval(flush, 1000);
+  });
+  video.addEventListener('pause', () => { flush(); clearInterval(timer); });
+  video.addEventListener('ended', () => { flush(); clearInterval(timer); });
+  video.addEventListener('seeking', () => { from = null; }); // a jump is not playback
+  video.addEventListener('seeked', () => {
+    if (!video.paused) from = Math.round(video.currentTime * 1000);
+  });
+  video.addEventListener('ratechange', () => {
+    // Report what was played at the old rate before the new one applies.
+    flush().then(() => { if (!video.paused) from = Math.round(video.currentTime * 1000); });
+  });
+}
+document.addEventListener('visibilitychange', () => {
+  // Hidden time never counts: close the running spans at the switch.
+  for (const video of root.querySelectorAll('video')) video.dispatchEvent(new Event('ratechange'));
+});
+
+/** Seek every player to a moment of the session clock (files share it). */
+function seekAll(sessionMs) {
+  for (const fig of root.querySelectorAll('[data-recording]')) {
+    const local = Math.max(0, (sessionMs - Number(fig.dataset.start)) / 1000);
+    fig.querySelector('video').currentTime = local;
+  }
+}
+for (const button of document.querySelectorAll('[data-seek]')) {
+  button.addEventListener('click', () => seekAll(Number(button.dataset.seek)));
+}
+$('#play-all').addEventListener('click', () => {
+  seekAll(0);
+  for (const video of root.querySelectorAll('video')) video.play().catch(() => {});
+});
+
+// ── documents ────────────────────────────────────────────────────────────────────────
+for (const button of document.querySelectorAll('.doc')) {
+  button.addEventListener('click', async () => {
+    const item = button.dataset.item;
+    const view = $('#doc-view');
+    $('#app-data').hidden = item !== 'application_data';
+    if (item === 'application_data') {
+      view.hidden = true;
+    } else {
+      const img = document.createElement('img');
+      img.alt = item;
+      img.src = `/staff/review/${encodeURIComponent(sid)}/documents/${item}`;
+      view.replaceChildren(img);
+      view.hidden = false;
+    }
+    try {
+      render(await call('/opened', 'POST', { item }));
+    } catch (err) {
+      showError(err);
+    }
+  });
+}
+
+// ── decision ─────────────────────────────────────────────────────────────────────────
+async function decide(body) {
+  try {
+    const result = await call('/decision', 'POST', body);
+    const done = $('#decision-done');
+    done.textContent = result.decision === 'approve' ? '已复核通过 Approved' : '已驳回 Rejected';
+    done.hidden = false;
+    $('#approve').disabled = true;
+    $('#reject').disabled = true;
+  } catch (err) {
+    showError(err);
+  }
+}
+$('#approve').addEventListener('click', () => decide({ decision: 'approve' }));
+$('#reject').addEventListener('click', () => decide({
+  decision: 'reject', reason_code: $('#reject-reason').value, notes: $('#reject-notes').value,
+}));
+
+// The recordings are served only to the reviewer holding the review: claim first.
+call('/claim', 'POST').then((status) => {
+  for (const video of root.querySelectorAll('video[data-src]')) video.src = video.dataset.src;
+  render(status);
+}).catch(showError);
