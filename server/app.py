@@ -23,6 +23,7 @@ from server.services.runtime import open_runtime
 from server.store.models import utcnow
 from server.web import (
     admin_pages,
+    callback_api,
     health,
     investor_api,
     investor_pages,
@@ -166,6 +167,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(retrieval_api.routes)
     app.router.add_routes(review_api.routes)
     app.router.add_routes(review_pages.routes)
+    app.router.add_routes(callback_api.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
     app.router.add_routes(witness_pages.routes)

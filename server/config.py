@@ -130,6 +130,20 @@ class IdentityConfig(GatewayConfig):
 
 
 @dataclass(frozen=True)
+class AccountsConfig(GatewayConfig):
+    pass
+
+
+@dataclass(frozen=True)
+class CallbackConfig:
+    # A8: "callback_first" (call back, then open) or "open_first" (open blocked, then
+    # call back; A17.6: usable only after the callback succeeds).
+    order: str = "callback_first"
+    # Unreachable this many times: the callback fails and the application ends.
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
 class SmsConfig(GatewayConfig):
     sandbox_latency_ms: int = 200
     sandbox_show_code: bool = True
@@ -205,6 +219,8 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
+    callback: CallbackConfig = field(default_factory=CallbackConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -335,6 +351,12 @@ def _validate(cfg: Config) -> None:
         cfg.media.turn_secret
     ):
         raise ConfigError("media.turn_secret: required when media.ice_servers lists a TURN server")
+    if cfg.callback.order not in ("callback_first", "open_first"):
+        raise ConfigError("callback.order: must be 'callback_first' or 'open_first'")
+    if cfg.callback.max_attempts < 1:
+        raise ConfigError("callback.max_attempts: must be at least 1")
+    if cfg.accounts.provider not in ("sandbox", "http"):
+        raise ConfigError("accounts.provider: must be 'sandbox' or 'http'")
     if not 1.0 <= cfg.review.max_rate <= 16.0:
         raise ConfigError("review.max_rate: must be between 1 and 16")
     if cfg.review.max_gap_ms < 0:

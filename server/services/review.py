@@ -20,6 +20,7 @@ from server.config import ReviewConfig
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.coverage import Interval, accepted_span, coverage, merge, play_budget
 from server.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.services.aftercare import Aftercare
 from server.services.applications import apply_event, get_application
 from server.store.models import (
     Recording,
@@ -50,9 +51,16 @@ def _utc(value: datetime) -> datetime:
 
 
 class ReviewDesk:
-    def __init__(self, *, db: async_sessionmaker[AsyncSession], config: ReviewConfig) -> None:
+    def __init__(
+        self,
+        *,
+        db: async_sessionmaker[AsyncSession],
+        config: ReviewConfig,
+        aftercare: Aftercare | None = None,
+    ) -> None:
         self.db = db
         self.config = config
+        self.aftercare = aftercare
 
     async def _open_review(self, session: AsyncSession, staff_id: int, session_id: str) -> Review:
         review = await session.scalar(
@@ -304,4 +312,12 @@ class ReviewDesk:
                     "coverage": review.coverage,
                 },
             )
-            return {"decision": decision, "application_state": app.state}
+            state = app.state
+        if decision == "approve" and self.aftercare is not None:
+            # With callback.order = open_first the account opens (blocked) right away.
+            await self.aftercare.after_approval(review.application_id, actor=f"staff:{staff_id}")
+            async with self.db.begin() as session:
+                state = (
+                    await get_application(session=session, application_id=review.application_id)
+                ).state
+        return {"decision": decision, "application_state": state}

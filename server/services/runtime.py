@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.adapters.account_system import AccountSystem, build_account_system
 from server.adapters.identity_registry import IdentityRegistry, build_identity_registry
 from server.adapters.sms import SmsSender, build_sms_sender
 from server.config import Config, ConfigError, GatewayConfig
@@ -24,6 +25,7 @@ from server.domain.suitability import DisclosureDocument, Questionnaire
 from server.evidence import signing_key
 from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
+from server.services.aftercare import Aftercare
 from server.services.dispatcher import Dispatcher
 from server.services.images import ImageLimits
 from server.services.media import MediaManager
@@ -102,6 +104,8 @@ class Runtime:
     media: MediaManager
     evidence_key: Ed25519PrivateKey
     review: ReviewDesk
+    accounts: AccountSystem
+    aftercare: Aftercare
     witnessing: Witnessing
 
 
@@ -171,10 +175,12 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     questionnaire, disclosure = load_content(config)
     registry = build_identity_registry(**_gateway(config.identity))
     sms = build_sms_sender(**_gateway(config.sms))
+    accounts = build_account_system(**_gateway(config.accounts))
     engine = make_engine(
         config.database_url, echo=config.database.echo, pool_size=config.database.pool_size
     )
     db = make_sessionmaker(engine)
+    aftercare = Aftercare(db=db, protector=protector, accounts=accounts, config=config.callback)
     queue = create_backend(
         config.queue.backend, redis_url=config.redis.url, key_prefix=config.redis.key_prefix
     )
@@ -216,7 +222,9 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             dispatcher=dispatcher,
             media=media,
             evidence_key=load_evidence_key(config),
-            review=ReviewDesk(db=db, config=config.review),
+            review=ReviewDesk(db=db, config=config.review, aftercare=aftercare),
+            accounts=accounts,
+            aftercare=aftercare,
             witnessing=Witnessing(
                 pairing=pairing,
                 script=load_witness_script(config),
@@ -226,6 +234,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         )
     finally:
         await media.close_all()
+        await accounts.close()
         await queue.close()
         await registry.close()
         await sms.close()

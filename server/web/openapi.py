@@ -133,6 +133,39 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
             ),
         )
     },
+    "/api/v1/callbacks": {
+        "get": {
+            "summary": "Applications waiting for their callback (A8), with attempts so far",
+            "security": [{"staffSession": []}],
+            "responses": {
+                "200": {"description": "order and items"},
+                "4XX": {"$ref": "#/components/responses/Error"},
+            },
+        }
+    },
+    "/api/v1/callbacks/{id}": {
+        "post": {
+            "summary": "Record a callback: outcome confirmed, denied or unreachable, notes",
+            "security": [{"staffSession": []}],
+            "parameters": [_ID_PARAM],
+            "responses": {
+                "200": {"description": "attempts and the application's new state"},
+                "4XX": {"$ref": "#/components/responses/Error"},
+            },
+        }
+    },
+    "/api/v1/accounts/{id}/open": {
+        "post": {
+            "summary": "Retry opening the account with the CSDC system (A9, A26)",
+            "security": [{"staffSession": []}],
+            "parameters": [_ID_PARAM],
+            "responses": {
+                "200": {"description": "unified account number and status"},
+                "4XX": {"$ref": "#/components/responses/Error"},
+                "503": {"$ref": "#/components/responses/Error"},
+            },
+        }
+    },
     "/api/v1/review/recordings/{id}": {
         "get": {
             "summary": "A recording for the reviewer holding its session (Range, ETag)",

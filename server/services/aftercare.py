@@ -1,0 +1,231 @@
+"""After approval: the callback (A8, A17.6) and the account opening (A9, A26).
+
+A8 allows two orders, chosen by ``callback.order``:
+- ``callback_first``: approved → call back → confirmed → open the account (active);
+- ``open_first``: approved → open the account *blocked* → call back → confirmed →
+  the account becomes usable (A17.6: not before the callback succeeded).
+A denial, or ``callback.max_attempts`` unreachable attempts, ends the application.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.adapters.account_system import OPENING_METHOD, AccountSystem
+from server.audit import append_audit
+from server.config import CallbackConfig
+from server.crypto import DataProtector, mask_id_number
+from server.domain.application import ApplicationEvent, ApplicationState, CallbackOrder
+from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
+from server.services.applications import apply_event, get_application
+from server.services.intake import ID_CONTEXT
+from server.store.models import Account, Application, Callback
+
+log = logging.getLogger(__name__)
+OUTCOMES = ("confirmed", "denied", "unreachable")
+
+
+class Aftercare:
+    def __init__(
+        self,
+        *,
+        db: async_sessionmaker[AsyncSession],
+        protector: DataProtector,
+        accounts: AccountSystem,
+        config: CallbackConfig,
+    ) -> None:
+        self.db = db
+        self.protector = protector
+        self.accounts = accounts
+        self.config = config
+        self.order = CallbackOrder(config.order)
+
+    @property
+    def _awaiting_callback(self) -> ApplicationState:
+        return (
+            ApplicationState.APPROVED
+            if self.order is CallbackOrder.CALLBACK_FIRST
+            else ApplicationState.ACCOUNT_OPENED
+        )
+
+    async def worklist(self) -> list[dict[str, Any]]:
+        """Applications waiting for their callback, oldest change first; ID masked."""
+        async with self.db.begin() as session:
+            apps = (
+                await session.scalars(
+                    select(Application)
+                    .where(Application.state == self._awaiting_callback.value)
+                    .order_by(Application.updated_at)
+                )
+            ).all()
+            counts = dict(
+                (
+                    await session.execute(
+                        select(Callback.application_id, func.count())
+                        .where(Callback.application_id.in_([a.id for a in apps]))
+                        .group_by(Callback.application_id)
+                    )
+                ).all()
+            )
+        return [
+            {
+                "application_id": a.id,
+                "investor_name": a.investor_name,
+                "id_number_masked": mask_id_number(
+                    self.protector.decrypt(a.id_number_enc, context=ID_CONTEXT)
+                )
+                if a.id_number_enc
+                else None,
+                "state": a.state,
+                "attempts": counts.get(a.id, 0),
+            }
+            for a in apps
+        ]
+
+    async def after_approval(self, application_id: str, *, actor: str) -> None:
+        """Called once a review approved: with ``open_first`` the account opens now."""
+        if self.order is CallbackOrder.OPEN_FIRST:
+            await self.open_account(application_id, actor=actor)
+
+    async def record(
+        self, *, staff_id: int, application_id: str, outcome: str, notes: str
+    ) -> dict[str, Any]:
+        if outcome not in OUTCOMES:
+            raise InvalidInput("bad_outcome", f"outcome: {', '.join(OUTCOMES)}.", "回访结果无效。")
+        actor = f"staff:{staff_id}"
+        async with self.db.begin() as session:
+            app = await get_application(session=session, application_id=application_id)
+            if app.state != self._awaiting_callback.value:
+                raise Conflict(
+                    "not_awaiting_callback",
+                    "No callback is due for this application.",
+                    "该申请当前无需回访。",
+                )
+            attempts = (
+                await session.scalar(
+                    select(func.count()).where(Callback.application_id == application_id)
+                )
+                or 0
+            ) + 1
+            session.add(
+                Callback(
+                    application_id=application_id,
+                    staff_id=staff_id,
+                    outcome=outcome,
+                    attempts=attempts,
+                    notes=notes[:1000] or None,
+                )
+            )
+            event: ApplicationEvent | None = None
+            if outcome == "confirmed":
+                event = ApplicationEvent.CALLBACK_CONFIRMED
+            elif outcome == "denied" or attempts >= self.config.max_attempts:
+                event = ApplicationEvent.CALLBACK_DENIED
+            if event is not None:
+                await apply_event(
+                    session=session,
+                    application=app,
+                    event=event,
+                    actor=actor,
+                    order=self.order,
+                    details={"outcome": outcome, "attempts": attempts},
+                )
+            else:
+                await append_audit(
+                    session,
+                    actor=actor,
+                    action="callback.attempted",
+                    subject_type="application",
+                    subject_id=application_id,
+                    details={"outcome": outcome, "attempts": attempts},
+                )
+            if (
+                event is ApplicationEvent.CALLBACK_CONFIRMED
+                and self.order is CallbackOrder.OPEN_FIRST
+            ):
+                # A17.6: the blocked account becomes usable only now.
+                account = await session.scalar(
+                    select(Account).where(Account.application_id == application_id)
+                )
+                if account is not None:
+                    account.status = "active"
+            state = app.state
+        if (
+            event is ApplicationEvent.CALLBACK_CONFIRMED
+            and self.order is CallbackOrder.CALLBACK_FIRST
+        ):
+            await self.open_account(application_id, actor=actor)
+            async with self.db.begin() as session:
+                state = (
+                    await get_application(session=session, application_id=application_id)
+                ).state
+        return {"application_id": application_id, "attempts": attempts, "state": state}
+
+    async def open_account(self, application_id: str, *, actor: str) -> dict[str, Any]:
+        """Open the account with the CSDC system and record it, marked by its opening
+        method (A26); blocked until the callback with ``open_first``."""
+        async with self.db.begin() as session:
+            app = await get_application(session=session, application_id=application_id)
+            ready = (
+                ApplicationState.CALLBACK_CONFIRMED
+                if self.order is CallbackOrder.CALLBACK_FIRST
+                else ApplicationState.APPROVED
+            )
+            if app.state != ready.value:
+                raise Conflict(
+                    "not_ready_to_open",
+                    "The account cannot be opened at this stage.",
+                    "当前阶段不能开户。",
+                )
+            if app.id_number_enc is None:
+                raise NotFound("id_number_missing", "No ID number on file.", "没有证件号码。")
+            id_number = self.protector.decrypt(app.id_number_enc, context=ID_CONTEXT)
+            name, document_type = app.investor_name or "", app.document_type or ""
+        result = await self.accounts.open_account(
+            application_id=application_id,
+            id_number=id_number,
+            name=name,
+            document_type=document_type,
+        )
+        if not result.ok or result.unified_account_number is None:
+            async with self.db.begin() as session:
+                await append_audit(
+                    session,
+                    actor=actor,
+                    action="account.open_failed",
+                    subject_type="application",
+                    subject_id=application_id,
+                    details={"error": result.error_code, "reference": result.reference},
+                )
+            log.warning("account opening failed", extra={"error": result.error_code})
+            raise Unavailable(
+                "account_system_error",
+                f"The account system refused or is unavailable ({result.error_code}); retry later.",
+                "开户系统暂不可用或拒绝开户，请稍后重试。",
+                details={"error": result.error_code},
+            )
+        status = "active" if self.order is CallbackOrder.CALLBACK_FIRST else "blocked"
+        async with self.db.begin() as session:
+            app = await get_application(session=session, application_id=application_id)
+            session.add(
+                Account(
+                    application_id=application_id,
+                    unified_account_number=result.unified_account_number,
+                    sub_accounts=result.sub_accounts,
+                    opening_method=OPENING_METHOD,
+                    status=status,
+                )
+            )
+            await apply_event(
+                session=session,
+                application=app,
+                event=ApplicationEvent.OPEN_ACCOUNT,
+                actor=actor,
+                order=self.order,
+                details={"reference": result.reference, "status": status, "method": OPENING_METHOD},
+            )
+        return {"unified_account_number": result.unified_account_number, "status": status}

@@ -1,0 +1,45 @@
+"""The callback worklist and outcomes (A8, A17.6), and retrying an account opening the
+CSDC system refused or could not take (A9). Staff JSON API; writes need the CSRF header."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.domain.staff import Role
+from server.web.access import allow, current_staff
+from server.web.keys import RUNTIME
+from server.web.retrieval_api import _id
+from server.web.review_api import _body
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/callbacks")
+@allow(Role.CALLBACK)
+async def worklist(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return web.json_response(
+        {"order": rt.aftercare.order.value, "items": await rt.aftercare.worklist()}
+    )
+
+
+@routes.post("/api/v1/callbacks/{id}")
+@allow(Role.CALLBACK)
+async def record(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    data = await _body(request)
+    body = await rt.aftercare.record(
+        staff_id=current_staff(request).id,
+        application_id=_id(request),
+        outcome=str(data.get("outcome", "")),
+        notes=str(data.get("notes", "")),
+    )
+    return web.json_response(body)
+
+
+@routes.post("/api/v1/accounts/{id}/open")
+@allow(Role.CALLBACK, Role.ADMIN)
+async def open_account(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    body = await rt.aftercare.open_account(_id(request), actor=f"staff:{current_staff(request).id}")
+    return web.json_response(body)
