@@ -135,6 +135,20 @@ class AccountsConfig(GatewayConfig):
 
 
 @dataclass(frozen=True)
+class NoticesConfig:
+    # A9: the account numbers go to the investor by SMS (the [sms] gateway) and by email.
+    email_provider: str = "sandbox"  # sandbox (kept in an outbox) | smtp
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_from: str = ""
+    smtp_tls: str = "starttls"  # starttls | implicit | none
+    # TrueType/TTC font embedded in the confirmation PDF (must contain Chinese glyphs).
+    pdf_font: str = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+
+
+@dataclass(frozen=True)
 class CallbackConfig:
     # A8: "callback_first" (call back, then open) or "open_first" (open blocked, then
     # call back; A17.6: usable only after the callback succeeds).
@@ -221,6 +235,7 @@ class Config:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     callback: CallbackConfig = field(default_factory=CallbackConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    notices: NoticesConfig = field(default_factory=NoticesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
@@ -355,6 +370,14 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("callback.order: must be 'callback_first' or 'open_first'")
     if cfg.callback.max_attempts < 1:
         raise ConfigError("callback.max_attempts: must be at least 1")
+    if cfg.notices.email_provider not in ("sandbox", "smtp"):
+        raise ConfigError("notices.email_provider: must be 'sandbox' or 'smtp'")
+    if cfg.notices.email_provider == "smtp" and not (
+        cfg.notices.smtp_host and cfg.notices.smtp_from
+    ):
+        raise ConfigError("notices.smtp_host: smtp_host and smtp_from are required with smtp")
+    if cfg.notices.smtp_tls not in ("starttls", "implicit", "none"):
+        raise ConfigError("notices.smtp_tls: must be 'starttls', 'implicit' or 'none'")
     if cfg.accounts.provider not in ("sandbox", "http"):
         raise ConfigError("accounts.provider: must be 'sandbox' or 'http'")
     if not 1.0 <= cfg.review.max_rate <= 16.0:

@@ -10,6 +10,7 @@ A denial, or ``callback.max_attempts`` unreachable attempts, ends the applicatio
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -37,7 +38,9 @@ class Aftercare:
         protector: DataProtector,
         accounts: AccountSystem,
         config: CallbackConfig,
+        on_active: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self.on_active = on_active
         self.db = db
         self.protector = protector
         self.accounts = accounts
@@ -228,4 +231,16 @@ class Aftercare:
                 order=self.order,
                 details={"reference": result.reference, "status": status, "method": OPENING_METHOD},
             )
+        if status == "active":
+            await self._notify(application_id)
         return {"unified_account_number": result.unified_account_number, "status": status}
+
+    async def _notify(self, application_id: str) -> None:
+        """A9: tell the investor the numbers once the account is usable. A failed notice
+        is recorded (notifications) and never undoes the opening."""
+        if self.on_active is None:
+            return
+        try:
+            await self.on_active(application_id)
+        except Exception:
+            log.exception("account notice failed")

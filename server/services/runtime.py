@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.adapters.account_system import AccountSystem, build_account_system
+from server.adapters.email import EmailSender, SandboxEmail, SmtpEmail
 from server.adapters.identity_registry import IdentityRegistry, build_identity_registry
 from server.adapters.sms import SmsSender, build_sms_sender
 from server.config import Config, ConfigError, GatewayConfig
@@ -26,6 +28,7 @@ from server.evidence import signing_key
 from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
 from server.services.aftercare import Aftercare
+from server.services.confirmation import Notices
 from server.services.dispatcher import Dispatcher
 from server.services.images import ImageLimits
 from server.services.media import MediaManager
@@ -106,6 +109,7 @@ class Runtime:
     review: ReviewDesk
     accounts: AccountSystem
     aftercare: Aftercare
+    notices: Notices
     witnessing: Witnessing
 
 
@@ -161,6 +165,20 @@ def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
         raise ConfigError(f"intake.content_file: {exc}") from None
 
 
+def build_email(config: Config) -> EmailSender:
+    n = config.notices
+    if n.email_provider == "smtp":
+        return SmtpEmail(
+            host=n.smtp_host,
+            port=n.smtp_port,
+            username=n.smtp_username,
+            password=n.smtp_password,
+            sender=n.smtp_from,
+            tls=n.smtp_tls,
+        )
+    return SandboxEmail()
+
+
 def load_witness_script(config: Config) -> Script:
     path = config.resolve_path(config.media.script_file) if config.media.script_file else None
     try:
@@ -180,7 +198,21 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         config.database_url, echo=config.database.echo, pool_size=config.database.pool_size
     )
     db = make_sessionmaker(engine)
-    aftercare = Aftercare(db=db, protector=protector, accounts=accounts, config=config.callback)
+    notices = Notices(
+        db=db,
+        protector=protector,
+        sms=sms,
+        email=build_email(config),
+        agency=config.agency.name,
+        font_path=Path(config.notices.pdf_font),
+    )
+    aftercare = Aftercare(
+        db=db,
+        protector=protector,
+        accounts=accounts,
+        config=config.callback,
+        on_active=notices.account_opened,
+    )
     queue = create_backend(
         config.queue.backend, redis_url=config.redis.url, key_prefix=config.redis.key_prefix
     )
@@ -225,6 +257,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             review=ReviewDesk(db=db, config=config.review, aftercare=aftercare),
             accounts=accounts,
             aftercare=aftercare,
+            notices=notices,
             witnessing=Witnessing(
                 pairing=pairing,
                 script=load_witness_script(config),

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.identity_document import DocumentType
@@ -18,7 +19,7 @@ from server.domain.intake import OCCUPATIONS, parse_identity_form, validate_phon
 from server.services import identity_check, intake, investor_auth, rate_limit
 from server.services.images import ImageKind
 from server.services.intake_view import application_view
-from server.store.models import utcnow
+from server.store.models import Account, utcnow
 from server.web.access import current_investor, investor_only, public
 from server.web.keys import RUNTIME
 from server.web.middleware import INVESTOR_COOKIE
@@ -250,6 +251,45 @@ async def get_document(request: web.Request) -> web.StreamResponse:
     path = rt.config.recordings_path / doc.path
     return web.FileResponse(
         path, headers={"Content-Type": doc.content_type, "Cache-Control": "private, no-store"}
+    )
+
+
+@routes.get(PREFIX + "/application/account")
+@investor_only
+async def get_account(request: web.Request) -> web.Response:
+    """The investor's account numbers once opened (A9)."""
+    rt = request.app[RUNTIME]
+    async with rt.db.begin() as session:
+        account = await session.scalar(
+            select(Account).where(
+                Account.application_id == current_investor(request).application_id
+            )
+        )
+    if account is None:
+        raise NotFound("no_account", "No account has been opened yet.", "尚未开立账户。")
+    return web.json_response(
+        {
+            "unified_account_number": account.unified_account_number,
+            "sub_accounts": account.sub_accounts,
+            "status": account.status,
+            "opening_method": account.opening_method,
+        }
+    )
+
+
+@routes.get(PREFIX + "/application/confirmation.pdf")
+@investor_only
+async def get_confirmation(request: web.Request) -> web.Response:
+    """The account-opening confirmation (A9), a PDF with its Chinese font embedded."""
+    rt = request.app[RUNTIME]
+    pdf = await rt.notices.confirmation_pdf(current_investor(request).application_id)
+    return web.Response(
+        body=pdf,
+        content_type="application/pdf",
+        headers={
+            "Content-Disposition": 'attachment; filename="account-confirmation.pdf"',
+            "Cache-Control": "private, no-store",
+        },
     )
 
 

@@ -377,6 +377,18 @@ SPEC: dict[str, Any] = {
                 "Leave the witness queue", responses_ok={"200": {"description": "queue status"}}
             ),
         },
+        f"{_INV}/application/account": {
+            "get": _op(
+                "The account numbers once opened (A9)",
+                responses_ok={"200": {"description": "unified and sub-account numbers, status"}},
+            )
+        },
+        f"{_INV}/application/confirmation.pdf": {
+            "get": _op(
+                "Download the account-opening confirmation (PDF, A9)",
+                responses_ok={"200": {"description": "PDF", "content": {"application/pdf": {}}}},
+            )
+        },
         "/api/v1/openapi.json": {"get": _op("This document", secured=False)},
         **_RETRIEVAL_PATHS,
     },

@@ -37,7 +37,8 @@ const SECTION_OF = {
   beyond: 'check',
 };
 // Application states handled by the queue section rather than a numbered step.
-const QUEUE_STATES = new Set(['queued', 'witnessing', 'witnessed', 'witness_failed']);
+const QUEUE_STATES = new Set(['queued', 'witnessing', 'witnessed', 'witness_failed', 'in_review',
+  'approved', 'callback_confirmed', 'account_opened', 'active', 'review_rejected', 'callback_failed']);
 
 const root = $('#intake');
 const api = new Api(API_BASE);

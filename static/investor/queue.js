@@ -84,6 +84,26 @@ export function setupQueue(ctx) {
     $('#queue-done').hidden = which !== 'done';
   }
 
+  /** Once opened (A9): the numbers and the confirmation PDF. */
+  async function showAccount() {
+    let account;
+    try {
+      account = await ctx.api.get('/application/account');
+    } catch {
+      return; // not opened yet
+    }
+    $('#acct-unified').textContent = account.unified_account_number;
+    const names = { sh: ['沪市证券账户', 'Shanghai account'], sz: ['深市证券账户', 'Shenzhen account'] };
+    $('#acct-subs').replaceChildren(...Object.entries(account.sub_accounts || {}).map(([k, v]) => {
+      const line = document.createElement('span');
+      line.append(bi(...(names[k] || [k, k])), ` ${v} `);
+      return line;
+    }));
+    $('#acct-blocked').hidden = account.status !== 'blocked';
+    $('#done-pass').hidden = true;
+    $('#done-account').hidden = false;
+  }
+
   /** The witness reached a verdict: the call is over for good. */
   function showDone(result) {
     stop();
@@ -91,6 +111,8 @@ export function setupQueue(ctx) {
     showPanel('done');
     $('#done-pass').hidden = result !== 'pass';
     $('#done-fail').hidden = result === 'pass';
+    $('#done-account').hidden = true;
+    if (result === 'pass') showAccount();
     leaveBtn.hidden = true;
     confirmBox.hidden = true;
     $('#h-queue').focus();
@@ -330,8 +352,10 @@ export function setupQueue(ctx) {
     /** opts.status: the POST /queue answer, shown before the socket's first message. */
     async enter(opts = {}) {
       clearAlert(alertBox);
-      if (ctx.app && ['witnessed', 'witness_failed'].includes(ctx.app.state)) {
-        showDone(ctx.app.state === 'witnessed' ? 'pass' : 'fail');
+      const PASSED = ['witnessed', 'in_review', 'approved', 'callback_confirmed', 'account_opened', 'active'];
+      const FAILED = ['witness_failed', 'review_rejected', 'callback_failed'];
+      if (ctx.app && (PASSED.includes(ctx.app.state) || FAILED.includes(ctx.app.state))) {
+        showDone(PASSED.includes(ctx.app.state) ? 'pass' : 'fail');
         return;
       }
       confirmBox.hidden = true;

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
-from server.store.models import Application, Recording, SessionEvent
+from server.store.models import Application, Recording, SessionEvent, Staff
 from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.e2e.conftest import artifact
@@ -186,3 +186,22 @@ async def test_witness_takes_a_call_to_a_pass(
         assert (await s.scalar(select(Application.state))) == "approved"
     rev_watch.assert_clean()
     await rev_ctx.close()
+
+    # A8/A9: the callback confirms (callback staff's API is tested elsewhere); the
+    # account opens and the investor's page shows the numbers and the PDF.
+    await add_staff(_Client(server.app), "cb.wu", {Role.CALLBACK})  # type: ignore[arg-type]
+    async with rt.db.begin() as s:
+        cb = await s.scalar(select(Staff).where(Staff.username == "cb.wu"))
+        app_id = (await s.scalars(select(Application.id))).one()
+    assert cb is not None
+    await rt.aftercare.record(staff_id=cb.id, application_id=app_id, outcome="confirmed", notes="")
+    await inv.reload()
+    await expect(inv.locator("#done-account")).to_be_visible(timeout=10_000)
+    number = (await inv.locator("#acct-unified").inner_text()).strip()
+    assert re.fullmatch(r"18\d{10}", number)
+    async with inv.expect_download() as info:
+        await inv.click("#acct-pdf")
+    download = await info.value
+    pdf = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    assert pdf.startswith(b"%PDF")
+    await inv.screenshot(path=artifact("investor-account-open.png"))

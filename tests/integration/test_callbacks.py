@@ -143,3 +143,59 @@ async def test_only_callback_staff_reach_the_worklist(
     await add_staff(client, "w.zhang", {Role.WITNESS})
     await login(client, "w.zhang")
     assert (await client.get("/api/v1/callbacks")).status == 403
+
+
+async def test_investor_is_told_the_numbers_and_downloads_a_confirmation(
+    aiohttp_client: Any, tmp_path: Path, db_url: str
+) -> None:
+    """A9: SMS (and email) with the numbers once the account is usable; a PDF with the
+    Chinese font embedded that contains the unified account number."""
+    import io
+
+    from pypdf import PdfReader
+
+    from server.store.models import Notification
+
+    client = await _client(aiohttp_client, tmp_path, db_url, "callback_first")
+    rt = client.app[RUNTIME]
+    investor = await verified_investor(client, "13800138000", ZHANG_SAN)
+    app_id = str((await investor.app())["id"])
+    assert (await investor.client.get("/api/v1/investor/application/account")).status == 404
+    assert (
+        await investor.client.get("/api/v1/investor/application/confirmation.pdf")
+    ).status == 404
+    async with rt.db.begin() as s:
+        app = await s.get(Application, app_id)
+        assert app is not None
+        app.state = "approved"
+    # Staff sign in beside the investor (separate cookies in this one client).
+    await add_staff(client, "cb.wu", {Role.CALLBACK})
+    await login(client, "cb.wu")
+    h = {"X-CSRF-Token": csrf_from(await (await client.get("/staff/")).text())}
+    await client.post(f"/api/v1/callbacks/{app_id}", json={"outcome": "confirmed"}, headers=h)
+    async with rt.db.begin() as s:
+        account = await s.scalar(select(Account).where(Account.application_id == app_id))
+        notes = (
+            await s.scalars(select(Notification).where(Notification.application_id == app_id))
+        ).all()
+    assert account is not None
+    sms = rt.sms.last_to("13800138000")  # type: ignore[attr-defined]
+    assert sms is not None and account.unified_account_number in sms.text
+    assert {(n.channel, n.status) for n in notes} >= {("sms", "sent")}
+    assert all("13800138000" not in n.recipient_masked for n in notes)
+
+    got = await (await investor.client.get("/api/v1/investor/application/account")).json()
+    assert got["unified_account_number"] == account.unified_account_number
+    pdf = await investor.client.get("/api/v1/investor/application/confirmation.pdf")
+    assert pdf.status == 200 and pdf.headers["Content-Type"] == "application/pdf"
+    reader = PdfReader(io.BytesIO(await pdf.read()))
+    text = "".join(page.extract_text() for page in reader.pages)
+    assert account.unified_account_number in text and "双向视频见证" in text
+    fonts = reader.pages[0]["/Resources"]["/Font"].get_object()
+    embedded = [
+        name
+        for name, ref in fonts.items()
+        if "/FontDescriptor" in ref.get_object()
+        and "/FontFile2" in ref.get_object()["/FontDescriptor"].get_object()
+    ]
+    assert embedded  # the Chinese TrueType glyphs are in the file, not a CID reference

@@ -1,0 +1,171 @@
+"""The account-opening notice (A9): the numbers sent to the investor by SMS and email,
+recorded in ``notifications``; and the confirmation PDF the investor downloads.
+
+The PDF is made with reportlab with a Chinese TrueType font *embedded* (archived
+documents must render anywhere; reportlab's built-in CID fonts do not embed glyphs):
+``notices.pdf_font`` (default: WenQuanYi Micro Hei, Debian package fonts-wqy-microhei).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.adapters.email import EmailSender
+from server.adapters.sms import SmsSender
+from server.crypto import DataProtector, mask_id_number, mask_phone
+from server.domain.errors import NotFound, Unavailable
+from server.services.intake import ID_CONTEXT, PROFILE_CONTEXT
+from server.store.models import Account, Application, Notification, utcnow
+
+log = logging.getLogger(__name__)
+PHONE_CONTEXT = "applications.phone"
+METHOD_ZH = "双向视频见证"
+
+
+def notice_text(agency: str, account: Account) -> str:
+    subs = "，".join(
+        f"{'沪市' if k == 'sh' else '深市' if k == 'sz' else k}证券账户 {v}"
+        for k, v in sorted(account.sub_accounts.items())
+    )
+    return (
+        f"【{agency}】您的证券账户已开立：一码通账户 {account.unified_account_number}，{subs}。"
+        f"开户方式：{METHOD_ZH}。如非本人操作请立即致电客服。"
+    )
+
+
+class Notices:
+    def __init__(
+        self,
+        *,
+        db: async_sessionmaker[AsyncSession],
+        protector: DataProtector,
+        sms: SmsSender,
+        email: EmailSender,
+        agency: str,
+        font_path: Path,
+    ) -> None:
+        self.db, self.protector, self.sms, self.email = db, protector, sms, email
+        self.agency, self.font_path = agency, font_path
+
+    async def account_opened(self, application_id: str) -> None:
+        """Send the numbers by SMS (and email when given); each attempt is recorded."""
+        async with self.db.begin() as session:
+            app = await session.get(Application, application_id)
+            account = await session.scalar(
+                select(Account).where(Account.application_id == application_id)
+            )
+            if app is None or account is None:
+                return
+            phone = (
+                self.protector.decrypt(app.phone_enc, context=PHONE_CONTEXT)
+                if app.phone_enc
+                else ""
+            )
+            profile = (
+                self.protector.decrypt_json(app.profile_enc, context=PROFILE_CONTEXT)
+                if app.profile_enc
+                else {}
+            )
+            text = notice_text(self.agency, account)
+        email = str(profile.get("email") or "")
+        outcomes: list[tuple[str, str, bool, str | None]] = []
+        if phone:
+            receipt = await self.sms.send(phone=phone, text=text, purpose="account_opened")
+            outcomes.append(("sms", mask_phone(phone), receipt.accepted, receipt.error_code))
+        if email:
+            sent = await self.email.send(to=email, subject=f"{self.agency} 开户成功通知", text=text)
+            local, _, domain = email.partition("@")
+            outcomes.append(("email", f"{local[:1]}***@{domain}", sent.accepted, sent.error_code))
+        async with self.db.begin() as session:
+            for channel, to, ok, error in outcomes:
+                session.add(
+                    Notification(
+                        application_id=application_id,
+                        channel=channel,
+                        recipient_masked=to,
+                        subject="account_opened",
+                        body=text,
+                        status="sent" if ok else "failed",
+                        error=error,
+                        sent_at=utcnow() if ok else None,
+                    )
+                )
+
+    async def confirmation_pdf(self, application_id: str) -> bytes:
+        async with self.db.begin() as session:
+            app = await session.get(Application, application_id)
+            account = await session.scalar(
+                select(Account).where(Account.application_id == application_id)
+            )
+            if app is None or account is None:
+                raise NotFound("no_account", "No account has been opened yet.", "尚未开立账户。")
+            masked = (
+                mask_id_number(self.protector.decrypt(app.id_number_enc, context=ID_CONTEXT))
+                if app.id_number_enc
+                else ""
+            )
+            data: dict[str, Any] = {
+                "name": app.investor_name or "",
+                "id": masked,
+                "unified": account.unified_account_number,
+                "subs": dict(account.sub_accounts),
+                "status": account.status,
+                "opened": account.opened_at,
+            }
+        if not self.font_path.is_file():
+            raise Unavailable(
+                "pdf_font_missing",
+                f"The PDF font {self.font_path} is not installed (Debian: fonts-wqy-microhei).",
+                "服务器缺少中文字体，暂时无法生成确认书。",
+            )
+        return _render(self.agency, self.font_path, data)
+
+
+def _render(agency: str, font_path: Path, data: dict[str, Any]) -> bytes:
+    from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped]
+    from reportlab.pdfbase import pdfmetrics  # type: ignore[import-untyped]
+    from reportlab.pdfbase.ttfonts import TTFont  # type: ignore[import-untyped]
+    from reportlab.pdfgen import canvas  # type: ignore[import-untyped]
+
+    font = "WitnessCJK"
+    if font not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(TTFont(font, str(font_path), subfontIndex=0))
+    buf = io.BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=A4, invariant=True)
+    pdf.setTitle("开户确认书 Account opening confirmation")
+    _width, height = A4
+    y = height - 80
+    pdf.setFont(font, 18)
+    pdf.drawString(60, y, f"{agency} 证券账户开户确认书")
+    pdf.setFont(font, 11)
+    opened = data["opened"]
+    opened = opened if opened.tzinfo else opened.replace(tzinfo=UTC)
+    lines = [
+        f"投资者姓名：{data['name']}",
+        f"证件号码：{data['id']}",
+        f"一码通账户号码：{data['unified']}",
+        *(
+            f"{'沪市' if k == 'sh' else '深市' if k == 'sz' else k}证券账户：{v}"
+            for k, v in sorted(data["subs"].items())
+        ),
+        f"开户方式：{METHOD_ZH}（two-way video witnessing）",
+        f"账户状态：{'正常' if data['status'] == 'active' else '待回访确认后启用'}",
+        f"开户时间：{opened.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
+        f"生成时间：{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+    ]
+    y -= 40
+    for line in lines:
+        pdf.drawString(60, y, line)
+        y -= 22
+    pdf.setFont(font, 9)
+    pdf.drawString(60, 60, "本确认书由系统生成。如对账户有疑问，请致电客服热线。")
+    pdf.showPage()
+    pdf.save()
+    return buf.getvalue()
