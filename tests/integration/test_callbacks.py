@@ -183,6 +183,13 @@ async def test_investor_is_told_the_numbers_and_downloads_a_confirmation(
     assert sms is not None and account.unified_account_number in sms.text
     assert {(n.channel, n.status) for n in notes} >= {("sms", "sent")}
     assert all("13800138000" not in n.recipient_masked for n in notes)
+    # Admins read the outbox (masked recipients); others may not.
+    assert (await client.get("/staff/admin/notifications")).status == 403
+    await add_staff(client, "admin.he", {Role.ADMIN})
+    client.session.cookie_jar.clear(lambda c: c.key == "witness_staff")
+    await login(client, "admin.he")
+    page = await (await client.get("/staff/admin/notifications")).text()
+    assert account.unified_account_number in page and "138****8000" in page
 
     got = await (await investor.client.get("/api/v1/investor/application/account")).json()
     assert got["unified_account_number"] == account.unified_account_number
