@@ -24,6 +24,7 @@ from server.store.models import utcnow
 from server.web import (
     admin_pages,
     callback_api,
+    callback_pages,
     health,
     investor_api,
     investor_pages,
@@ -168,6 +169,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(review_api.routes)
     app.router.add_routes(review_pages.routes)
     app.router.add_routes(callback_api.routes)
+    app.router.add_routes(callback_pages.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
     app.router.add_routes(witness_pages.routes)

@@ -206,3 +206,21 @@ async def test_investor_is_told_the_numbers_and_downloads_a_confirmation(
         and "/FontFile2" in ref.get_object()["/FontDescriptor"].get_object()
     ]
     assert embedded  # the Chinese TrueType glyphs are in the file, not a CID reference
+
+
+async def test_worklist_page_records_a_call(
+    aiohttp_client: Any, tmp_path: Path, db_url: str
+) -> None:
+    client = await _client(aiohttp_client, tmp_path, db_url, "callback_first")
+    app_id = await approved_application(client)
+    await callback_staff(client)
+    page = await (await client.get("/staff/callbacks")).text()
+    assert app_id in page and "110105********002X" in page and "11010519491231002X" not in page
+    token = csrf_from(page)
+    resp = await client.post(
+        f"/staff/callbacks/{app_id}",
+        data={"csrf_token": token, "outcome": "confirmed", "notes": "本人确认"},
+        allow_redirects=False,
+    )
+    assert resp.status == 303 and "done=active" in resp.headers["Location"]
+    assert await state_of(client, app_id) == "active"

@@ -1,0 +1,46 @@
+"""The callback worklist page (A8, A17.6) for staff of role ``callback``: who to call, how
+many attempts so far, and a form to record each call's outcome."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server.domain.errors import InvalidInput
+from server.domain.staff import Role
+from server.web.access import allow, current_staff
+from server.web.keys import RUNTIME
+from server.web.render import render
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/staff/callbacks")
+@allow(Role.CALLBACK)
+async def worklist(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    return render(
+        "callbacks.html",
+        request,
+        {
+            "items": await rt.aftercare.worklist(),
+            "order": rt.aftercare.order.value,
+            "done": request.query.get("done", ""),
+        },
+    )
+
+
+@routes.post("/staff/callbacks/{application_id}")
+@allow(Role.CALLBACK)
+async def record(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RUNTIME]
+    form = await request.post()
+    app_id = request.match_info["application_id"]
+    if len(app_id) != 32 or not app_id.isalnum():
+        raise InvalidInput("bad_id", "Unknown application.", "未知的申请。")
+    result = await rt.aftercare.record(
+        staff_id=current_staff(request).id,
+        application_id=app_id,
+        outcome=str(form.get("outcome", "")),
+        notes=str(form.get("notes", "")),
+    )
+    raise web.HTTPSeeOther(f"/staff/callbacks?done={result['state']}")
