@@ -9,8 +9,12 @@ A denial, or ``callback.max_attempts`` unreachable attempts, ends the applicatio
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +32,31 @@ from server.store.models import Account, Application, Callback
 
 log = logging.getLogger(__name__)
 OUTCOMES = ("confirmed", "denied", "unreachable")
+
+
+def audio_kind(data: bytes) -> str | None:
+    """The file extension for a supported audio format, from its first bytes."""
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "mp3"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "wav"
+    if data[:4] == b"OggS":
+        return "ogg"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "webm"
+    if data[4:8] == b"ftyp":
+        return "m4a"
+    return None
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 class Aftercare:
@@ -95,8 +124,25 @@ class Aftercare:
             await self.open_account(application_id, actor=actor)
 
     async def record(
-        self, *, staff_id: int, application_id: str, outcome: str, notes: str
+        self,
+        *,
+        staff_id: int,
+        application_id: str,
+        outcome: str,
+        notes: str,
+        audio: bytes | None = None,
+        files_root: Path | None = None,
     ) -> dict[str, Any]:
+        """One call's outcome; ``audio`` optionally the call's recording (kept with its
+        SHA-256 beside the session evidence)."""
+        kind = audio_kind(audio) if audio else None
+        if audio and kind is None:
+            raise InvalidInput(
+                "bad_audio",
+                "The call recording must be MP3, WAV, OGG, WebM or M4A audio.",
+                "回访录音须为 MP3、WAV、OGG、WebM 或 M4A 格式。",
+                details={"field": "audio"},
+            )
         if outcome not in OUTCOMES:
             raise InvalidInput("bad_outcome", f"outcome: {', '.join(OUTCOMES)}.", "回访结果无效。")
         actor = f"staff:{staff_id}"
@@ -114,15 +160,28 @@ class Aftercare:
                 )
                 or 0
             ) + 1
-            session.add(
-                Callback(
-                    application_id=application_id,
-                    staff_id=staff_id,
-                    outcome=outcome,
-                    attempts=attempts,
-                    notes=notes[:1000] or None,
-                )
+            row = Callback(
+                application_id=application_id,
+                staff_id=staff_id,
+                outcome=outcome,
+                attempts=attempts,
+                notes=notes[:1000] or None,
             )
+            session.add(row)
+            await session.flush()
+            if audio and kind and files_root is not None:
+                rel = f"callbacks/{application_id}/{row.id}.{kind}"
+                await asyncio.to_thread(_write_durably, files_root / rel, audio)
+                row.audio_path = rel
+                row.audio_sha256 = hashlib.sha256(audio).hexdigest()
+                await append_audit(
+                    session,
+                    actor=actor,
+                    action="callback.audio_stored",
+                    subject_type="application",
+                    subject_id=application_id,
+                    details={"callback": row.id, "sha256": row.audio_sha256, "bytes": len(audio)},
+                )
             event: ApplicationEvent | None = None
             if outcome == "confirmed":
                 event = ApplicationEvent.CALLBACK_CONFIRMED

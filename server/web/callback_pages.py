@@ -37,10 +37,14 @@ async def record(request: web.Request) -> web.StreamResponse:
     app_id = request.match_info["application_id"]
     if len(app_id) != 32 or not app_id.isalnum():
         raise InvalidInput("bad_id", "Unknown application.", "未知的申请。")
+    upload = form.get("audio")
+    audio = upload.file.read() if isinstance(upload, web.FileField) else None
     result = await rt.aftercare.record(
         staff_id=current_staff(request).id,
         application_id=app_id,
         outcome=str(form.get("outcome", "")),
         notes=str(form.get("notes", "")),
+        audio=audio or None,
+        files_root=rt.config.recordings_path,
     )
     raise web.HTTPSeeOther(f"/staff/callbacks?done={result['state']}")

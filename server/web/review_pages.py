@@ -68,12 +68,23 @@ async def review_session(request: web.Request) -> web.Response:
         app = await session.get(Application, ws.application_id)
         assert app is not None
         form = intake.identity_summary(app, rt.protector) or {}
+        suitability = app.suitability or {}
+    questions = {q.id: q for q in rt.questionnaire.questions}
+    answers = []
+    for qid, chosen in (suitability.get("answers") or {}).items():
+        question = questions.get(qid)
+        if question is None:
+            continue  # an older questionnaire version: shown by id below
+        texts = [o.text_zh for o in question.options if o.id in chosen]
+        answers.append({"question": question.text_zh, "answer": "；".join(texts)})
     return render(
         "review.html",
         request,
         {
             "detail": detail,
             "form": form,
+            "suitability": suitability,
+            "answers": answers,
             "reasons": sorted(REJECT_REASONS),
         },
     )

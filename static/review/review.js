@@ -112,6 +112,7 @@ for (const button of document.querySelectorAll('.doc')) {
     const item = button.dataset.item;
     const view = $('#doc-view');
     $('#app-data').hidden = item !== 'application_data';
+    $('#suitability-answers').hidden = item !== 'application_data';
     if (item === 'application_data') {
       view.hidden = true;
     } else {

@@ -217,10 +217,29 @@ async def test_worklist_page_records_a_call(
     page = await (await client.get("/staff/callbacks")).text()
     assert app_id in page and "110105********002X" in page and "11010519491231002X" not in page
     token = csrf_from(page)
-    resp = await client.post(
-        f"/staff/callbacks/{app_id}",
-        data={"csrf_token": token, "outcome": "confirmed", "notes": "本人确认"},
-        allow_redirects=False,
-    )
+    import aiohttp
+
+    junk = aiohttp.FormData()
+    junk.add_field("csrf_token", token)
+    junk.add_field("outcome", "unreachable")
+    junk.add_field("audio", b"not audio", filename="x.mp3", content_type="audio/mpeg")
+    resp = await client.post(f"/staff/callbacks/{app_id}", data=junk, allow_redirects=False)
+    assert resp.status == 400  # refused, nothing recorded
+    wav = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40)
+    form = aiohttp.FormData()
+    form.add_field("csrf_token", token)
+    form.add_field("outcome", "confirmed")
+    form.add_field("notes", "本人确认")
+    form.add_field("audio", wav, filename="call.wav", content_type="audio/wav")
+    resp = await client.post(f"/staff/callbacks/{app_id}", data=form, allow_redirects=False)
     assert resp.status == 303 and "done=active" in resp.headers["Location"]
     assert await state_of(client, app_id) == "active"
+    import hashlib
+
+    from server.store.models import Callback
+
+    async with client.app[RUNTIME].db.begin() as s:
+        calls = (await s.scalars(select(Callback).where(Callback.application_id == app_id))).all()
+    assert len(calls) == 1 and calls[0].audio_sha256 == hashlib.sha256(wav).hexdigest()
+    stored = client.app[RUNTIME].config.recordings_path / str(calls[0].audio_path)
+    assert stored.read_bytes() == wav
