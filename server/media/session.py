@@ -455,6 +455,3 @@ class MediaSession:
             leg.role,
             {"segment": leg.segment, "reason": reason, "frames_in": dict(leg.frames_in)},
         )
-
-
-MediaEventsFactory = Callable[[str], MediaEvents]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from server.config import CallbackConfig
 from server.crypto import DataProtector, mask_id_number
 from server.domain.application import ApplicationEvent, ApplicationState, CallbackOrder
 from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
+from server.files import write_durably
 from server.services.applications import apply_event, get_application
 from server.services.intake import ID_CONTEXT
 from server.store.models import Account, Application, Callback
@@ -47,16 +47,6 @@ def audio_kind(data: bytes) -> str | None:
     if data[4:8] == b"ftyp":
         return "m4a"
     return None
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class Aftercare:
@@ -171,7 +161,7 @@ class Aftercare:
             await session.flush()
             if audio and kind and files_root is not None:
                 rel = f"callbacks/{application_id}/{row.id}.{kind}"
-                await asyncio.to_thread(_write_durably, files_root / rel, audio)
+                await asyncio.to_thread(write_durably, files_root / rel, audio)
                 row.audio_path = rel
                 row.audio_sha256 = hashlib.sha256(audio).hexdigest()
                 await append_audit(

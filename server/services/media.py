@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.audit import append_audit
 from server.config import MediaConfig
 from server.domain.errors import Conflict
+from server.files import write_durably
 from server.media.recorder import CONTENT_TYPE, FileFacts, finalize
 from server.media.session import MediaSession, MediaSettings
 from server.store.models import Recording, SessionEvent, Still, WitnessSession, utcnow
@@ -176,7 +176,7 @@ class DbMediaEvents:
         actor: str,
     ) -> dict[str, Any]:
         path = self.root / rel_path
-        await asyncio.to_thread(_write_durably, path, jpeg)
+        await asyncio.to_thread(write_durably, path, jpeg)
         digest = hashlib.sha256(jpeg).hexdigest()
         async with self.db.begin() as session:
             still = Still(
@@ -230,16 +230,6 @@ class DbMediaEvents:
                     payload=payload,
                 )
             )
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class MediaManager:

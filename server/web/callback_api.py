@@ -7,9 +7,9 @@ from aiohttp import web
 
 from server.domain.staff import Role
 from server.web.access import allow, current_staff
+from server.web.json_body import read_json_object
 from server.web.keys import RUNTIME
-from server.web.retrieval_api import _id
-from server.web.review_api import _body
+from server.web.streaming import path_id
 
 routes = web.RouteTableDef()
 
@@ -27,10 +27,10 @@ async def worklist(request: web.Request) -> web.Response:
 @allow(Role.CALLBACK)
 async def record(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    data = await _body(request)
+    data = await read_json_object(request)
     body = await rt.aftercare.record(
         staff_id=current_staff(request).id,
-        application_id=_id(request),
+        application_id=path_id(request),
         outcome=str(data.get("outcome", "")),
         notes=str(data.get("notes", "")),
     )
@@ -41,5 +41,7 @@ async def record(request: web.Request) -> web.Response:
 @allow(Role.CALLBACK, Role.ADMIN)
 async def open_account(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await rt.aftercare.open_account(_id(request), actor=f"staff:{current_staff(request).id}")
+    body = await rt.aftercare.open_account(
+        path_id(request), actor=f"staff:{current_staff(request).id}"
+    )
     return web.json_response(body)

@@ -6,7 +6,6 @@ The investor page drives exactly this API, so a broker's mobile app can too: sig
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -21,28 +20,13 @@ from server.services.images import ImageKind
 from server.services.intake_view import application_view
 from server.store.models import Account, utcnow
 from server.web.access import current_investor, investor_only, public
+from server.web.json_body import read_json_object
 from server.web.keys import RUNTIME
 from server.web.middleware import INVESTOR_COOKIE
 from server.web.staff_pages import cookie_secure
 
 routes = web.RouteTableDef()
 PREFIX = "/api/v1/investor"
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise InvalidInput(
-            "content_type", "Send a JSON body (application/json).", "请求须为 JSON 格式。"
-        )
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidInput(
-            "json_invalid", "The JSON body is malformed.", "JSON 格式错误。"
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidInput("json_invalid", "The JSON body must be an object.", "JSON 须为对象。")
-    return body
 
 
 async def _limit_writes(request: web.Request) -> None:
@@ -95,7 +79,7 @@ async def options(request: web.Request) -> web.Response:
 @public
 async def request_code(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await _json_body(request)
+    body = await read_json_object(request)
     phone = validate_phone(body.get("phone"))
     issued = await investor_auth.request_otp(
         db=rt.db,
@@ -118,7 +102,7 @@ async def request_code(request: web.Request) -> web.Response:
 @public
 async def sign_in(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await _json_body(request)
+    body = await read_json_object(request)
     phone = validate_phone(body.get("phone"))
     code = str(body.get("code", "")).strip()
     if not code.isdigit() or len(code) != rt.config.intake.otp_length:
@@ -185,7 +169,7 @@ async def get_application(request: web.Request) -> web.Response:
 async def put_identity(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.app[RUNTIME]
-    body = await _json_body(request)
+    body = await read_json_object(request)
     data = parse_identity_form(
         body, today=intake.today_in(rt.config.zone), min_age=rt.config.intake.min_age
     )
@@ -321,7 +305,7 @@ async def get_questionnaire(request: web.Request) -> web.Response:
 async def put_suitability(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.app[RUNTIME]
-    body = await _json_body(request)
+    body = await read_json_object(request)
     answers = body.get("answers")
     if not isinstance(answers, dict) or not all(
         isinstance(v, list) and all(isinstance(x, str) for x in v) for v in answers.values()
@@ -367,7 +351,7 @@ async def get_disclosure(request: web.Request) -> web.Response:
 async def acknowledge(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.app[RUNTIME]
-    body = await _json_body(request)
+    body = await read_json_object(request)
     async with rt.db.begin() as session:
         await intake.acknowledge_disclosure(
             session=session,

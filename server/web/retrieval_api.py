@@ -10,117 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import zipfile
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from server import evidence
-from server.domain.errors import NotFound
 from server.services import retrieval
 from server.store.models import Recording, Still
 from server.web.access import public, retrieval_api
 from server.web.keys import API_CALLER, BYTES_SERVED, RUNTIME
+from server.web.streaming import CHUNK, inside_root, not_found, path_id, send_file
 
 routes = web.RouteTableDef()
-CHUNK = 256 * 1024
-_ID = re.compile(r"^[0-9a-f]{32}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def _not_found() -> NotFound:
-    # One answer for unknown ids, ids of other kinds and anything path-like.
-    return NotFound("not_found", "Not found.", "未找到。")
-
-
-def _id(request: web.Request) -> str:
-    value = request.match_info["id"]
-    if not _ID.fullmatch(value):
-        raise _not_found()
-    return value
-
-
-def _inside(root: Path, relative: str) -> Path:
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root.resolve()) or not path.is_file():
-        raise _not_found()
-    return path
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | str | None:
-    """(start, end inclusive), None for the whole file, or "bad" (→ 416)."""
-    if not header:
-        return None
-    if "," in header:
-        return None  # several ranges: RFC 9110 lets us send the whole representation
-    match = _RANGE.fullmatch(header.strip())
-    if not match or (not match[1] and not match[2]):
-        return "bad"
-    if match[1]:
-        start = int(match[1])
-        end = int(match[2]) if match[2] else size - 1
-    else:
-        length = int(match[2])
-        if length == 0:
-            return "bad"
-        start, end = max(0, size - length), size - 1
-    if start >= size or end < start:
-        return "bad"
-    return start, min(end, size - 1)
-
-
-async def _send_file(
-    request: web.Request, path: Path, content_type: str, etag: str | None
-) -> web.StreamResponse:
-    size = (await asyncio.to_thread(path.stat)).st_size
-    headers = {
-        "Content-Type": content_type,
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "private, no-store",
-    }
-    if etag:
-        headers["ETag"] = f'"{etag}"'
-        if request.headers.get("If-None-Match", "").strip() == f'"{etag}"':
-            return web.Response(status=304, headers=headers)
-    wanted = _parse_range(request.headers.get("Range", ""), size)
-    if_range = request.headers.get("If-Range")
-    if if_range is not None and etag and if_range.strip() != f'"{etag}"':
-        wanted = None  # the client's copy is stale: send it all
-    if wanted == "bad":
-        return web.json_response(
-            {
-                "error": {
-                    "code": "range_not_satisfiable",
-                    "message": "Malformed or unsatisfiable Range.",
-                    "message_zh": "请求的字节范围无效。",
-                }
-            },
-            status=416,
-            headers={"Content-Range": f"bytes */{size}"},
-        )
-    start, end = (0, size - 1) if wanted is None or isinstance(wanted, str) else wanted
-    response = web.StreamResponse(status=206 if wanted else 200, headers=headers)
-    if wanted:
-        response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    response.content_length = end - start + 1 if size else 0
-    await response.prepare(request)
-    request[BYTES_SERVED] = 0
-    sent = 0
-    with path.open("rb") as fh:
-        await asyncio.to_thread(fh.seek, start)
-        remaining = end - start + 1 if size else 0
-        while remaining > 0:
-            chunk = await asyncio.to_thread(fh.read, min(CHUNK, remaining))
-            if not chunk:
-                break
-            await response.write(chunk)
-            sent += len(chunk)
-            remaining -= len(chunk)
-            request[BYTES_SERVED] = sent
-    await response.write_eof()
-    return response
 
 
 @routes.get("/api/v1/sessions", allow_head=False)
@@ -137,7 +39,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 @retrieval_api
 async def get_session(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    sid = _id(request)
+    sid = path_id(request)
     async with rt.db.begin() as session:
         body = await retrieval.session_detail(session, sid, rt.protector)
     return web.json_response(body)
@@ -147,26 +49,26 @@ async def get_session(request: web.Request) -> web.Response:
 @retrieval_api
 async def get_recording(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    rid = _id(request)
+    rid = path_id(request)
     async with rt.db.begin() as session:
         rec = await session.get(Recording, rid)
     if rec is None or rec.status not in ("complete", "recovered"):
-        raise _not_found()
-    path = _inside(rt.config.recordings_path, rec.path)
-    return await _send_file(request, path, rec.content_type, rec.sha256)
+        raise not_found()
+    path = inside_root(rt.config.recordings_path, rec.path)
+    return await send_file(request, path, rec.content_type, rec.sha256)
 
 
 @routes.get("/api/v1/stills/{id}", allow_head=False)
 @retrieval_api
 async def get_still(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    still_id = _id(request)
+    still_id = path_id(request)
     async with rt.db.begin() as session:
         still = await session.get(Still, still_id)
     if still is None:
-        raise _not_found()
-    path = _inside(rt.config.recordings_path, still.path)
-    return await _send_file(request, path, still.content_type, still.sha256)
+        raise not_found()
+    path = inside_root(rt.config.recordings_path, still.path)
+    return await send_file(request, path, still.content_type, still.sha256)
 
 
 @routes.get("/api/v1/evidence-key")
@@ -213,7 +115,7 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
     """The session's evidence package, streamed as a ZIP (never built in memory or on disk);
     file hashes are computed from the bytes actually packed."""
     rt = request.app[RUNTIME]
-    sid = _id(request)
+    sid = path_id(request)
     root = rt.config.recordings_path
     async with rt.db.begin() as session:
         meta = await retrieval.session_detail(session, sid, rt.protector)

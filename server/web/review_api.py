@@ -5,36 +5,25 @@ and approval is refused here until ``status`` shows no ``approve_problems``."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.staff import Role
 from server.store.models import Recording, Review
 from server.web.access import allow, current_staff
+from server.web.json_body import read_json_object
 from server.web.keys import RUNTIME
-from server.web.retrieval_api import _id, _inside, _send_file
+from server.web.streaming import inside_root, path_id, send_file
 
 routes = web.RouteTableDef()
 _BASE = "/api/v1/review/sessions/{id}"
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        raise InvalidInput("bad_json", "Body must be JSON.", "请求体须为 JSON。") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("bad_json", "Body must be a JSON object.", "请求体须为 JSON 对象。")
-    return data
 
 
 @routes.post(_BASE + "/claim")
 @allow(Role.REVIEWER)
 async def claim(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await rt.review.claim(staff_id=current_staff(request).id, session_id=_id(request))
+    body = await rt.review.claim(staff_id=current_staff(request).id, session_id=path_id(request))
     return web.json_response(body)
 
 
@@ -42,7 +31,7 @@ async def claim(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def status(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    body = await rt.review.status(staff_id=current_staff(request).id, session_id=_id(request))
+    body = await rt.review.status(staff_id=current_staff(request).id, session_id=path_id(request))
     return web.json_response(body)
 
 
@@ -50,14 +39,14 @@ async def status(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def playback(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    data = await _body(request)
+    data = await read_json_object(request)
     try:
         rate = float(data.get("rate", 0))
     except (TypeError, ValueError):
         raise InvalidInput("bad_report", "rate is a number.", "播放速率无效。") from None
     body = await rt.review.report(
         staff_id=current_staff(request).id,
-        session_id=_id(request),
+        session_id=path_id(request),
         recording_id=str(data.get("recording_id", "")),
         start_ms=data.get("from_ms"),  # type: ignore[arg-type]  # checked in the service
         end_ms=data.get("to_ms"),  # type: ignore[arg-type]
@@ -71,9 +60,9 @@ async def playback(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def opened(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    data = await _body(request)
+    data = await read_json_object(request)
     body = await rt.review.opened(
-        staff_id=current_staff(request).id, session_id=_id(request), item=str(data.get("item"))
+        staff_id=current_staff(request).id, session_id=path_id(request), item=str(data.get("item"))
     )
     return web.json_response(body)
 
@@ -82,10 +71,10 @@ async def opened(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def decision(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    data = await _body(request)
+    data = await read_json_object(request)
     body = await rt.review.decide(
         staff_id=current_staff(request).id,
-        session_id=_id(request),
+        session_id=path_id(request),
         decision=str(data.get("decision", "")),
         reason_code=str(data.get("reason_code") or "") or None,
         notes=str(data.get("notes", "")),
@@ -98,7 +87,7 @@ async def decision(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.StreamResponse:
     """A recording for the reviewer who holds its session's open review (Range, ETag)."""
     rt = request.app[RUNTIME]
-    rid = _id(request)
+    rid = path_id(request)
     me = current_staff(request)
     async with rt.db.begin() as session:
         rec = await session.get(Recording, rid)
@@ -109,6 +98,6 @@ async def recording(request: web.Request) -> web.StreamResponse:
         )
     if rec is None or not holds or rec.status not in ("complete", "recovered"):
         raise NotFound("not_found", "Not found.", "未找到。")
-    return await _send_file(
-        request, _inside(rt.config.recordings_path, rec.path), rec.content_type, rec.sha256
+    return await send_file(
+        request, inside_root(rt.config.recordings_path, rec.path), rec.content_type, rec.sha256
     )
