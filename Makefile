@@ -16,7 +16,7 @@ $(STAMP_RUN): pyproject.toml | $(PY)
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,face]'
+	$(PY) -m pip install --quiet -e '.[test,face,fast]'
 	touch $@ $(STAMP_RUN)
 
 venv: $(STAMP_RUN)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,8 @@ def _config(args: argparse.Namespace) -> Config:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None):
         overrides.setdefault("server", {})["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        overrides.setdefault("server", {})["workers"] = args.workers
     return load_config(args.config, overrides=overrides)
 
 
@@ -84,26 +87,61 @@ async def _require_migrated(cfg: Config) -> None:
 
 
 # -- serve -------------------------------------------------------------------------------
+def _tls_context(cfg: Config) -> ssl.SSLContext | None:
+    if not cfg.tls_enabled:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cfg.resolve_path(cfg.server.tls_cert), cfg.resolve_path(cfg.server.tls_key))
+    return ctx
+
+
+def _worker_command(args: argparse.Namespace, workers: int, index: int) -> list[str]:
+    """The command line of worker ``index``: this one's config and overrides, as a worker."""
+    command = [sys.executable, "-m", "server"]
+    if args.config:
+        command += ["--config", args.config]
+    command.append("serve")
+    if args.host:
+        command += ["--host", args.host]
+    if args.port:
+        command += ["--port", str(args.port)]
+    return [*command, "--workers", str(workers), "--worker-index", str(index)]
+
+
 def _serve(cfg: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from server import supervisor
     from server.app import create_app
 
+    if args.worker_index is not None:
+        # Started by the supervisor, which has checked the database and the data key.
+        worker = cfg.as_worker(args.worker_index)
+        app = create_app(worker)
+        app.on_startup.append(_install_task_dump)
+        return supervisor.run_worker(app, worker, _tls_context(worker))
     asyncio.run(_require_migrated(cfg))
     open_protector(cfg)  # create or check the data key before anything is stored
-    ssl_ctx = None
-    if cfg.tls_enabled:
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_ctx.load_cert_chain(
-            cfg.resolve_path(cfg.server.tls_cert), cfg.resolve_path(cfg.server.tls_key)
-        )
+    ssl_ctx = _tls_context(cfg)
+    workers = cfg.worker_count
+    if workers > 1:
+        supervisor.check_ports_free(cfg)
     scheme = "https" if ssl_ctx else "http"
     host = cfg.server.host
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base = cfg.server.public_url.rstrip("/") or f"{scheme}://{shown}:{cfg.server.port}"
     has_admin = asyncio.run(_has_admin(cfg))
+    listening = f"witness server {cfg.node_id} listening on {scheme}://{host}:{cfg.server.port}"
+    if workers > 1:
+        first, last = cfg.as_worker(0), cfg.as_worker(workers - 1)
+        listening = (
+            f"witness server {cfg.server.node_id or socket.gethostname()} listening on "
+            f"{scheme}://{host}:{cfg.server.port} with {workers} workers ({first.node_id} … "
+            f"{last.node_id}; hand-off on {supervisor.LOOPBACK}:{first.internal_port}-"
+            f"{last.internal_port})"
+        )
     lines = [
-        f"witness server {cfg.node_id} listening on {scheme}://{host}:{cfg.server.port}",
+        listening,
         f"  investor page:  {base}/",
         f"  staff console:  {base}/staff/",
         f"  health:         {base}/healthz",
@@ -115,6 +153,8 @@ def _serve(cfg: Config, args: argparse.Namespace) -> int:
             "    .venv/bin/python -m server staff add admin --name 'Administrator' --roles admin",
         ]
     print("\n".join(lines), flush=True)
+    if workers > 1:
+        return supervisor.supervise([_worker_command(args, workers, i) for i in range(workers)])
     app = create_app(cfg)
     app.on_startup.append(_install_task_dump)
     web.run_app(
@@ -126,6 +166,7 @@ def _serve(cfg: Config, args: argparse.Namespace) -> int:
         access_log=None,
         # Sockets are closed on shutdown (clients reconnect); don't wait a minute for stragglers.
         shutdown_timeout=10,
+        loop=supervisor.new_event_loop(cfg),
     )
     return 0
 
@@ -382,6 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes behind the one port (server.workers; 0 = one per CPU core)",
+    )
+    # Internal: set by the supervisor on the workers it starts.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
 
     mig = sub.add_parser("migrate", help="bring the database schema to the latest revision")
     mig.add_argument("--down", metavar="REV", help="downgrade to REV instead (e.g. base)")

@@ -8,6 +8,7 @@ at start with the key named instead of silently falling back to a default.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import socket
@@ -41,6 +42,15 @@ class ServerConfig:
     frame_ancestors: tuple[str, ...] = ()
     cluster_origins: tuple[str, ...] = ()
     max_body_mb: int = 20
+    # Media worker processes on this machine behind the one public port (SO_REUSEPORT):
+    # 1 = a single process (the embedded default), 0 = one per CPU core.
+    workers: int = 1
+    # Worker i also listens on 127.0.0.1:<base + i>, where another worker hands it the
+    # session sockets of its sessions; 0 = server.port + 1.
+    worker_port_base: int = 0
+    # "asyncio" (the standard loop) or "uvloop" (optional extra `fast`; measured in
+    # docs/benchmarks.md).
+    event_loop: str = "asyncio"
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,9 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class IdentityConfig(GatewayConfig):
-    pass
+    # Sandbox only: a UTF-8 CSV of extra test identities ("name,id_number" per line), for
+    # testers and the load benchmark; the built-in ones stay.
+    sandbox_identities_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,13 @@ class MediaConfig:
     script_file: str = ""
     keyframe_interval_seconds: float = 10.0
     record: bool = True
+    # "passthrough": encoded frames forwarded and recorded as sent (the product).
+    # "naive": aiortc's decode → re-encode relay and MediaRecorder, only so the load
+    # benchmark can measure what passthrough saves on the same machine (issue 9).
+    pipeline: str = "passthrough"
+    # The most a party is asked to send (REMB), kbit/s; 0 = only what the other party's
+    # browser can take. Forwarded video cannot be re-encoded to fit a slower receiver.
+    max_video_kbps: int = 2500
 
 
 @dataclass(frozen=True)
@@ -239,11 +258,37 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
     base_dir: Path = PROJECT_ROOT
+    # Set only inside a worker process started by the supervisor (server/supervisor.py):
+    # its index among server.workers. Not a key of the file.
+    worker: int | None = None
 
     # -- derived values -------------------------------------------------------
     @property
     def node_id(self) -> str:
+        if self.worker is not None:
+            # Stable across restarts: a restarted worker recovers its predecessor's
+            # open recordings at once (they carry the same node id).
+            return f"{self.server.node_id or socket.gethostname()}-w{self.worker}"
         return self.server.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes ``serve`` runs: server.workers, 0 meaning one per usable core."""
+        return self.server.workers or usable_cores()
+
+    def worker_port(self, index: int) -> int:
+        """The loopback port worker ``index`` takes session sockets handed over on."""
+        return (self.server.worker_port_base or self.server.port + 1) + index
+
+    @property
+    def internal_port(self) -> int | None:
+        """This worker's loopback port; None in a single process (nothing to hand over)."""
+        return None if self.worker is None else self.worker_port(self.worker)
+
+    def as_worker(self, index: int) -> Config:
+        if not 0 <= index < self.worker_count:
+            raise ConfigError(f"server.workers: no worker {index} of {self.worker_count}")
+        return dataclasses.replace(self, worker=index)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -280,8 +325,16 @@ class Config:
 _SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Config)[f.name]
     for f in dataclasses.fields(Config)
-    if f.name != "base_dir"
+    if f.name not in ("base_dir", "worker")
 }
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container's or taskset's
+    limit, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)  # pragma: no cover - not Linux
 
 
 def _coerce(key: str, value: Any, hint: Any, *, from_env: bool) -> Any:
@@ -390,12 +443,21 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("media.rejoin_grace_seconds: must be 0 or more")
     if cfg.media.keyframe_interval_seconds < 1:
         raise ConfigError("media.keyframe_interval_seconds: must be at least 1")
+    if cfg.media.max_video_kbps != 0 and not 100 <= cfg.media.max_video_kbps <= 20_000:
+        raise ConfigError("media.max_video_kbps: must be 0 (no cap) or 100..20000")
+    if cfg.media.pipeline not in ("passthrough", "naive"):
+        raise ConfigError("media.pipeline: must be 'passthrough' or 'naive'")
+    if cfg.identity.sandbox_identities_file and cfg.identity.provider != "sandbox":
+        raise ConfigError(
+            "identity.sandbox_identities_file: only with identity.provider = 'sandbox'"
+        )
     if cfg.media.turn_credential_ttl_seconds < 60:
         raise ConfigError("media.turn_credential_ttl_seconds: must be at least 60")
     if not 0 < cfg.server.port < 65536:
         raise ConfigError(f"server.port: must be 1..65535, got {cfg.server.port}")
     if cfg.queue.backend not in ("memory", "redis"):
         raise ConfigError(f"queue.backend: must be 'memory' or 'redis', got {cfg.queue.backend!r}")
+    _validate_workers(cfg)
     if not cfg.database.url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
             "database.url: must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
@@ -473,6 +535,44 @@ def _validate(cfg: Config) -> None:
     for origin in cfg.server.cluster_origins:
         if not origin.startswith(("https://", "http://")) or any(c in origin for c in " ;,'\""):
             raise ConfigError(f"server.cluster_origins: {origin!r} must be an http(s):// origin")
+
+
+def _validate_workers(cfg: Config) -> None:
+    if cfg.server.event_loop not in ("asyncio", "uvloop"):
+        raise ConfigError("server.event_loop: must be 'asyncio' or 'uvloop'")
+    if cfg.server.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(
+            "server.event_loop: uvloop is not installed (pip install 'witness-server[fast]')"
+        )
+    if cfg.server.workers < 0:
+        raise ConfigError(
+            f"server.workers: must be 0 (one per core) or more, got {cfg.server.workers}"
+        )
+    if not 0 <= cfg.server.worker_port_base < 65536:
+        raise ConfigError(
+            f"server.worker_port_base: must be 0 (server.port + 1) or 1..65535, "
+            f"got {cfg.server.worker_port_base}"
+        )
+    count = cfg.worker_count
+    if count < 2:
+        return
+    if cfg.queue.backend != "redis" or cfg.is_sqlite:
+        # Workers share the queue, node registry and data only through Redis and
+        # PostgreSQL; the in-process queue and SQLite serve one process.
+        raise ConfigError(
+            f'server.workers: {count} workers need queue.backend = "redis" and a '
+            f"PostgreSQL database.url (got queue.backend = {cfg.queue.backend!r}, "
+            f"database.url {'sqlite' if cfg.is_sqlite else 'postgresql'}); "
+            "set server.workers = 1 for one process"
+        )
+    first, last = cfg.worker_port(0), cfg.worker_port(count - 1)
+    if last > 65535:
+        raise ConfigError(f"server.worker_port_base: worker ports {first}..{last} go past 65535")
+    if first <= cfg.server.port <= last:
+        raise ConfigError(
+            f"server.worker_port_base: worker ports {first}..{last} include server.port "
+            f"{cfg.server.port}"
+        )
 
 
 def load_config(

@@ -184,3 +184,21 @@ def config(tmp_path: Path, db_url: str) -> Config:
 @pytest.fixture
 async def client(aiohttp_client: Any, config: Config) -> TestClient:  # type: ignore[type-arg]
     return await aiohttp_client(create_app(config))
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of its own on the test Redis, its keys deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        service_missing("Redis", f"{REDIS_URL}: {exc}")
+    prefix = f"t:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    async for key in client.scan_iter(match=f"{prefix}*"):
+        await client.delete(key)
+    await client.aclose()

@@ -1,5 +1,7 @@
 """An aiortc participant for tests: joins a session socket, sends a synthetic camera
-and microphone, and counts what it receives from the other party."""
+and microphone, and counts what it receives from the other party. Received video is
+counted as aiortc's receiver *decodes* it (a frame that fails to decode never comes out
+of ``track.recv()``)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+
+from server.media import hooks
 
 WIDTH, HEIGHT = 320, 240
 
@@ -63,13 +69,21 @@ class ToneTrack(AudioStreamTrack):
 
 
 class Party:
-    def __init__(self, client: Any, session_id: str, token: str) -> None:
+    def __init__(
+        self, client: Any, session_id: str, token: str, *, video_codecs: tuple[str, ...] = ()
+    ) -> None:
         self.client = client
         self.session_id = session_id
         self.token = token
+        # e.g. ("video/h264",): offer only these (an embedded browser without VP8).
+        self.video_codecs = video_codecs
         self.ws: Any = None
         self.pc: RTCPeerConnection | None = None
+        self.video_transceiver: RTCRtpTransceiver | None = None
         self.received = {"video": 0, "audio": 0}
+        self.video_size: tuple[int, int] | None = None  # of the last decoded picture
+        self.keyframes_received: list[float] = []  # when a decoded picture was a key one
+        self.keyframe_requests: list[float] = []  # when the server asked our sender for one
         self.first_frame_at: float | None = None
         self.messages: list[dict[str, Any]] = []
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -104,7 +118,15 @@ class Party:
         )
         self.pc = pc
         pc.addTransceiver(self.audio, direction="sendrecv")
-        pc.addTransceiver(self.video, direction="sendrecv")
+        video = pc.addTransceiver(self.video, direction="sendrecv")
+        self.video_transceiver = video
+        if self.video_codecs:
+            wanted = {*self.video_codecs, "video/rtx"}
+            caps = RTCRtpSender.getCapabilities("video").codecs
+            video.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
+        hooks.on_keyframe_request(
+            video.sender, lambda: self.keyframe_requests.append(time.monotonic())
+        )
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -118,9 +140,13 @@ class Party:
     async def _consume(self, track: Any) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                await track.recv()
-                if self.first_frame_at is None and track.kind == "video":
-                    self.first_frame_at = time.monotonic()
+                frame = await track.recv()
+                if isinstance(frame, av.VideoFrame):
+                    if self.first_frame_at is None:
+                        self.first_frame_at = time.monotonic()
+                    self.video_size = (frame.width, frame.height)
+                    if frame.key_frame:  # set by FFmpeg's h264 decoder, not by libvpx
+                        self.keyframes_received.append(time.monotonic())
                 self.received[track.kind] += 1
 
     async def stop_media(self) -> None:

@@ -16,16 +16,21 @@ and name in it are always masked, and nothing here logs them (A25).
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import random
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from server.adapters.http_gateway import GatewayClient, Sleep
 from server.crypto import mask_id_number
+from server.domain.errors import DomainError
+from server.domain.identity_document import check_character, normalize_id_number
 
 __all__ = [
     "DEFAULT_SANDBOX_IDENTITIES",
@@ -261,6 +266,30 @@ class HttpRegistry(GatewayClient):
         )
 
 
+def load_sandbox_identities(path: Path) -> list[tuple[str, str]]:
+    """Extra sandbox identities from a UTF-8 CSV file: ``name,id_number`` per line, ``#``
+    comments and blank lines allowed. Each number must pass the GB 11643 checksum, so the
+    sandbox never answers MATCH for a number the intake form would refuse."""
+    found: list[tuple[str, str]] = []
+    text = path.read_text(encoding="utf-8-sig")
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise ValueError(f"{path}:{lineno}: expected 'name,id_number'")
+        number = normalize_id_number(row[1])
+        try:
+            check = check_character(number[:17]) if len(number) == 18 else None
+        except DomainError:
+            check = None
+        if check is None:
+            raise ValueError(f"{path}:{lineno}: not an 18-character ID number")
+        if check != number[17]:
+            raise ValueError(f"{path}:{lineno}: ID number fails its GB 11643 checksum")
+        found.append((row[0].strip(), number))
+    return found
+
+
 def build_identity_registry(
     *,
     provider: str,
@@ -270,10 +299,15 @@ def build_identity_registry(
     http_api_key: str,
     http_timeout_seconds: float,
     http_retries: int,
+    sandbox_identities: Sequence[tuple[str, str]] = (),
 ) -> IdentityRegistry:
     """The registry named by configuration: "sandbox" or "http"."""
     if provider == "sandbox":
-        return SandboxRegistry(latency_ms=sandbox_latency_ms, failure_rate=sandbox_failure_rate)
+        return SandboxRegistry(
+            identities=(*DEFAULT_SANDBOX_IDENTITIES, *sandbox_identities),
+            latency_ms=sandbox_latency_ms,
+            failure_rate=sandbox_failure_rate,
+        )
     if provider == "http":
         if not http_url:
             raise ValueError("identity registry provider 'http' needs a url")

@@ -10,7 +10,11 @@ not offer publicly:
    each frame to us instead, so nothing is decoded and no decoded frame queues up;
 2. a way to send a picture-loss indication (PLI) upstream (``_send_rtcp_pli``);
 3. a way to learn that a downstream browser asked our sender for a keyframe
-   (``RTCRtpSender._send_keyframe``), to pass the request on to the sending party.
+   (``RTCRtpSender._send_keyframe``), to pass the request on to the sending party, and
+   to make our sender's own encoder produce one when it transcodes;
+4. the bitrate the downstream browser can take (REMB it sends our sender), and a way to
+   hold the REMB our receiver sends the sending party to it (``_handle_rtcp_packet``,
+   ``_send_rtcp``): a forwarded stream cannot be re-encoded to fit, so the sender must fit.
 
 Written for aiortc 1.16.0 / aioice 0.10. ``check_internals`` verifies every name used
 here and runs at start-up and in the test suite, so an upgrade that moves them fails
@@ -26,6 +30,7 @@ from typing import Any
 import aioice.ice
 import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unpack_remb_fci
 
 AIORTC_VERSION = "1.16.0"
 
@@ -72,7 +77,9 @@ def check_internals() -> None:
             raise InternalsChanged(f"RTCRtpReceiver no longer contains {needle!r}")
     for cls, name in (
         (RTCRtpReceiver, "_send_rtcp_pli"),
+        (RTCRtpReceiver, "_send_rtcp"),
         (RTCRtpSender, "_send_keyframe"),
+        (RTCRtpSender, "_handle_rtcp_packet"),
     ):
         if not callable(getattr(cls, name, None)):
             raise InternalsChanged(f"{cls.__name__}.{name} is gone")
@@ -107,6 +114,59 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
         callback()
 
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+
+
+def force_keyframe(sender: RTCRtpSender) -> None:
+    """Make the next picture the sender encodes a keyframe, as a PLI from the far end
+    would (a callback set with ``on_keyframe_request`` hears of it too). No effect on
+    packets the sender only forwards."""
+    sender._send_keyframe()
+
+
+def remb_bitrate(packet: Any) -> tuple[int, list[int]] | None:
+    """(bits per second, media SSRCs) of a REMB packet; None for any other RTCP."""
+    if not isinstance(packet, RtcpPsfbPacket) or packet.fmt != RTCP_PSFB_APP:
+        return None
+    try:
+        return unpack_remb_fci(packet.fci)
+    except ValueError:
+        return None  # an APP feedback that is not REMB
+
+
+def clamp_remb(packet: Any, limit: int | None) -> Any:
+    """The same REMB with its bitrate lowered to ``limit`` (a copy); anything else as is."""
+    remb = remb_bitrate(packet)
+    if remb is None or limit is None or remb[0] <= limit:
+        return packet
+    return RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP,
+        ssrc=packet.ssrc,
+        media_ssrc=packet.media_ssrc,
+        fci=pack_remb_fci(limit, remb[1]),
+    )
+
+
+def on_remb(sender: RTCRtpSender, callback: Callable[[int], None]) -> None:
+    """Call ``callback(bps)`` whenever the far end sends this sender a REMB for it."""
+    original = sender._handle_rtcp_packet
+
+    async def handle(packet: Any) -> None:
+        remb = remb_bitrate(packet)
+        if remb is not None and sender._ssrc in remb[1]:
+            callback(remb[0])
+        await original(packet)
+
+    sender._handle_rtcp_packet = handle  # type: ignore[method-assign]
+
+
+def limit_remb(receiver: RTCRtpReceiver, limit: Callable[[], int | None]) -> None:
+    """Every REMB this receiver sends says at most ``limit()`` bits per second."""
+    original = receiver._send_rtcp
+
+    async def send(packet: Any) -> None:
+        await original(clamp_remb(packet, limit()))
+
+    receiver._send_rtcp = send  # type: ignore[method-assign]
 
 
 _original_host_addresses = aioice.ice.get_host_addresses

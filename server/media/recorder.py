@@ -1,5 +1,6 @@
-"""One participant's recording segment: the encoded VP8 and Opus frames exactly as the
-party sent them, muxed into WebM and flushed per packet (A15, A19; DESIGN: Media).
+"""One participant's recording segment: the encoded video (VP8, or H.264 from a browser
+without VP8) and Opus frames exactly as the party sent them, muxed into WebM (Matroska
+for H.264, which WebM cannot hold) and flushed per packet (A15, A19; DESIGN: Media).
 
 No decoding, no encoding: the evidence is the bytes the investor's browser produced, and
 copying them costs a fraction of what re-encoding would (WEBRTC-NOTES). Every file of a
@@ -27,12 +28,13 @@ import av
 import av.error
 from av.stream import Stream
 
+from server.media.codecs import VP8, VideoCodec, codec_for_path
+
 log = logging.getLogger(__name__)
 
 MS = Fraction(1, 1000)
-VIDEO_RATE = 90_000  # RTP clock of VP8
+VIDEO_RATE = 90_000  # RTP clock of VP8 and H.264
 AUDIO_RATE = 48_000  # RTP clock of Opus
-CONTENT_TYPE = "video/webm"
 # Audio that arrives before the first video keyframe is held this long (a file starts on
 # a keyframe); a party whose camera never sends one is still recorded after it.
 AUDIO_HOLD_MS = 2_000
@@ -40,21 +42,6 @@ AUDIO_HOLD_MS = 2_000
 MAX_INTERLEAVE_US = 500_000
 # Longest stretch of media held in memory before it reaches the disk (crash loss bound).
 CLUSTER_MS = 500
-
-
-def is_vp8_keyframe(data: bytes) -> bool:
-    # RFC 6386 §9.1: bit 0 of the frame tag is 0 for a key frame, which then carries the
-    # start code 9d 01 2a (checked too: a frame missing its first packet is not one).
-    return len(data) >= 10 and (data[0] & 1) == 0 and data[3:6] == b"\x9d\x01\x2a"
-
-
-def vp8_dimensions(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a VP8 key frame header (RFC 6386 §9.1)."""
-    if not is_vp8_keyframe(data):
-        return None
-    width = int.from_bytes(data[6:8], "little") & 0x3FFF
-    height = int.from_bytes(data[8:10], "little") & 0x3FFF
-    return (width, height) if width and height else None
 
 
 @dataclass(frozen=True)
@@ -106,10 +93,14 @@ class _TrackClock:
 
 
 class SegmentWriter:
-    """Writes one segment file; not thread-safe (the event loop calls it)."""
+    """Writes one segment file; not thread-safe (the event loop calls it). The file name
+    ends in the codec's suffix: ``finalize`` and crash recovery go by it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, codec: VideoCodec = VP8) -> None:
+        if path.suffix != codec.suffix:
+            raise ValueError(f"a {codec.name} segment is a {codec.suffix} file, not {path.name}")
         self.path = path
+        self.codec = codec
         self.vtt_path = path.with_suffix(".vtt")
         self.container: av.container.OutputContainer | None = None
         self.video_stream: Stream | None = None
@@ -127,13 +118,12 @@ class SegmentWriter:
         self.failed: str | None = None
 
     # ── media ────────────────────────────────────────────────────────────────────────
-    def _open(self, dims: tuple[int, int] | None) -> None:
+    def _open(self, keyframe: bytes | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        width, height = dims or (640, 480)
         container = av.open(
             str(self.path),
             "w",
-            format="webm",
+            format=self.codec.container,
             options={
                 "flush_packets": "1",
                 "max_interleave_delta": str(MAX_INTERLEAVE_US),
@@ -142,7 +132,7 @@ class SegmentWriter:
                 "cluster_time_limit": str(CLUSTER_MS),
             },
         )
-        video = container.add_mux_stream("vp8", width=width, height=height)
+        video = self.codec.mux_stream(container, keyframe)
         video.time_base = MS
         self.video_stream = video
         # Opus in Matroska needs an OpusHead in the track header: a stream backed by an
@@ -169,12 +159,12 @@ class SegmentWriter:
     def write_video(self, data: bytes, rtp_ts: int, arrival_ms: int) -> None:
         if self.closed or self.failed:
             return
-        key = is_vp8_keyframe(data)
+        key = self.codec.is_keyframe(data)
         if not self.video_started:
             if not key:
                 return  # video starts on a keyframe; the caller asks for one
             if not self.opened:
-                self._guard(partial(self._open, vp8_dimensions(data)))
+                self._guard(partial(self._open, data))
                 if not self.opened:
                     return
             self.video_started = True
@@ -294,7 +284,8 @@ def finalize(path: Path) -> FileFacts:
     it in a thread. Returns the facts to store and hash-chain."""
     vtt_path = path.with_suffix(".vtt")
     cues = _read_cues(vtt_path)
-    tmp = path.with_name(path.stem + ".final.webm")
+    container_format = codec_for_path(path).container
+    tmp = path.with_name(path.stem + ".final" + path.suffix)
     video_frames = audio_frames = 0
     first: int | None = None
     last = 0
@@ -307,7 +298,7 @@ def finalize(path: Path) -> FileFacts:
         size, digest = sha256_file(path) if path.exists() else (0, hashlib.sha256().hexdigest())
         return FileFacts(size, digest, 0, 0, 0, 0, len(cues), decodable=False)
     with source:
-        out = av.open(str(tmp), "w", format="webm")
+        out = av.open(str(tmp), "w", format=container_format)
         try:
             mapping = {}
             for stream in source.streams:

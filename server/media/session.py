@@ -3,8 +3,9 @@
 Each party holds one RTCPeerConnection (a *leg*) to this node. Every encoded frame a
 party sends is tapped before aiortc would decode it (``hooks.tap_receiver``), written to
 that party's recording segment and forwarded to the other party's leg
-(``relay.ForwardTrack``). A party that reconnects gets a new leg and a new segment of the
-same recording; all segments share the session clock (pts 0 = session start).
+(``relay.ForwardTrack``; transcoded only when the two legs' video codecs differ). A party
+that reconnects gets a new leg and a new segment of the same recording; all segments
+share the session clock (pts 0 = session start).
 
 Database writes live behind ``MediaEvents`` so this module is about media only.
 """
@@ -29,15 +30,18 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
     RTCRtpReceiver,
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.exceptions import OperationError
 
 from server.domain.errors import Conflict, InvalidInput, Unavailable
 from server.media import hooks
-from server.media.recorder import Cue, FileFacts, SegmentWriter, finalize, is_vp8_keyframe
-from server.media.relay import ForwardTrack
+from server.media.codecs import H264, VP8, VideoCodec, choose_video_codec
+from server.media.recorder import Cue, FileFacts, SegmentWriter, finalize
+from server.media.relay import TRANSCODE, ForwardTrack, relay_mode
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +85,22 @@ class MediaSettings:
     ice_servers: Callable[[], list[dict[str, Any]]]
     record: bool = True
     keyframe_interval: float = 10.0
+    # Most a party is asked to send (REMB), bits per second; None = no cap of ours.
+    max_video_bitrate: int | None = None
 
 
-def _codec_preferences(kind: str) -> list[Any]:
-    # VP8 and Opus only: the relay forwards frames unchanged, so both parties must
-    # send what the other can decode, and the recording's container expects them.
-    wanted = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}[kind]
+def _codec_preferences(kind: str, video: VideoCodec = VP8) -> list[RTCRtpCodecCapability]:
+    # One video codec per leg (VP8 unless the browser has none) and Opus: the relay
+    # forwards frames unchanged when both legs share the codec, and the recording's
+    # container expects exactly these.
     caps = RTCRtpSender.getCapabilities(kind).codecs
-    return [c for c in caps if c.mimeType.lower() in wanted]
+    if kind == "audio":
+        return [c for c in caps if c.mimeType.lower() == "audio/opus"]
+    chosen = [c for c in caps if c.mimeType.lower() == f"video/{video.name.lower()}"]
+    if video is H264:
+        # Constrained baseline first: what browsers send, and a subset of baseline.
+        chosen.sort(key=lambda c: c.parameters.get("profile-level-id") != "42e01f")
+    return chosen + [c for c in caps if c.mimeType.lower() == "video/rtx"]
 
 
 def _rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
@@ -101,9 +113,9 @@ def _rtc_configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
 
 
-def decode_still(keyframe: bytes) -> tuple[bytes, int, int]:
-    """JPEG of one VP8 keyframe (blocking: run in a thread)."""
-    decoder = av.CodecContext.create("vp8", "r")
+def decode_still(keyframe: bytes, codec: VideoCodec = VP8) -> tuple[bytes, int, int]:
+    """JPEG of one keyframe (blocking: run in a thread)."""
+    decoder = codec.open_decoder()
     frames = decoder.decode(av.Packet(keyframe))
     if not frames:
         frames = decoder.decode(None)
@@ -124,6 +136,8 @@ class Leg:
     recording_id: str | None
     video_out: ForwardTrack
     audio_out: ForwardTrack
+    video_codec: VideoCodec = VP8  # what this party sends and receives
+    downstream_bitrate: int | None = None  # what the party's browser says it can take
     video_receiver: RTCRtpReceiver | None = None
     last_keyframe_request: float = 0.0
     still_waiters: list[asyncio.Future[bytes]] = field(default_factory=list)
@@ -175,6 +189,14 @@ class MediaSession:
                 "One audio and one video track per party.",
                 "每方仅限一路音频和一路视频。",
             )
+        video = choose_video_codec(offer_sdp)
+        if video is None and "m=video" in offer_sdp:
+            raise InvalidInput(
+                "bad_offer",
+                "The browser offers neither VP8 nor H.264 video.",
+                "浏览器不支持 VP8 或 H.264 视频，请换用其他浏览器。",
+            )
+        video = video or VP8
         async with self._lock:
             if self.closed:
                 raise Conflict("session_over", "The session has ended.", "会话已结束。")
@@ -185,7 +207,7 @@ class MediaSession:
                 self._closing_legs.add(
                     asyncio.ensure_future(self._close_leg(old, reason="reconnected"))
                 )
-            leg = await self._open_leg(role)
+            leg = await self._open_leg(role, video)
             self.legs[role] = leg
         try:
             answer = await self._negotiate(leg, offer_sdp)
@@ -198,22 +220,44 @@ class MediaSession:
                 raise InvalidInput(
                     "bad_offer",
                     f"The browser's connection offer was refused: {exc}",
-                    "浏览器的连接请求无法接受（需支持 VP8 视频和 Opus 音频）。",
+                    "浏览器的连接请求无法接受（需支持 VP8 或 H.264 视频和 Opus 音频）。",
                 ) from exc
             raise
+        relay = self._relay_mode(role)
+        log.info(
+            "media connected",
+            extra={
+                "session": self.session_id,
+                "role": role,
+                "video_codec": leg.video_codec.name,
+                "relay": relay,
+            },
+        )
         await self.events.event(
-            self.session_id, self.now_ms(), "media.connected", role, {"segment": leg.segment}
+            self.session_id,
+            self.now_ms(),
+            "media.connected",
+            role,
+            # relay: how video goes between the parties (both ways alike), None while
+            # the other party has no leg.
+            {"segment": leg.segment, "video_codec": leg.video_codec.name, "relay": relay},
         )
         return answer
 
-    async def _open_leg(self, role: str) -> Leg:
+    def _relay_mode(self, role: str) -> str | None:
+        leg, peer = self.legs.get(role), self.legs.get(OTHER[role])
+        if leg is None or peer is None:
+            return None
+        return relay_mode(peer.video_codec, leg.video_codec)
+
+    async def _open_leg(self, role: str, video: VideoCodec) -> Leg:
         segment = self.next_segment[role]
         self.next_segment[role] = segment + 1
         writer: SegmentWriter | None = None
         recording_id: str | None = None
         if self.settings.record:
-            rel_path = f"{self.rel_dir}/{role}-{segment:02d}.webm"
-            writer = SegmentWriter(self.settings.recordings_root / rel_path)
+            rel_path = f"{self.rel_dir}/{role}-{segment:02d}{video.suffix}"
+            writer = SegmentWriter(self.settings.recordings_root / rel_path, video)
             recording_id = await self.events.segment_opened(
                 self.session_id, role, segment, rel_path
             )
@@ -227,8 +271,11 @@ class MediaSession:
             recording_id=recording_id,
             # What this party receives: the other party's frames. A gap or a browser's
             # PLI asks the *other* party for a keyframe.
-            video_out=ForwardTrack("video", need_keyframe=lambda: self._ask_keyframe(other)),
+            video_out=ForwardTrack(
+                "video", need_keyframe=lambda: self._ask_keyframe(other), codec=video
+            ),
             audio_out=ForwardTrack("audio", need_keyframe=lambda: None),
+            video_codec=video,
         )
 
         @pc.on("connectionstatechange")
@@ -243,29 +290,34 @@ class MediaSession:
 
     async def _negotiate(self, leg: Leg, offer_sdp: str) -> str:
         pc = leg.pc
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        kinds = set()
+        # Transceivers made before the offer is applied: aiortc filters the offer's
+        # codecs by their preferences only then (set afterwards, they would not narrow
+        # the answer, and the sender would use whatever the browser listed first).
+        for kind in ("audio", "video"):
+            if f"m={kind}" in offer_sdp:
+                out = leg.video_out if kind == "video" else leg.audio_out
+                transceiver = pc.addTransceiver(out, direction="sendrecv")
+                transceiver.setCodecPreferences(_codec_preferences(kind, leg.video_codec))
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except OperationError as exc:
+            raise ValueError(f"no codec in common ({exc})") from exc
         for transceiver in pc.getTransceivers():
             kind = transceiver.kind
-            if kind in kinds or kind not in ("audio", "video"):
-                continue  # one audio and one video per party
-            kinds.add(kind)
-            transceiver.setCodecPreferences(_codec_preferences(kind))
             hooks.tap_receiver(transceiver.receiver, self._sink(leg, kind))
             if kind == "video":
                 leg.video_receiver = transceiver.receiver
-            out = leg.video_out if kind == "video" else leg.audio_out
-            pc.addTrack(out)
-            if kind == "video":
-                hooks.on_keyframe_request(
-                    transceiver.sender, partial(self._ask_keyframe, OTHER[leg.role])
-                )
+                sender = transceiver.sender
+                hooks.on_keyframe_request(sender, partial(self._keyframe_wanted, leg))
+                hooks.on_remb(sender, partial(self._downstream_remb, leg))
+                hooks.limit_remb(transceiver.receiver, partial(self._upstream_limit, leg))
+                leg.video_out.force_keyframe = partial(hooks.force_keyframe, sender)
         answer = await pc.createAnswer()
         if answer is None:
             raise ValueError("no answer")
         sdp = answer.sdp
-        if "m=video" in sdp and "VP8" not in sdp:
-            raise ValueError("the browser does not offer VP8 video")
+        if "m=video" in sdp and f" {leg.video_codec.name}/" not in sdp:
+            raise ValueError(f"the browser does not offer {leg.video_codec.name} video")
         if "m=audio" in sdp and "opus" not in sdp.lower():
             raise ValueError("the browser does not offer Opus audio")
         await pc.setLocalDescription(answer)
@@ -287,13 +339,14 @@ class MediaSession:
             leg.frames_in[kind] += 1
             peer = self.legs.get(OTHER[leg.role])
             if kind == "video":
+                key = leg.video_codec.is_keyframe(data)
                 if leg.writer is not None:
-                    if not leg.writer.started and not is_vp8_keyframe(data):
+                    if not leg.writer.started and not key:
                         self._ask_keyframe(leg.role)
                     leg.writer.write_video(data, rtp_ts, arrival)
                 if peer is not None:
-                    peer.video_out.push(data, rtp_ts, leg)
-                if is_vp8_keyframe(data):
+                    peer.video_out.push(data, rtp_ts, leg, leg.video_codec)
+                if key:
                     self._keyframe_arrived(leg, data)
             else:
                 if leg.writer is not None:
@@ -321,6 +374,28 @@ class MediaSession:
             pass  # a damaged keyframe: the next one is tried
         finally:
             self._auto_pending = False
+
+    def _downstream_remb(self, leg: Leg, bitrate: int) -> None:
+        leg.downstream_bitrate = bitrate
+
+    def _upstream_limit(self, leg: Leg) -> int | None:
+        """The most ``leg``'s party should send: our cap, and while its frames are
+        forwarded unchanged, what the other party's browser can take (no encoder of
+        ours sits between them to adapt). A transcoded direction adapts in our encoder."""
+        cap = self.settings.max_video_bitrate
+        peer = self.legs.get(OTHER[leg.role])
+        if peer is None or peer.closed or peer.video_out.mode == TRANSCODE:
+            return cap
+        down = peer.downstream_bitrate
+        if down is None:
+            return cap
+        return down if cap is None else min(cap, down)
+
+    def _keyframe_wanted(self, leg: Leg) -> None:
+        """The party's browser asked this leg's sender for a keyframe (PLI/FIR)."""
+        if leg.video_out.mode == TRANSCODE:
+            return  # our own encoder makes one (aiortc's sender does on the request)
+        self._ask_keyframe(OTHER[leg.role])
 
     def _ask_keyframe(self, role: str) -> None:
         leg = self.legs.get(role)
@@ -389,7 +464,7 @@ class MediaSession:
         self, leg: Leg, keyframe: bytes, *, kind: str, actor: str
     ) -> dict[str, Any]:
         offset = self.now_ms()
-        jpeg, _w, _h = await asyncio.to_thread(decode_still, keyframe)
+        jpeg, _w, _h = await asyncio.to_thread(decode_still, keyframe, leg.video_codec)
         rel_path = f"{self.rel_dir}/stills/{leg.role}-{offset:09d}-{kind}.jpg"
         return await self.events.still_taken(
             self.session_id, leg.role, kind, rel_path, jpeg, offset, actor
@@ -453,5 +528,16 @@ class MediaSession:
             self.now_ms(),
             "media.disconnected",
             leg.role,
-            {"segment": leg.segment, "reason": reason, "frames_in": dict(leg.frames_in)},
+            {
+                "segment": leg.segment,
+                "reason": reason,
+                "frames_in": dict(leg.frames_in),
+                # What the relay handed this party's sender, and dropped because the
+                # party was not keeping up (the load benchmark reads both).
+                "frames_out": {"video": leg.video_out.pushed, "audio": leg.audio_out.pushed},
+                "frames_dropped": {
+                    "video": leg.video_out.dropped,
+                    "audio": leg.audio_out.dropped,
+                },
+            },
         )

@@ -55,6 +55,10 @@ class NodeInfo:
     url: str  # public base URL participants are sent to
     load: int  # live sessions on the node
     last_seen: float
+    # A worker's loopback URL, where the other workers of its machine hand it the session
+    # sockets of its sessions; "" for a single process (nothing to hand over).
+    internal_url: str = ""
+    machine: str = ""  # host name: an internal URL is reachable only from the same machine
 
 
 class Subscription(abc.ABC):

@@ -342,6 +342,7 @@ class RedisBackend(QueueBackend):
     async def register_node(self, node: NodeInfo, *, ttl: float) -> None:
         fields = ["url", node.url, "load", str(node.load)]
         fields += ["last_seen", _num(node.last_seen), "ttl", _num(ttl)]
+        fields += ["internal_url", node.internal_url, "machine", node.machine]
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._key("node:", node.node_id), items=fields)
             pipe.zadd(self._key("nodes"), {node.node_id: node.last_seen})
@@ -350,8 +351,15 @@ class RedisBackend(QueueBackend):
     async def live_nodes(self, *, now: float) -> list[NodeInfo]:
         live = []
         for node_id, values in await self._indexed("nodes", "zset", "node:", lua.NODE_FIELDS):
-            url, load, last_seen, ttl = values
-            node = NodeInfo(node_id, url or "", int(load or 0), float(last_seen or 0.0))
+            url, load, last_seen, ttl, internal_url, machine = values
+            node = NodeInfo(
+                node_id,
+                url or "",
+                int(load or 0),
+                float(last_seen or 0.0),
+                internal_url=internal_url or "",
+                machine=machine or "",
+            )
             if now - node.last_seen <= float(ttl or 0.0):
                 live.append(node)
         return sorted(live, key=lambda n: n.node_id)

@@ -29,7 +29,7 @@ WITNESS_FIELDS = (
 # Fields of a queue entry hash (qi:{application_id}) read back, in order.
 ENTRY_FIELDS = ("enqueued_at", "last_seen", "phone_hash", "id_hash", "skills", "offered_to")
 OFFER_FIELDS = ("application_id", "staff_id", "expires_at")
-NODE_FIELDS = ("url", "load", "last_seen", "ttl")
+NODE_FIELDS = ("url", "load", "last_seen", "ttl", "internal_url", "machine")
 
 # Withdraw an open offer from the witness holding it: the witness is no longer offered
 # anyone and goes NOT_READY (not READY: an investor vanishing under an offer says nothing

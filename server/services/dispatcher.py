@@ -12,6 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -167,7 +168,7 @@ class Dispatcher:
 
     async def heartbeat(self) -> None:
         load = self._live_sessions() if self._live_sessions else 0
-        node = NodeInfo(self.node.node_id, self.node.url, load, time.time())
+        node = replace(self.node, load=load, last_seen=time.time())
         await self.pairing.backend.register_node(node, ttl=self.pairing.config.node_ttl_seconds)
 
     async def run_forever(self) -> None:

@@ -26,7 +26,9 @@ from server.audit import append_audit
 from server.config import MediaConfig
 from server.domain.errors import Conflict
 from server.files import write_durably
-from server.media.recorder import CONTENT_TYPE, FileFacts, finalize
+from server.media.codecs import codec_for_path
+from server.media.naive import NaiveSession
+from server.media.recorder import FileFacts, finalize
 from server.media.session import MediaSession, MediaSettings
 from server.store.models import Recording, SessionEvent, Still, WitnessSession, utcnow
 
@@ -137,7 +139,8 @@ class DbMediaEvents:
                 participant=participant,
                 segment=segment,
                 path=rel_path,
-                content_type=CONTENT_TYPE,
+                # WebM for VP8, Matroska for H.264 (the file name says which).
+                content_type=codec_for_path(rel_path).content_type,
                 status=REC_RECORDING,
                 node_id=self.node_id,
             )
@@ -252,6 +255,7 @@ class MediaManager:
             ice_servers=lambda: ice_servers_for(config, "media-node", now=time.time()),
             record=config.record,
             keyframe_interval=config.keyframe_interval_seconds,
+            max_video_bitrate=config.max_video_kbps * 1000 or None,
         )
         self.node_id = node_id
         self.events = DbMediaEvents(db, root=root, node_id=node_id, on_bytes=on_bytes)
@@ -296,7 +300,9 @@ class MediaManager:
                     "该会话由另一媒体节点承载，请重新连接。",
                 )
             created = ws.created_at
-            media = MediaSession(
+            # The naive pipeline exists only as the load benchmark's baseline.
+            kind = NaiveSession if self.config.pipeline == "naive" else MediaSession
+            media = kind(
                 session_id,
                 rel_dir=session_dir(session_id, created),
                 settings=self.settings,

@@ -8,7 +8,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -340,7 +340,8 @@ async def package_contents(
     docs = await active_documents(session, ws.application_id)
     files = [
         PackageFile(
-            f"recordings/{r.participant}-{r.segment:02d}-{r.id}.webm", _within(root, r.path)
+            f"recordings/{r.participant}-{r.segment:02d}-{r.id}{PurePath(r.path).suffix}",
+            _within(root, r.path),
         )
         for r in recordings
         if r.status in ("complete", "recovered")

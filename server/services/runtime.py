@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,7 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.adapters.account_system import AccountSystem, build_account_system
 from server.adapters.email import EmailSender, SandboxEmail, SmtpEmail
-from server.adapters.identity_registry import IdentityRegistry, build_identity_registry
+from server.adapters.identity_registry import (
+    IdentityRegistry,
+    build_identity_registry,
+    load_sandbox_identities,
+)
 from server.adapters.sms import SmsSender, build_sms_sender
 from server.config import Config, ConfigError, GatewayConfig
 from server.content import load_intake_content, load_script
@@ -144,6 +149,13 @@ def node_url(config: Config) -> str:
     return f"{scheme}://{config.server.host}:{config.server.port}"
 
 
+def internal_url(config: Config) -> str:
+    """A worker's loopback URL for session sockets handed over by the other workers of its
+    machine (server/web/ws_proxy.py); "" for a single process."""
+    port = config.internal_port
+    return f"http://127.0.0.1:{port}" if port is not None else ""
+
+
 def _gateway(cfg: GatewayConfig) -> dict[str, Any]:
     """The adapter builders' keywords, shared by the identity registry and SMS."""
     return {
@@ -179,6 +191,16 @@ def build_email(config: Config) -> EmailSender:
     return SandboxEmail()
 
 
+def load_sandbox_identities_of(config: Config) -> list[tuple[str, str]]:
+    name = config.identity.sandbox_identities_file
+    if not name:
+        return []
+    try:
+        return load_sandbox_identities(config.resolve_path(name))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"identity.sandbox_identities_file: {exc}") from None
+
+
 def load_witness_script(config: Config) -> Script:
     path = config.resolve_path(config.media.script_file) if config.media.script_file else None
     try:
@@ -191,7 +213,9 @@ def load_witness_script(config: Config) -> Script:
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     protector = open_protector(config)
     questionnaire, disclosure = load_content(config)
-    registry = build_identity_registry(**_gateway(config.identity))
+    registry = build_identity_registry(
+        **_gateway(config.identity), sandbox_identities=load_sandbox_identities_of(config)
+    )
     sms = build_sms_sender(**_gateway(config.sms))
     accounts = build_account_system(**_gateway(config.accounts))
     engine = make_engine(
@@ -216,7 +240,14 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     queue = create_backend(
         config.queue.backend, redis_url=config.redis.url, key_prefix=config.redis.key_prefix
     )
-    node = NodeInfo(config.node_id, node_url(config), 0, 0.0)
+    node = NodeInfo(
+        config.node_id,
+        node_url(config),
+        0,
+        0.0,
+        internal_url=internal_url(config),
+        machine=socket.gethostname(),
+    )
     pairing = Pairing(backend=queue, db=db, config=config.pairing, node_id=config.node_id)
     placer = Placer(pairing=pairing, protector=protector, self_node=node)
     metrics = Metrics.create()

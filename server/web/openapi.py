@@ -21,6 +21,9 @@ _SEC: list[dict[str, list[str]]] = [{"investorCookie": []}, {"investorBearer": [
 
 
 _RSEC: list[dict[str, list[str]]] = [{"apiToken": []}, {"staffSession": []}]
+# WebM for VP8, Matroska for a party that sent H.264 (the codec fallback).
+_RECORDING_TYPES: dict[str, Any] = {"video/webm": {}, "video/x-matroska": {}}
+
 _ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _RANGE_PARAM = {
     "name": "Range",
@@ -86,10 +89,10 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     },
     "/api/v1/recordings/{id}": {
         "get": _rop(
-            "A recording (WebM), with Range and ETag (its SHA-256)",
+            "A recording (WebM; Matroska for H.264), with Range and ETag (its SHA-256)",
             {
-                "200": {"description": "the file", "content": {"video/webm": {}}},
-                "206": {"description": "the requested range", "content": {"video/webm": {}}},
+                "200": {"description": "the file", "content": _RECORDING_TYPES},
+                "206": {"description": "the requested range", "content": _RECORDING_TYPES},
                 "304": {"description": "not modified (If-None-Match)"},
                 "416": {"description": "malformed or unsatisfiable Range"},
             },
@@ -172,8 +175,8 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
             "security": [{"staffSession": []}],
             "parameters": [_ID_PARAM, _RANGE_PARAM],
             "responses": {
-                "200": {"description": "the file", "content": {"video/webm": {}}},
-                "206": {"description": "a range", "content": {"video/webm": {}}},
+                "200": {"description": "the file", "content": _RECORDING_TYPES},
+                "206": {"description": "a range", "content": _RECORDING_TYPES},
                 "4XX": {"$ref": "#/components/responses/Error"},
             },
         }

@@ -4,7 +4,9 @@ Each party connects with its session token. Its WebRTC offer is answered here, b
 node's media session (server/media): the node relays and records both parties. Other
 messages for the other party (mute state, script, chat) travel on
 ``session:<id>:<role>``. A party whose socket drops has ``media.rejoin_grace_seconds``
-to come back (its recording continues in a new segment) before the session ends.
+to come back (its recording continues in a new segment) before the session ends. With
+``server.workers`` > 1 a socket that reached a sibling worker of the owner is relayed to
+it first (ws_proxy.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from server.domain.errors import DomainError, Forbidden, InvalidInput, Unavailab
 from server.services import session_tokens
 from server.services.placement import session_channel
 from server.services.runtime import Runtime
+from server.web import ws_proxy
 from server.web.access import public
 from server.web.keys import RUNTIME
 from server.web.ws_common import open_socket, run_socket, send, send_error
@@ -43,6 +46,9 @@ _ENDING = frozenset({"peer_left", "session_ended"})
 async def session_socket(request: web.Request) -> web.StreamResponse:
     # No Origin check here: the page that opens this socket is served by whichever node
     # the party reached, and no cookie admits anyone; the token does.
+    relayed = await ws_proxy.relay_to_owner(request)
+    if relayed is not None:
+        return relayed  # the session ran on the sibling worker that owns it
     rt = request.app[RUNTIME]
     ws = open_socket(request)
     await ws.prepare(request)

@@ -65,7 +65,8 @@ export async function openLocalMedia() {
 }
 
 function preferCodecs(transceiver, kind) {
-  // The node forwards frames unchanged and records them as WebM: VP8 and Opus only.
+  // VP8 and Opus: the node then forwards frames unchanged. A browser without VP8 offers
+  // what it has, and the node falls back to H.264 for it (transcoding, docs/media.md).
   if (!transceiver.setCodecPreferences || !window.RTCRtpReceiver?.getCapabilities) return;
   const caps = RTCRtpReceiver.getCapabilities(kind);
   if (!caps) return;
@@ -75,7 +76,7 @@ function preferCodecs(transceiver, kind) {
     try {
       transceiver.setCodecPreferences(codecs);
     } catch {
-      // Older browsers: the server's answer still picks VP8/Opus.
+      // Older browsers: the server's answer still picks VP8 (or H.264) and Opus.
     }
   }
 }

@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +31,7 @@ from server.adapters.identity_registry import (
     RegistryResult,
     SandboxRegistry,
     build_identity_registry,
+    load_sandbox_identities,
 )
 from server.adapters.sms import HttpSms, SandboxSms, build_sms_sender
 from server.domain.identity_document import DocumentType, validate_id_number
@@ -620,3 +622,43 @@ def test_builders_refuse_bad_configuration(builder: Callable[..., object]) -> No
         builder(provider="http", **{**_HTTP_SETTINGS, "http_api_key": "k"})
     with pytest.raises(ValueError, match="api key"):
         builder(provider="http", **{**_HTTP_SETTINGS, "http_url": "http://127.0.0.1:9/x"})
+
+
+async def test_sandbox_identities_file_adds_testers_identities(tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "# extra identities for testers\n\n"
+        "测甲甲乙,110101196001020113\n王 小明 , 11010119600101010x\n",
+        encoding="utf-8",
+    )
+    extra = load_sandbox_identities(people)
+    assert extra == [("测甲甲乙", "110101196001020113"), ("王 小明", "11010119600101010X")]
+    registry = build_identity_registry(
+        provider="sandbox", sandbox_latency_ms=0, sandbox_failure_rate=0.0, http_url="",
+        http_api_key="", http_timeout_seconds=1.0, http_retries=0, sandbox_identities=extra,
+    )  # fmt: skip
+    got = await registry.verify(name="测甲甲乙", id_type="resident_id", id_number=extra[0][1])
+    assert got.result is RegistryResult.MATCH
+    other = await registry.verify(name="张三", id_type="resident_id", id_number=extra[0][1])
+    assert other.result is RegistryResult.MISMATCH
+    # The built-in ones stay.
+    zhang = await registry.verify(name="张三", id_type="resident_id", id_number=ZHANG_ID)
+    assert zhang.result is RegistryResult.MATCH
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("测甲甲乙,110101196001020114", "checksum"),
+        ("测甲甲乙,1101011960", "18-character"),
+        ("测甲甲乙", "expected 'name,id_number'"),
+        (",110101196001020113", "expected 'name,id_number'"),
+    ],
+)
+def test_sandbox_identities_file_names_the_bad_line(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    people = tmp_path / "people.csv"
+    people.write_text(f"测甲甲乙,110101196001020113\n{line}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"people.csv:2: .*{problem}"):
+        load_sandbox_identities(people)

@@ -467,6 +467,21 @@ async def test_node_registry_honours_each_ttl(backend: QueueBackend) -> None:
     ]
 
 
+async def test_node_registry_keeps_a_workers_internal_url_and_machine(
+    backend: QueueBackend,
+) -> None:
+    worker = NodeInfo(
+        "box-w1", "https://kaihu.example", 1, NOW, internal_url="http://127.0.0.1:8082",
+        machine="box",
+    )  # fmt: skip
+    await backend.register_node(worker, ttl=10)
+    await backend.register_node(NodeInfo("single", "https://n2.example", 0, NOW), ttl=10)
+    assert await backend.live_nodes(now=NOW + 1) == [
+        worker,
+        NodeInfo("single", "https://n2.example", 0, NOW),  # no internal URL: never handed to
+    ]
+
+
 async def test_lock_is_exclusive_and_released_only_by_its_owner(backend: QueueBackend) -> None:
     assert await backend.acquire_lock("dispatch", "node-a", ttl=30)
     assert not await backend.acquire_lock("dispatch", "node-b", ttl=30)

@@ -12,14 +12,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from server.content import DEFAULT_INTAKE_PATH
 from tests.conftest import (
@@ -46,21 +44,6 @@ async def cluster_database(pg_template: str | None) -> AsyncIterator[str]:
         service_missing("PostgreSQL", PG_ADMIN_DSN)
     async with pg_database("witness_2n_", template=pg_template) as url:
         yield url
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        service_missing("Redis", f"{REDIS_URL}: {exc}")
-    prefix = f"t2n:{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    async for key in client.scan_iter(match=f"{prefix}*"):
-        await client.delete(key)
-    await client.aclose()
 
 
 @pytest.fixture

@@ -113,3 +113,22 @@ def test_media_defaults_use_no_public_ice_server() -> None:
         },
     )
     assert cfg.media.ice_servers == ("stun:s.example.cn:3478", "turn:t.example.cn:3478")
+
+
+def test_media_pipeline_is_passthrough_unless_asked() -> None:
+    assert load_config(DEFAULT_CONFIG_PATH, env={}).media.pipeline == "passthrough"
+    cfg = load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_MEDIA_PIPELINE": "naive"})
+    assert cfg.media.pipeline == "naive"
+    with pytest.raises(ConfigError, match=r"media\.pipeline"):
+        load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_MEDIA_PIPELINE": "transcode"})
+
+
+def test_sandbox_identities_file_only_with_the_sandbox() -> None:
+    env = {
+        "WITNESS_IDENTITY_SANDBOX_IDENTITIES_FILE": "people.csv",
+        "WITNESS_IDENTITY_PROVIDER": "http",
+        "WITNESS_IDENTITY_HTTP_URL": "https://registry.example.cn/verify",
+        "WITNESS_IDENTITY_HTTP_API_KEY": "k",
+    }
+    with pytest.raises(ConfigError, match=r"identity\.sandbox_identities_file"):
+        load_config(DEFAULT_CONFIG_PATH, env=env)

@@ -87,6 +87,21 @@ async def test_keyframe_requests_from_the_far_end_are_seen() -> None:
         await pc.close()
 
 
+async def test_a_transcoding_sender_can_be_made_to_encode_a_keyframe() -> None:
+    pc = RTCPeerConnection()
+    try:
+        sender = pc.addTransceiver("video").sender
+        calls: list[int] = []
+        hooks.on_keyframe_request(sender, lambda: calls.append(1))
+        assert sender._RTCRtpSender__force_keyframe is False
+        hooks.force_keyframe(sender)
+        # The flag aiortc's sender reads before its next encode; the session's callback
+        # hears of it like of a browser's request (and ignores it on a transcoded leg).
+        assert sender._RTCRtpSender__force_keyframe is True and calls == [1]
+    finally:
+        await pc.close()
+
+
 def test_host_addresses_can_be_pinned() -> None:
     try:
         hooks.restrict_host_addresses(["127.0.0.1", "::1"])
@@ -160,3 +175,21 @@ async def test_forward_track_keeps_time_moving_across_a_rejoin() -> None:
     track.stop()
     with pytest.raises(aiortc.mediastreams.MediaStreamError):
         await asyncio.wait_for(track.recv(), 1)
+
+
+def test_remb_clamped_only_when_above_the_limit() -> None:
+    from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RtcpPsfbPacket, pack_remb_fci
+
+    remb = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=pack_remb_fci(900_000, [7, 8])
+    )
+    assert hooks.remb_bitrate(remb) == (pytest.approx(900_000, rel=0.01), [7, 8])
+    lowered = hooks.clamp_remb(remb, 300_000)
+    assert hooks.remb_bitrate(lowered) == (pytest.approx(300_000, rel=0.01), [7, 8])
+    assert lowered.ssrc == 1 and hooks.remb_bitrate(remb)[0] > 800_000  # original intact
+    assert hooks.clamp_remb(remb, 2_000_000) is remb
+    assert hooks.clamp_remb(remb, None) is remb
+    pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=7)
+    assert hooks.remb_bitrate(pli) is None and hooks.clamp_remb(pli, 1) is pli
+    not_remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=b"XXXX0000")
+    assert hooks.remb_bitrate(not_remb) is None

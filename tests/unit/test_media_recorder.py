@@ -1,4 +1,5 @@
-"""Recording segments: keyframe start, one clock, cues, crash tolerance (A15, A19)."""
+"""Recording segments: keyframe start, one clock, cues, crash tolerance (A15, A19), for
+VP8 in WebM and H.264 in Matroska (issue 9)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,21 @@ from pathlib import Path
 import av
 import pytest
 
-from server.media.recorder import (
-    Cue,
-    SegmentWriter,
-    _TrackClock,
-    finalize,
-    is_vp8_keyframe,
-    vp8_dimensions,
-)
-from tests.media_samples import HEIGHT, WIDTH, opus_frames, vp8_frames
+from server.media.codecs import H264, is_vp8_keyframe, nal_units, vp8_dimensions
+from server.media.recorder import Cue, SegmentWriter, _TrackClock, finalize
+from tests.media_samples import HEIGHT, WIDTH, h264_frames, opus_frames, vp8_frames
 
 
-def feed(writer: SegmentWriter, *, start_ms: int = 1000, skip_video: int = 0) -> None:
+def feed(
+    writer: SegmentWriter,
+    *,
+    start_ms: int = 1000,
+    skip_video: int = 0,
+    video: list[tuple[bytes, int]] | None = None,
+) -> None:
     """Video and audio interleaved as they would arrive, the first at ``start_ms``."""
-    events = [(ts * 1000 // 90_000, "v", d, ts) for d, ts in vp8_frames()[skip_video:]]
+    frames = (video or vp8_frames())[skip_video:]
+    events = [(ts * 1000 // 90_000, "v", d, ts) for d, ts in frames]
     events += [(ts * 1000 // 48_000, "a", d, ts) for d, ts in opus_frames()]
     for t, kind, data, ts in sorted(events, key=lambda e: (e[0], e[1])):
         if kind == "v":
@@ -157,3 +159,71 @@ def test_track_clock_places_first_frame_at_arrival_and_stays_monotonic() -> None
     assert clock.to_ms(0, 5000) == 5000
     assert clock.to_ms(9000, 5200) == 5100  # sender spacing, not arrival jitter
     assert clock.to_ms(9000, 5300) == 5101  # a duplicate timestamp moves forward
+
+
+# ── H.264 (a browser without VP8) ───────────────────────────────────────────────────
+def annex_b(avcc: bytes) -> bytes:
+    """Matroska stores H.264 as length-prefixed NAL units: back to start codes."""
+    out, pos = b"", 0
+    while pos < len(avcc):
+        size = int.from_bytes(avcc[pos : pos + 4], "big")
+        out += b"\x00\x00\x00\x01" + avcc[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+    return out
+
+
+def test_h264_segment_is_matroska_copied_frame_for_frame(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "investor-00.mkv", H264)
+    feed(writer, video=h264_frames(), skip_video=3)  # joined mid-GOP
+    writer.close()
+    assert writer.failed is None and writer.video_frames == 30  # from the IDR at 15
+    facts = finalize(writer.path)
+    assert facts.decodable and facts.video_frames == 30 and facts.start_ms >= 1000
+    assert decode(writer.path) == {"video": 30, "audio": facts.audio_frames}
+    assert facts.audio_frames >= 0.9 * facts.duration_ms / 20
+    header = writer.path.read_bytes()[:64]  # EBML DocType: WebM may not carry H.264
+    assert b"matroska" in header and b"webm" not in header
+    with av.open(str(writer.path)) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert (stream.codec_context.width, stream.codec_context.height) == (WIDTH, HEIGHT)
+        stored = [annex_b(bytes(p)) for p in c.demux(stream) if p.size]
+    # The NAL units as the party sent them (no re-encode), only the framing differs.
+    sent = [data for data, _ts in h264_frames()[15:]]
+    assert [list(nal_units(s)) for s in stored] == [list(nal_units(s)) for s in sent]
+
+
+def test_h264_video_after_a_voice_only_start_still_decodes(tmp_path: Path) -> None:
+    """The file opens on the voice before any SPS came (placeholder decoder
+    configuration); the party's own SPS/PPS, repeated before each IDR, take over."""
+    writer = SegmentWriter(tmp_path / "w.mkv", H264)
+    for data, ts in opus_frames()[:110]:
+        writer.write_audio(data, ts, ts * 1000 // 48_000)
+    assert writer.opened
+    for data, ts in h264_frames()[5:]:
+        writer.write_video(data, ts, 2300 + ts * 1000 // 90_000)
+    writer.close()
+    facts = finalize(writer.path)
+    assert facts.video_frames == 30 and facts.decodable
+    with av.open(str(writer.path)) as c:
+        sizes = {(f.width, f.height) for f in c.decode(c.streams.video[0])}
+    assert sizes == {(WIDTH, HEIGHT)} and decode(writer.path)["video"] == 30
+
+
+def test_a_torn_h264_file_keeps_its_playable_part(tmp_path: Path) -> None:
+    writer = SegmentWriter(tmp_path / "w.mkv", H264)
+    feed(writer, video=h264_frames())
+    writer.container.close()  # type: ignore[union-attr]  # flushed; torn below
+    with av.open(str(writer.path)) as c:
+        video = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    pos, size = video[20]
+    torn = tmp_path / "torn.mkv"
+    torn.write_bytes(writer.path.read_bytes()[: pos + size // 2])
+    facts = finalize(torn)
+    assert facts.decodable and 20 <= facts.video_frames <= 21
+    assert decode(torn)["video"] == facts.video_frames
+
+
+def test_a_segment_file_name_must_match_its_codec(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.mkv file"):
+        SegmentWriter(tmp_path / "w.webm", H264)

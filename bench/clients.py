@@ -1,0 +1,378 @@
+"""Synthetic participants for the load benchmark: investors through the intake API,
+witnesses through the desk socket, each with an aiortc connection that sends
+pre-encoded 640×480 @ 15 fps VP8 and 20 ms Opus (no encoding in the client) and counts
+what arrives without decoding it (the server's own tap), keeping a few frames to decode
+afterwards as a spot check."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import io
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import av
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from server.domain.identity_document import check_character
+from server.media import hooks
+from server.media.codecs import is_vp8_keyframe
+
+WIDTH, HEIGHT, FPS = 640, 480, 15
+PASSWORD = "benchmark password"  # noqa: S105 - throwaway accounts in a temp database
+SPOT_FRAMES = 20  # encoded frames kept per party (from its first keyframe) to decode later
+_STEMS = "甲乙丙丁戊己庚辛壬癸"
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    id_number: str
+    phone: str
+
+
+def identity(n: int) -> Identity:
+    """The n-th synthetic investor: a valid GB 11643 number (Beijing Dongcheng, born on a
+    different day each), a unique name and phone."""
+    year, day = 1960 + n // 336, n % 336
+    month, dom = 1 + day // 28, 1 + day % 28
+    seq = f"{(n % 900) + 10:03d}"
+    first17 = f"110101{year:04d}{month:02d}{dom:02d}{seq}"
+    name = "测" + _STEMS[n // 100 % 10] + _STEMS[n // 10 % 10] + _STEMS[n % 10]
+    return Identity(name, first17 + check_character(first17), f"139{n:06d}88")
+
+
+# ── pre-encoded media ──────────────────────────────────────────────────────────────────
+def encode_clip(seconds: int = 2) -> tuple[list[bytes], list[bytes]]:
+    """A looping clip: VP8 frames (first is a keyframe) and 20 ms Opus frames."""
+    enc = av.CodecContext.create("libvpx", "w")
+    enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"  # type: ignore[attr-defined]
+    enc.time_base = fractions.Fraction(1, FPS)
+    enc.framerate = FPS  # type: ignore[attr-defined]
+    enc.bit_rate = 600_000
+    enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    video: list[bytes] = []
+    for i in range(seconds * FPS):
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        # A moving diagonal ramp with some texture: a realistic-ish bitrate.
+        row = bytes((x * 3 + i * 11 + (x * 7919 % 13)) % 256 for x in range(WIDTH + HEIGHT))
+        frame.planes[0].update(b"".join(row[y : y + WIDTH] for y in range(HEIGHT)))
+        for plane in frame.planes[1:]:
+            plane.update(bytes([128 + (i % 20)]) * plane.buffer_size)
+        frame.pts = i
+        frame.time_base = enc.time_base
+        if i == 0:
+            frame.pict_type = av.video.frame.PictureType.I  # type: ignore[attr-defined]
+        video += [bytes(p) for p in enc.encode(frame)]  # type: ignore[attr-defined]
+    video += [bytes(p) for p in enc.encode(None)]  # type: ignore[attr-defined]
+    aenc = av.CodecContext.create("libopus", "w")
+    aenc.sample_rate, aenc.layout, aenc.format = 48_000, "mono", "s16"  # type: ignore[attr-defined]
+    aenc.time_base = fractions.Fraction(1, 48_000)
+    audio: list[bytes] = []
+    for i in range(seconds * 50):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(bytes((i * 37 + n) % 7 for n in range(1920)))
+        frame.sample_rate, frame.pts = 48_000, i * 960
+        frame.time_base = aenc.time_base
+        audio += [bytes(p) for p in aenc.encode(frame)]  # type: ignore[attr-defined]
+    return video, audio
+
+
+class PacketTrack(MediaStreamTrack):
+    """Returns pre-encoded packets in real time; aiortc packetizes them unencoded. A
+    keyframe request from the server (PLI) makes the next frame the clip's keyframe."""
+
+    def __init__(self, kind: str, payloads: list[bytes]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.payloads = payloads
+        self.rate, self.step, self.interval = (
+            (90_000, 90_000 // FPS, 1 / FPS) if kind == "video" else (48_000, 960, 0.02)
+        )
+        self.sent = 0
+        self.start: float | None = None
+        self.paused = asyncio.Event()
+        self.keyframe_wanted = False
+        self._index = 0
+
+    async def recv(self) -> av.Packet[Any]:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.paused.is_set():
+            await asyncio.Event().wait()  # stopped sending: the benchmark's window closed
+        if self.start is None:
+            self.start = time.monotonic()
+        due = self.start + self.sent * self.interval
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        if self.keyframe_wanted:
+            self.keyframe_wanted = False
+            self._index = 0  # the clip starts on its only keyframe
+        packet = av.Packet(self.payloads[self._index % len(self.payloads)])
+        packet.pts = self.sent * self.step
+        packet.time_base = fractions.Fraction(1, self.rate)
+        self.sent += 1
+        self._index += 1
+        return packet
+
+
+@dataclass
+class PartyStats:
+    role: str
+    session_id: str
+    video_sent: int = 0
+    audio_sent: int = 0
+    video_received: int = 0
+    audio_received: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    keyframe_requests: int = 0
+    joined_queue_at: float | None = None
+    first_frame_at: float | None = None
+    paused_at: float | None = None
+    spot: list[bytes] = field(default_factory=list)
+
+
+class Party:
+    """One side of a session: its session socket and WebRTC connection."""
+
+    def __init__(self, http: aiohttp.ClientSession, role: str, matched: dict[str, Any]) -> None:
+        self.http = http
+        self.role = role
+        self.session_id = str(matched["session_id"])
+        self.url = (
+            str(matched.get("node_url") or "").rstrip("/").replace("http", "ws", 1)
+            + f"/ws/session/{self.session_id}?token={matched['token']}"
+        )
+        self.stats = PartyStats(role, self.session_id)
+        self.pc: RTCPeerConnection | None = None
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.tracks: list[PacketTrack] = []
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.ended = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    def _count(self, kind: str) -> hooks.FrameSink:
+        stats = self.stats
+
+        def sink(_codec: str, data: bytes, _ts: int) -> None:
+            if kind == "audio":
+                stats.audio_received += 1
+                return
+            stats.video_received += 1
+            if stats.first_frame_at is None:
+                stats.first_frame_at = time.monotonic()
+            if len(stats.spot) < SPOT_FRAMES and (stats.spot or is_vp8_keyframe(data)):
+                stats.spot.append(bytes(data))
+
+        return sink
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(msg.data)
+            if data.get("type") in ("session_ended", "peer_left"):
+                self.ended.set()
+            await self.inbox.put(data)
+        self.ended.set()
+
+    async def next_of(self, kind: str, within: float = 20.0) -> dict[str, Any]:
+        async with asyncio.timeout(within):
+            while True:
+                data = await self.inbox.get()
+                if data.get("type") == kind:
+                    return data
+                if data.get("type") == "error":
+                    raise RuntimeError(f"{self.role}: server error waiting for {kind}: {data}")
+
+    async def start(self, video: list[bytes], audio: list[bytes]) -> None:
+        self.ws = await self.http.ws_connect(self.url, heartbeat=None)
+        self._reader = asyncio.create_task(self._read())
+        await self.next_of("joined")
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.pc = pc
+        self.tracks = [PacketTrack("audio", audio), PacketTrack("video", video)]
+        for track in self.tracks:
+            transceiver = pc.addTransceiver(track, direction="sendrecv")
+            hooks.tap_receiver(transceiver.receiver, self._count(track.kind))
+            if track.kind == "video":
+                hooks.on_keyframe_request(transceiver.sender, partial_keyframe(self, track))
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+        answer = await self.next_of("answer")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_json(message)
+
+    def pause(self) -> None:
+        self.stats.paused_at = time.monotonic()
+        for track in self.tracks:
+            track.paused.set()
+
+    async def snapshot(self) -> PartyStats:
+        s = self.stats
+        for track in self.tracks:
+            if track.kind == "video":
+                s.video_sent = track.sent
+            else:
+                s.audio_sent = track.sent
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                report = await self.pc.getStats()
+                s.packets_received = s.packets_lost = 0
+                for stat in report.values():
+                    if getattr(stat, "type", "") == "inbound-rtp":
+                        s.packets_received += int(getattr(stat, "packetsReceived", 0) or 0)
+                        s.packets_lost += max(0, int(getattr(stat, "packetsLost", 0) or 0))
+        return s
+
+    async def close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def partial_keyframe(party: Party, track: PacketTrack) -> Any:
+    def on_request() -> None:
+        party.stats.keyframe_requests += 1
+        track.keyframe_wanted = True
+
+    return on_request
+
+
+def spot_check(frames: list[bytes]) -> bool:
+    """The kept frames (a keyframe and what followed) decode as VP8."""
+    if not frames:
+        return False
+    decoder = av.CodecContext.create("vp8", "r")
+    decoded = 0
+    try:
+        for data in frames:
+            decoded += len(decoder.decode(av.Packet(data)))
+    except av.error.FFmpegError:
+        return False
+    return decoded >= len(frames) - 1
+
+
+# ── driving the server's HTTP and queue sockets ──────────────────────────────────────────
+async def next_message(
+    ws: aiohttp.ClientWebSocketResponse, kind: str, within: float = 30
+) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        while True:
+            msg = await ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"socket closed waiting for {kind}: {msg}")
+            data = json.loads(msg.data)
+            if data.get("type") == kind:
+                return data  # type: ignore[no-any-return]
+            if data.get("type") == "error":
+                raise RuntimeError(f"server error waiting for {kind}: {data}")
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (800, 500), "#3a6").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+async def investor_ready(http: aiohttp.ClientSession, who: Identity) -> dict[str, str]:
+    """Intake up to identity_verified; returns the headers for further investor calls."""
+    api = "/api/v1/investor"
+    async with http.post(f"{api}/otp", json={"phone": who.phone}) as r:
+        body = await r.json()
+        if "sandbox_code" not in body:
+            raise RuntimeError(f"OTP refused: {r.status} {body}")
+        code = body["sandbox_code"]
+    async with http.post(f"{api}/session", json={"phone": who.phone, "code": code}) as r:
+        h = {"X-CSRF-Token": (await r.json())["csrf_token"]}
+    birth = who.id_number[6:14]
+    identity_body = {
+        "name": who.name, "document_type": "resident_id", "id_number": who.id_number,
+        "sex": "M" if int(who.id_number[16]) % 2 else "F",
+        "birth_date": f"{birth[:4]}-{birth[4:6]}-{birth[6:]}",
+        "valid_from": "2015-06-01", "valid_until_long_term": True, "nationality": "CHN",
+        "address": "北京市东城区东长安街1号", "occupation": "retired", "email": "bench@example.cn",
+    }  # fmt: skip
+    async with http.put(f"{api}/application/identity", json=identity_body, headers=h) as r:
+        if r.status != 200:
+            raise RuntimeError(f"identity refused: {r.status} {await r.text()}")
+    for kind in ("id_front", "id_back", "frontal_photo"):
+        hdr = {**h, "Content-Type": "image/jpeg"}
+        async with http.put(f"{api}/application/documents/{kind}", data=_jpeg(), headers=hdr) as r:
+            if r.status != 200:
+                raise RuntimeError(f"{kind} refused: {r.status} {await r.text()}")
+    async with http.get(f"{api}/questionnaire") as r:
+        q = await r.json()
+    answers = {item["id"]: [item["options"][0]["id"]] for item in q["questions"]}
+    async with http.put(
+        f"{api}/application/suitability", json={"answers": answers}, headers=h
+    ) as r:
+        if r.status != 200:
+            raise RuntimeError(f"suitability refused: {r.status} {await r.text()}")
+    async with http.get(f"{api}/disclosure") as r:
+        body = {"version": (await r.json())["version"], "scrolled_to_end": True}
+    async with http.post(f"{api}/application/disclosure", json=body, headers=h) as r:
+        if r.status != 200:
+            raise RuntimeError(f"disclosure refused: {r.status} {await r.text()}")
+    async with http.post(f"{api}/application/submit", json={}, headers=h) as r:
+        state = (await r.json()).get("application", {}).get("state")
+        if state != "identity_verified":
+            raise RuntimeError(f"identity check did not pass: {state}")
+    return h
+
+
+async def join_queue(http: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+    async with http.post("/api/v1/investor/application/queue", json={}, headers=headers) as r:
+        if r.status != 200:
+            raise RuntimeError(f"queue refused: {r.status} {await r.text()}")
+
+
+async def witness_login(http: aiohttp.ClientSession, username: str) -> None:
+    async with http.get("/staff/login", headers={"Accept": "text/html"}) as r:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text())
+    if token is None:
+        raise RuntimeError("no CSRF token on the login page")
+    form = {"username": username, "password": PASSWORD, "csrf_token": token[1]}
+    async with http.post("/staff/login", data=form, allow_redirects=False) as r:
+        if r.status != 302:
+            raise RuntimeError(f"witness login failed: {r.status}")
+
+
+async def run_script(witness: Party) -> None:
+    """The witness takes the call to a pass verdict: disclosure, every step answered
+    clearly, a still, the face judged, verdict (what a real session does, A17.4)."""
+
+    async def act(message: dict[str, Any]) -> dict[str, Any]:
+        await witness.send(message)
+        return await witness.next_of("script_state")
+
+    state = await act({"type": "disclosure_show"})
+    await act({"type": "disclosure_confirm"})
+    for i, step in enumerate(state["steps"]):
+        await act({"type": "step_start", "index": i})
+        if step.get("expects_answer"):
+            await act({"type": "step_mark", "index": i, "mark": "clear"})
+    await witness.send({"type": "capture_still"})
+    await witness.next_of("still")
+    await act({"type": "face_judge", "judgement": "match"})
+    await witness.send({"type": "verdict", "result": "pass"})
+    await asyncio.wait_for(witness.ended.wait(), 20)

@@ -1,0 +1,910 @@
+"""Load benchmark (issue 9): N synthetic two-way sessions against a real deployment,
+through the real intake, queue, signalling and media paths, with the naive aiortc
+pipeline measured the same way in the same run.
+
+    python -m bench.load                       # 8 sessions ours, naive at 1 and 2, 30 s windows
+    python -m bench.load --sessions 8 --naive-sessions 1 2 --seconds 30 --workers 0
+    python -m bench.load --soak 600 --soak-concurrency 4   # sessions start and end for 10 min
+
+Each case starts a fresh server (its own database, Redis prefix and recordings directory)
+with ``python -m server serve`` (``--workers N`` when asked: one process per core behind
+one port; needs PostgreSQL and Redis), takes each investor through the intake API and
+each witness through the desk socket, and lets the queue pair them. The parties are
+aiortc clients in separate processes (``--client-processes``) that send pre-encoded
+640×480 @ 15 fps VP8 + Opus and count what arrives without decoding it. Over a steady
+window it reads the CPU time of every server process from /proc; afterwards it reads
+what the server forwarded and recorded from its database and decodes every recording end
+to end. Loopback only; every loop is bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import queue as queue_mod
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+
+from bench.clients import (
+    Identity,
+    Party,
+    PartyStats,
+    encode_clip,
+    identity,
+    investor_ready,
+    join_queue,
+    next_message,
+    run_script,
+    spot_check,
+    witness_login,
+)
+from server.content import DEFAULT_INTAKE_PATH
+from server.media import hooks
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN = os.environ.get("WITNESS_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("WITNESS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+PASSWORD = "benchmark password"  # noqa: S105 - throwaway accounts in a temp database
+
+
+# ── the deployment under test ──────────────────────────────────────────────────────────
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reachable(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+        return True
+    return False
+
+
+def _proc_tree(root: int) -> list[int]:
+    """``root`` and every process below it (the supervisor's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(stat[1]), []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+@dataclass
+class Case:
+    label: str
+    sessions: int
+    pipeline: str = "passthrough"
+    workers: int = 1
+    loop: str = "asyncio"
+
+
+class Deployment:
+    def __init__(self, case: Case, *, use_cluster: bool, witnesses: int, investors: int) -> None:
+        self.case = case
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-load-"))
+        self.use_cluster = use_cluster
+        self.db_name = f"bench_{uuid.uuid4().hex[:10]}"
+        base, _, _ = PG_ADMIN.rpartition("/")
+        pg = base.replace("postgresql://", "postgresql+asyncpg://") + f"/{self.db_name}"
+        self.database_url = pg if use_cluster else f"sqlite+aiosqlite:///{self.tmp / 'bench.db'}"
+        self.prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+        self.witnesses = [f"bench.w{n}" for n in range(witnesses)]
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cfg = self.tmp / "config.toml"
+        self._write_config(investors)
+
+    def _write_config(self, investors: int) -> None:
+        content = self.tmp / "intake.toml"
+        content.write_text(
+            re.sub(
+                r"min_read_seconds = \d+", "min_read_seconds = 0", DEFAULT_INTAKE_PATH.read_text()
+            )
+        )
+        people = self.tmp / "identities.csv"
+        people.write_text(
+            "".join(f"{p.name},{p.id_number}\n" for p in map(identity, range(investors))),
+            encoding="utf-8",
+        )
+        backend = "redis" if self.use_cluster else "memory"
+        self.cfg.write_text(
+            f"""
+[server]
+port = {self.port}
+[database]
+url = "{self.database_url}"
+[queue]
+backend = "{backend}"
+[redis]
+url = "{REDIS_URL}"
+key_prefix = "{self.prefix}"
+[storage]
+recordings_dir = "{self.tmp / "recordings"}"
+[security]
+data_key = "{base64.b64encode(os.urandom(32)).decode()}"
+create_key_file = false
+[intake]
+content_file = "{content}"
+otp_per_ip_per_hour = 1000000
+otp_per_phone_per_hour = 1000
+writes_per_ip_per_minute = 1000000
+[identity]
+sandbox_latency_ms = 0
+sandbox_identities_file = "{people}"
+[sms]
+sandbox_latency_ms = 0
+[pairing]
+dispatch_interval_seconds = 0.2
+[media]
+host_addresses = ["127.0.0.1"]
+pipeline = "{self.case.pipeline}"
+[logging]
+level = "WARNING"
+format = "text"
+"""
+        )
+
+    def _cli(self, *args: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "server", "--config", str(self.cfg), *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"server {' '.join(args)}: {done.stderr.strip()[-2000:]}")
+
+    async def prepare(self) -> None:
+        if self.use_cluster:
+            import asyncpg
+
+            conn = await asyncpg.connect(PG_ADMIN)
+            try:
+                await conn.execute(f'CREATE DATABASE "{self.db_name}"')
+            finally:
+                await conn.close()
+        self._cli("migrate")
+        await self._add_witnesses()
+
+    async def _add_witnesses(self) -> None:
+        # In-process rather than one CLI call per witness (argon2 + start-up each).
+        from server.config import load_config
+        from server.domain.staff import Role
+        from server.services import staff as staff_service
+        from server.services.runtime import open_runtime
+
+        cfg = load_config(self.cfg)
+        async with open_runtime(cfg) as rt, rt.db.begin() as session:
+            for n, username in enumerate(self.witnesses):
+                await staff_service.create_staff(
+                    session=session,
+                    new=staff_service.NewStaff(
+                        username=username,
+                        display_name=f"压测见证{n}",
+                        password=PASSWORD,
+                        roles=frozenset({Role.WITNESS}),
+                        employee_number=f"B{n:04d}",
+                        licence_number="S0850120090042",
+                        has_labour_contract=True,
+                        training_passed_on=date(2026, 1, 5),
+                        is_marketing=False,
+                        phone=None,
+                        id_number=None,
+                        skills=frozenset(),
+                    ),
+                    protector=rt.protector,
+                    actor="bench",
+                )
+
+    def start(self) -> None:
+        env = {**os.environ, "WITNESS_SERVER_PUBLIC_URL": self.base}
+        if self.case.loop != "asyncio":
+            env["WITNESS_SERVER_EVENT_LOOP"] = self.case.loop
+        cmd = [sys.executable, "-m", "server", "--config", str(self.cfg), "serve"]
+        if self.case.workers != 1:
+            cmd += ["--workers", str(self.case.workers)]
+        self.log = (self.tmp / "server.log").open("wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env
+        )
+
+    async def healthy(self, within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited: {self.tail()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{self.base}/healthz") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.2)
+            else:
+                raise RuntimeError(f"server not healthy in {within} s: {self.tail()}")
+        # With workers, wait until every worker is up (each has a process of its own).
+        want = self.case.workers if self.case.workers > 0 else os.cpu_count() or 1
+        while self.case.workers != 1 and len(self.pids()) < want + 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not all start")
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0 if self.case.workers == 1 else 3.0)  # nodes registered
+
+    def tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.tmp / "server.log").read_text(errors="replace")[-3000:]
+        return ""
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return _proc_tree(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for pid in self.pids():
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+    async def read_results(self) -> dict[str, Any]:
+        """What the server says it forwarded and recorded, and whether every recording
+        decodes end to end with the frame count the server recorded."""
+        from sqlalchemy import select
+
+        from server.store.db import make_engine, make_sessionmaker
+        from server.store.models import Recording, SessionEvent
+
+        engine = make_engine(self.database_url)
+        try:
+            async with make_sessionmaker(engine)() as s:
+                recs = (await s.scalars(select(Recording))).all()
+                events = (
+                    await s.scalars(
+                        select(SessionEvent).where(SessionEvent.kind == "media.disconnected")
+                    )
+                ).all()
+                rows = [(r.path, r.status, r.video_frames or 0) for r in recs]
+                outs = [e.payload for e in events]
+        finally:
+            await engine.dispose()
+        frames_in = sum(int(p.get("frames_in", {}).get("video", 0)) for p in outs)
+        forwarded = sum(int(p.get("frames_out", {}).get("video", 0)) for p in outs)
+        dropped = sum(int(p.get("frames_dropped", {}).get("video", 0)) for p in outs)
+        root = self.tmp / "recordings"
+        ok, recorded, problems = 0, 0, []
+        if self.case.pipeline == "naive":
+            rows = [(str(p.relative_to(root)), "naive", -1) for p in root.rglob("naive-*.mp4")]
+        for path, status, frames in rows:
+            try:
+                decoded = await asyncio.to_thread(_decode_all, root / path)
+            except Exception as exc:
+                problems.append(f"{path}: {exc}")
+                continue
+            if status == "naive" and decoded > 0:
+                ok, recorded = ok + 1, recorded + decoded
+            elif status == "complete" and decoded == frames:
+                ok, recorded = ok + 1, recorded + frames
+            else:
+                problems.append(f"{path}: {status}, {decoded} of {frames} frames decode")
+        return {
+            # The naive pipeline has no tap: the server's counts are not known there.
+            "server_in": frames_in if self.case.pipeline != "naive" else None,
+            "forwarded": forwarded if self.case.pipeline != "naive" else None,
+            "relay_dropped": dropped,
+            "recordings": len(rows),
+            "recordings_ok": ok,
+            "recorded_frames": recorded,
+            "problems": problems,
+        }
+
+    async def cleanup(self, keep: bool = False) -> None:
+        if keep:
+            print(f"# kept {self.tmp} (database {self.db_name})", flush=True)
+            return
+        if self.use_cluster:
+            import asyncpg
+            import redis.asyncio as aioredis
+
+            conn = await asyncpg.connect(PG_ADMIN)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            finally:
+                await conn.close()
+            client = aioredis.Redis.from_url(REDIS_URL)
+            async for key in client.scan_iter(match=f"{self.prefix}*"):
+                await client.delete(key)
+            await client.aclose()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _decode_all(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(*c.streams.video))
+
+
+# ── client processes ───────────────────────────────────────────────────────────────────
+@dataclass(frozen=True)
+class ClientSpec:
+    base: str
+    slots: list[int]  # session slots this process drives (investor + witness each)
+    witnesses: list[str]
+    mode: str  # "steady" | "soak"
+    stagger: float
+    soak_seconds: float = 0.0
+    session_seconds: float = 20.0
+    total_slots: int = 0
+    per_slot: int = 0  # soak: identities each slot may use
+
+
+def _client_process(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
+    hooks.restrict_host_addresses(["127.0.0.1"])  # loopback only, like the server
+    try:
+        asyncio.run(_clients(spec, out, go, stop))
+    except Exception as exc:
+        out.put(("error", repr(exc)))
+
+
+async def _pinger(sockets: list[aiohttp.ClientWebSocketResponse]) -> None:
+    # Queue sockets: the witness's ping is its presence heartbeat.
+    while True:
+        for ws in sockets:
+            if not ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await ws.send_json({"type": "ping"})
+        await asyncio.sleep(3)
+
+
+def _http(base: str) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(base_url=base, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def _clients(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
+    clip = encode_clip()
+    if spec.mode == "soak":
+        await _soak(spec, out, go, clip)
+        return
+    https: list[aiohttp.ClientSession] = []
+    queues: list[aiohttp.ClientWebSocketResponse] = []
+    prepared: list[tuple[aiohttp.ClientSession, dict[str, str], aiohttp.ClientSession, Any]] = []
+    try:
+        for slot in spec.slots:
+            inv, wit = _http(spec.base), _http(spec.base)
+            https += [inv, wit]
+            headers = await investor_ready(inv, identity(slot))
+            await witness_login(wit, spec.witnesses[slot])
+            wit_ws = await wit.ws_connect("/ws/witness")
+            await wit_ws.send_json({"type": "ready"})
+            queues.append(wit_ws)
+            prepared.append((inv, headers, wit, wit_ws))
+        pinger = asyncio.create_task(_pinger(queues))
+        out.put(("prepared", len(prepared)))
+        await asyncio.to_thread(go.wait)
+        parties: list[Party] = []
+
+        async def investor(n: int, http: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+            await asyncio.sleep(n * spec.stagger)
+            ws = await http.ws_connect("/ws/investor")
+            queues.append(ws)
+            joined = time.monotonic()
+            await join_queue(http, headers)
+            matched = await next_message(ws, "matched", 90)
+            party = Party(http, "investor", matched)
+            party.stats.joined_queue_at = joined
+            parties.append(party)
+            await party.start(*clip)
+
+        async def witness(http: aiohttp.ClientSession, ws: Any) -> None:
+            offer = await next_message(ws, "offer", 120)
+            await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+            matched = await next_message(ws, "matched", 30)
+            party = Party(http, "witness", matched)
+            parties.append(party)
+            await party.start(*clip)
+
+        await asyncio.gather(
+            *(investor(slot, p[0], p[1]) for slot, p in zip(spec.slots, prepared, strict=True)),
+            *(witness(p[2], p[3]) for p in prepared),
+        )
+        async with asyncio.timeout(60):
+            while not all(p.stats.first_frame_at for p in parties):
+                await asyncio.sleep(0.05)
+        out.put(("flowing", len(parties)))
+        await asyncio.to_thread(stop.wait)
+        for party in parties:
+            party.pause()
+        await asyncio.sleep(2.0)  # frames in flight arrive
+        stats = [await p.snapshot() for p in parties]
+        out.put(("result", [_stats_dict(s) for s in stats]))
+        pinger.cancel()
+        for party in parties:
+            await party.close()
+    finally:
+        for ws in queues:
+            await ws.close()
+        for http in https:
+            await http.close()
+
+
+def _stats_dict(s: PartyStats) -> dict[str, Any]:
+    d = asdict(s)
+    d["spot_ok"] = spot_check(s.spot)
+    del d["spot"]
+    return d
+
+
+async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], list[bytes]]) -> None:
+    """Sessions start and end until the soak is over: each slot's investor goes through
+    intake, waits, has a call of ``session_seconds`` and a full script to a pass verdict;
+    then the next investor of the slot comes. Witnesses go ready again after wrap-up."""
+    out.put(("prepared", len(spec.slots)))
+    await asyncio.to_thread(go.wait)
+    deadline = time.monotonic() + spec.soak_seconds
+    results: list[dict[str, Any]] = []
+
+    async def witness_loop(slot: int) -> None:
+        async with _http(spec.base) as http:
+            await witness_login(http, spec.witnesses[slot])
+            async with http.ws_connect("/ws/witness") as ws:
+                pinger = asyncio.create_task(_pinger([ws]))
+                try:
+                    while time.monotonic() < deadline:
+                        await ws.send_json({"type": "ready"})
+                        try:
+                            offer = await next_message(
+                                ws, "offer", max(1, deadline - time.monotonic())
+                            )
+                        except TimeoutError:
+                            return
+                        await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+                        matched = await next_message(ws, "matched", 30)
+                        party = Party(http, "witness", matched)
+                        try:
+                            await party.start(*clip)
+                            await asyncio.sleep(spec.session_seconds)
+                            await run_script(party)
+                        finally:
+                            await party.close()
+                finally:
+                    pinger.cancel()
+
+    async def investor_loop(slot: int) -> None:
+        n = 0
+        while time.monotonic() < deadline - spec.session_seconds and n < spec.per_slot:
+            who: Identity = identity(spec.total_slots * n + slot)
+            n += 1
+            record: dict[str, Any] = {"slot": slot, "ok": False}
+            try:
+                async with _http(spec.base) as http:
+                    headers = await investor_ready(http, who)
+                    async with http.ws_connect("/ws/investor") as ws:
+                        joined = time.monotonic()
+                        await join_queue(http, headers)
+                        matched = await next_message(ws, "matched", 120)
+                        party = Party(http, "investor", matched)
+                        try:
+                            await party.start(*clip)
+                            await asyncio.wait_for(party.ended.wait(), spec.session_seconds + 60)
+                            stats = await party.snapshot()
+                            record.update(
+                                ok=True,
+                                join_to_media=(stats.first_frame_at or joined) - joined,
+                                video_received=stats.video_received,
+                            )
+                        finally:
+                            await party.close()
+            except Exception as exc:
+                record["error"] = repr(exc)[:300]
+            results.append(record)
+
+    await asyncio.gather(
+        *(witness_loop(s) for s in spec.slots),
+        *(investor_loop(s) for s in spec.slots),
+        return_exceptions=True,
+    )
+    out.put(("result", results))
+
+
+def _collect(out: Any, kind: str, count: int, within: float) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + within
+    while len(got) < count:
+        try:
+            message = out.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue_mod.Empty:
+            raise RuntimeError(f"clients: {len(got)} of {count} '{kind}' in {within} s") from None
+        if message[0] == "error":
+            raise RuntimeError(f"client process failed: {message[1]}")
+        if message[0] == kind:
+            got.append(message[1])
+    return got
+
+
+def _spawn_clients(
+    specs: list[ClientSpec],
+) -> tuple[list[Any], Any, Any, Any]:
+    ctx = mp.get_context("spawn")
+    out, go, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=_client_process, args=(s, out, go, stop)) for s in specs]
+    for p in procs:
+        p.start()
+    return procs, out, go, stop
+
+
+def _split(slots: list[int], parts: int) -> list[list[int]]:
+    return [part for part in (slots[i::parts] for i in range(parts)) if part]
+
+
+# ── one case ───────────────────────────────────────────────────────────────────────────
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> dict[str, Any]:
+    dep = Deployment(
+        case, use_cluster=use_cluster, witnesses=case.sessions, investors=case.sessions
+    )
+    procs: list[Any] = []
+    try:
+        await dep.prepare()
+        dep.start()
+        await dep.healthy()
+        rss_idle = _rss_mb(dep.pids())
+        specs = [
+            ClientSpec(
+                dep.base, part, dep.witnesses, "steady", args.stagger, total_slots=case.sessions
+            )
+            for part in _split(list(range(case.sessions)), args.client_processes)
+        ]
+        procs, out, go, stop = _spawn_clients(specs)
+        await asyncio.to_thread(_collect, out, "prepared", len(specs), 300)
+        go.set()
+        await asyncio.to_thread(_collect, out, "flowing", len(specs), 180)
+        await asyncio.sleep(args.warmup)
+        pids = dep.pids()
+        cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+        await asyncio.sleep(args.seconds)
+        cpu1, t1 = _cpu_seconds(pids), time.monotonic()
+        rss = _rss_mb(dep.pids())
+        stop.set()
+        results = [s for batch in await asyncio.to_thread(_collect, out, "result", len(specs), 120)
+                   for s in batch]  # fmt: skip
+        for p in procs:
+            p.join(30)
+        # The parties are gone: their legs close and the recordings are finalized (the
+        # naive recorder flushes x264's look-ahead, which takes a while under load).
+        await asyncio.sleep(2.0 if case.pipeline == "passthrough" else 6.0)
+        dep.stop()
+        server = await dep.read_results()
+    except BaseException:
+        print(dep.tail(), file=sys.stderr)
+        raise
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        dep.stop()
+        await dep.cleanup(args.keep)
+    sent = sum(r["video_sent"] for r in results)
+    received = sum(r["video_received"] for r in results)
+    lost = sum(r["packets_lost"] for r in results)
+    packets = sum(r["packets_received"] for r in results) + lost
+    joins = [r["first_frame_at"] - r["joined_queue_at"] for r in results if r["joined_queue_at"]]
+    return {
+        "case": case.label,
+        "pipeline": case.pipeline,
+        "workers": case.workers,
+        "loop": case.loop,
+        "sessions": case.sessions,
+        "server_processes": len(pids),
+        "cpu_per_session": (cpu1 - cpu0) / (t1 - t0) / case.sessions * 100,
+        "cpu_total": (cpu1 - cpu0) / (t1 - t0) * 100,
+        "rss_idle_mb": rss_idle,
+        "rss_mb": rss,
+        "video_sent": sent,
+        "video_received": received,
+        "fps_received": statistics.mean(
+            r["video_received"] / (r["paused_at"] - r["first_frame_at"]) for r in results
+        ),
+        # Upstream (client → server) times downstream (server's sender → other client):
+        # frames a party sent before the other had joined are never forwarded, so sent
+        # and received cannot be compared directly. A receiver's jitter buffer releases a
+        # frame when the next one starts, so each hop holds back exactly the last frame
+        # of each stream when sending stops: one per party per hop is not a loss.
+        "frame_loss": (
+            1
+            - min(1.0, (server["server_in"] + len(results)) / sent)
+            * min(1.0, (received + len(results)) / server["forwarded"])
+            if server["server_in"] is not None and server["forwarded"] and sent
+            else None
+        ),
+        "packet_loss": lost / packets if packets else None,
+        "join_p50": _pct(joins, 0.5),
+        "join_p95": _pct(joins, 0.95),
+        "spot_ok": sum(1 for r in results if r["spot_ok"]),
+        "parties": len(results),
+        "audio_received": sum(r["audio_received"] for r in results),
+        **server,
+    }
+
+
+async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) -> dict[str, Any]:
+    # A call plus its intake, script and wrap-up takes more than session_seconds: this
+    # bounds how many investors a slot can go through (and so the identities needed).
+    per_slot = int(args.soak // max(args.session_seconds, 5)) + 2
+    case = Case("soak", args.soak_concurrency, workers=workers)
+    dep = Deployment(
+        case,
+        use_cluster=use_cluster,
+        witnesses=args.soak_concurrency,
+        investors=args.soak_concurrency * per_slot,
+    )
+    procs: list[Any] = []
+    samples: list[tuple[float, float]] = []
+    try:
+        await dep.prepare()
+        dep.start()
+        await dep.healthy()
+        rss_idle = _rss_mb(dep.pids())
+        slots = list(range(args.soak_concurrency))
+        specs = [
+            ClientSpec(
+                dep.base,
+                part,
+                dep.witnesses,
+                "soak",
+                0.0,
+                soak_seconds=args.soak,
+                session_seconds=args.session_seconds,
+                total_slots=len(slots),
+                per_slot=per_slot,
+            )
+            for part in _split(slots, args.client_processes)
+        ]
+        procs, out, go, _stop = _spawn_clients(specs)
+        await asyncio.to_thread(_collect, out, "prepared", len(specs), 120)
+        go.set()
+        start = time.monotonic()
+        while time.monotonic() - start < args.soak + 30:
+            samples.append((time.monotonic() - start, _rss_mb(dep.pids())))
+            if all(not p.is_alive() for p in procs):
+                break
+            await asyncio.sleep(10)
+        results = [r for batch in await asyncio.to_thread(_collect, out, "result", len(specs), 180)
+                   for r in batch]  # fmt: skip
+        dep.stop()
+        server = await dep.read_results()
+    except BaseException:
+        print(dep.tail(), file=sys.stderr)
+        raise
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        dep.stop()
+        await dep.cleanup(args.keep)
+    ok = [r for r in results if r["ok"]]
+    first = [rss for t, rss in samples if 60 <= t < 120] or [samples[0][1]]
+    last = [rss for t, rss in samples if t >= args.soak - 60] or [samples[-1][1]]
+    joins = [r["join_to_media"] for r in ok]
+    return {
+        "sessions_done": len(ok),
+        "sessions_failed": len(results) - len(ok),
+        "errors": sorted({r.get("error", "") for r in results if not r["ok"]})[:5],
+        "rss_idle_mb": rss_idle,
+        "rss_minute_2": statistics.mean(first),
+        "rss_last_minute": statistics.mean(last),
+        "rss_max": max(r for _t, r in samples),
+        "samples": samples,
+        "join_p50": _pct(joins, 0.5),
+        "join_p95": _pct(joins, 0.95),
+        **server,
+    }
+
+
+# ── report ─────────────────────────────────────────────────────────────────────────────
+def _fmt(value: Any, spec: str = ".1f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def print_case(r: dict[str, Any]) -> None:
+    print(
+        f"{r['case']:<22} {r['sessions']:>3}  {r['server_processes']:>2}p {r['loop']:<7}"
+        f" {r['cpu_per_session']:>6.1f} {r['cpu_total']:>6.1f}"
+        f"  {r['rss_idle_mb']:>5.0f}→{r['rss_mb']:<5.0f}"
+        f" {(r['rss_mb'] - r['rss_idle_mb']) / r['sessions']:>5.1f}"
+        f"  {r['video_sent']:>6}→{_fmt(r['server_in'], 'd'):>6}→{_fmt(r['forwarded'], 'd'):>6}"
+        f"→{r['video_received']:<6}"
+        f" {r['recorded_frames']:>6}  {r['fps_received']:>5.1f}"
+        f"  {_fmt(r['frame_loss'] and r['frame_loss'] * 100, '.2f'):>5}%"
+        f" {_fmt(r['packet_loss'] and r['packet_loss'] * 100, '.2f'):>5}%"
+        f"  {_fmt(r['join_p50'], '.2f')}/{_fmt(r['join_p95'], '.2f')}"
+        f"  {r['recordings_ok']}/{r['recordings']}  {r['spot_ok']}/{r['parties']}",
+        flush=True,
+    )
+    for problem in r["problems"][:5]:
+        print(f"    ! {problem}", flush=True)
+
+
+HEADER = (
+    "case                   ses  proc loop    cpu%/s cpu%   rss idle→load MB/s"
+    "  video sent→in→fwd→recv  recorded  fps/party  f-loss p-loss  join p50/p95 s"
+    "  rec ok  spot ok"
+)
+
+
+async def main(args: argparse.Namespace) -> None:
+    use_cluster = (
+        not args.embedded and _reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379)
+    )
+    workers = args.workers if use_cluster else 1
+    if args.workers != 1 and not use_cluster:
+        print(
+            "# PostgreSQL or Redis not reachable (or --embedded): one process, SQLite", flush=True
+        )
+    print(
+        f"# {platform.node()} · {os.cpu_count()} cores · {_cpu_model()}"
+        f" · Python {platform.python_version()} · aiortc {_version('aiortc')} · av {av.__version__}"
+        f" · {'PostgreSQL + Redis' if use_cluster else 'SQLite + memory queue'}",
+        flush=True,
+    )
+    print(
+        f"# 640x480@15 VP8 ~600 kbit/s + Opus each way; {args.seconds:.0f} s window after"
+        f" {args.warmup:.0f} s warm-up; clients in {args.client_processes} processes",
+        flush=True,
+    )
+    cases: list[Case] = []
+    if args.sessions:
+        cases.append(Case("passthrough", args.sessions, workers=workers))
+        for loop in args.extra_loops:
+            cases.append(Case(f"passthrough {loop}", args.sessions, workers=workers, loop=loop))
+    for n in args.naive_sessions:
+        cases.append(Case("naive (aiortc default)", n, pipeline="naive", workers=workers))
+    results: list[dict[str, Any]] = []
+    if cases:
+        print(HEADER, flush=True)
+    for case in cases:
+        r = await run_case(case, args, use_cluster)
+        results.append(r)
+        print_case(r)
+    ours = [r for r in results if r["pipeline"] == "passthrough" and r["loop"] == "asyncio"]
+    naive = [r for r in results if r["pipeline"] == "naive"]
+    if ours and naive:
+        o = ours[0]
+        for n in naive:
+            ratio = n["cpu_per_session"] / o["cpu_per_session"]
+            per_frame = (n["cpu_total"] / max(n["fps_received"] * n["parties"], 1e-9)) / (
+                o["cpu_total"] / max(o["fps_received"] * o["parties"], 1e-9)
+            )
+            print(
+                f"# naive/ours at {n['sessions']} vs {o['sessions']} sessions: CPU per session"
+                f" {ratio:.1f}x, CPU per delivered frame {per_frame:.1f}x"
+                f" (naive delivered {n['fps_received']:.1f} of 15 fps)",
+                flush=True,
+            )
+    if args.soak:
+        s = await run_soak(args, use_cluster, workers)
+        print(
+            f"# soak {args.soak:.0f} s, {args.soak_concurrency} at a time,"
+            f" {args.session_seconds:.0f} s calls: {s['sessions_done']} sessions done,"
+            f" {s['sessions_failed']} failed;"
+            f" RSS idle {s['rss_idle_mb']:.0f} MB, minute 2 {s['rss_minute_2']:.0f} MB,"
+            f" last minute {s['rss_last_minute']:.0f} MB, max {s['rss_max']:.0f} MB;"
+            f" join→media p50/p95 {_fmt(s['join_p50'], '.2f')}/{_fmt(s['join_p95'], '.2f')} s;"
+            f" recordings ok {s['recordings_ok']}/{s['recordings']}",
+            flush=True,
+        )
+        for error in s["errors"]:
+            print(f"    ! {error}", flush=True)
+        results.append({"soak": s})
+    if args.json:
+        await asyncio.to_thread(
+            Path(args.json).write_text, json.dumps(results, indent=1, default=str)
+        )
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def _version(name: str) -> str:
+    from importlib.metadata import version
+
+    return version(name)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sessions", type=int, default=8, help="concurrent sessions, ours (0: skip)"
+    )
+    parser.add_argument("--naive-sessions", type=int, nargs="*", default=[1, 2],
+                        help="session counts for the naive baseline (none: skip)")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="server processes (0: one per core; 1: one)")  # fmt: skip
+    parser.add_argument("--extra-loops", nargs="*", default=[], choices=["uvloop"],
+                        help="also run ours with these event loops")  # fmt: skip
+    parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--stagger", type=float, default=0.3, help="seconds between investors")
+    parser.add_argument("--embedded", action="store_true", help="SQLite + memory queue, 1 process")
+    parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: none)")
+    parser.add_argument("--soak-concurrency", type=int, default=4)
+    parser.add_argument("--session-seconds", type=float, default=20.0, help="soak call length")
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--keep", action="store_true", help="keep logs, database, recordings")
+    args = parser.parse_args(argv)
+    if not 0 <= args.sessions <= 64 or any(not 1 <= n <= 16 for n in args.naive_sessions):
+        parser.error("--sessions 0..64, --naive-sessions 1..16 (bounded load)")
+    if not 0 <= args.soak <= 3600 or not 1 <= args.soak_concurrency <= 16:
+        parser.error("--soak 0..3600 s, --soak-concurrency 1..16")
+    if not 5 <= args.seconds <= 600:
+        parser.error("--seconds 5..600")
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
