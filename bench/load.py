@@ -741,16 +741,21 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
         dep.stop()
         await dep.cleanup(args.keep)
     ok = [r for r in results if r["ok"]]
-    first = [rss for t, rss in samples if 60 <= t < 120] or [samples[0][1]]
-    last = [rss for t, rss in samples if t >= args.soak - 60] or [samples[-1][1]]
     joins = [r["join_to_media"] for r in ok]
+    minutes: dict[int, list[float]] = {}
+    for t, rss in samples:
+        minutes.setdefault(int(t // 60), []).append(rss)
+    # Flat or growing: the slope over the second half, after the one-off loads of the
+    # first minutes (the face model in each worker, caches, allocator arenas).
+    late = [(t / 60, rss) for t, rss in samples if t >= args.soak / 2]
+    slope = statistics.linear_regression(*zip(*late, strict=True)).slope if len(late) > 2 else None
     return {
         "sessions_done": len(ok),
         "sessions_failed": len(results) - len(ok),
         "errors": sorted({r.get("error", "") for r in results if not r["ok"]})[:5],
         "rss_idle_mb": rss_idle,
-        "rss_minute_2": statistics.mean(first),
-        "rss_last_minute": statistics.mean(last),
+        "rss_by_minute": [statistics.mean(minutes[m]) for m in sorted(minutes)],
+        "rss_slope_second_half": slope,
         "rss_max": max(r for _t, r in samples),
         "samples": samples,
         "join_p50": _pct(joins, 0.5),
@@ -805,9 +810,15 @@ async def main(args: argparse.Namespace) -> None:
         f" · {'PostgreSQL + Redis' if use_cluster else 'SQLite + memory queue'}",
         flush=True,
     )
+    window = (
+        f"{args.seconds:.0f} s window after {args.warmup:.0f} s warm-up; "
+        if args.sessions or args.naive_sessions
+        else ""
+    )
     print(
-        f"# 640x480@15 VP8 ~600 kbit/s + Opus each way; {args.seconds:.0f} s window after"
-        f" {args.warmup:.0f} s warm-up; clients in {args.client_processes} processes",
+        f"# 640x480@15 VP8 ~600 kbit/s + Opus each way; {window}"
+        f"{workers or os.cpu_count()} server worker(s); clients in"
+        f" {args.client_processes} processes",
         flush=True,
     )
     cases: list[Case] = []
@@ -845,8 +856,9 @@ async def main(args: argparse.Namespace) -> None:
             f"# soak {args.soak:.0f} s, {args.soak_concurrency} at a time,"
             f" {args.session_seconds:.0f} s calls: {s['sessions_done']} sessions done,"
             f" {s['sessions_failed']} failed;"
-            f" RSS idle {s['rss_idle_mb']:.0f} MB, minute 2 {s['rss_minute_2']:.0f} MB,"
-            f" last minute {s['rss_last_minute']:.0f} MB, max {s['rss_max']:.0f} MB;"
+            f" RSS idle {s['rss_idle_mb']:.0f} MB, by minute"
+            f" {' '.join(f'{m:.0f}' for m in s['rss_by_minute'])} MB, max {s['rss_max']:.0f} MB,"
+            f" second half {_fmt(s['rss_slope_second_half'], '+.1f')} MB/min;"
             f" join→media p50/p95 {_fmt(s['join_p50'], '.2f')}/{_fmt(s['join_p95'], '.2f')} s;"
             f" recordings ok {s['recordings_ok']}/{s['recordings']}",
             flush=True,
