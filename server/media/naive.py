@@ -55,6 +55,8 @@ class _Follow(MediaStreamTrack):
                 await asyncio.sleep(0.02)
                 continue
             if source is not self._source:
+                if self._proxy is not None:
+                    self._proxy.stop()  # the relay stops feeding the old subscription
                 self._source = source
                 self._proxy = self._session.relay.subscribe(source, buffered=False)
             assert self._proxy is not None
@@ -127,7 +129,10 @@ class NaiveSession(MediaSession):
         if source is None:
             raise Unavailable("no_video", "No live video from that party.", "对方当前没有视频。")
         proxy = self.relay.subscribe(source, buffered=False)
-        frame = await asyncio.wait_for(proxy.recv(), 4.0)
+        try:
+            frame = await asyncio.wait_for(proxy.recv(), 4.0)
+        finally:
+            proxy.stop()
         if not isinstance(frame, av.VideoFrame):
             raise Unavailable("no_video", "No live video from that party.", "对方当前没有视频。")
         buf = io.BytesIO()
