@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
+
+import pytest
 
 from server.queue.base import NodeInfo
 from server.services.handoff import sibling_owner
@@ -43,6 +46,33 @@ async def test_a_crashing_worker_is_restarted_and_stop_ends_everyone() -> None:
         supervisor.stop()
         assert await running == 0
     assert steady_proc.returncode is not None
+
+
+async def test_workers_get_two_malloc_arenas_unless_the_operator_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "env.txt"
+    record = [
+        sys.executable,
+        "-c",
+        f"import os; open({str(out)!r}, 'w').write(os.environ.get('MALLOC_ARENA_MAX', '-'))",
+    ]
+    for chosen, expected in ((None, "2"), ("8", "8")):
+        if chosen is None:
+            monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+        else:
+            monkeypatch.setenv("MALLOC_ARENA_MAX", chosen)
+        out.unlink(missing_ok=True)
+        supervisor = Supervisor([record], policy=RestartPolicy(first_delay=5.0))
+        running = asyncio.create_task(supervisor.run(handle_signals=False))
+        async with asyncio.timeout(20):
+            while True:
+                await asyncio.sleep(0.05)
+                if out.exists() and out.read_text():
+                    break
+        supervisor.stop()
+        await running
+        assert out.read_text() == expected
 
 
 def test_only_a_live_sibling_on_this_machine_with_a_loopback_url_is_handed_to() -> None:
