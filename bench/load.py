@@ -59,6 +59,7 @@ from bench.clients import (
     spot_check,
     witness_login,
 )
+from server.config import usable_cores
 from server.content import DEFAULT_INTAKE_PATH
 from server.media import hooks
 
@@ -272,7 +273,7 @@ format = "text"
             else:
                 raise RuntimeError(f"server not healthy in {within} s: {self.tail()}")
         # With workers, wait until every worker is up (each has a process of its own).
-        want = self.case.workers if self.case.workers > 0 else os.cpu_count() or 1
+        want = self.case.workers if self.case.workers > 0 else usable_cores()
         while self.case.workers != 1 and len(self.pids()) < want + 1:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not all start")
@@ -817,7 +818,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     print(
         f"# 640x480@15 VP8 ~600 kbit/s + Opus each way; {window}"
-        f"{workers or os.cpu_count()} server worker(s); clients in"
+        f"{workers or usable_cores()} server worker(s); clients in"
         f" {args.client_processes} processes",
         flush=True,
     )
