@@ -163,11 +163,14 @@ async def test_sigkill_mid_call_then_restart_recovers_the_recordings(tmp_path: P
             try:
                 deadline = time.monotonic() + 30
                 while True:
+                    # Recovery finalizes the recordings first, then interrupts their
+                    # session (separate transactions): wait for both.
                     async with db.begin() as s:
                         recs = (await s.scalars(select(Recording))).all()
-                    if recs and all(r.status != "recording" for r in recs):
+                        state = (await s.get(WitnessSession, sid)).state  # type: ignore[union-attr]
+                    if recs and all(r.status != "recording" for r in recs) and state != "live":
                         break
-                    assert time.monotonic() < deadline, [r.status for r in recs]
+                    assert time.monotonic() < deadline, ([r.status for r in recs], state)
                     await asyncio.sleep(0.3)
                 async with db.begin() as s:
                     session = await s.get(WitnessSession, sid)
