@@ -5,6 +5,7 @@ document opened."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -54,6 +55,7 @@ async def test_review_needs_full_playback_and_documents(mclient: Any) -> None:  
     await add_staff(mclient, "rev.li", {Role.REVIEWER})
     h = await as_staff(mclient, "rev.li")
     assert (await mclient.post(base + "/claim")).status == 403  # no CSRF token
+    claimed_before = time.monotonic()  # the server's budget starts after this
     status = await (await mclient.post(base + "/claim", headers=h)).json()
     assert len(status["recordings"]) == 2 and status["approve_problems"]
     async with rt.db.begin() as s:
@@ -77,7 +79,10 @@ async def test_review_needs_full_playback_and_documents(mclient: Any) -> None:  
             base + "/playback", json={**whole, "rate": 1.0, "visible": True}, headers=h
         )
         played = next(r for r in (await got.json())["recordings"] if r["id"] == rec["id"])
-        if rec["duration_ms"] > 1500:
+        # The budget is real time since the claim × max_rate plus 1.5 s of slack: a
+        # recording longer than that (however slow this machine was) must not count.
+        elapsed_ms = (time.monotonic() - claimed_before) * 1000
+        if rec["duration_ms"] > elapsed_ms * rt.config.review.max_rate + 1500:
             assert played["played"] == [] and not played["complete"]
     # Real time passes (at 2× the recordings need about half their length).
     await asyncio.sleep(max(r["duration_ms"] for r in recs) / 2000 + 0.5)
