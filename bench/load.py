@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -598,15 +599,33 @@ def _pct(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+@contextlib.asynccontextmanager
+async def _running(dep: Deployment, procs: list[Any], keep: bool) -> AsyncIterator[None]:
+    """The deployment started and healthy; on the way out the client processes in
+    ``procs`` are killed if still alive, the server stopped and its data removed (the
+    server log printed if anything failed)."""
+    try:
+        await dep.prepare()
+        dep.start()
+        await dep.healthy()
+        yield
+    except BaseException:
+        print(dep.tail(), file=sys.stderr)
+        raise
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        dep.stop()
+        await dep.cleanup(keep)
+
+
 async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> dict[str, Any]:
     dep = Deployment(
         case, use_cluster=use_cluster, witnesses=case.sessions, investors=case.sessions
     )
     procs: list[Any] = []
-    try:
-        await dep.prepare()
-        dep.start()
-        await dep.healthy()
+    async with _running(dep, procs, args.keep):
         rss_idle = _rss_mb(dep.pids())
         specs = [
             ClientSpec(
@@ -614,7 +633,8 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
             )
             for part in _split(list(range(case.sessions)), args.client_processes)
         ]
-        procs, out, go, stop = _spawn_clients(specs)
+        spawned, out, go, stop = _spawn_clients(specs)
+        procs += spawned
         await asyncio.to_thread(_collect, out, "prepared", len(specs), 300)
         go.set()
         await asyncio.to_thread(_collect, out, "flowing", len(specs), 180)
@@ -634,15 +654,6 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         await asyncio.sleep(2.0 if case.pipeline == "passthrough" else 6.0)
         dep.stop()
         server = await dep.read_results()
-    except BaseException:
-        print(dep.tail(), file=sys.stderr)
-        raise
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        dep.stop()
-        await dep.cleanup(args.keep)
     sent = sum(r["video_sent"] for r in results)
     received = sum(r["video_received"] for r in results)
     lost = sum(r["packets_lost"] for r in results)
@@ -699,10 +710,7 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
     )
     procs: list[Any] = []
     samples: list[tuple[float, float]] = []
-    try:
-        await dep.prepare()
-        dep.start()
-        await dep.healthy()
+    async with _running(dep, procs, args.keep):
         rss_idle = _rss_mb(dep.pids())
         slots = list(range(args.soak_concurrency))
         specs = [
@@ -719,7 +727,8 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
             )
             for part in _split(slots, args.client_processes)
         ]
-        procs, out, go, _stop = _spawn_clients(specs)
+        spawned, out, go, _stop = _spawn_clients(specs)
+        procs += spawned
         await asyncio.to_thread(_collect, out, "prepared", len(specs), 120)
         go.set()
         start = time.monotonic()
@@ -732,15 +741,6 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
                    for r in batch]  # fmt: skip
         dep.stop()
         server = await dep.read_results()
-    except BaseException:
-        print(dep.tail(), file=sys.stderr)
-        raise
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        dep.stop()
-        await dep.cleanup(args.keep)
     ok = [r for r in results if r["ok"]]
     joins = [r["join_to_media"] for r in ok]
     minutes: dict[int, list[float]] = {}

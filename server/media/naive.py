@@ -147,8 +147,8 @@ class NaiveSession(MediaSession):
         if recorder is not None:
             with contextlib.suppress(Exception):
                 await recorder.stop()
-        for kind in ("audio", "video"):
-            if self.legs.get(leg.role) is None:
+        if self.legs.get(leg.role) is None:  # not replaced by a rejoin: its tracks are gone
+            for kind in ("audio", "video"):
                 self.remote.pop((leg.role, kind), None)
         await super()._close_leg(leg, reason=reason)
 

@@ -114,28 +114,23 @@ async def _relay(
         await client.close()
 
 
+async def _copy(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    """Text and binary messages from ``source`` to ``sink`` until ``source`` closes."""
+    async for msg in source:
+        if msg.type is WSMsgType.TEXT:
+            await sink.send_str(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            await sink.send_bytes(msg.data)
+        elif msg.type is WSMsgType.ERROR:
+            return
+
+
 async def _pump(party: web.WebSocketResponse, owner: aiohttp.ClientWebSocketResponse) -> None:
     """Text, binary and close both ways until either side closes."""
-
-    async def party_to_owner() -> None:
-        async for msg in party:
-            if msg.type is WSMsgType.TEXT:
-                await owner.send_str(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                await owner.send_bytes(msg.data)
-            elif msg.type is WSMsgType.ERROR:
-                return
-
-    async def owner_to_party() -> None:
-        async for msg in owner:
-            if msg.type is WSMsgType.TEXT:
-                await party.send_str(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                await party.send_bytes(msg.data)
-            elif msg.type is WSMsgType.ERROR:
-                return
-
-    tasks = [asyncio.create_task(party_to_owner()), asyncio.create_task(owner_to_party())]
+    tasks = [asyncio.create_task(_copy(party, owner)), asyncio.create_task(_copy(owner, party))]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
