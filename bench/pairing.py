@@ -30,7 +30,7 @@ from server.config import load_config
 from server.domain.application import ApplicationState
 from server.domain.staff import Role
 from server.services import staff as staff_service
-from server.services.pairing import witness_channel
+from server.services.pairing.queueing import witness_channel
 from server.services.runtime import open_runtime
 from server.store import migrate
 from server.store.db import make_engine

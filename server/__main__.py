@@ -343,7 +343,7 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _retention(cfg: Config, args: argparse.Namespace) -> int:
-    from server.services import retention
+    from server.services.retrieval import retention
 
     await _require_migrated(cfg)
     engine = make_engine(cfg.database_url)

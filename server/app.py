@@ -17,9 +17,9 @@ from aiohttp import web
 
 from server.config import Config
 from server.media import hooks
-from server.services.media import recover
-from server.services.placement import SESSION_INTERRUPTED
+from server.services.pairing.placement import SESSION_INTERRUPTED
 from server.services.runtime import open_runtime
+from server.services.witnessing.recovery import recover
 from server.store.models import utcnow
 from server.web import (
     admin_pages,

@@ -32,15 +32,15 @@ from server.domain.suitability import DisclosureDocument, Questionnaire
 from server.evidence import signing_key
 from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
-from server.services.aftercare import Aftercare
-from server.services.confirmation import Notices
-from server.services.dispatcher import Dispatcher
-from server.services.images import ImageLimits
-from server.services.media import MediaManager
-from server.services.pairing import Pairing
-from server.services.placement import Placer
-from server.services.review import ReviewDesk
-from server.services.witnessing import Witnessing
+from server.services.aftercare.callback import Aftercare
+from server.services.aftercare.confirmation import Notices
+from server.services.intake.images import ImageLimits
+from server.services.pairing.dispatcher import Dispatcher
+from server.services.pairing.placement import Placer
+from server.services.pairing.queueing import Pairing
+from server.services.review.desk import ReviewDesk
+from server.services.witnessing.actions import Witnessing
+from server.services.witnessing.media_manager import MediaManager
 from server.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)

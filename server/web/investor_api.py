@@ -15,9 +15,11 @@ from sqlalchemy import select
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.identity_document import DocumentType
 from server.domain.intake import OCCUPATIONS, parse_identity_form, validate_phone
-from server.services import identity_check, intake, investor_auth, rate_limit
-from server.services.images import ImageKind
-from server.services.intake_view import application_view
+from server.services import rate_limit
+from server.services.intake import identity_check, investor_auth
+from server.services.intake import steps as intake
+from server.services.intake.images import ImageKind
+from server.services.intake.view import application_view
 from server.store.models import Account, utcnow
 from server.web.access import current_investor, investor_only, public
 from server.web.json_body import read_json_object

@@ -6,7 +6,7 @@ import weakref
 
 from aiohttp import web
 
-from server.services.investor_auth import CurrentInvestor
+from server.services.intake.investor_auth import CurrentInvestor
 from server.services.login_sessions import CurrentStaff
 from server.services.runtime import Runtime
 

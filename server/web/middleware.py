@@ -21,7 +21,7 @@ from server.domain.errors import DomainError, ErrorKind
 from server.domain.staff import Role
 from server.logsetup import request_id_var
 from server.services.api_tokens import token_hash, usable
-from server.services.investor_auth import resolve_investor
+from server.services.intake.investor_auth import resolve_investor
 from server.services.login_sessions import CurrentStaff, resolve_session
 from server.store.models import ApiToken
 from server.web.access import access_of

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from server import evidence
-from server.services import retrieval
+from server.services.retrieval import queries as retrieval
 from server.store.models import Recording, Still
 from server.web.access import public, retrieval_api
 from server.web.keys import API_CALLER, BYTES_SERVED, RUNTIME

@@ -10,8 +10,9 @@ from sqlalchemy import or_, select
 from server.audit import append_audit
 from server.domain.errors import NotFound
 from server.domain.staff import Role
-from server.services import intake, retrieval
-from server.services.review import REJECT_REASONS
+from server.services.intake import steps as intake
+from server.services.retrieval import queries as retrieval
+from server.services.review.desk import REJECT_REASONS
 from server.store.models import Application, Review, WitnessSession
 from server.web.access import allow, current_staff
 from server.web.keys import RUNTIME

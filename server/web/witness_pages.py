@@ -11,8 +11,8 @@ from server.audit import append_audit
 from server.domain.errors import NotFound
 from server.domain.script import FAIL_REASONS
 from server.domain.staff import Role
-from server.services import intake
 from server.services import staff as staff_service
+from server.services.intake import steps as intake
 from server.store.models import Still, WitnessSession
 from server.web.access import allow, current_staff
 from server.web.keys import RUNTIME

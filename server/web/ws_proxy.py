@@ -24,7 +24,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.domain.errors import DomainError
 from server.queue.base import NodeInfo
-from server.services import handoff, session_tokens
+from server.services.pairing import session_tokens
+from server.services.witnessing import handoff
 from server.web.keys import RUNTIME
 from server.web.ws_common import open_socket
 

@@ -20,8 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from server.domain.errors import DomainError, Forbidden, InvalidInput, Unavailable
-from server.services import session_tokens
-from server.services.placement import session_channel
+from server.services.pairing import session_tokens
+from server.services.pairing.placement import session_channel
 from server.services.runtime import Runtime
 from server.web import ws_proxy
 from server.web.access import public
@@ -33,7 +33,7 @@ routes = web.RouteTableDef()
 _OTHER = {"investor": "witness", "witness": "investor"}
 # Message types a party may send to the other; the server adds who sent it.
 _RELAYED = frozenset({"mute", "chat"})
-# The witness's script actions (services/witnessing.py).
+# The witness's script actions (services/witnessing/actions.py).
 _WITNESS_ACTIONS = frozenset(
     {"disclosure_show", "disclosure_confirm", "step_start", "step_mark", "face_judge"}
 )

@@ -282,7 +282,7 @@ async def test_openapi_document_is_valid_and_covers_every_api_route(mclient: Any
 def test_retention_counts_calendar_years() -> None:
     from datetime import UTC, datetime
 
-    from server.services.retention import retention_cutoff
+    from server.services.retrieval.retention import retention_cutoff
 
     assert retention_cutoff(3, now=datetime(2027, 1, 1, tzinfo=UTC)) == datetime(
         2024, 1, 1, tzinfo=UTC
@@ -293,7 +293,7 @@ def test_retention_counts_calendar_years() -> None:
 
 
 async def test_retention_keeps_recent_and_held_evidence(mclient: Any) -> None:  # noqa: F811
-    from server.services import retention
+    from server.services.retrieval import retention
 
     rt = mclient.app[RUNTIME]
     sid = await recorded_session(mclient)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageOps
 
-from server.services import face
+from server.services.witnessing import face
 from tests.conftest import IN_CI
 
 PHOTO = Path(__file__).resolve().parents[1] / "data" / "astronaut-face.jpg"

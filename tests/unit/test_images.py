@@ -1,4 +1,4 @@
-"""Unit tests for server.services.images (A17.1 ID document sides, A14 frontal photo, A25).
+"""Unit tests for server.services.intake.images (A17.1 ID document sides, A14 frontal photo, A25).
 
 Every image is generated here with Pillow or built byte by byte; there are no fixture
 files. Bombs are hand-made PNG/JPEG/WebP headers so nothing large is ever allocated.
@@ -22,7 +22,7 @@ from PIL import ExifTags, Image, ImageCms, ImageFile
 from PIL.PngImagePlugin import PngInfo
 
 from server.domain.errors import InvalidInput
-from server.services.images import (
+from server.services.intake.images import (
     CheckedImage,
     ImageKind,
     ImageLimits,

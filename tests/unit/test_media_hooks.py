@@ -17,7 +17,7 @@ from aiortc import RTCPeerConnection
 from server.config import MediaConfig
 from server.media import hooks
 from server.media.relay import AUDIO_QUEUE, VIDEO_QUEUE, ForwardTrack
-from server.services.media import ice_servers_for, turn_credentials
+from server.services.witnessing.turn import ice_servers_for, turn_credentials
 from tests.media_samples import vp8_frames
 
 

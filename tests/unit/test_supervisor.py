@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.queue.base import NodeInfo
-from server.services.handoff import sibling_owner
+from server.services.witnessing.handoff import sibling_owner
 from server.supervisor import RestartPolicy, Supervisor, describe_exit
 
 

@@ -16,7 +16,7 @@ from server.domain.errors import Conflict, InvalidInput, Unavailable
 from server.domain.intake import missing_before_check
 from server.services import rate_limit
 from server.services.applications import apply_event, get_application
-from server.services.intake import ID_CONTEXT, progress_of
+from server.services.intake.steps import ID_CONTEXT, progress_of
 from server.store.models import IdentityCheck, utcnow
 
 

@@ -21,7 +21,7 @@ from server.adapters.email import EmailSender
 from server.adapters.sms import SmsSender
 from server.crypto import DataProtector, mask_id_number, mask_phone
 from server.domain.errors import NotFound, Unavailable
-from server.services.intake import ID_CONTEXT, PROFILE_CONTEXT
+from server.services.intake.steps import ID_CONTEXT, PROFILE_CONTEXT
 from server.store.models import Account, Application, Notification, utcnow
 
 log = logging.getLogger(__name__)

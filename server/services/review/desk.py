@@ -20,7 +20,7 @@ from server.config import ReviewConfig
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.coverage import Interval, accepted_span, coverage, merge, play_budget
 from server.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from server.services.aftercare import Aftercare
+from server.services.aftercare.callback import Aftercare
 from server.services.applications import apply_event, get_application
 from server.store.models import (
     Recording,

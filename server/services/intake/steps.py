@@ -28,7 +28,7 @@ from server.domain.suitability import (
     score,
 )
 from server.services.applications import get_application
-from server.services.images import (
+from server.services.intake.images import (
     CheckedImage,
     ImageKind,
     ImageLimits,

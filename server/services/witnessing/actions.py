@@ -28,10 +28,15 @@ from server.domain.pairing import WitnessState
 from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
 from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
-from server.services.face import SAME_PERSON_BELOW, FaceMatcher, load_matcher
-from server.services.intake import ID_CONTEXT, active_documents
-from server.services.pairing import QUEUE_CHANGED, Pairing, investor_channel, witness_channel
-from server.services.placement import SESSION_ENDED, SESSION_LIVE, session_channel
+from server.services.intake.steps import ID_CONTEXT, active_documents
+from server.services.pairing.placement import SESSION_ENDED, SESSION_LIVE, session_channel
+from server.services.pairing.queueing import (
+    QUEUE_CHANGED,
+    Pairing,
+    investor_channel,
+    witness_channel,
+)
+from server.services.witnessing.face import SAME_PERSON_BELOW, FaceMatcher, load_matcher
 from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.pairing import AssignmentPolicy, ReadyWitness, WitnessState, choose_pairs
 from server.queue.base import NodeInfo, Offer
-from server.services.pairing import QUEUE_CHANGED, Pairing, offer_summary, witness_channel
-from server.services.placement import SESSION_LIVE, SESSION_PLACED, Placer
+from server.services.pairing.placement import SESSION_LIVE, SESSION_PLACED, Placer
+from server.services.pairing.queueing import QUEUE_CHANGED, Pairing, offer_summary, witness_channel
 from server.store.models import WitnessSession
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from server.domain.application import ApplicationEvent, ApplicationState, Callba
 from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.files import write_durably
 from server.services.applications import apply_event, get_application
-from server.services.intake import ID_CONTEXT
+from server.services.intake.steps import ID_CONTEXT
 from server.store.models import Account, Application, Callback
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.crypto import DataProtector, mask_id_number
 from server.domain.errors import InvalidInput, NotFound
-from server.services.intake import ID_CONTEXT, active_documents
+from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.store.models import (
     Account,
     Application,

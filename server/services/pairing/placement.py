@@ -21,9 +21,9 @@ from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.errors import Conflict, NotFound
 from server.domain.pairing import WaitingInvestor, WitnessState
 from server.queue.base import NodeInfo
-from server.services import session_tokens
 from server.services.applications import apply_event, get_application
-from server.services.pairing import (
+from server.services.pairing import session_tokens
+from server.services.pairing.queueing import (
     QUEUE_CHANGED,
     Pairing,
     investor_channel,

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.crypto import DataProtector
 from server.domain.intake import completed_steps, next_step
 from server.services.applications import get_application
-from server.services.intake import active_documents, identity_summary, progress_of
+from server.services.intake.steps import active_documents, identity_summary, progress_of
 from server.store.models import IdentityCheck
 
 

@@ -1,0 +1,1 @@
+"""Review (A17.5): a second person plays every recording in full and approves or rejects."""

@@ -1,0 +1,204 @@
+"""What media does, written down: recordings rows, stills, connection events, and the
+audit entries that carry each finished file's hash (A15, A25)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.audit import append_audit
+from server.files import write_durably
+from server.media.codecs import codec_for_path
+from server.media.recorder import FileFacts
+from server.store.models import Recording, SessionEvent, Still, utcnow
+
+log = logging.getLogger(__name__)
+
+
+log = logging.getLogger(__name__)
+
+REC_RECORDING = "recording"
+REC_COMPLETE = "complete"
+REC_RECOVERED = "recovered"
+REC_EMPTY = "empty"
+REC_FAILED = "failed"
+
+
+def session_dir(session_id: str, created: datetime) -> str:
+    """Recordings and stills of one session, relative to the recordings root."""
+    day = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
+    return f"{day:%Y/%m/%d}/{session_id}"
+
+
+def _status_for(facts: FileFacts | None, failure: str | None, *, recovered: bool) -> str:
+    if facts is None or (facts.video_frames == 0 and facts.audio_frames == 0):
+        return REC_FAILED if failure else REC_EMPTY
+    if not facts.decodable:
+        return REC_FAILED
+    return REC_RECOVERED if recovered else REC_COMPLETE
+
+
+async def store_facts(
+    session: AsyncSession,
+    rec: Recording,
+    facts: FileFacts | None,
+    failure: str | None,
+    *,
+    recovered: bool,
+) -> None:
+    rec.status = _status_for(facts, failure, recovered=recovered)
+    rec.ended_at = utcnow()
+    if facts is not None:
+        rec.bytes = facts.bytes
+        rec.sha256 = facts.sha256
+        rec.start_ms = facts.start_ms
+        rec.duration_ms = facts.duration_ms
+        rec.video_frames = facts.video_frames
+        rec.audio_frames = facts.audio_frames
+        rec.cues = facts.cues
+    # A15: the hash of every finished file goes into the audit chain.
+    await append_audit(
+        session,
+        actor="system",
+        action="recording.recovered" if recovered else "recording.closed",
+        subject_type="recording",
+        subject_id=rec.id,
+        details={
+            "session": rec.session_id,
+            "participant": rec.participant,
+            "segment": rec.segment,
+            "status": rec.status,
+            "sha256": rec.sha256,
+            "bytes": rec.bytes,
+            "duration_ms": rec.duration_ms,
+            "video_frames": rec.video_frames,
+            "audio_frames": rec.audio_frames,
+            **({"failure": failure[:200]} if failure else {}),
+        },
+    )
+
+
+class DbMediaEvents:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        *,
+        root: Path,
+        node_id: str,
+        on_bytes: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self.db = db
+        self.root = root
+        self.node_id = node_id
+        self.on_bytes = on_bytes
+
+    async def segment_opened(
+        self, session_id: str, participant: str, segment: int, rel_path: str
+    ) -> str:
+        async with self.db.begin() as session:
+            rec = Recording(
+                session_id=session_id,
+                participant=participant,
+                segment=segment,
+                path=rel_path,
+                # WebM for VP8, Matroska for H.264 (the file name says which).
+                content_type=codec_for_path(rel_path).content_type,
+                status=REC_RECORDING,
+                node_id=self.node_id,
+            )
+            session.add(rec)
+            await session.flush()
+            return rec.id
+
+    async def segment_closed(
+        self, recording_id: str, facts: FileFacts | None, failure: str | None
+    ) -> None:
+        async with self.db.begin() as session:
+            rec = await session.get(Recording, recording_id, with_for_update=True)
+            if rec is None:
+                return
+            await store_facts(session, rec, facts, failure, recovered=False)
+            status = rec.status
+        if facts is not None:
+            self.on_bytes(facts.bytes)
+        if status != REC_COMPLETE:
+            log.error(
+                "recording %s not complete: %s (%s)",
+                recording_id,
+                status,
+                failure,
+                extra={"recording": recording_id, "status": status, "failure": failure},
+            )
+
+    async def still_taken(
+        self,
+        session_id: str,
+        participant: str,
+        kind: str,
+        rel_path: str,
+        jpeg: bytes,
+        offset_ms: int,
+        actor: str,
+    ) -> dict[str, Any]:
+        path = self.root / rel_path
+        await asyncio.to_thread(write_durably, path, jpeg)
+        digest = hashlib.sha256(jpeg).hexdigest()
+        async with self.db.begin() as session:
+            still = Still(
+                session_id=session_id,
+                participant=participant,
+                kind=kind,
+                path=rel_path,
+                bytes=len(jpeg),
+                sha256=digest,
+                offset_ms=offset_ms,
+                taken_by=actor,
+            )
+            session.add(still)
+            await session.flush()
+            session.add(
+                SessionEvent(
+                    session_id=session_id,
+                    offset_ms=offset_ms,
+                    kind="still.taken",
+                    actor=actor,
+                    payload={"still": still.id, "participant": participant, "kind": kind},
+                )
+            )
+            await append_audit(
+                session,
+                actor=actor,
+                action="still.taken",
+                subject_type="still",
+                subject_id=still.id,
+                details={"session": session_id, "kind": kind, "sha256": digest},
+            )
+            return {
+                "id": still.id,
+                "participant": participant,
+                "kind": kind,
+                "offset_ms": offset_ms,
+                "sha256": digest,
+                "bytes": len(jpeg),
+            }
+
+    async def event(
+        self, session_id: str, offset_ms: int, kind: str, actor: str, payload: dict[str, Any]
+    ) -> None:
+        async with self.db.begin() as session:
+            session.add(
+                SessionEvent(
+                    session_id=session_id,
+                    offset_ms=offset_ms,
+                    kind=kind,
+                    actor=actor,
+                    payload=payload,
+                )
+            )

@@ -1,0 +1,169 @@
+"""This node's media sessions (server/media/session.py) and the parties' rejoin grace
+timers: a party whose socket drops has ``media.rejoin_grace_seconds`` to come back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.config import MediaConfig
+from server.domain.errors import Conflict
+from server.media.naive import NaiveSession
+from server.media.session import MediaSession, MediaSettings
+from server.services.witnessing.media_events import DbMediaEvents, session_dir
+from server.services.witnessing.turn import ice_servers_for
+from server.store.models import WitnessSession
+
+log = logging.getLogger(__name__)
+
+
+log = logging.getLogger(__name__)
+
+
+class MediaManager:
+    """This node's media sessions, keyed by witness session id."""
+
+    def __init__(
+        self,
+        *,
+        config: MediaConfig,
+        db: async_sessionmaker[AsyncSession],
+        root: Path,
+        node_id: str,
+        on_bytes: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.settings = MediaSettings(
+            recordings_root=root,
+            # Minted per connection: TURN credentials expire.
+            ice_servers=lambda: ice_servers_for(config, "media-node", now=time.time()),
+            record=config.record,
+            keyframe_interval=config.keyframe_interval_seconds,
+            max_video_bitrate=config.max_video_kbps * 1000 or None,
+        )
+        self.node_id = node_id
+        self.events = DbMediaEvents(db, root=root, node_id=node_id, on_bytes=on_bytes)
+        self.sessions: dict[str, MediaSession] = {}
+        self._grace: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Which socket of a party is current: a late close of a superseded socket (its
+        # death noticed only at the heartbeat timeout) must not touch the new one.
+        self._owner: dict[tuple[str, str], int] = {}
+        self._generation = 0
+        self._opening = asyncio.Lock()
+        self._detached: set[asyncio.Task[None]] = set()
+
+    def detach(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` outside the calling request: aiohttp cancels a WebSocket
+        handler when its peer goes, and closing a session must not stop half-way."""
+        task = asyncio.create_task(coro)
+        self._detached.add(task)
+        task.add_done_callback(self._detached_done)
+
+    def _detached_done(self, task: asyncio.Task[None]) -> None:
+        self._detached.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media clean-up failed", exc_info=task.exception())
+
+    def ice_servers(self, party: str) -> list[dict[str, Any]]:
+        return ice_servers_for(self.config, party, now=time.time())
+
+    async def session(self, session_id: str) -> MediaSession:
+        async with self._opening:
+            media = self.sessions.get(session_id)
+            if media is not None and not media.closed:
+                return media
+            async with self.db.begin() as db:
+                ws = await db.get(WitnessSession, session_id)
+            if ws is None or ws.state not in ("placed", "live"):
+                raise Conflict("session_over", "The session has ended.", "会话已结束。")
+            if ws.node_id != self.node_id:
+                # Both parties' media must meet on the one node that records them.
+                raise Conflict(
+                    "wrong_node",
+                    "This session is held by another media node; reconnect.",
+                    "该会话由另一媒体节点承载，请重新连接。",
+                )
+            created = ws.created_at
+            # The naive pipeline exists only as the load benchmark's baseline.
+            kind = NaiveSession if self.config.pipeline == "naive" else MediaSession
+            media = kind(
+                session_id,
+                rel_dir=session_dir(session_id, created),
+                settings=self.settings,
+                events=self.events,
+            )
+            self.sessions[session_id] = media
+            # The session clock's 0, with its wall time, so files and events line up.
+            await self.events.event(session_id, 0, "media.clock_started", "system", {})
+            return media
+
+    def claim(self, session_id: str, role: str) -> tuple[int, bool]:
+        """A socket of the party announced itself: it now speaks for the party. Returns
+        its generation and whether the party was away (a grace timer was running)."""
+        self._generation += 1
+        self._owner[(session_id, role)] = self._generation
+        return self._generation, self._cancel_grace(session_id, role)
+
+    def _cancel_grace(self, session_id: str, role: str) -> bool:
+        task = self._grace.pop((session_id, role), None)
+        if task is not None:
+            task.cancel()
+            return True
+        return False
+
+    async def party_left(
+        self,
+        session_id: str,
+        role: str,
+        generation: int,
+        *,
+        reason: str,
+        on_expiry: Callable[[], Awaitable[None]],
+    ) -> bool:
+        """The party's current socket closed: close its leg (its segment ends) and give it
+        ``rejoin_grace_seconds`` to come back before ``on_expiry`` ends the session.
+        False (nothing done) if a newer socket of the party already took over."""
+        key = (session_id, role)
+        if self._owner.get(key) != generation:
+            return False
+        self._cancel_grace(session_id, role)
+
+        async def expire() -> None:
+            await asyncio.sleep(self.config.rejoin_grace_seconds)
+            if self._owner.get(key) == generation:
+                self._grace.pop(key, None)
+                await on_expiry()
+
+        # The timer first: closing the leg (finalize, hash) takes time, and a rejoin in
+        # that time must find a timer to cancel.
+        self._grace[key] = asyncio.create_task(expire())
+        media = self.sessions.get(session_id)
+        if media is not None:
+            await media.drop(role, reason)
+        return True
+
+    async def end(self, session_id: str, reason: str) -> None:
+        """The session is over: close both legs, finalize and hash the recordings."""
+        for role in ("investor", "witness"):
+            self._cancel_grace(session_id, role)
+            self._owner.pop((session_id, role), None)
+        media = self.sessions.get(session_id)
+        if media is not None:
+            await media.close(reason)
+            if self.sessions.get(session_id) is media:
+                del self.sessions[session_id]
+
+    async def close_all(self, reason: str = "server_shutdown") -> None:
+        for task in self._grace.values():
+            task.cancel()
+        self._grace.clear()
+        if self._detached:
+            await asyncio.gather(*self._detached, return_exceptions=True)
+        await asyncio.gather(*(self.end(sid, reason) for sid in list(self.sessions)))
