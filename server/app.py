@@ -16,8 +16,8 @@ import jinja2
 from aiohttp import web
 
 from server.config import Config
+from server.domain.session import SessionState
 from server.media import hooks
-from server.services.pairing.placement import SESSION_INTERRUPTED
 from server.services.runtime import open_runtime
 from server.services.witnessing.recovery import recover
 from server.store.models import utcnow
@@ -107,7 +107,7 @@ def create_app(config: Config) -> web.Application:
                     sid,
                     reason="media_node_stopped",
                     left_role=None,
-                    final_state=SESSION_INTERRUPTED,
+                    final_state=SessionState.INTERRUPTED,
                 ),
                 started_before=started,
             )

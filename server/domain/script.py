@@ -12,13 +12,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from server.domain.errors import Conflict, InvalidInput
+from server.domain.session import Party, Verdict
 
-SPEAKERS = ("witness", "investor")
-MARKS = ("clear", "unclear", "refused")
-FACE_JUDGEMENTS = ("match", "mismatch", "uncertain")
+
+class AnswerMark(StrEnum):
+    CLEAR = "clear"
+    UNCLEAR = "unclear"
+    REFUSED = "refused"
+
+
+class FaceJudgement(StrEnum):
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    UNCERTAIN = "uncertain"
+
+
+SPEAKERS = frozenset(Party)
+MARKS = frozenset(AnswerMark)
+FACE_JUDGEMENTS = frozenset(FaceJudgement)
 # Why a witness fails a session (A17.3, A17.4); "other" needs a note.
 FAIL_REASONS: dict[str, tuple[str, str]] = {
     "identity_mismatch": ("人证不一致", "The person does not match the ID"),
@@ -81,7 +96,9 @@ def parse_script(data: Mapping[str, Any], *, where: str) -> Script:
         if not isinstance(step_id, str) or not step_id or step_id in seen:
             raise ValueError(f"{at}.id: missing or repeated")
         if speaker not in SPEAKERS:
-            raise ValueError(f"{at}.speaker: must be one of {', '.join(SPEAKERS)}")
+            raise ValueError(
+                f"{at}.speaker: must be one of {', '.join(sorted(SPEAKERS, reverse=True))}"
+            )
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{at}.text_zh: required")
         text_en = raw.get("text_en", "")
@@ -146,7 +163,7 @@ class Progress:
             )
         if self.steps[index].started_ms is None:
             raise Conflict("step_not_started", "Start the step first.", "请先开始该步骤。")
-        if mark != "clear" and not note.strip():
+        if mark != AnswerMark.CLEAR and not note.strip():
             # A17.4: an unclear or refused answer is written down, never passed over.
             raise InvalidInput(
                 "note_required",
@@ -158,7 +175,7 @@ class Progress:
     def verdict_problems(self, result: str) -> list[str]:
         """Why a pass would be wrong (empty: a pass is allowed). A fail is always allowed:
         the witness may stop a session that is going wrong at any point."""
-        if result != "pass":
+        if result != Verdict.PASS:
             return []
         problems: list[str] = []
         if self.disclosure_shown_ms is None or self.disclosure_confirmed_ms is None:
@@ -167,9 +184,9 @@ class Progress:
             record = self.steps[n]
             if record.started_ms is None:
                 problems.append(f"step_not_taken:{step.id}")
-            elif step.expects_answer and record.mark != "clear":
+            elif step.expects_answer and record.mark != AnswerMark.CLEAR:
                 problems.append(f"step_not_clear:{step.id}")
-        if self.face != "match":
+        if self.face != FaceJudgement.MATCH:
             problems.append("face_not_matched")
         return problems
 
@@ -204,11 +221,11 @@ def progress_from(script: Script, events: Iterable[tuple[int, str, Mapping[str, 
 
 
 def check_verdict(progress: Progress, result: str, reason_code: str | None, notes: str) -> None:
-    if result not in ("pass", "fail"):
+    if result not in frozenset(Verdict):
         raise InvalidInput(
             "bad_verdict", "The verdict is pass or fail.", "结论只能为通过或不通过。"
         )
-    if result == "fail":
+    if result == Verdict.FAIL:
         if reason_code not in FAIL_REASONS:
             raise InvalidInput(
                 "reason_required",
@@ -224,7 +241,7 @@ def check_verdict(progress: Progress, result: str, reason_code: str | None, note
                 details={"field": "notes"},
             )
         return
-    problems = progress.verdict_problems("pass")
+    problems = progress.verdict_problems(Verdict.PASS)
     if problems:
         raise Conflict(
             "verdict_incomplete",

@@ -23,6 +23,7 @@ from server.adapters.account_system import OPENING_METHOD, AccountSystem
 from server.audit import append_audit
 from server.config import CallbackConfig
 from server.crypto import DataProtector, mask_id_number
+from server.domain.aftercare import AccountStatus, CallbackOutcome
 from server.domain.application import ApplicationEvent, ApplicationState, CallbackOrder
 from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.files import write_durably
@@ -31,7 +32,6 @@ from server.services.intake.steps import ID_CONTEXT
 from server.store.models import Account, Application, Callback
 
 log = logging.getLogger(__name__)
-OUTCOMES = ("confirmed", "denied", "unreachable")
 
 
 def audio_kind(data: bytes) -> str | None:
@@ -133,8 +133,10 @@ class Aftercare:
                 "回访录音须为 MP3、WAV、OGG、WebM 或 M4A 格式。",
                 details={"field": "audio"},
             )
-        if outcome not in OUTCOMES:
-            raise InvalidInput("bad_outcome", f"outcome: {', '.join(OUTCOMES)}.", "回访结果无效。")
+        if outcome not in frozenset(CallbackOutcome):
+            raise InvalidInput(
+                "bad_outcome", f"outcome: {', '.join(CallbackOutcome)}.", "回访结果无效。"
+            )
         actor = f"staff:{staff_id}"
         async with self.db.begin() as session:
             app = await get_application(session=session, application_id=application_id)
@@ -173,9 +175,9 @@ class Aftercare:
                     details={"callback": row.id, "sha256": row.audio_sha256, "bytes": len(audio)},
                 )
             event: ApplicationEvent | None = None
-            if outcome == "confirmed":
+            if outcome == CallbackOutcome.CONFIRMED:
                 event = ApplicationEvent.CALLBACK_CONFIRMED
-            elif outcome == "denied" or attempts >= self.config.max_attempts:
+            elif outcome == CallbackOutcome.DENIED or attempts >= self.config.max_attempts:
                 event = ApplicationEvent.CALLBACK_DENIED
             if event is not None:
                 await apply_event(
@@ -204,7 +206,7 @@ class Aftercare:
                     select(Account).where(Account.application_id == application_id)
                 )
                 if account is not None:
-                    account.status = "active"
+                    account.status = AccountStatus.ACTIVE
             state = app.state
         if (
             event is ApplicationEvent.CALLBACK_CONFIRMED
@@ -260,7 +262,11 @@ class Aftercare:
                 "开户系统暂不可用或拒绝开户，请稍后重试。",
                 details={"error": result.error_code},
             )
-        status = "active" if self.order is CallbackOrder.CALLBACK_FIRST else "blocked"
+        status = (
+            AccountStatus.ACTIVE
+            if self.order is CallbackOrder.CALLBACK_FIRST
+            else AccountStatus.BLOCKED
+        )
         async with self.db.begin() as session:
             app = await get_application(session=session, application_id=application_id)
             session.add(
@@ -280,7 +286,7 @@ class Aftercare:
                 order=self.order,
                 details={"reference": result.reference, "status": status, "method": OPENING_METHOD},
             )
-        if status == "active":
+        if status == AccountStatus.ACTIVE:
             await self._notify(application_id)
         return {"unified_account_number": result.unified_account_number, "status": status}
 

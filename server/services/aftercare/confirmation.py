@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.adapters.email import EmailSender
 from server.adapters.sms import SmsSender
 from server.crypto import DataProtector, mask_id_number, mask_phone
+from server.domain.aftercare import NoticeStatus
 from server.domain.errors import NotFound, Unavailable
 from server.services.intake.steps import ID_CONTEXT, PROFILE_CONTEXT
 from server.store.models import Account, Application, Notification, utcnow
@@ -92,7 +93,7 @@ class Notices:
                         recipient_masked=to,
                         subject="account_opened",
                         body=text,
-                        status="sent" if ok else "failed",
+                        status=NoticeStatus.SENT if ok else NoticeStatus.FAILED,
                         error=error,
                         sent_at=utcnow() if ok else None,
                     )

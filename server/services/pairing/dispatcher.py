@@ -20,8 +20,9 @@ from sqlalchemy import select
 from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.pairing import AssignmentPolicy, ReadyWitness, WitnessState, choose_pairs
+from server.domain.session import SessionState
 from server.queue.base import NodeInfo, Offer
-from server.services.pairing.placement import SESSION_LIVE, SESSION_PLACED, Placer
+from server.services.pairing.placement import Placer
 from server.services.pairing.queueing import QUEUE_CHANGED, Pairing, offer_summary, witness_channel
 from server.store.models import WitnessSession
 
@@ -136,7 +137,7 @@ class Dispatcher:
                 await session.scalars(
                     select(WitnessSession.id).where(
                         WitnessSession.application_id == application_id,
-                        WitnessSession.state.in_((SESSION_PLACED, SESSION_LIVE)),
+                        WitnessSession.state.in_((SessionState.PLACED, SessionState.LIVE)),
                     )
                 )
             ).all()

@@ -20,6 +20,7 @@ from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.errors import Conflict, NotFound
 from server.domain.pairing import WaitingInvestor, WitnessState
+from server.domain.session import SessionState
 from server.queue.base import NodeInfo
 from server.services.applications import apply_event, get_application
 from server.services.pairing import session_tokens
@@ -33,12 +34,6 @@ from server.services.pairing.queueing import (
 from server.store.models import WitnessSession, utcnow
 
 log = logging.getLogger(__name__)
-
-SESSION_PLACED = "placed"
-SESSION_LIVE = "live"  # both parties joined
-SESSION_ABORTED = "aborted"
-SESSION_ENDED = "ended"
-SESSION_INTERRUPTED = "interrupted"  # its media node stopped (crash) mid-session
 
 
 def session_channel(session_id: str, role: str) -> str:
@@ -89,7 +84,7 @@ class Placer:
                 application_id=app.id,
                 witness_id=staff_id,
                 node_id=node.node_id,
-                state=SESSION_PLACED,
+                state=SessionState.PLACED,
                 queued_at=datetime.fromtimestamp(queued_at, UTC),
             )
             session.add(ws)
@@ -135,7 +130,10 @@ class Placer:
         async with self.pairing.db.begin() as session:
             ws = await session.scalar(
                 select(WitnessSession)
-                .where(column == value, WitnessSession.state.in_((SESSION_PLACED, SESSION_LIVE)))
+                .where(
+                    column == value,
+                    WitnessSession.state.in_((SessionState.PLACED, SessionState.LIVE)),
+                )
                 .order_by(WitnessSession.created_at.desc())
                 .limit(1)
             )
@@ -161,7 +159,7 @@ class Placer:
             # Row lock: two parties arriving at once must not both read "the other is
             # not here yet" and so neither learn that both have joined.
             ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
+            if ws is None or ws.state not in (SessionState.PLACED, SessionState.LIVE):
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
             now = utcnow()
             if role == "investor" and ws.investor_joined_at is None:
@@ -169,8 +167,8 @@ class Placer:
             elif role == "witness" and ws.witness_joined_at is None:
                 ws.witness_joined_at = now
             both = ws.investor_joined_at is not None and ws.witness_joined_at is not None
-            if both and ws.state == SESSION_PLACED:
-                ws.state = SESSION_LIVE
+            if both and ws.state == SessionState.PLACED:
+                ws.state = SessionState.LIVE
                 ws.started_at = now
             await append_audit(
                 session,
@@ -209,14 +207,14 @@ class Placer:
         reason: str,
         left_role: str | None,
         witness_after: WitnessState = WitnessState.NOT_READY,
-        final_state: str = SESSION_ABORTED,
+        final_state: str = SessionState.ABORTED,
     ) -> bool:
         """End a session that never got going: investor back to the head of the queue,
         witness to not-ready, both told. False if the session had already ended."""
         backend = self.pairing.backend
         async with self.pairing.db.begin() as session:
             ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.state not in (SESSION_PLACED, SESSION_LIVE):
+            if ws is None or ws.state not in (SessionState.PLACED, SessionState.LIVE):
                 return False
             ws.state = final_state
             ws.ended_at = utcnow()
@@ -282,7 +280,7 @@ class Placer:
         async with self.pairing.db.begin() as session:
             rows = await session.scalars(
                 select(WitnessSession.id).where(
-                    WitnessSession.state == SESSION_PLACED,
+                    WitnessSession.state == SessionState.PLACED,
                     WitnessSession.created_at < older_than,
                 )
             )

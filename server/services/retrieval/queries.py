@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.crypto import DataProtector, mask_id_number
 from server.domain.errors import InvalidInput, NotFound
+from server.domain.recording import PLAYABLE
+from server.domain.session import SessionState
 from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.store.models import (
     Account,
@@ -31,7 +33,6 @@ from server.store.models import (
     WitnessSession,
 )
 
-SESSION_STATES = frozenset({"placed", "live", "ended", "aborted", "interrupted"})
 MAX_PAGE = 200
 
 
@@ -78,9 +79,9 @@ class SessionQuery:
     @classmethod
     def from_params(cls, params: Any) -> SessionQuery:
         status = params.get("status") or None
-        if status is not None and status not in SESSION_STATES:
+        if status is not None and status not in frozenset(SessionState):
             raise InvalidInput(
-                "bad_status", f"status: one of {', '.join(sorted(SESSION_STATES))}.", "状态无效。"
+                "bad_status", f"status: one of {', '.join(sorted(SessionState))}.", "状态无效。"
             )
         witness = params.get("witness")
         try:
@@ -344,7 +345,7 @@ async def package_contents(
             _within(root, r.path),
         )
         for r in recordings
-        if r.status in ("complete", "recovered")
+        if r.status in PLAYABLE
     ]
     files += [
         PackageFile(f"stills/{s.participant}-{s.offset_ms:09d}-{s.id}.jpg", _within(root, s.path))

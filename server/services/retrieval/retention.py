@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.audit import append_audit
 from server.domain.errors import NotFound
+from server.domain.recording import FINISHED
 from server.store.models import Recording, utcnow
 
 
@@ -73,7 +74,7 @@ async def purge(
             await session.scalars(
                 select(Recording).where(
                     Recording.started_at < cutoff,
-                    Recording.status.in_(("complete", "recovered", "failed", "empty")),
+                    Recording.status.in_(FINISHED),
                 )
             )
         ).all()

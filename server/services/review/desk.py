@@ -20,6 +20,8 @@ from server.config import ReviewConfig
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.coverage import Interval, accepted_span, coverage, merge, play_budget
 from server.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.domain.recording import PLAYABLE
+from server.domain.session import Verdict
 from server.services.aftercare.callback import Aftercare
 from server.services.applications import apply_event, get_application
 from server.store.models import (
@@ -43,7 +45,6 @@ REJECT_REASONS = frozenset(
         "other",
     }
 )
-REVIEWABLE = ("complete", "recovered")
 
 
 def _utc(value: datetime) -> datetime:
@@ -79,7 +80,7 @@ class ReviewDesk:
     async def claim(self, *, staff_id: int, session_id: str) -> dict[str, Any]:
         async with self.db.begin() as session:
             ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.verdict != "pass":
+            if ws is None or ws.verdict != Verdict.PASS:
                 raise NotFound("not_found", "No such witnessed session.", "未找到该见证会话。")
             if ws.witness_id == staff_id:
                 # A17.5: the reviewer is a second person, never the session's witness.
@@ -210,7 +211,7 @@ class ReviewDesk:
         recs = (
             await session.scalars(
                 select(Recording)
-                .where(Recording.session_id == session_id, Recording.status.in_(REVIEWABLE))
+                .where(Recording.session_id == session_id, Recording.status.in_(PLAYABLE))
                 .order_by(Recording.participant, Recording.segment)
             )
         ).all()

@@ -26,10 +26,11 @@ from server.domain.application import ApplicationEvent
 from server.domain.errors import Conflict, InvalidInput, NotFound
 from server.domain.pairing import WitnessState
 from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
+from server.domain.session import Party, SessionState, Verdict
 from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
 from server.services.intake.steps import ID_CONTEXT, active_documents
-from server.services.pairing.placement import SESSION_ENDED, SESSION_LIVE, session_channel
+from server.services.pairing.placement import session_channel
 from server.services.pairing.queueing import (
     QUEUE_CHANGED,
     Pairing,
@@ -93,7 +94,7 @@ class Witnessing:
         ws = await session.get(WitnessSession, session_id, with_for_update=True)
         if ws is None or ws.witness_id != staff_id:
             raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
-        if ws.state != SESSION_LIVE:
+        if ws.state != SessionState.LIVE:
             raise Conflict(
                 "session_not_live",
                 "The investor has not joined, or the session is over.",
@@ -149,7 +150,7 @@ class Witnessing:
             "marks": [r.mark for r in progress.steps],
             "notes": [r.note for r in progress.steps],
             "face": progress.face,
-            "pass_problems": progress.verdict_problems("pass"),
+            "pass_problems": progress.verdict_problems(Verdict.PASS),
         }
 
     async def act(
@@ -346,9 +347,9 @@ class Witnessing:
             ws = await self._session_for(session, session_id, staff_id)
             progress = await self.progress(session, session_id)
             check_verdict(progress, result, reason_code, notes)
-            ws.state = SESSION_ENDED
+            ws.state = SessionState.ENDED
             ws.verdict = result
-            ws.reason_code = reason_code if result == "fail" else None
+            ws.reason_code = reason_code if result == Verdict.FAIL else None
             ws.notes = notes or None
             ws.ended_at = utcnow()
             app = await get_application(session=session, application_id=ws.application_id)
@@ -356,7 +357,7 @@ class Witnessing:
                 session=session,
                 application=app,
                 event=ApplicationEvent.WITNESS_PASSED
-                if result == "pass"
+                if result == Verdict.PASS
                 else ApplicationEvent.WITNESS_FAILED,
                 actor=f"staff:{staff_id}",
                 details={"session": session_id, "reason": ws.reason_code},
@@ -394,7 +395,7 @@ class Witnessing:
                 expect_state=witness.state,
             )
         ended = {"type": "session_ended", "session_id": session_id, "result": result}
-        for role in ("investor", "witness"):
+        for role in Party:
             await backend.publish(session_channel(session_id, role), ended)
         await backend.publish(investor_channel(application_id), ended)
         await backend.publish(witness_channel(staff_id), ended)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.audit import append_audit
+from server.domain.recording import RecordingStatus
 from server.files import write_durably
 from server.media.codecs import codec_for_path
 from server.media.recorder import FileFacts
@@ -24,12 +25,6 @@ log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
-REC_RECORDING = "recording"
-REC_COMPLETE = "complete"
-REC_RECOVERED = "recovered"
-REC_EMPTY = "empty"
-REC_FAILED = "failed"
-
 
 def session_dir(session_id: str, created: datetime) -> str:
     """Recordings and stills of one session, relative to the recordings root."""
@@ -37,12 +32,14 @@ def session_dir(session_id: str, created: datetime) -> str:
     return f"{day:%Y/%m/%d}/{session_id}"
 
 
-def _status_for(facts: FileFacts | None, failure: str | None, *, recovered: bool) -> str:
+def _status_for(
+    facts: FileFacts | None, failure: str | None, *, recovered: bool
+) -> RecordingStatus:
     if facts is None or (facts.video_frames == 0 and facts.audio_frames == 0):
-        return REC_FAILED if failure else REC_EMPTY
+        return RecordingStatus.FAILED if failure else RecordingStatus.EMPTY
     if not facts.decodable:
-        return REC_FAILED
-    return REC_RECOVERED if recovered else REC_COMPLETE
+        return RecordingStatus.FAILED
+    return RecordingStatus.RECOVERED if recovered else RecordingStatus.COMPLETE
 
 
 async def store_facts(
@@ -110,7 +107,7 @@ class DbMediaEvents:
                 path=rel_path,
                 # WebM for VP8, Matroska for H.264 (the file name says which).
                 content_type=codec_for_path(rel_path).content_type,
-                status=REC_RECORDING,
+                status=RecordingStatus.RECORDING,
                 node_id=self.node_id,
             )
             session.add(rec)
@@ -128,7 +125,7 @@ class DbMediaEvents:
             status = rec.status
         if facts is not None:
             self.on_bytes(facts.bytes)
-        if status != REC_COMPLETE:
+        if status != RecordingStatus.COMPLETE:
             log.error(
                 "recording %s not complete: %s (%s)",
                 recording_id,

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import MediaConfig
 from server.domain.errors import Conflict
+from server.domain.session import OPEN_STATES, Party
 from server.media.naive import NaiveSession
 from server.media.session import MediaSession, MediaSettings
 from server.services.witnessing.media_events import DbMediaEvents, session_dir
@@ -81,7 +82,7 @@ class MediaManager:
                 return media
             async with self.db.begin() as db:
                 ws = await db.get(WitnessSession, session_id)
-            if ws is None or ws.state not in ("placed", "live"):
+            if ws is None or ws.state not in OPEN_STATES:
                 raise Conflict("session_over", "The session has ended.", "会话已结束。")
             if ws.node_id != self.node_id:
                 # Both parties' media must meet on the one node that records them.
@@ -151,7 +152,7 @@ class MediaManager:
 
     async def end(self, session_id: str, reason: str) -> None:
         """The session is over: close both legs, finalize and hash the recordings."""
-        for role in ("investor", "witness"):
+        for role in Party:
             self._cancel_grace(session_id, role)
             self._owner.pop((session_id, role), None)
         media = self.sessions.get(session_id)

@@ -12,8 +12,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.domain.recording import RecordingStatus
+from server.domain.session import OPEN_STATES
 from server.media.recorder import FileFacts, finalize
-from server.services.witnessing.media_events import REC_RECORDING, store_facts
+from server.services.witnessing.media_events import store_facts
 from server.store.models import Recording, WitnessSession
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ async def recover(
         rows = (
             await session.scalars(
                 select(Recording).where(
-                    Recording.status == REC_RECORDING,
+                    Recording.status == RecordingStatus.RECORDING,
                     Recording.node_id.not_in(alive_nodes),
                     # Never this process's own live recordings (recovery may be retried
                     # while the node already serves).
@@ -59,7 +61,7 @@ async def recover(
         sessions = (
             await session.scalars(
                 select(WitnessSession.id).where(
-                    WitnessSession.state.in_(("placed", "live")),
+                    WitnessSession.state.in_(OPEN_STATES),
                     WitnessSession.node_id.not_in(alive_nodes),
                     WitnessSession.created_at < started_before,
                 )
@@ -70,7 +72,7 @@ async def recover(
         facts, failure = await asyncio.to_thread(_recover_file, root, rel_path)
         async with db.begin() as session:
             rec = await session.get(Recording, rec_id, with_for_update=True)
-            if rec is None or rec.status != REC_RECORDING:
+            if rec is None or rec.status != RecordingStatus.RECORDING:
                 continue
             await store_facts(session, rec, facts, failure, recovered=True)
             recovered += 1
