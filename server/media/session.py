@@ -38,6 +38,7 @@ from aiortc import (
 from aiortc.exceptions import OperationError
 
 from server.domain.errors import Conflict, InvalidInput, Unavailable
+from server.domain.recording import StillKind
 from server.media import hooks
 from server.media.codecs import H264, VP8, VideoCodec, choose_video_codec
 from server.media.recorder import Cue, FileFacts, SegmentWriter, finalize
@@ -162,6 +163,8 @@ class MediaSession:
         self.legs: dict[str, Leg] = {}
         self.next_segment = {role: 0 for role in ROLES}
         self.cues: list[Cue] = []
+        # The script step on screen now: (start_ms, text), a cue once it ends.
+        self._open_cue: tuple[int, str] | None = None
         self.auto_still_taken = False
         self._auto_pending = False
         self.closed = False
@@ -368,7 +371,7 @@ class MediaSession:
 
     async def _auto_still(self, leg: Leg, keyframe: bytes) -> None:
         try:
-            await self._store_still(leg, keyframe, kind="auto", actor="system")
+            await self._store_still(leg, keyframe, kind=StillKind.AUTO, actor="system")
             self.auto_still_taken = True
         except ValueError:
             pass  # a damaged keyframe: the next one is tried
@@ -439,6 +442,18 @@ class MediaSession:
             if leg.writer is not None:
                 leg.writer.add_cue(cue)
 
+    def open_cue(self, start_ms: int, text: str) -> None:
+        """A script step is on screen from ``start_ms``; the step before it (if any) ends
+        there. Its cue is written when it ends (``close_cue``, or the session closes)."""
+        self.close_cue(start_ms)
+        self._open_cue = (start_ms, text)
+
+    def close_cue(self, end_ms: int) -> None:
+        if self._open_cue is not None:
+            start_ms, text = self._open_cue
+            self._open_cue = None
+            self.add_cue(start_ms, max(end_ms, start_ms), text)
+
     async def capture_still(self, role: str, *, kind: str, actor: str) -> dict[str, Any]:
         """A photo of ``role`` from the live stream, now (A14): ask for a keyframe and
         decode just that one frame."""
@@ -485,6 +500,8 @@ class MediaSession:
         await asyncio.shield(self._closing)
 
     async def _close(self, reason: str) -> None:
+        # A step still on screen ends with the call; its cue goes in before the files close.
+        self.close_cue(self.now_ms())
         async with self._lock:
             self.closed = True
             legs = list(self.legs.values())

@@ -290,7 +290,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             aftercare=aftercare,
             notices=notices,
             witnessing=Witnessing(
-                pairing=pairing,
+                placer=placer,
                 script=load_witness_script(config),
                 agency=config.agency,
                 files_root=config.recordings_path,

@@ -11,32 +11,25 @@ it first (ws_proxy.py).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from server.domain.errors import DomainError, Forbidden, InvalidInput, Unavailable
+from server.domain.errors import DomainError, InvalidInput
+from server.domain.session import Party
+from server.http.access import public
+from server.http.keys import RUNTIME
 from server.services.pairing import session_tokens
 from server.services.pairing.placement import session_channel
 from server.services.runtime import Runtime
 from server.web import ws_proxy
-from server.web.access import public
-from server.web.keys import RUNTIME
+from server.web.session_messages import SessionParty, dispatch
 from server.web.ws_common import open_socket, run_socket, send, send_error
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-_OTHER = {"investor": "witness", "witness": "investor"}
-# Message types a party may send to the other; the server adds who sent it.
-_RELAYED = frozenset({"mute", "chat"})
-# The witness's script actions (services/witnessing/actions.py).
-_WITNESS_ACTIONS = frozenset(
-    {"disclosure_show", "disclosure_confirm", "step_start", "step_mark", "face_judge"}
-)
 # A session ends for everyone on these; any other close of a socket is a drop.
 _ENDING = frozenset({"peer_left", "session_ended"})
 
@@ -62,7 +55,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         await send_error(ws, exc)
         await ws.close(code=4401, message=b"unauthorised")
         return ws
-    role, other = grant.role, _OTHER[grant.role]
+    role = Party(grant.role)
+    other = role.other
     session_id = grant.session_id
     joined = False
     ended = False
@@ -92,7 +86,7 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
             },
         )
         desk, screen = await rt.witnessing.views(session_id)
-        for message in [desk] if role == "witness" else screen:
+        for message in [desk] if role is Party.WITNESS else screen:
             await send(ws, message)
         if both:
             await send(ws, {"type": "peer_joined", "role": other})
@@ -100,62 +94,10 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                 session_channel(grant.session_id, other), {"type": "peer_joined", "role": role}
             )
 
+    party = SessionParty(rt, ws, session_id, role, grant.party)
+
     async def on_client(data: dict[str, Any]) -> None:
-        kind = data.get("type")
-        if kind == "ping":
-            await send(ws, {"type": "pong"})
-        elif kind == "offer":
-            sdp = data.get("sdp")
-            if not isinstance(sdp, str) or len(sdp) > 64_000:
-                raise InvalidInput("bad_offer", "Malformed offer.", "连接请求格式错误。")
-            media = await rt.media.session(session_id)
-            async with _media_errors(session_id):
-                answer = await media.connect(role, sdp)
-            # The page's attempt number comes back so it never applies a stale answer.
-            await send(ws, {"type": "answer", "sdp": answer, "attempt": data.get("attempt")})
-        elif kind == "capture_still":
-            if role != "witness":
-                raise Forbidden(
-                    "witness_only", "Only the witness takes stills.", "仅见证人可拍照。"
-                )
-            media = await rt.media.session(session_id)
-            async with _media_errors(session_id):
-                still = await media.capture_still(
-                    "investor", kind="manual", actor=f"staff:{grant.party}"
-                )
-            await send(ws, {"type": "still", **still})
-            score = await rt.witnessing.face_score(
-                session_id=session_id, still=still, offset_ms=media.now_ms()
-            )
-            if score is not None:
-                await send(ws, score)
-        elif kind == "unmask_id" and role == "witness":
-            number = await rt.witnessing.unmask_id_number(
-                session_id=session_id, staff_id=int(grant.party), protector=rt.protector
-            )
-            await send(ws, {"type": "id_number", "value": number})
-        elif kind in _WITNESS_ACTIONS or kind == "verdict":
-            if role != "witness":
-                raise Forbidden("witness_only", "Only the witness does this.", "仅见证人员可操作。")
-            media = await rt.media.session(session_id)
-            if kind == "verdict":
-                await rt.witnessing.conclude(
-                    session_id=session_id,
-                    staff_id=int(grant.party),
-                    media=media,
-                    result=str(data.get("result", "")),
-                    reason_code=str(data.get("reason_code") or "") or None,
-                    notes=str(data.get("notes", "")),
-                )
-            else:
-                state = await rt.witnessing.act(
-                    session_id=session_id, staff_id=int(grant.party), media=media, message=data
-                )
-                await send(ws, state)
-        elif kind in _RELAYED:
-            await rt.queue.publish(session_channel(grant.session_id, other), {**data, "from": role})
-        else:
-            raise InvalidInput("unknown_message", "Unknown message type.", "未知的消息类型。")
+        await dispatch(party, data)
 
     async def on_channel(_channel: str, message: dict[str, Any]) -> None:
         nonlocal ended
@@ -181,22 +123,6 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-@contextlib.asynccontextmanager
-async def _media_errors(session_id: str) -> AsyncIterator[None]:
-    """An unexpected media failure is an error reply, not the end of the socket."""
-    try:
-        yield
-    except DomainError:
-        raise
-    except Exception as exc:
-        log.exception("media operation failed", extra={"session": session_id})
-        raise Unavailable(
-            "media_error",
-            "The video service had a problem; please try again.",
-            "视频服务出现问题，请重试。",
-        ) from exc
-
-
 async def _after_leaving(
     rt: Runtime, session_id: str, role: str, generation: int, *, ended: bool
 ) -> None:
@@ -217,6 +143,6 @@ async def _after_leaving(
     ):
         return  # a newer socket of the party already took over
     await rt.queue.publish(
-        session_channel(session_id, _OTHER[role]),
+        session_channel(session_id, Party(role).other),
         {"type": "peer_away", "role": role, "grace_seconds": rt.config.media.rejoin_grace_seconds},
     )

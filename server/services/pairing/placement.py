@@ -20,7 +20,7 @@ from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.errors import Conflict, NotFound
 from server.domain.pairing import WaitingInvestor, WitnessState
-from server.domain.session import SessionState
+from server.domain.session import OPEN_STATES, Party, SessionState
 from server.queue.base import NodeInfo
 from server.services.applications import apply_event, get_application
 from server.services.pairing import session_tokens
@@ -159,7 +159,7 @@ class Placer:
             # Row lock: two parties arriving at once must not both read "the other is
             # not here yet" and so neither learn that both have joined.
             ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.state not in (SessionState.PLACED, SessionState.LIVE):
+            if ws is None or ws.state not in OPEN_STATES:
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
             now = utcnow()
             if role == "investor" and ws.investor_joined_at is None:
@@ -214,7 +214,7 @@ class Placer:
         backend = self.pairing.backend
         async with self.pairing.db.begin() as session:
             ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.state not in (SessionState.PLACED, SessionState.LIVE):
+            if ws is None or ws.state not in OPEN_STATES:
                 return False
             ws.state = final_state
             ws.ended_at = utcnow()
@@ -254,26 +254,81 @@ class Placer:
                 WaitingInvestor(application_id, first, phone_hash, id_hash, skills),
                 now=time.time(),
             )
+        notice: dict[str, Any] = {"type": "peer_left", "session_id": session_id, "reason": reason}
+        await self._release(
+            session_id,
+            application_id=application_id,
+            staff_id=staff_id,
+            witness_after=witness_after,
+            notice=notice,
+            investor_notice={**notice, "requeued": requeue},
+            queue_reason="session_aborted",
+        )
+        return True
+
+    async def concluded(
+        self,
+        session_id: str,
+        *,
+        application_id: str,
+        staff_id: int,
+        started: datetime | None,
+        result: str,
+    ) -> dict[str, Any]:
+        """The witness gave a verdict (already stored): the handle time counts, the witness
+        goes to wrap-up, and both parties' pages and their desks are told."""
+        if started is not None:
+            began = started if started.tzinfo else started.replace(tzinfo=UTC)
+            await self.pairing.backend.record_handle_time(
+                (datetime.now(UTC) - began).total_seconds()
+            )
+        ended: dict[str, Any] = {
+            "type": "session_ended",
+            "session_id": session_id,
+            "result": result,
+        }
+        await self._release(
+            session_id,
+            application_id=application_id,
+            staff_id=staff_id,
+            witness_after=WitnessState.WRAP_UP,
+            notice=ended,
+            investor_notice=ended,
+            queue_reason="session_ended",
+        )
+        return ended
+
+    async def _release(
+        self,
+        session_id: str,
+        *,
+        application_id: str,
+        staff_id: int,
+        witness_after: WitnessState,
+        notice: dict[str, Any],
+        investor_notice: dict[str, Any],
+        queue_reason: str,
+    ) -> None:
+        """A session is over: its witness leaves BUSY, and everyone watching is told (both
+        session sockets, the investor's queue page, the witness's desk, the dispatcher)."""
+        backend = self.pairing.backend
         witness = await backend.get_witness(staff_id)
         if witness is not None and witness.state is WitnessState.BUSY:
-            now = time.time()
             await backend.set_witness(
                 replace(
                     witness,
                     state=witness_after,
-                    since=now,
+                    since=time.time(),
                     application_id=None,
                     offer_id=None,
                 ),
                 expect_state=witness.state,
             )
-        notice: dict[str, Any] = {"type": "peer_left", "session_id": session_id, "reason": reason}
-        await backend.publish(session_channel(session_id, "investor"), notice)
-        await backend.publish(session_channel(session_id, "witness"), notice)
-        await backend.publish(investor_channel(application_id), {**notice, "requeued": requeue})
+        for party in Party:
+            await backend.publish(session_channel(session_id, party), notice)
+        await backend.publish(investor_channel(application_id), investor_notice)
         await backend.publish(witness_channel(staff_id), notice)
-        await backend.publish(QUEUE_CHANGED, {"reason": "session_aborted"})
-        return True
+        await backend.publish(QUEUE_CHANGED, {"reason": queue_reason})
 
     async def stale_placements(self, *, older_than: datetime) -> list[str]:
         """Sessions placed but not joined by both parties in time."""

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +22,13 @@ from server.config import AgencyConfig
 from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent
 from server.domain.errors import Conflict, InvalidInput, NotFound
-from server.domain.pairing import WitnessState
+from server.domain.recording import StillKind
 from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
 from server.domain.session import Party, SessionState, Verdict
 from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
 from server.services.intake.steps import ID_CONTEXT, active_documents
-from server.services.pairing.placement import session_channel
-from server.services.pairing.queueing import (
-    QUEUE_CHANGED,
-    Pairing,
-    investor_channel,
-    witness_channel,
-)
+from server.services.pairing.placement import Placer, session_channel
 from server.services.witnessing.face import SAME_PERSON_BELOW, FaceMatcher, load_matcher
 from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
 
@@ -70,23 +62,21 @@ class Witnessing:
     def __init__(
         self,
         *,
-        pairing: Pairing,
+        placer: Placer,
         script: Script,
         agency: AgencyConfig,
         files_root: Path,
         face_aid: bool = True,
     ) -> None:
-        self.pairing = pairing
+        self.placer = placer
         self.files_root = files_root
         self._face_aid = face_aid
         self._matcher: FaceMatcher | None = None
         self._matcher_tried = False
         self._matcher_lock = asyncio.Lock()
-        self.db = pairing.db
+        self.db = placer.pairing.db
         self.script = script
         self.agency = agency
-        # Open cue per session: (start_ms, text) of the step on screen now.
-        self._open_cue: dict[str, tuple[int, str]] = {}
 
     async def _session_for(
         self, session: AsyncSession, session_id: str, staff_id: int
@@ -217,12 +207,15 @@ class Witnessing:
             await session.flush()
             progress = await self.progress(session, session_id)
         if kind == "step_start" and broadcast is not None:
-            self._close_cue(session_id, media, now)
+            # The step now on screen becomes a cue in both recordings when the next one
+            # starts or the call ends (A17.4: the recording shows what was asked).
             step = broadcast["step"]
             text = step["text_zh"] + (f" / {step['text_en']}" if step["text_en"] else "")
-            self._open_cue[session_id] = (now, f"{broadcast['index'] + 1}. {text}")
+            media.open_cue(now, f"{broadcast['index'] + 1}. {text}")
         if broadcast is not None:
-            await self.pairing.backend.publish(session_channel(session_id, "investor"), broadcast)
+            await self.placer.pairing.backend.publish(
+                session_channel(session_id, Party.INVESTOR), broadcast
+            )
         return self.state_message(progress)
 
     async def _face_matcher(self) -> FaceMatcher | None:
@@ -231,6 +224,20 @@ class Witnessing:
                 self._matcher_tried = True
                 self._matcher = await asyncio.to_thread(load_matcher)
         return self._matcher
+
+    async def take_still(
+        self, *, session_id: str, staff_id: int, media: MediaSession
+    ) -> list[dict[str, Any]]:
+        """The witness's "take frontal photo" (A14): a still of the investor from the live
+        video, then the face-comparison advice on it where the face aid is installed."""
+        still = await media.capture_still(
+            Party.INVESTOR, kind=StillKind.MANUAL, actor=f"staff:{staff_id}"
+        )
+        replies: list[dict[str, Any]] = [{"type": "still", **still}]
+        score = await self.face_score(session_id=session_id, still=still, offset_ms=media.now_ms())
+        if score is not None:
+            replies.append(score)
+        return replies
 
     async def face_score(
         self, *, session_id: str, still: dict[str, Any], offset_ms: int
@@ -323,12 +330,6 @@ class Witnessing:
             investor.append({"type": "prompt", "index": progress.current, "step": step.as_dict()})
         return self.state_message(progress), investor
 
-    def _close_cue(self, session_id: str, media: MediaSession | None, now: int) -> None:
-        """The step on screen ends: its cue goes into both recordings."""
-        opened = self._open_cue.pop(session_id, None)
-        if opened is not None and media is not None:
-            media.add_cue(opened[0], now, opened[1])
-
     async def conclude(
         self,
         *,
@@ -377,29 +378,16 @@ class Witnessing:
             )
             application_id = ws.application_id
             started = ws.started_at
-        self._close_cue(session_id, media, now)
-        backend = self.pairing.backend
-        if started is not None:
-            began = started if started.tzinfo else started.replace(tzinfo=UTC)
-            await backend.record_handle_time((datetime.now(UTC) - began).total_seconds())
-        witness = await backend.get_witness(staff_id)
-        if witness is not None and witness.state is WitnessState.BUSY:
-            await backend.set_witness(
-                replace(
-                    witness,
-                    state=WitnessState.WRAP_UP,
-                    since=datetime.now(UTC).timestamp(),
-                    application_id=None,
-                    offer_id=None,
-                ),
-                expect_state=witness.state,
-            )
-        ended = {"type": "session_ended", "session_id": session_id, "result": result}
-        for role in Party:
-            await backend.publish(session_channel(session_id, role), ended)
-        await backend.publish(investor_channel(application_id), ended)
-        await backend.publish(witness_channel(staff_id), ended)
-        await backend.publish(QUEUE_CHANGED, {"reason": "session_ended"})
+        # The step on screen ends with the call: its cue goes into both recordings.
+        if media is not None:
+            media.close_cue(now)
+        ended = await self.placer.concluded(
+            session_id,
+            application_id=application_id,
+            staff_id=staff_id,
+            started=started,
+            result=result,
+        )
         log.info("session concluded", extra={"session": session_id, "result": result})
         return ended
 

@@ -105,6 +105,11 @@ class MediaManager:
             await self.events.event(session_id, 0, "media.clock_started", "system", {})
             return media
 
+    async def answer(self, session_id: str, role: str, sdp: str) -> str:
+        """A party's WebRTC offer, answered by this node's media session for it."""
+        media = await self.session(session_id)
+        return await media.connect(role, sdp)
+
     def claim(self, session_id: str, role: str) -> tuple[int, bool]:
         """A socket of the party announced itself: it now speaks for the party. Returns
         its generation and whether the party was away (a grace timer was running)."""
