@@ -10,21 +10,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from server.adapters.account_system import AccountSystem, build_account_system
-from server.adapters.email import EmailSender, SandboxEmail, SmtpEmail
-from server.adapters.identity_registry import (
-    IdentityRegistry,
-    build_identity_registry,
-    load_sandbox_identities,
-)
-from server.adapters.sms import SmsSender, build_sms_sender
-from server.config import Config, ConfigError, GatewayConfig
+from server.adapters.account_system import ACCOUNTS, AccountSystem
+from server.adapters.email import EMAIL
+from server.adapters.identity_registry import IDENTITY, IdentityRegistry
+from server.adapters.kinds import AdapterConfigError, AdapterKind, BuildContext, build
+from server.adapters.sms import SMS, SmsSender
+from server.config import Config, ConfigError
 from server.content import load_intake_content, load_script
 from server.crypto import DataProtector, decode_key, load_or_create_key
 from server.domain.script import Script
@@ -34,6 +31,7 @@ from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
 from server.services.aftercare.callback import Aftercare
 from server.services.aftercare.confirmation import Notices
+from server.services.documents import StaffDocuments
 from server.services.intake.images import ImageLimits
 from server.services.pairing.dispatcher import Dispatcher
 from server.services.pairing.placement import Placer
@@ -116,6 +114,7 @@ class Runtime:
     aftercare: Aftercare
     notices: Notices
     witnessing: Witnessing
+    documents: StaffDocuments
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -156,17 +155,17 @@ def internal_url(config: Config) -> str:
     return f"http://127.0.0.1:{port}" if port is not None else ""
 
 
-def _gateway(cfg: GatewayConfig) -> dict[str, Any]:
-    """The adapter builders' keywords, shared by the identity registry and SMS."""
-    return {
-        "provider": cfg.provider,
-        "sandbox_latency_ms": cfg.sandbox_latency_ms,
-        "sandbox_failure_rate": cfg.sandbox_failure_rate,
-        "http_url": cfg.http_url,
-        "http_api_key": cfg.http_api_key,
-        "http_timeout_seconds": cfg.http_timeout_seconds,
-        "http_retries": cfg.http_retries,
-    }
+_S = TypeVar("_S")
+_A = TypeVar("_A")
+
+
+def build_adapter(kind: AdapterKind[_S, _A], section: _S, config: Config) -> _A:
+    """The adapter a config section names (server/adapters/kinds.py); a section that
+    cannot build it stops the start like any other bad key."""
+    try:
+        return build(kind, section, BuildContext(resolve_path=config.resolve_path))
+    except AdapterConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
@@ -175,30 +174,6 @@ def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
         return load_intake_content(path)
     except ValueError as exc:
         raise ConfigError(f"intake.content_file: {exc}") from None
-
-
-def build_email(config: Config) -> EmailSender:
-    n = config.notices
-    if n.email_provider == "smtp":
-        return SmtpEmail(
-            host=n.smtp_host,
-            port=n.smtp_port,
-            username=n.smtp_username,
-            password=n.smtp_password,
-            sender=n.smtp_from,
-            tls=n.smtp_tls,
-        )
-    return SandboxEmail()
-
-
-def load_sandbox_identities_of(config: Config) -> list[tuple[str, str]]:
-    name = config.identity.sandbox_identities_file
-    if not name:
-        return []
-    try:
-        return load_sandbox_identities(config.resolve_path(name))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ConfigError(f"identity.sandbox_identities_file: {exc}") from None
 
 
 def load_witness_script(config: Config) -> Script:
@@ -213,11 +188,9 @@ def load_witness_script(config: Config) -> Script:
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     protector = open_protector(config)
     questionnaire, disclosure = load_content(config)
-    registry = build_identity_registry(
-        **_gateway(config.identity), sandbox_identities=load_sandbox_identities_of(config)
-    )
-    sms = build_sms_sender(**_gateway(config.sms))
-    accounts = build_account_system(**_gateway(config.accounts))
+    registry = build_adapter(IDENTITY, config.identity, config)
+    sms = build_adapter(SMS, config.sms, config)
+    accounts = build_adapter(ACCOUNTS, config.accounts, config)
     engine = make_engine(
         config.database_url, echo=config.database.echo, pool_size=config.database.pool_size
     )
@@ -226,7 +199,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         db=db,
         protector=protector,
         sms=sms,
-        email=build_email(config),
+        email=build_adapter(EMAIL, config.notices, config),
         agency=config.agency.name,
         font_path=Path(config.notices.pdf_font),
     )
@@ -289,6 +262,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             accounts=accounts,
             aftercare=aftercare,
             notices=notices,
+            documents=StaffDocuments(db=db, root=config.recordings_path),
             witnessing=Witnessing(
                 placer=placer,
                 script=load_witness_script(config),

@@ -1,0 +1,80 @@
+"""What the reviewer console's pages show (A17.5): the queue of witnessed sessions,
+oldest first, and one session's recordings, data and suitability answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.crypto import DataProtector
+from server.domain.application import ApplicationState
+from server.domain.errors import NotFound
+from server.domain.session import Verdict
+from server.domain.suitability import Questionnaire
+from server.services.intake.steps import identity_summary
+from server.services.retrieval.queries import session_detail
+from server.store.models import Application, Review, WitnessSession
+
+
+async def review_queue(
+    db: async_sessionmaker[AsyncSession], *, staff_id: int
+) -> list[dict[str, Any]]:
+    """Passed sessions waiting for a reviewer, plus those this reviewer holds; the
+    reviewer's own witnessed sessions are listed but marked (four eyes: not reviewable)."""
+    async with db.begin() as tx:
+        mine = select(Review.session_id).where(
+            Review.reviewer_id == staff_id, Review.decision.is_(None)
+        )
+        rows = (
+            await tx.execute(
+                select(WitnessSession, Application)
+                .join(Application, Application.id == WitnessSession.application_id)
+                .where(
+                    WitnessSession.verdict == Verdict.PASS,
+                    or_(
+                        Application.state == ApplicationState.WITNESSED,
+                        (Application.state == ApplicationState.IN_REVIEW)
+                        & WitnessSession.id.in_(mine),
+                    ),
+                )
+                .order_by(WitnessSession.ended_at)
+            )
+        ).all()
+    return [
+        {
+            "id": ws.id,
+            "ended_at": ws.ended_at,
+            "name": app.investor_name,
+            "own": ws.witness_id == staff_id,
+        }
+        for ws, app in rows
+    ]
+
+
+async def review_page(
+    db: async_sessionmaker[AsyncSession],
+    *,
+    session_id: str,
+    protector: DataProtector,
+    questionnaire: Questionnaire,
+) -> dict[str, Any]:
+    async with db.begin() as tx:
+        ws = await tx.get(WitnessSession, session_id)
+        if ws is None or ws.verdict != Verdict.PASS:
+            raise NotFound("not_found", "Not found.", "未找到。")
+        detail = await session_detail(tx, session_id, protector)
+        app = await tx.get(Application, ws.application_id)
+        assert app is not None
+        form = identity_summary(app, protector) or {}
+        suitability = app.suitability or {}
+    questions = {q.id: q for q in questionnaire.questions}
+    answers = []
+    for qid, chosen in (suitability.get("answers") or {}).items():
+        question = questions.get(qid)
+        if question is None:
+            continue  # an older questionnaire version: shown by id below
+        texts = [o.text_zh for o in question.options if o.id in chosen]
+        answers.append({"question": question.text_zh, "answer": "；".join(texts)})
+    return {"detail": detail, "form": form, "suitability": suitability, "answers": answers}
