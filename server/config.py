@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from server.adapters.catalogue import adapter_problem
+
 ENV_PREFIX = "WITNESS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config.toml"
@@ -123,7 +125,11 @@ class IntakeConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """An outside service reached through an adapter: a sandbox, or an HTTP gateway."""
+    """An outside service reached through an adapter: a sandbox, or an HTTP gateway.
+
+    The shape server/adapters/http_gateway.py's GatewaySettings reads; which values are
+    valid is declared by each adapter kind and checked in _validate (adapter_problem).
+    """
 
     provider: str = "sandbox"
     sandbox_latency_ms: int = 300
@@ -423,16 +429,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("callback.order: must be 'callback_first' or 'open_first'")
     if cfg.callback.max_attempts < 1:
         raise ConfigError("callback.max_attempts: must be at least 1")
-    if cfg.notices.email_provider not in ("sandbox", "smtp"):
-        raise ConfigError("notices.email_provider: must be 'sandbox' or 'smtp'")
-    if cfg.notices.email_provider == "smtp" and not (
-        cfg.notices.smtp_host and cfg.notices.smtp_from
-    ):
-        raise ConfigError("notices.smtp_host: smtp_host and smtp_from are required with smtp")
-    if cfg.notices.smtp_tls not in ("starttls", "implicit", "none"):
-        raise ConfigError("notices.smtp_tls: must be 'starttls', 'implicit' or 'none'")
-    if cfg.accounts.provider not in ("sandbox", "http"):
-        raise ConfigError("accounts.provider: must be 'sandbox' or 'http'")
+    # The outside services' sections ([identity], [sms], [accounts], the email part of
+    # [notices]): provider, gateway settings and their ranges, as each adapter declares.
+    problem = adapter_problem(cfg)
+    if problem is not None:
+        raise ConfigError(problem)
     if not 1.0 <= cfg.review.max_rate <= 16.0:
         raise ConfigError("review.max_rate: must be between 1 and 16")
     if cfg.review.max_gap_ms < 0:
@@ -447,10 +448,6 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("media.max_video_kbps: must be 0 (no cap) or 100..20000")
     if cfg.media.pipeline not in ("passthrough", "naive"):
         raise ConfigError("media.pipeline: must be 'passthrough' or 'naive'")
-    if cfg.identity.sandbox_identities_file and cfg.identity.provider != "sandbox":
-        raise ConfigError(
-            "identity.sandbox_identities_file: only with identity.provider = 'sandbox'"
-        )
     if cfg.media.turn_credential_ttl_seconds < 60:
         raise ConfigError("media.turn_credential_ttl_seconds: must be at least 60")
     if not 0 < cfg.server.port < 65536:
@@ -477,22 +474,6 @@ def _validate(cfg: Config) -> None:
         ZoneInfo(cfg.agency.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"agency.timezone: unknown time zone {cfg.agency.timezone!r}") from None
-    for section, provider, url, key in (
-        ("identity", cfg.identity.provider, cfg.identity.http_url, cfg.identity.http_api_key),
-        ("sms", cfg.sms.provider, cfg.sms.http_url, cfg.sms.http_api_key),
-    ):
-        if provider not in ("sandbox", "http"):
-            raise ConfigError(f"{section}.provider: must be 'sandbox' or 'http', got {provider!r}")
-        if provider == "http" and not url.startswith(("https://", "http://")):
-            raise ConfigError(f"{section}.http_url: required when {section}.provider = 'http'")
-        if provider == "http" and not key:
-            raise ConfigError(f"{section}.http_api_key: required when {section}.provider = 'http'")
-    for section_name, rate in (
-        ("identity", cfg.identity.sandbox_failure_rate),
-        ("sms", cfg.sms.sandbox_failure_rate),
-    ):
-        if not 0.0 <= rate <= 1.0:
-            raise ConfigError(f"{section_name}.sandbox_failure_rate: must be between 0 and 1")
     if not 4 <= cfg.intake.otp_length <= 8:
         raise ConfigError("intake.otp_length: must be 4..8")
     if cfg.intake.min_age < 18:

@@ -15,7 +15,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from server.adapters.http_gateway import GatewayClient, Sleep
+from server.adapters.http_gateway import (
+    GATEWAY_RULES,
+    HTTP_NEEDS,
+    GatewayClient,
+    GatewaySettings,
+    Sleep,
+)
+from server.adapters.kinds import AdapterKind, BuildContext, Provider
 
 OPENING_METHOD = "two_way_video_witnessing"
 
@@ -139,27 +146,18 @@ class HttpAccountSystem(GatewayClient):
         )
 
 
-def build_account_system(
-    *,
-    provider: str,
-    sandbox_latency_ms: int,
-    sandbox_failure_rate: float,
-    http_url: str,
-    http_api_key: str,
-    http_timeout_seconds: float,
-    http_retries: int,
-) -> AccountSystem:
-    if provider == "sandbox":
-        return SandboxAccountSystem(
-            latency_ms=sandbox_latency_ms, failure_rate=sandbox_failure_rate
-        )
-    if provider == "http":
-        if not http_url or not http_api_key:
-            raise ValueError("accounts provider 'http' needs a url and an api key")
-        return HttpAccountSystem(
-            url=http_url,
-            api_key=http_api_key,
-            timeout_seconds=http_timeout_seconds,
-            retries=http_retries,
-        )
-    raise ValueError(f"unknown accounts provider {provider!r}")
+def _sandbox(settings: GatewaySettings, context: BuildContext) -> SandboxAccountSystem:
+    return SandboxAccountSystem(
+        latency_ms=settings.sandbox_latency_ms, failure_rate=settings.sandbox_failure_rate
+    )
+
+
+# [accounts]
+ACCOUNTS: AdapterKind[GatewaySettings, AccountSystem] = AdapterKind(
+    section="accounts",
+    providers={
+        "sandbox": Provider(_sandbox),
+        "http": Provider(HttpAccountSystem.from_settings, needs=HTTP_NEEDS),
+    },
+    rules=GATEWAY_RULES,
+)

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Protocol
 
+from server.adapters.kinds import AdapterKind, BuildContext, Needs, Provider, one_of
+
 
 @dataclass(frozen=True)
 class EmailReceipt:
@@ -90,3 +92,55 @@ class SmtpEmail:
         except (smtplib.SMTPException, OSError) as exc:
             return EmailReceipt(False, f"smtp_error:{type(exc).__name__}")
         return EmailReceipt(True)
+
+
+class EmailSettings(Protocol):
+    """[notices]: its email_provider switch and SMTP server (not a gateway section)."""
+
+    @property
+    def email_provider(self) -> str: ...  # "sandbox" | "smtp"
+    @property
+    def smtp_host(self) -> str: ...
+    @property
+    def smtp_port(self) -> int: ...
+    @property
+    def smtp_username(self) -> str: ...
+    @property
+    def smtp_password(self) -> str: ...
+    @property
+    def smtp_from(self) -> str: ...
+    @property
+    def smtp_tls(self) -> str: ...
+
+
+def _sandbox(settings: EmailSettings, context: BuildContext) -> SandboxEmail:
+    return SandboxEmail()
+
+
+def _smtp(settings: EmailSettings, context: BuildContext) -> SmtpEmail:
+    return SmtpEmail(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        sender=settings.smtp_from,
+        tls=settings.smtp_tls,
+    )
+
+
+EMAIL: AdapterKind[EmailSettings, EmailSender] = AdapterKind(
+    section="notices",
+    switch="email_provider",
+    providers={
+        "sandbox": Provider(_sandbox),
+        "smtp": Provider(
+            _smtp,
+            needs=(
+                Needs(
+                    ("smtp_host", "smtp_from"), why="smtp_host and smtp_from are required with smtp"
+                ),
+            ),
+        ),
+    },
+    rules=(one_of("smtp_tls", ("starttls", "implicit", "none")),),
+)

@@ -16,14 +16,42 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, Self
 
 import aiohttp
 from yarl import URL
 
+from server.adapters.kinds import BuildContext, Needs, between, is_http_url
+
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class GatewaySettings(Protocol):
+    """What a gateway-backed adapter reads from its config section (server.config's
+    GatewayConfig: [identity], [sms], [accounts])."""
+
+    @property
+    def provider(self) -> str: ...  # "sandbox" | "http"
+    @property
+    def sandbox_latency_ms(self) -> int: ...
+    @property
+    def sandbox_failure_rate(self) -> float: ...
+    @property
+    def http_url(self) -> str: ...
+    @property
+    def http_api_key(self) -> str: ...
+    @property
+    def http_timeout_seconds(self) -> float: ...
+    @property
+    def http_retries(self) -> int: ...
+
+
+# Declared once for every gateway kind (server/adapters/kinds.py): an "http" provider
+# cannot work without a URL and a key, and a failure rate is a probability.
+HTTP_NEEDS = (Needs(("http_url",), valid=is_http_url), Needs(("http_api_key",)))
+GATEWAY_RULES = (between("sandbox_failure_rate", 0.0, 1.0),)
 
 
 @dataclass(frozen=True)
@@ -219,6 +247,16 @@ class GatewayClient:
         self._backoff_seconds = backoff_seconds
         self._session = SessionHolder(session)
         self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, context: BuildContext) -> Self:
+        """The "http" provider of a gateway kind (the signature of ``Provider.build``)."""
+        return cls(
+            url=settings.http_url,
+            api_key=settings.http_api_key,
+            timeout_seconds=settings.http_timeout_seconds,
+            retries=settings.http_retries,
+        )
 
     async def close(self) -> None:
         await self._session.close()

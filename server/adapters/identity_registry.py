@@ -27,19 +27,28 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.adapters.http_gateway import GatewayClient, Sleep
+from server.adapters.http_gateway import (
+    GATEWAY_RULES,
+    HTTP_NEEDS,
+    GatewayClient,
+    GatewaySettings,
+    Sleep,
+)
+from server.adapters.kinds import AdapterConfigError, AdapterKind, BuildContext, Provider
 from server.crypto import mask_id_number
 from server.domain.errors import DomainError
 from server.domain.identity_document import check_character, normalize_id_number
 
 __all__ = [
     "DEFAULT_SANDBOX_IDENTITIES",
+    "IDENTITY",
     "HttpRegistry",
     "IdentityRegistry",
+    "IdentitySettings",
     "RegistryResponse",
     "RegistryResult",
     "SandboxRegistry",
-    "build_identity_registry",
+    "load_sandbox_identities",
     "mask_name",
 ]
 
@@ -290,33 +299,32 @@ def load_sandbox_identities(path: Path) -> list[tuple[str, str]]:
     return found
 
 
-def build_identity_registry(
-    *,
-    provider: str,
-    sandbox_latency_ms: int,
-    sandbox_failure_rate: float,
-    http_url: str,
-    http_api_key: str,
-    http_timeout_seconds: float,
-    http_retries: int,
-    sandbox_identities: Sequence[tuple[str, str]] = (),
-) -> IdentityRegistry:
-    """The registry named by configuration: "sandbox" or "http"."""
-    if provider == "sandbox":
-        return SandboxRegistry(
-            identities=(*DEFAULT_SANDBOX_IDENTITIES, *sandbox_identities),
-            latency_ms=sandbox_latency_ms,
-            failure_rate=sandbox_failure_rate,
-        )
-    if provider == "http":
-        if not http_url:
-            raise ValueError("identity registry provider 'http' needs a url")
-        if not http_api_key:
-            raise ValueError("identity registry provider 'http' needs an api key")
-        return HttpRegistry(
-            url=http_url,
-            api_key=http_api_key,
-            timeout_seconds=http_timeout_seconds,
-            retries=http_retries,
-        )
-    raise ValueError(f"unknown identity registry provider {provider!r}")
+class IdentitySettings(GatewaySettings, Protocol):
+    """[identity]: a gateway, plus testers' identities for the sandbox."""
+
+    @property
+    def sandbox_identities_file(self) -> str: ...
+
+
+def _sandbox(settings: IdentitySettings, context: BuildContext) -> SandboxRegistry:
+    extra: list[tuple[str, str]] = []
+    if settings.sandbox_identities_file:
+        try:
+            extra = load_sandbox_identities(context.resolve_path(settings.sandbox_identities_file))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise AdapterConfigError(f"identity.sandbox_identities_file: {exc}") from None
+    return SandboxRegistry(
+        identities=(*DEFAULT_SANDBOX_IDENTITIES, *extra),
+        latency_ms=settings.sandbox_latency_ms,
+        failure_rate=settings.sandbox_failure_rate,
+    )
+
+
+IDENTITY: AdapterKind[IdentitySettings, IdentityRegistry] = AdapterKind(
+    section="identity",
+    providers={
+        "sandbox": Provider(_sandbox, only=("sandbox_identities_file",)),
+        "http": Provider(HttpRegistry.from_settings, needs=HTTP_NEEDS),
+    },
+    rules=GATEWAY_RULES,
+)

@@ -20,15 +20,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from server.adapters.http_gateway import GatewayClient, Sleep
+from server.adapters.http_gateway import (
+    GATEWAY_RULES,
+    HTTP_NEEDS,
+    GatewayClient,
+    GatewaySettings,
+    Sleep,
+)
+from server.adapters.kinds import AdapterKind, BuildContext, Provider
 
 __all__ = [
+    "SMS",
     "HttpSms",
     "SandboxSms",
     "SentSms",
     "SmsReceipt",
     "SmsSender",
-    "build_sms_sender",
 ]
 
 
@@ -192,28 +199,18 @@ class HttpSms(GatewayClient):
         )
 
 
-def build_sms_sender(
-    *,
-    provider: str,
-    sandbox_latency_ms: int,
-    sandbox_failure_rate: float,
-    http_url: str,
-    http_api_key: str,
-    http_timeout_seconds: float,
-    http_retries: int,
-) -> SmsSender:
-    """The sender named by configuration: "sandbox" or "http"."""
-    if provider == "sandbox":
-        return SandboxSms(latency_ms=sandbox_latency_ms, failure_rate=sandbox_failure_rate)
-    if provider == "http":
-        if not http_url:
-            raise ValueError("sms provider 'http' needs a url")
-        if not http_api_key:
-            raise ValueError("sms provider 'http' needs an api key")
-        return HttpSms(
-            url=http_url,
-            api_key=http_api_key,
-            timeout_seconds=http_timeout_seconds,
-            retries=http_retries,
-        )
-    raise ValueError(f"unknown sms provider {provider!r}")
+def _sandbox(settings: GatewaySettings, context: BuildContext) -> SandboxSms:
+    return SandboxSms(
+        latency_ms=settings.sandbox_latency_ms, failure_rate=settings.sandbox_failure_rate
+    )
+
+
+# [sms]; its sandbox_show_code is read by intake, not here.
+SMS: AdapterKind[GatewaySettings, SmsSender] = AdapterKind(
+    section="sms",
+    providers={
+        "sandbox": Provider(_sandbox),
+        "http": Provider(HttpSms.from_settings, needs=HTTP_NEEDS),
+    },
+    rules=GATEWAY_RULES,
+)

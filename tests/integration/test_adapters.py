@@ -1,4 +1,5 @@
-"""Outside-service adapters: identity registry (A17.2) and SMS, sandbox and HTTP.
+"""Outside-service adapters: identity registry (A17.2) and SMS, sandbox and HTTP; every
+adapter kind built from its config section.
 
 HTTP adapters run against a real local aiohttp server scripted per test; sandbox
 adapters get a recording sleep so latency is checked without waiting.
@@ -24,16 +25,20 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from server.adapters.account_system import ACCOUNTS, HttpAccountSystem, SandboxAccountSystem
+from server.adapters.email import EMAIL, SandboxEmail, SmtpEmail
 from server.adapters.http_gateway import post_json_with_retries
 from server.adapters.identity_registry import (
     DEFAULT_SANDBOX_IDENTITIES,
+    IDENTITY,
     HttpRegistry,
     RegistryResult,
     SandboxRegistry,
-    build_identity_registry,
     load_sandbox_identities,
 )
-from server.adapters.sms import HttpSms, SandboxSms, build_sms_sender
+from server.adapters.kinds import AdapterConfigError, AdapterKind, BuildContext, build
+from server.adapters.sms import SMS, HttpSms, SandboxSms
+from server.config import AccountsConfig, IdentityConfig, NoticesConfig, SmsConfig
 from server.domain.identity_document import DocumentType, validate_id_number
 
 ZHANG_ID = "11010519491231002X"
@@ -587,41 +592,60 @@ async def test_http_sms_failures(
     assert len(gw.requests) == requests
 
 
-# --- configuration --------------------------------------------------------------------
+# --- configuration: every adapter built one way (server/adapters/kinds.py) --------------
 
-_HTTP_SETTINGS: dict[str, Any] = {
-    "sandbox_latency_ms": 0,
-    "sandbox_failure_rate": 0.0,
-    "http_url": "",
-    "http_api_key": "",
-    "http_timeout_seconds": 1.0,
-    "http_retries": 0,
+_QUICK: dict[str, Any] = {"sandbox_latency_ms": 0, "http_timeout_seconds": 1.0, "http_retries": 0}
+_HTTP: dict[str, Any] = {
+    "provider": "http",
+    "http_url": "http://127.0.0.1:9/x",
+    "http_api_key": "k",
 }
+_GATEWAY_KINDS = [(IDENTITY, IdentityConfig), (SMS, SmsConfig), (ACCOUNTS, AccountsConfig)]
 
 
-async def test_builders_choose_the_configured_provider() -> None:
-    assert isinstance(
-        build_identity_registry(provider="sandbox", **_HTTP_SETTINGS), SandboxRegistry
-    )
-    assert isinstance(build_sms_sender(provider="sandbox", **_HTTP_SETTINGS), SandboxSms)
-    http = {**_HTTP_SETTINGS, "http_url": "http://127.0.0.1:9/x", "http_api_key": "k"}
-    registry = build_identity_registry(provider="http", **http)
-    sender = build_sms_sender(provider="http", **http)
+async def test_build_chooses_the_configured_provider() -> None:
+    assert isinstance(build(IDENTITY, IdentityConfig(**_QUICK)), SandboxRegistry)
+    assert isinstance(build(SMS, SmsConfig(**_QUICK)), SandboxSms)
+    assert isinstance(build(ACCOUNTS, AccountsConfig(**_QUICK)), SandboxAccountSystem)
+    assert isinstance(build(EMAIL, NoticesConfig()), SandboxEmail)
+    smtp = NoticesConfig(email_provider="smtp", smtp_host="mail.example.cn", smtp_from="a@b.cn")
+    assert isinstance(build(EMAIL, smtp), SmtpEmail)
+    registry = build(IDENTITY, IdentityConfig(**_QUICK, **_HTTP))
+    sender = build(SMS, SmsConfig(**_QUICK, **_HTTP))
+    accounts = build(ACCOUNTS, AccountsConfig(**_QUICK, **_HTTP))
     assert isinstance(registry, HttpRegistry) and isinstance(sender, HttpSms)
+    assert isinstance(accounts, HttpAccountSystem)
     await registry.close()
     await sender.close()
+    await accounts.close()
 
 
-@pytest.mark.parametrize(
-    "builder", [build_identity_registry, build_sms_sender], ids=["registry", "sms"]
-)
-def test_builders_refuse_bad_configuration(builder: Callable[..., object]) -> None:
-    with pytest.raises(ValueError, match="unknown"):
-        builder(provider="carrier-pigeon", **_HTTP_SETTINGS)
-    with pytest.raises(ValueError, match="url"):
-        builder(provider="http", **{**_HTTP_SETTINGS, "http_api_key": "k"})
-    with pytest.raises(ValueError, match="api key"):
-        builder(provider="http", **{**_HTTP_SETTINGS, "http_url": "http://127.0.0.1:9/x"})
+async def test_built_http_adapter_uses_its_sections_gateway(
+    gateway: Callable[..., Awaitable[Gateway]],
+) -> None:
+    gw = await gateway(Reply(body={"accepted": True, "message_id": "M1"}))
+    sender = build(SMS, SmsConfig(provider="http", http_url=gw.url, http_api_key="sms-key"))
+    receipt = await sender.send(phone="13812345678", text="x", purpose="otp")
+    await sender.close()
+    assert (receipt.accepted, receipt.message_id) == (True, "M1")
+    assert gw.requests[0][0]["Authorization"] == "Bearer sms-key"
+
+
+@pytest.mark.parametrize(("kind", "section"), _GATEWAY_KINDS, ids=["registry", "sms", "accounts"])
+def test_build_refuses_bad_configuration(kind: AdapterKind[Any, Any], section: type[Any]) -> None:
+    name = kind.section
+    with pytest.raises(
+        AdapterConfigError, match=rf"^{name}\.provider: must be 'sandbox' or 'http', got 'pigeon'$"
+    ):
+        build(kind, section(provider="pigeon"))
+    with pytest.raises(AdapterConfigError, match=rf"^{name}\.http_url: required when"):
+        build(kind, section(**{**_HTTP, "http_url": ""}))
+    with pytest.raises(AdapterConfigError, match=rf"^{name}\.http_url: required when"):
+        build(kind, section(**{**_HTTP, "http_url": "ftp://gw.example.cn"}))
+    with pytest.raises(AdapterConfigError, match=rf"^{name}\.http_api_key: required when"):
+        build(kind, section(**{**_HTTP, "http_api_key": ""}))
+    with pytest.raises(AdapterConfigError, match=rf"^{name}\.sandbox_failure_rate: must be"):
+        build(kind, section(sandbox_failure_rate=1.5))
 
 
 async def test_sandbox_identities_file_adds_testers_identities(tmp_path: Path) -> None:
@@ -633,10 +657,9 @@ async def test_sandbox_identities_file_adds_testers_identities(tmp_path: Path) -
     )
     extra = load_sandbox_identities(people)
     assert extra == [("测甲甲乙", "110101196001020113"), ("王 小明", "11010119600101010X")]
-    registry = build_identity_registry(
-        provider="sandbox", sandbox_latency_ms=0, sandbox_failure_rate=0.0, http_url="",
-        http_api_key="", http_timeout_seconds=1.0, http_retries=0, sandbox_identities=extra,
-    )  # fmt: skip
+    # A relative file name resolves the way the context says (against config.toml's folder).
+    section = IdentityConfig(sandbox_latency_ms=0, sandbox_identities_file="people.csv")
+    registry = build(IDENTITY, section, BuildContext(resolve_path=lambda name: tmp_path / name))
     got = await registry.verify(name="测甲甲乙", id_type="resident_id", id_number=extra[0][1])
     assert got.result is RegistryResult.MATCH
     other = await registry.verify(name="张三", id_type="resident_id", id_number=extra[0][1])
@@ -644,6 +667,13 @@ async def test_sandbox_identities_file_adds_testers_identities(tmp_path: Path) -
     # The built-in ones stay.
     zhang = await registry.verify(name="张三", id_type="resident_id", id_number=ZHANG_ID)
     assert zhang.result is RegistryResult.MATCH
+    with pytest.raises(AdapterConfigError, match=r"^identity\.sandbox_identities_file: "):
+        build(IDENTITY, IdentityConfig(sandbox_identities_file=str(tmp_path / "none.csv")))
+    with pytest.raises(
+        AdapterConfigError,
+        match=r"^identity\.sandbox_identities_file: only with identity\.provider = 'sandbox'$",
+    ):
+        build(IDENTITY, IdentityConfig(**_HTTP, sandbox_identities_file="people.csv"))
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from server.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from server.adapters.catalogue import ADAPTER_KINDS
+from server.config import DEFAULT_CONFIG_PATH, Config, ConfigError, GatewayConfig, load_config
 
 
 def test_shipped_config_loads_with_embedded_defaults() -> None:
@@ -132,3 +135,81 @@ def test_sandbox_identities_file_only_with_the_sandbox() -> None:
     }
     with pytest.raises(ConfigError, match=r"identity\.sandbox_identities_file"):
         load_config(DEFAULT_CONFIG_PATH, env=env)
+
+
+_IDENTITY_HTTP = {"WITNESS_IDENTITY_PROVIDER": "http", "WITNESS_IDENTITY_HTTP_API_KEY": "k"}
+_SMTP = "WITNESS_NOTICES_EMAIL_PROVIDER"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"WITNESS_SMS_PROVIDER": "pigeon"},
+            "sms.provider: must be 'sandbox' or 'http', got 'pigeon'",
+        ),
+        (_IDENTITY_HTTP, "identity.http_url: required when identity.provider = 'http'"),
+        (
+            {**_IDENTITY_HTTP, "WITNESS_IDENTITY_HTTP_URL": "registry.example.cn"},
+            "identity.http_url: required when identity.provider = 'http'",
+        ),
+        (
+            {"WITNESS_SMS_PROVIDER": "http", "WITNESS_SMS_HTTP_URL": "https://sms.example.cn"},
+            "sms.http_api_key: required when sms.provider = 'http'",
+        ),
+        ({"WITNESS_ACCOUNTS_PROVIDER": "csdc"}, "accounts.provider: must be 'sandbox' or 'http'"),
+        (
+            {"WITNESS_ACCOUNTS_PROVIDER": "http", "WITNESS_ACCOUNTS_HTTP_API_KEY": "k"},
+            "accounts.http_url: required when accounts.provider = 'http'",
+        ),
+        (
+            {"WITNESS_IDENTITY_SANDBOX_FAILURE_RATE": "-0.1"},
+            "identity.sandbox_failure_rate: must be between 0 and 1",
+        ),
+        (
+            {"WITNESS_ACCOUNTS_SANDBOX_FAILURE_RATE": "2"},
+            "accounts.sandbox_failure_rate: must be between 0 and 1",
+        ),
+        ({_SMTP: "pigeon"}, "notices.email_provider: must be 'sandbox' or 'smtp'"),
+        ({_SMTP: "smtp"}, "notices.smtp_host: smtp_host and smtp_from are required with smtp"),
+        (
+            {_SMTP: "smtp", "WITNESS_NOTICES_SMTP_HOST": "mail.example.cn"},
+            "notices.smtp_host: smtp_host and smtp_from are required with smtp",
+        ),
+        (
+            {"WITNESS_NOTICES_SMTP_TLS": "ssl"},
+            "notices.smtp_tls: must be 'starttls', 'implicit' or 'none'",
+        ),
+    ],
+)
+def test_adapter_sections_are_checked_at_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        load_config(DEFAULT_CONFIG_PATH, env=env)
+
+
+def test_http_providers_load_with_url_and_key() -> None:
+    env = {
+        f"WITNESS_{section}_{key}": value
+        for section in ("IDENTITY", "SMS", "ACCOUNTS")
+        for key, value in (
+            ("PROVIDER", "http"),
+            ("HTTP_URL", "https://gw.example.cn/x"),
+            ("HTTP_API_KEY", "k"),
+        )
+    }
+    env |= {_SMTP: "smtp", "WITNESS_NOTICES_SMTP_HOST": "m.example.cn"}
+    env["WITNESS_NOTICES_SMTP_FROM"] = "notices@example.cn"
+    cfg = load_config(DEFAULT_CONFIG_PATH, env=env)
+    assert (cfg.identity.provider, cfg.sms.provider, cfg.accounts.provider) == ("http",) * 3
+
+
+def test_every_gateway_section_is_checked_as_an_adapter() -> None:
+    # A gateway section no adapter kind declares would load without its provider checked.
+    defaults = Config()
+    gateway_sections = {
+        f.name
+        for f in dataclasses.fields(Config)
+        if isinstance(getattr(defaults, f.name), GatewayConfig)
+    }
+    assert gateway_sections == {"identity", "sms", "accounts"}
+    assert gateway_sections <= {kind.section for kind in ADAPTER_KINDS}
