@@ -2,8 +2,9 @@
 // takePhoto() resolves with a JPEG Blob, or null if the investor closes it.
 
 import { Camera } from '../js/camera.js';
+import { $, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
-import { $, clearAlert, el, showAlert } from './ui.js';
+import { clearAlert, showAlert } from './ui.js';
 
 const overlay = $('#camera');
 const video = $('#camera-video');

@@ -1,8 +1,9 @@
 // Step 7: summary, submission and the identity registry check (A13, A17.2).
 
+import { $, $$, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { NATIONALITIES } from './idnumber.js';
-import { $, $$, busy, clearAlert, el, showAlert } from './ui.js';
+import { busy, clearAlert, showAlert } from './ui.js';
 
 const EARLIER = [
   ['identity', '身份信息', 'identity'],

@@ -1,8 +1,9 @@
 // Step 6: risk disclosure and account agreement (A4). The investor must scroll to the
 // end and keep it open for min_read_seconds; the server measures the time itself.
 
+import { $, el } from '../js/dom.js';
 import { bi, onLangChange, t } from '../js/i18n.js';
-import { $, busy, clearAlert, el, showAlert } from './ui.js';
+import { busy, clearAlert, showAlert } from './ui.js';
 
 function paragraphs(text) {
   return text.split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean)

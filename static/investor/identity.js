@@ -1,9 +1,10 @@
 // Step 2: identity form (A6, A17.1) -> PUT /application/identity.
 
+import { $, $$, el } from '../js/dom.js';
 import { bi, onLangChange, t } from '../js/i18n.js';
 import { NATIONALITIES, decodeIdNumber, nationalityOf } from './idnumber.js';
 import {
-  $, $$, busy, clearAlert, clearFieldErrors, el, focusControl, showAlert, showFieldError,
+  busy, clearAlert, clearFieldErrors, focusControl, showAlert, showFieldError,
 } from './ui.js';
 
 const SEX = { M: ['男', 'Male'], F: ['女', 'Female'] };

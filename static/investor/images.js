@@ -2,9 +2,10 @@
 // Each tile photographs (in-page camera) or picks a file, uploads it as the raw body of
 // PUT /application/documents/{kind} and shows what the server stored.
 
+import { $, $$ } from '../js/dom.js';
 import { bi, onLangChange, t } from '../js/i18n.js';
 import { closeCamera, takePhoto } from './capture.js';
-import { $, $$, clearAlert, showAlert } from './ui.js';
+import { clearAlert, showAlert } from './ui.js';
 
 const ALLOWED = new Set(['image/jpeg', 'image/png', 'image/webp']);
 const MAX_EDGE = 2560;

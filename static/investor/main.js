@@ -2,6 +2,7 @@
 // to where the server says the application stands (application.next_step).
 
 import { Api } from '../js/api.js';
+import { $, $$, el } from '../js/dom.js';
 import { bi, initLang, onLangChange, t } from '../js/i18n.js';
 import { setupCheck } from './check.js';
 import { setupDisclosure } from './disclosure.js';
@@ -10,7 +11,7 @@ import { setupImages } from './images.js';
 import { setupPhone } from './phone.js';
 import { setupQueue } from './queue.js';
 import { setupSuitability } from './suitability.js';
-import { $, $$, busy, clearAlert, el, showAlert } from './ui.js';
+import { busy, clearAlert, showAlert } from './ui.js';
 
 export const API_BASE = '/api/v1/investor';
 

@@ -1,7 +1,10 @@
 // Step 1: phone number + SMS one-time code -> investor session (POST /otp, POST /session).
 
+import { $ } from '../js/dom.js';
 import { onLangChange, t } from '../js/i18n.js';
-import { $, busy, clearAlert, clearFieldErrors, focusControl, showAlert, showFieldError } from './ui.js';
+import {
+  busy, clearAlert, clearFieldErrors, focusControl, showAlert, showFieldError,
+} from './ui.js';
 
 export function setupPhone(ctx) {
   const form = $('#phone-form');

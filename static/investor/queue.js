@@ -5,10 +5,11 @@
 // witness accepts, "matched" carries a token for /ws/session/<id> on the node holding the
 // session; static/js/call.js then runs the video call through that node.
 
+import { $ } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { startCallIn } from '../js/call.js';
 import { LiveSocket } from '../js/socket.js';
-import { $, busy, clearAlert, showAlert } from './ui.js';
+import { busy, clearAlert, showAlert } from './ui.js';
 
 const DEFAULT_HEARTBEAT = 10; // seconds, until the server's first message says otherwise
 

@@ -1,7 +1,8 @@
 // Step 5: suitability questionnaire (A4) -> PUT /application/suitability; shows the level.
 
+import { $, $$, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
-import { $, $$, busy, clearAlert, el, focusControl, showAlert } from './ui.js';
+import { busy, clearAlert, focusControl, showAlert } from './ui.js';
 
 // A4: five investor categories, matched against product risk levels R1..R5.
 const LEVELS = {

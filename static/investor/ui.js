@@ -1,21 +1,8 @@
-// Small DOM helpers shared by the intake steps: alerts, field errors, busy buttons.
+// The intake steps' own helpers: alerts, field errors, busy buttons. Finding and
+// building elements is ../js/dom.js; both languages, ../js/i18n.js.
 
+import { el } from '../js/dom.js';
 import { bi, biError } from '../js/i18n.js';
-
-export const $ = (selector, root = document) => root.querySelector(selector);
-export const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
-
-/** Create an element: el('p', { className: 'x', hidden: true }, child, 'text'). */
-export function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === 'dataset') Object.assign(node.dataset, value);
-    else if (key in node) node[key] = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children.filter((c) => c !== null && c !== undefined));
-  return node;
-}
 
 /** Show an ApiError/CameraError, or {zh, en}, in an alert box. */
 export function showAlert(box, problem, { kind = 'error' } = {}) {

@@ -1,6 +1,8 @@
-// Chinese first, English second. Static text is written as
-// <span class="zh">…</span><span class="en">…</span> and CSS shows one of them
-// according to <html data-lang>; script text uses t(zh, en) or bi(zh, en).
+// Chinese first, English second, on every page. Text built by script is bi(zh, en):
+// <span class="zh">…</span><span class="en">…</span>. Each page's CSS decides how the
+// pair shows: the investor page shows one of them according to <html data-lang>
+// (investor.css); staff pages show both, the English muted after a space (witness.css,
+// review.css). Attributes and other one-language places use t(zh, en).
 
 const STORAGE_KEY = 'witness.lang';
 const listeners = new Set();

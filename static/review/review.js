@@ -3,7 +3,9 @@
 // server merges what counts (web/review_api.py) and refuses approval until every
 // recording is covered and every document opened. Seeking never reports a jump.
 
-const $ = (s) => document.querySelector(s);
+import { $, el } from '../js/dom.js';
+import { bi } from '../js/i18n.js';
+
 const root = $('#review');
 const sid = root.dataset.session;
 const base = `/api/v1/review/sessions/${encodeURIComponent(sid)}`;
@@ -11,7 +13,7 @@ const csrf = document.querySelector('input[name="csrf_token"]')?.value || '';
 const alertBox = $('#review-alert');
 
 function showError(error) {
-  alertBox.textContent = `${error.message_zh || ''} ${error.message || error.code || 'Error'}`;
+  alertBox.replaceChildren(bi(error.message_zh || '', error.message || error.code || 'Error'));
   alertBox.hidden = false;
 }
 
@@ -44,12 +46,9 @@ function render(status) {
   }
   const problems = status.approve_problems || [];
   $('#approve').disabled = problems.length > 0;
-  $('#approve-problems').replaceChildren(...problems.map((p) => {
-    const li = document.createElement('li');
-    li.textContent = p.startsWith('recording_not_covered') ? '有录像尚未完整播放 A recording is not fully played'
-      : p.startsWith('document_not_opened') ? `未查看 Not opened: ${p.split(':')[1]}` : p;
-    return li;
-  }));
+  $('#approve-problems').replaceChildren(...problems.map((p) => el('li', {},
+    p.startsWith('recording_not_covered') ? '有录像尚未完整播放 A recording is not fully played'
+      : p.startsWith('document_not_opened') ? `未查看 Not opened: ${p.split(':')[1]}` : p)));
 }
 
 // ── playback reports ─────────────────────────────────────────────────────────────────
@@ -116,10 +115,7 @@ for (const button of document.querySelectorAll('.doc')) {
     if (item === 'application_data') {
       view.hidden = true;
     } else {
-      const img = document.createElement('img');
-      img.alt = item;
-      img.src = `/staff/review/${encodeURIComponent(sid)}/documents/${item}`;
-      view.replaceChildren(img);
+      view.replaceChildren(el('img', { alt: item, src: `/staff/review/${encodeURIComponent(sid)}/documents/${item}` }));
       view.hidden = false;
     }
     try {
