@@ -15,30 +15,27 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from server.api.app import PREFIX as API_PREFIX
+from server.api.app import create_api_app
 from server.config import Config
 from server.domain.session import SessionState
+from server.http.access import access_of
+from server.http.keys import RUNTIME, SOCKETS
 from server.media import hooks
 from server.services.runtime import open_runtime
 from server.services.witnessing.recovery import recover
 from server.store.models import utcnow
 from server.web import (
     admin_pages,
-    callback_api,
     callback_pages,
     health,
-    investor_api,
     investor_pages,
-    openapi,
-    retrieval_api,
-    review_api,
     review_pages,
     staff_pages,
     witness_pages,
     ws_queue,
     ws_session,
 )
-from server.web.access import access_of
-from server.web.keys import RUNTIME, SOCKETS
 from server.web.middleware import (
     access_control,
     errors,
@@ -56,7 +53,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 def _check_declared_access(app: web.Application) -> None:
     """Refuse to start if any handler forgot to declare who may call it."""
     missing = []
-    for route in app.router.routes():
+    for route in app.router.routes():  # a mounted sub-app's routes included
         if isinstance(route.resource, web.StaticResource):
             continue
         if access_of(route.handler) is None:
@@ -163,16 +160,12 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(staff_pages.routes)
     app.router.add_routes(investor_pages.routes)
     app.router.add_routes(admin_pages.routes)
-    app.router.add_routes(investor_api.routes)
-    app.router.add_routes(openapi.routes)
-    app.router.add_routes(retrieval_api.routes)
-    app.router.add_routes(review_api.routes)
     app.router.add_routes(review_pages.routes)
-    app.router.add_routes(callback_api.routes)
     app.router.add_routes(callback_pages.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
     app.router.add_routes(witness_pages.routes)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
+    app.add_subapp(API_PREFIX, create_api_app())
     _check_declared_access(app)
     return app

@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.services import staff as staff_service
-from server.web.keys import RUNTIME
 
 PASSWORD = "correct horse battery"
 HTML = {"Accept": "text/html"}

@@ -88,7 +88,7 @@ def skip_reading_time(app: Any) -> None:
     """The disclosure's minimum reading time is a product rule; tests should not wait."""
     import dataclasses
 
-    from server.web.keys import RUNTIME
+    from server.http.keys import RUNTIME
 
     rt = app[RUNTIME]
     rt.disclosure = dataclasses.replace(rt.disclosure, min_read_seconds=0)

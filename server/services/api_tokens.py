@@ -12,15 +12,25 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import append_audit
-from server.domain.errors import Conflict, InvalidInput, NotFound
+from server.domain.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from server.store.models import ApiToken, utcnow
 
-SCOPES = frozenset({"recordings:read"})
+# Read recordings, stills, session metadata and evidence packages (the retrieval API).
+RECORDINGS_READ = "recordings:read"
+SCOPES = frozenset({RECORDINGS_READ})
 PREFIX = "wt_"
 
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenHolder:
+    """Who called with a token: its id names the caller in the audit log."""
+
+    id: int
+    scopes: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -95,3 +105,15 @@ def usable(row: ApiToken | None, *, now: datetime) -> bool:
         return True
     expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
     return expires > now
+
+
+async def use_token(session: AsyncSession, *, token: str, now: datetime) -> TokenHolder:
+    """The holder of a presented token, its last use stamped; ``token_invalid`` when it is
+    unknown, expired or revoked. The stamp is kept only if the caller's transaction commits."""
+    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    if row is None or not usable(row, now=now):
+        raise Unauthenticated(
+            "token_invalid", "Unknown, expired or revoked token.", "令牌无效、已过期或已吊销。"
+        )
+    row.last_used_at = now
+    return TokenHolder(row.id, frozenset(row.scopes.split(",")))

@@ -6,10 +6,10 @@ from aiohttp import web
 from sqlalchemy import select
 
 from server.domain.staff import Role
+from server.http.access import allow, current_staff
+from server.http.keys import RUNTIME
 from server.services import staff as staff_service
 from server.store.models import Notification
-from server.web.access import allow, current_staff
-from server.web.keys import RUNTIME
 from server.web.render import render
 
 routes = web.RouteTableDef()

@@ -7,8 +7,8 @@ from aiohttp import web
 
 from server.domain.errors import InvalidInput
 from server.domain.staff import Role
-from server.web.access import allow, current_staff
-from server.web.keys import RUNTIME
+from server.http.access import allow, current_staff
+from server.http.keys import RUNTIME
 from server.web.render import render
 
 routes = web.RouteTableDef()

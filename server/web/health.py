@@ -8,8 +8,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from server.web.access import public
-from server.web.keys import RUNTIME
+from server.http.access import public
+from server.http.keys import RUNTIME
 
 routes = web.RouteTableDef()
 

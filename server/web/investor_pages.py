@@ -15,9 +15,9 @@ from aiohttp import web
 from server.adapters.identity_registry import DEFAULT_SANDBOX_IDENTITIES
 from server.domain.errors import InvalidInput
 from server.domain.identity_document import DocumentType, age_on, validate_id_number
+from server.http.access import public
+from server.http.keys import RUNTIME
 from server.services.intake.steps import today_in
-from server.web.access import public
-from server.web.keys import RUNTIME
 from server.web.render import render
 
 routes = web.RouteTableDef()

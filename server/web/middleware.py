@@ -1,4 +1,5 @@
-"""Request plumbing: proxies, request ids and logs, error mapping, access control, headers."""
+"""Page middleware, run for the API sub-app's requests too: proxies, request ids and logs,
+error mapping, the staff session and Origin check, page access control, headers."""
 
 from __future__ import annotations
 
@@ -8,64 +9,24 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from html import escape
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import StaticResource
-from sqlalchemy import select
 
-from server.audit import append_audit
 from server.config import Config
 from server.domain.errors import DomainError, ErrorKind
-from server.domain.staff import Role
+from server.http.access import access_of
+from server.http.csrf import UNSAFE_METHODS, check_origin
+from server.http.errors import STATUS_BY_KIND, error_body, route_name, wants_json
+from server.http.gates import Handler, investor_gate, require_staff, resolve_staff, undeclared
+from server.http.keys import BYTES_SERVED, CURRENT_STAFF, REQUEST_ID, RUNTIME, VIA_HTTPS
 from server.logsetup import request_id_var
-from server.services.api_tokens import token_hash, usable
-from server.services.intake.investor_auth import resolve_investor
-from server.services.login_sessions import CurrentStaff, resolve_session
-from server.store.models import ApiToken
-from server.web.access import access_of
-from server.web.keys import (
-    API_CALLER,
-    BYTES_SERVED,
-    CURRENT_INVESTOR,
-    CURRENT_STAFF,
-    INVESTOR_VIA_COOKIE,
-    REQUEST_ID,
-    RUNTIME,
-    VIA_HTTPS,
-)
 
 log = logging.getLogger("server.web")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-STATUS_BY_KIND = {
-    ErrorKind.INVALID: 400,
-    ErrorKind.UNAUTHENTICATED: 401,
-    ErrorKind.FORBIDDEN: 403,
-    ErrorKind.NOT_FOUND: 404,
-    ErrorKind.CONFLICT: 409,
-    ErrorKind.TOO_MANY: 429,
-    ErrorKind.UNAVAILABLE: 503,
-}
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def wants_json(request: web.Request) -> bool:
-    if request.path.startswith("/api/") or request.path in ("/healthz", "/metrics"):
-        return True
-    return "text/html" not in request.headers.get("Accept", "")
-
-
-def error_body(code: str, message: str, message_zh: str, **extra: object) -> dict[str, object]:
-    return {"error": {"code": code, "message": message, "message_zh": message_zh, **extra}}
-
-
-def _route_name(request: web.Request) -> str:
-    info = request.match_info.route.resource
-    return info.canonical if info is not None else "unmatched"
 
 
 def make_forwarded_middleware(config: Config) -> web.middleware:  # type: ignore[valid-type]
@@ -123,7 +84,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         elapsed = time.perf_counter() - started
-        route = _route_name(request)
+        route = route_name(request)
         metrics = request.app[RUNTIME].metrics
         metrics.http_requests.labels(request.method, route, str(status)).inc()
         metrics.http_latency.labels(route).observe(elapsed)
@@ -177,7 +138,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             )
         raise
     except Exception:
-        log.exception("unhandled error", extra={"route": _route_name(request)})
+        log.exception("unhandled error", extra={"route": route_name(request)})
         rid = request.get(REQUEST_ID, "-")
         msg, msg_zh = (
             f"Internal error (request {rid}).",
@@ -201,10 +162,6 @@ def _html_error(status: int, zh: str, en: str, headers: dict[str, str]) -> web.R
     return web.Response(text=body, status=status, content_type="text/html", headers=headers)
 
 
-def _forbidden(code: str, en: str, zh: str) -> DomainError:
-    return DomainError(code, en, zh, kind=ErrorKind.FORBIDDEN)
-
-
 @web.middleware
 async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
@@ -212,175 +169,22 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     access = access_of(request.match_info.handler)
     if access is None:
-        # Fail closed: a handler that forgot to declare its roles is unreachable.
-        log.error("handler declares no access", extra={"route": _route_name(request)})
-        raise _forbidden("access_undeclared", "This endpoint is not available.", "该功能不可用。")
-    rt = request.app[RUNTIME]
-    current = None
-    token = request.cookies.get(rt.config.security.session_cookie, "")
-    if token:
-        async with rt.db.begin() as session:
-            current = await resolve_session(
-                session=session, token=token, security=rt.config.security
-            )
-    request[CURRENT_STAFF] = current
-    if request.method in _UNSAFE and not access.csrf_exempt:
+        log.error("handler declares no access", extra={"route": route_name(request)})
+        raise undeclared()
+    request[CURRENT_STAFF] = await resolve_staff(request)
+    if request.method in UNSAFE_METHODS and not access.csrf_exempt:
         check_origin(request)
+    if request.match_info.apps[-1] is not request.app:
+        # A sub-app's route (the API): its own middleware admits by the declaration.
+        return await handler(request)
     if access.public:
         return await handler(request)
     if access.investor:
-        return await _investor_gate(request, handler, access.csrf_exempt)
+        return await investor_gate(request, handler, access)
     if access.retrieval:
-        return await _retrieval_gate(request, handler, current)
-    if current is None:
-        raise DomainError(
-            "login_required",
-            "Please log in.",
-            "请先登录。",
-            kind=ErrorKind.UNAUTHENTICATED,
-        )
-    if access.roles and not (current.roles & {r.value for r in access.roles}):
-        raise _forbidden(
-            "role_forbidden",
-            "Your role does not allow this action.",
-            "您的角色无权执行此操作。",
-        )
-    if request.method in _UNSAFE and not access.csrf_exempt:
-        sent = request.headers.get("X-CSRF-Token", "")
-        if not sent and request.content_type in (
-            "application/x-www-form-urlencoded",
-            "multipart/form-data",
-        ):
-            form = await request.post()
-            sent = str(form.get("csrf_token", ""))
-        if not sent or not secrets.compare_digest(sent, current.csrf_token):
-            raise _forbidden(
-                "csrf_failed",
-                "Security token missing or wrong; reload the page.",
-                "安全令牌无效，请刷新页面后重试。",
-            )
+        raise undeclared()  # only the API serves the retrieval gate
+    await require_staff(request, access)
     return await handler(request)
-
-
-RETRIEVAL_SCOPE = "recordings:read"
-
-
-async def _retrieval_gate(
-    request: web.Request, handler: Handler, current: CurrentStaff | None
-) -> web.StreamResponse:
-    """Admit an API token with the scope or an auditor, and log every call, successful or
-    not, with who, what, the outcome and the bytes served (A25)."""
-    rt = request.app[RUNTIME]
-    caller = "anonymous"
-    status = 500
-    try:
-        auth = request.headers.get("Authorization", "")
-        if auth:
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise DomainError(
-                    "token_invalid", "Malformed Authorization header.", "授权信息格式错误。",
-                    kind=ErrorKind.UNAUTHENTICATED,
-                )  # fmt: skip
-            async with rt.db.begin() as session:
-                row = await session.scalar(
-                    select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
-                )
-                if not usable(row, now=datetime.now(UTC)):
-                    raise DomainError(
-                        "token_invalid",
-                        "Unknown, expired or revoked token.",
-                        "令牌无效、已过期或已吊销。",
-                        kind=ErrorKind.UNAUTHENTICATED,
-                    )
-                assert row is not None
-                caller = f"token:{row.id}"
-                if RETRIEVAL_SCOPE not in row.scopes.split(","):
-                    raise _forbidden("scope_forbidden", "Token lacks the scope.", "令牌无此权限。")
-                row.last_used_at = datetime.now(UTC)
-        elif current is not None:
-            caller = f"staff:{current.id}"
-            if Role.AUDITOR.value not in current.roles:
-                raise _forbidden("role_forbidden", "Auditors only.", "仅限审计人员。")
-        else:
-            raise DomainError(
-                "token_required", "Send an API token (Authorization: Bearer …).",
-                "请提供访问令牌。", kind=ErrorKind.UNAUTHENTICATED,
-            )  # fmt: skip
-        request[API_CALLER] = caller
-        response = await handler(request)
-        status = response.status
-        return response
-    except DomainError as exc:
-        status = STATUS_BY_KIND.get(exc.kind, 500)
-        raise
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        try:
-            async with rt.db.begin() as session:
-                await append_audit(
-                    session,
-                    actor=caller,
-                    action="api.access",
-                    subject_type="api",
-                    subject_id=request.match_info.get("id", "-")[:64],
-                    details={
-                        "endpoint": _route_name(request),
-                        "method": request.method,
-                        "status": status,
-                        "bytes": request.get(BYTES_SERVED, 0),
-                    },
-                )
-        except Exception:
-            # Never mask the call's own outcome; but an access that could not be
-            # recorded must be loud (A25).
-            log.exception("retrieval access could not be audited", extra={"caller": caller})
-
-
-INVESTOR_COOKIE = "witness_investor"
-
-
-async def _investor_gate(
-    request: web.Request, handler: Handler, csrf_exempt: bool
-) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
-    auth = request.headers.get("Authorization", "")
-    via_cookie = not auth.startswith("Bearer ")
-    token = request.cookies.get(INVESTOR_COOKIE, "") if via_cookie else auth[7:].strip()
-    investor = None
-    if token:
-        async with rt.db.begin() as session:
-            investor = await resolve_investor(session=session, token=token)
-    if investor is None:
-        raise DomainError(
-            "investor_login_required",
-            "Your session has ended. Sign in again with your phone number.",
-            "登录已过期，请重新用手机号验证登录。",
-            kind=ErrorKind.UNAUTHENTICATED,
-        )
-    request[CURRENT_INVESTOR] = investor
-    request[INVESTOR_VIA_COOKIE] = via_cookie
-    if via_cookie and request.method in _UNSAFE and not csrf_exempt:
-        sent = request.headers.get("X-CSRF-Token", "")
-        if not sent or not secrets.compare_digest(sent, investor.csrf_token):
-            raise _forbidden(
-                "csrf_failed",
-                "Security token missing or wrong; reload the page.",
-                "安全令牌无效，请刷新页面后重试。",
-            )
-    return await handler(request)
-
-
-def check_origin(request: web.Request) -> None:
-    # A cross-site form post carries the attacker's Origin; same-origin requests carry ours.
-    origin = request.headers.get("Origin")
-    if origin is None:  # non-browser clients; browsers always send Origin on POST
-        return
-    expected = f"{request.scheme}://{request.host}"
-    if origin != expected:
-        raise _forbidden("origin_mismatch", "Cross-site request refused.", "拒绝跨站请求。")
 
 
 def make_security_headers(

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from server.web.keys import CURRENT_STAFF
+from server.http.keys import CURRENT_STAFF
 
 
 def render(

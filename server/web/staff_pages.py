@@ -8,20 +8,16 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from server.domain.errors import DomainError, ErrorKind
+from server.http.access import current_staff, public, public_csrf_exempt, staff_only
+from server.http.cookies import cookie_secure
+from server.http.csrf import check_origin, tokens_match
+from server.http.keys import CURRENT_STAFF, RUNTIME
 from server.services import login_sessions
 from server.services import staff as staff_service
-from server.web.access import current_staff, public, public_csrf_exempt, staff_only
-from server.web.keys import CURRENT_STAFF, RUNTIME
-from server.web.middleware import check_origin
 from server.web.render import render
 
 LOGIN_CSRF_COOKIE = "witness_login_csrf"
 routes = web.RouteTableDef()
-
-
-def cookie_secure(request: web.Request) -> bool:
-    mode = request.app[RUNTIME].config.security.cookie_secure
-    return mode == "always" or (mode == "auto" and request.secure)
 
 
 def _safe_next(value: str) -> str:
@@ -81,7 +77,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     password = str(form.get("password", ""))[:300]
     sent = str(form.get("csrf_token", ""))
     cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not sent or not cookie or not secrets.compare_digest(sent, cookie):
+    if not tokens_match(sent, cookie):
         err = DomainError(
             "csrf_failed",
             "The login form expired; please try again.",

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.domain.errors import DomainError, Forbidden
+from server.http.keys import SOCKETS
 from server.queue.base import QueueBackend
-from server.web.keys import SOCKETS
 
 log = logging.getLogger(__name__)
 

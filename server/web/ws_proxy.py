@@ -23,10 +23,10 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from server.domain.errors import DomainError
+from server.http.keys import RUNTIME
 from server.queue.base import NodeInfo
 from server.services.pairing import session_tokens
 from server.services.witnessing import handoff
-from server.web.keys import RUNTIME
 from server.web.ws_common import open_socket
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from server.domain.application import ApplicationState
 from server.domain.errors import InvalidInput
 from server.domain.pairing import WitnessState
 from server.domain.staff import Role
+from server.http.access import allow, current_investor, current_staff, investor_only
+from server.http.keys import RUNTIME
 from server.services.applications import get_application
 from server.services.pairing.queueing import QUEUE_CHANGED, investor_channel, witness_channel
-from server.web.access import allow, current_investor, current_staff, investor_only
-from server.web.keys import RUNTIME
 from server.web.ws_common import check_ws_origin, open_socket, run_socket, send
 
 routes = web.RouteTableDef()

@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import Recording, Still
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.e2e.conftest import artifact
 from tests.e2e.test_investor_intake_browser import FAST, Watch, short_disclosure

@@ -15,8 +15,8 @@ from PIL import Image
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy import select
 
+from server.http.keys import RUNTIME
 from server.store.models import Application, Document
-from server.web.keys import RUNTIME
 from tests.e2e.conftest import artifact
 
 PHONE = "13800138000"

@@ -19,8 +19,8 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import Application
-from server.web.keys import RUNTIME
 from server.web.ws_common import close_all
 from tests.conftest import make_config
 from tests.e2e.conftest import artifact

@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import Application, Recording, SessionEvent, Staff
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.e2e.conftest import artifact
 from tests.e2e.test_call_browser import call_contexts, remote_playing  # noqa: F401

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import Account, Application, AuditEntry
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.helpers import add_staff, csrf_from, login
 from tests.intake_flow import ZHANG_SAN, verified_investor

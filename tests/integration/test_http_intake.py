@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, Document, IdentityCheck, utcnow
-from server.web.keys import RUNTIME
 from tests.intake_flow import API, PHONE, ZHANG_SAN, complete_intake, jpeg, sign_in
 
 

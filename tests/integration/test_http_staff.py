@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from server.app import _check_declared_access, create_app
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import AuditEntry
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.helpers import HTML, add_staff, csrf_from, login
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
+from server.http.keys import RUNTIME
 from server.media import hooks
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.integration.test_media_fallback import end_call
 from tests.integration.test_media_flow import paired, wait_for

@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from server.app import create_app
+from server.http.keys import RUNTIME
 from server.media import hooks
 from server.media.codecs import H264, VP8
 from server.media.relay import PASSTHROUGH, TRANSCODE
 from server.store.models import Recording, SessionEvent, Still
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.integration.test_media_flow import decode_all, paired, wait_for
 from tests.integration.test_pairing_flow import FAST

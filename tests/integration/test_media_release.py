@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from server.web.keys import RUNTIME
+from server.http.keys import RUNTIME
 from tests.conftest import make_config
 from tests.integration.test_media_flow import paired, wait_for
 from tests.integration.test_pairing_flow import FAST, next_of

@@ -15,8 +15,8 @@ from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, WitnessSession
-from server.web.keys import RUNTIME
 from tests.conftest import make_config
 from tests.helpers import add_staff, login
 from tests.intake_flow import ZHANG_SAN, verified_investor

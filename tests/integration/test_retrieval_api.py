@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import select
 
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.services import api_tokens
 from server.store.models import ApiToken, AuditEntry, Recording, utcnow
-from server.web.keys import RUNTIME
 from tests.helpers import add_staff, login
 from tests.integration.test_media_flow import mclient, paired, wait_for  # noqa: F401
 from tests.media_client import Party

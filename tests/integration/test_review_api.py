@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from server.domain.staff import Role
+from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, Recording, Staff, WitnessSession
-from server.web.keys import RUNTIME
 from tests.helpers import add_staff, csrf_from, login
 from tests.integration.test_media_flow import mclient  # noqa: F401
 from tests.integration.test_retrieval_api import recorded_session

@@ -10,8 +10,8 @@ from typing import Any
 import av
 from sqlalchemy import select
 
+from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, Recording, SessionEvent, WitnessSession
-from server.web.keys import RUNTIME
 from tests.integration.test_media_flow import mclient, paired, wait_for  # noqa: F401
 from tests.media_client import Party
 

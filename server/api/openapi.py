@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.web.access import public
+from server.http.access import public
 
 routes = web.RouteTableDef()
 
@@ -469,7 +469,7 @@ SPEC: dict[str, Any] = {
 }
 
 
-@routes.get("/api/v1/openapi.json")
+@routes.get("/openapi.json")
 @public
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(SPEC)

@@ -16,39 +16,39 @@ from typing import Any
 from aiohttp import web
 
 from server import evidence
+from server.http.access import public, retrieval_api
+from server.http.keys import API_CALLER, BYTES_SERVED, RUNTIME
+from server.http.streaming import CHUNK, inside_root, not_found, path_id, send_file
 from server.services.retrieval import queries as retrieval
 from server.store.models import Recording, Still
-from server.web.access import public, retrieval_api
-from server.web.keys import API_CALLER, BYTES_SERVED, RUNTIME
-from server.web.streaming import CHUNK, inside_root, not_found, path_id, send_file
 
 routes = web.RouteTableDef()
 
 
-@routes.get("/api/v1/sessions", allow_head=False)
+@routes.get("/sessions", allow_head=False)
 @retrieval_api
 async def list_sessions(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     query = retrieval.SessionQuery.from_params(request.query)
     async with rt.db.begin() as session:
         body = await retrieval.list_sessions(session, query, rt.protector)
     return web.json_response(body)
 
 
-@routes.get("/api/v1/sessions/{id}", allow_head=False)
+@routes.get("/sessions/{id}", allow_head=False)
 @retrieval_api
 async def get_session(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     sid = path_id(request)
     async with rt.db.begin() as session:
         body = await retrieval.session_detail(session, sid, rt.protector)
     return web.json_response(body)
 
 
-@routes.get("/api/v1/recordings/{id}", allow_head=False)
+@routes.get("/recordings/{id}", allow_head=False)
 @retrieval_api
 async def get_recording(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     rid = path_id(request)
     async with rt.db.begin() as session:
         rec = await session.get(Recording, rid)
@@ -58,10 +58,10 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     return await send_file(request, path, rec.content_type, rec.sha256)
 
 
-@routes.get("/api/v1/stills/{id}", allow_head=False)
+@routes.get("/stills/{id}", allow_head=False)
 @retrieval_api
 async def get_still(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     still_id = path_id(request)
     async with rt.db.begin() as session:
         still = await session.get(Still, still_id)
@@ -71,10 +71,10 @@ async def get_still(request: web.Request) -> web.StreamResponse:
     return await send_file(request, path, still.content_type, still.sha256)
 
 
-@routes.get("/api/v1/evidence-key")
+@routes.get("/evidence-key")
 @public  # the public half of the signing key: anyone may verify
 async def evidence_key(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     key = rt.evidence_key
     return web.json_response(
         {
@@ -109,12 +109,12 @@ class _Sink:
         return data
 
 
-@routes.get("/api/v1/sessions/{id}/evidence", allow_head=False)
+@routes.get("/sessions/{id}/evidence", allow_head=False)
 @retrieval_api
 async def get_evidence(request: web.Request) -> web.StreamResponse:
     """The session's evidence package, streamed as a ZIP (never built in memory or on disk);
     file hashes are computed from the bytes actually packed."""
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     sid = path_id(request)
     root = rt.config.recordings_path
     async with rt.db.begin() as session:

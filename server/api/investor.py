@@ -15,25 +15,24 @@ from sqlalchemy import select
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.identity_document import DocumentType
 from server.domain.intake import OCCUPATIONS, parse_identity_form, validate_phone
+from server.http.access import current_investor, investor_only, public
+from server.http.cookies import INVESTOR_COOKIE, cookie_secure, investor_token
+from server.http.json_body import read_json_object
+from server.http.keys import RUNTIME
 from server.services import rate_limit
 from server.services.intake import identity_check, investor_auth
 from server.services.intake import steps as intake
 from server.services.intake.images import ImageKind
 from server.services.intake.view import application_view
 from server.store.models import Account, utcnow
-from server.web.access import current_investor, investor_only, public
-from server.web.json_body import read_json_object
-from server.web.keys import RUNTIME
-from server.web.middleware import INVESTOR_COOKIE
-from server.web.staff_pages import cookie_secure
 
 routes = web.RouteTableDef()
-PREFIX = "/api/v1/investor"
+PREFIX = "/investor"  # under the sub-app's /api/v1
 
 
 async def _limit_writes(request: web.Request) -> None:
     """Per-address cap on investor writes; committed on its own so failures count too."""
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     async with rt.db.begin() as session:
         await rate_limit.hit(
             session,
@@ -46,7 +45,7 @@ async def _limit_writes(request: web.Request) -> None:
 
 
 async def _view(request: web.Request, status: int = 200, **extra: Any) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     investor = current_investor(request)
     async with rt.db.begin() as session:
         view = await application_view(
@@ -80,7 +79,7 @@ async def options(request: web.Request) -> web.Response:
 @routes.post(f"{PREFIX}/otp")
 @public
 async def request_code(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await read_json_object(request)
     phone = validate_phone(body.get("phone"))
     issued = await investor_auth.request_otp(
@@ -103,7 +102,7 @@ async def request_code(request: web.Request) -> web.Response:
 @routes.post(f"{PREFIX}/session")
 @public
 async def sign_in(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await read_json_object(request)
     phone = validate_phone(body.get("phone"))
     code = str(body.get("code", "")).strip()
@@ -150,11 +149,10 @@ async def sign_in(request: web.Request) -> web.Response:
 @routes.delete(f"{PREFIX}/session")
 @investor_only
 async def sign_out(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    auth = request.headers.get("Authorization", "")
-    token = auth[7:].strip() if auth.startswith("Bearer ") else request.cookies.get(INVESTOR_COOKIE)
+    rt = request.config_dict[RUNTIME]
+    token, _ = investor_token(request)
     async with rt.db.begin() as session:
-        await investor_auth.end_investor_session(session=session, token=token or "")
+        await investor_auth.end_investor_session(session=session, token=token)
     response = web.json_response({"signed_out": True})
     response.del_cookie(INVESTOR_COOKIE, path="/")
     return response
@@ -170,7 +168,7 @@ async def get_application(request: web.Request) -> web.Response:
 @investor_only
 async def put_identity(request: web.Request) -> web.Response:
     await _limit_writes(request)
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await read_json_object(request)
     data = parse_identity_form(
         body, today=intake.today_in(rt.config.zone), min_age=rt.config.intake.min_age
@@ -200,7 +198,7 @@ def _image_kind(request: web.Request) -> ImageKind:
 @investor_only
 async def put_document(request: web.Request) -> web.Response:
     await _limit_writes(request)
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     kind = _image_kind(request)
     if request.content_type == "multipart/form-data":
         form = await request.post()
@@ -227,7 +225,7 @@ async def put_document(request: web.Request) -> web.Response:
 @routes.get(PREFIX + "/application/documents/{kind}")
 @investor_only
 async def get_document(request: web.Request) -> web.StreamResponse:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     kind = _image_kind(request)
     async with rt.db.begin() as session:
         docs = await intake.active_documents(session, current_investor(request).application_id)
@@ -244,7 +242,7 @@ async def get_document(request: web.Request) -> web.StreamResponse:
 @investor_only
 async def get_account(request: web.Request) -> web.Response:
     """The investor's account numbers once opened (A9)."""
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     async with rt.db.begin() as session:
         account = await session.scalar(
             select(Account).where(
@@ -267,7 +265,7 @@ async def get_account(request: web.Request) -> web.Response:
 @investor_only
 async def get_confirmation(request: web.Request) -> web.Response:
     """The account-opening confirmation (A9), a PDF with its Chinese font embedded."""
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     pdf = await rt.notices.confirmation_pdf(current_investor(request).application_id)
     return web.Response(
         body=pdf,
@@ -282,7 +280,7 @@ async def get_confirmation(request: web.Request) -> web.Response:
 @routes.get(f"{PREFIX}/questionnaire")
 @public
 async def get_questionnaire(request: web.Request) -> web.Response:
-    q = request.app[RUNTIME].questionnaire
+    q = request.config_dict[RUNTIME].questionnaire
     return web.json_response(
         {
             "version": q.version,
@@ -306,7 +304,7 @@ async def get_questionnaire(request: web.Request) -> web.Response:
 @investor_only
 async def put_suitability(request: web.Request) -> web.Response:
     await _limit_writes(request)
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await read_json_object(request)
     answers = body.get("answers")
     if not isinstance(answers, dict) or not all(
@@ -330,7 +328,7 @@ async def put_suitability(request: web.Request) -> web.Response:
 @routes.get(f"{PREFIX}/disclosure")
 @investor_only
 async def get_disclosure(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     doc = rt.disclosure
     async with rt.db.begin() as session:
         await intake.serve_disclosure(
@@ -352,7 +350,7 @@ async def get_disclosure(request: web.Request) -> web.Response:
 @investor_only
 async def acknowledge(request: web.Request) -> web.Response:
     await _limit_writes(request)
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await read_json_object(request)
     async with rt.db.begin() as session:
         await intake.acknowledge_disclosure(
@@ -369,7 +367,7 @@ async def acknowledge(request: web.Request) -> web.Response:
 @investor_only
 async def submit(request: web.Request) -> web.Response:
     await _limit_writes(request)
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     await identity_check.submit_and_check(
         db=rt.db,
         config=rt.config,
@@ -384,7 +382,7 @@ async def submit(request: web.Request) -> web.Response:
 @investor_only
 async def correct(request: web.Request) -> web.Response:
     await _limit_writes(request)
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     async with rt.db.begin() as session:
         await identity_check.correct_data(
             session=session, application_id=current_investor(request).application_id

@@ -11,7 +11,8 @@ from pathlib import Path
 from aiohttp import web
 
 from server.domain.errors import NotFound
-from server.web.keys import BYTES_SERVED
+from server.http.errors import error_body
+from server.http.keys import BYTES_SERVED
 
 CHUNK = 256 * 1024
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -78,13 +79,9 @@ async def send_file(
         wanted = None  # the client's copy is stale: send it all
     if wanted == "bad":
         return web.json_response(
-            {
-                "error": {
-                    "code": "range_not_satisfiable",
-                    "message": "Malformed or unsatisfiable Range.",
-                    "message_zh": "请求的字节范围无效。",
-                }
-            },
+            error_body(
+                "range_not_satisfiable", "Malformed or unsatisfiable Range.", "请求的字节范围无效。"
+            ),
             status=416,
             headers={"Content-Range": f"bytes */{size}"},
         )

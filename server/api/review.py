@@ -9,20 +9,20 @@ from aiohttp import web
 
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.staff import Role
+from server.http.access import allow, current_staff
+from server.http.json_body import read_json_object
+from server.http.keys import RUNTIME
+from server.http.streaming import inside_root, path_id, send_file
 from server.store.models import Recording, Review
-from server.web.access import allow, current_staff
-from server.web.json_body import read_json_object
-from server.web.keys import RUNTIME
-from server.web.streaming import inside_root, path_id, send_file
 
 routes = web.RouteTableDef()
-_BASE = "/api/v1/review/sessions/{id}"
+_BASE = "/review/sessions/{id}"
 
 
 @routes.post(_BASE + "/claim")
 @allow(Role.REVIEWER)
 async def claim(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await rt.review.claim(staff_id=current_staff(request).id, session_id=path_id(request))
     return web.json_response(body)
 
@@ -30,7 +30,7 @@ async def claim(request: web.Request) -> web.Response:
 @routes.get(_BASE + "/status")
 @allow(Role.REVIEWER)
 async def status(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await rt.review.status(staff_id=current_staff(request).id, session_id=path_id(request))
     return web.json_response(body)
 
@@ -38,7 +38,7 @@ async def status(request: web.Request) -> web.Response:
 @routes.post(_BASE + "/playback")
 @allow(Role.REVIEWER)
 async def playback(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     data = await read_json_object(request)
     try:
         rate = float(data.get("rate", 0))
@@ -59,7 +59,7 @@ async def playback(request: web.Request) -> web.Response:
 @routes.post(_BASE + "/opened")
 @allow(Role.REVIEWER)
 async def opened(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     data = await read_json_object(request)
     body = await rt.review.opened(
         staff_id=current_staff(request).id, session_id=path_id(request), item=str(data.get("item"))
@@ -70,7 +70,7 @@ async def opened(request: web.Request) -> web.Response:
 @routes.post(_BASE + "/decision")
 @allow(Role.REVIEWER)
 async def decision(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     data = await read_json_object(request)
     body = await rt.review.decide(
         staff_id=current_staff(request).id,
@@ -82,11 +82,11 @@ async def decision(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@routes.get("/api/v1/review/recordings/{id}", allow_head=False)
+@routes.get("/review/recordings/{id}", allow_head=False)
 @allow(Role.REVIEWER)
 async def recording(request: web.Request) -> web.StreamResponse:
     """A recording for the reviewer who holds its session's open review (Range, ETag)."""
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     rid = path_id(request)
     me = current_staff(request)
     async with rt.db.begin() as session:

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from server.domain.errors import Unauthenticated
 from server.domain.staff import Role
+from server.http.keys import CURRENT_INVESTOR, CURRENT_STAFF, CurrentStaff
 from server.services.intake.investor_auth import CurrentInvestor
-from server.web.keys import CURRENT_INVESTOR, CURRENT_STAFF, CurrentStaff
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 H = TypeVar("H", bound=Callable[..., Any])

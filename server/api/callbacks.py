@@ -6,27 +6,27 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.domain.staff import Role
-from server.web.access import allow, current_staff
-from server.web.json_body import read_json_object
-from server.web.keys import RUNTIME
-from server.web.streaming import path_id
+from server.http.access import allow, current_staff
+from server.http.json_body import read_json_object
+from server.http.keys import RUNTIME
+from server.http.streaming import path_id
 
 routes = web.RouteTableDef()
 
 
-@routes.get("/api/v1/callbacks")
+@routes.get("/callbacks")
 @allow(Role.CALLBACK)
 async def worklist(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     return web.json_response(
         {"order": rt.aftercare.order.value, "items": await rt.aftercare.worklist()}
     )
 
 
-@routes.post("/api/v1/callbacks/{id}")
+@routes.post("/callbacks/{id}")
 @allow(Role.CALLBACK)
 async def record(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     data = await read_json_object(request)
     body = await rt.aftercare.record(
         staff_id=current_staff(request).id,
@@ -37,10 +37,10 @@ async def record(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@routes.post("/api/v1/accounts/{id}/open")
+@routes.post("/accounts/{id}/open")
 @allow(Role.CALLBACK, Role.ADMIN)
 async def open_account(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    rt = request.config_dict[RUNTIME]
     body = await rt.aftercare.open_account(
         path_id(request), actor=f"staff:{current_staff(request).id}"
     )
