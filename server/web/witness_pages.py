@@ -1,6 +1,6 @@
 """The witness desk: go ready, take offers, hold the session (A7, A17.3).
 
-The page is a shell; static/witness/console.js drives /ws/witness and the session socket.
+The page is a shell; static/witness/main.js (desk.js, offer.js, session.js, script.js) drives /ws/witness and the session socket.
 """
 
 from __future__ import annotations
