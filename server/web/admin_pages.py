@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlalchemy import select
 
 from server.domain.staff import Role
 from server.http.access import allow, current_staff
 from server.http.keys import RUNTIME
 from server.services import staff as staff_service
-from server.store.models import Notification
 from server.web.render import render
 
 routes = web.RouteTableDef()
@@ -53,11 +51,5 @@ async def set_active(request: web.Request) -> web.StreamResponse:
 async def notifications(request: web.Request) -> web.Response:
     """Notices sent to investors (A9), newest first; recipients masked. With the sandbox
     gateways this is where testers read what would have been sent."""
-    rt = request.app[RUNTIME]
-    async with rt.db.begin() as session:
-        rows = (
-            await session.scalars(
-                select(Notification).order_by(Notification.created_at.desc()).limit(200)
-            )
-        ).all()
+    rows = await request.app[RUNTIME].notices.recent()
     return render("admin_notifications.html", request, {"rows": rows})

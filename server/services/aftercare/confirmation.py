@@ -55,6 +55,15 @@ class Notices:
         self.db, self.protector, self.sms, self.email = db, protector, sms, email
         self.agency, self.font_path = agency, font_path
 
+    async def recent(self, *, limit: int = 200) -> list[Notification]:
+        """What investors were sent, newest first (recipients stored masked): the admin's
+        outbox, where testers read what the sandbox gateways would have sent."""
+        async with self.db.begin() as session:
+            rows = await session.scalars(
+                select(Notification).order_by(Notification.created_at.desc()).limit(limit)
+            )
+            return list(rows.all())
+
     async def account_opened(self, application_id: str) -> None:
         """Send the numbers by SMS (and email when given); each attempt is recorded."""
         async with self.db.begin() as session:
