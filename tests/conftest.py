@@ -8,7 +8,6 @@ service fails the run; elsewhere its tests are skipped with the reason shown.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import shutil
@@ -23,14 +22,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from server.config import Config, load_config
+from server.config import Config
 from server.store import migrate
 from server.store.db import make_engine
+from tests.server_config import make_config
 
 PG_ADMIN_DSN = os.environ.get("WITNESS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("WITNESS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEST_DATA_KEY = base64.b64encode(b"k" * 32).decode()
 _RUN_TAG = uuid.uuid4().hex[:8]
 
 
@@ -159,21 +158,6 @@ async def empty_db_url(
         service_missing("PostgreSQL", PG_ADMIN_DSN)
     async with pg_database("witness_e_") as url:
         yield url
-
-
-def make_config(tmp_path: Path, db_url: str, **sections: dict[str, Any]) -> Config:
-    overrides: dict[str, dict[str, Any]] = {
-        "database": {"url": db_url},
-        "storage": {"recordings_dir": str(tmp_path / "recordings")},
-        "security": {"data_key": TEST_DATA_KEY, "create_key_file": False},
-        "logging": {"level": "WARNING", "format": "text"},
-        # WebRTC over loopback only (aioice never offers 127.0.0.1 unless told).
-        "media": {"host_addresses": ["127.0.0.1"]},
-    }
-    for name, values in sections.items():
-        overrides.setdefault(name, {}).update(values)
-    # An empty environment: the developer's WITNESS_* variables must not leak into tests.
-    return load_config(None, env={}, overrides=overrides)
 
 
 @pytest.fixture

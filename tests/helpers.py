@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
+from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Any
 
+import av
 from aiohttp.test_utils import TestClient
 
 from server.domain.staff import Role
@@ -67,3 +72,26 @@ async def login(
         headers=HTML,
         allow_redirects=False,
     )
+
+
+async def wait_for(predicate: Callable[[], Any], within: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def decode_all(path: Path) -> dict[str, int]:
+    """Frames of a recording decoded end to end, by kind."""
+    counts = {"video": 0, "audio": 0}
+    with av.open(str(path)) as container:
+        for frame in container.decode(*container.streams.video, *container.streams.audio):
+            counts["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
+    return counts

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from server.app import create_app
-from tests.conftest import IN_CI, make_config
+from tests.conftest import IN_CI
+from tests.server_config import make_config
 
 CHROMIUM = os.environ.get("WITNESS_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_PRESENT = Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is not None
@@ -143,6 +144,24 @@ async def call_browser(tmp_path: Path) -> AsyncIterator[Browser]:
         ]
     ):
         yield b
+
+
+@pytest.fixture
+async def call_contexts(
+    call_browser: Browser,
+) -> AsyncIterator[tuple[BrowserContext, BrowserContext]]:
+    """The investor on a phone-sized page, the witness at a desk, in the call browser."""
+    investor = await call_browser.new_context(
+        viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True, locale="zh-CN"
+    )
+    witness = await call_browser.new_context(
+        viewport={"width": 1280, "height": 860}, locale="zh-CN"
+    )
+    try:
+        yield investor, witness
+    finally:
+        await investor.close()
+        await witness.close()
 
 
 @pytest.fixture

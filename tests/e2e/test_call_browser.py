@@ -7,72 +7,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import av
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import BrowserContext, expect
 from sqlalchemy import select
 
 from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Recording, Still
-from tests.conftest import make_config
 from tests.e2e.conftest import artifact
-from tests.e2e.test_investor_intake_browser import FAST, Watch, short_disclosure
-from tests.e2e.test_queue_browser import (
+from tests.e2e.pages import (
+    FAST,
     PAIRING,
-    _Client,
-    _free_port,
+    LiveApp,
+    Watch,
+    remote_playing,
+    short_disclosure,
     verified_investor,
     witness_desk,
 )
-from tests.helpers import add_staff
+from tests.helpers import add_staff, decode_all, free_port
+from tests.server_config import make_config
 
 TALK_SECONDS = 10
 FPS = 15
-
-
-@pytest.fixture
-async def call_contexts(
-    call_browser: Browser,
-) -> AsyncIterator[tuple[BrowserContext, BrowserContext]]:
-    investor = await call_browser.new_context(
-        viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True, locale="zh-CN"
-    )
-    witness = await call_browser.new_context(
-        viewport={"width": 1280, "height": 860}, locale="zh-CN"
-    )
-    try:
-        yield investor, witness
-    finally:
-        await investor.close()
-        await witness.close()
-
-
-async def remote_playing(page: Page, root: str) -> None:
-    """The other party's video has decoded frames and keeps advancing."""
-    video = page.locator(f"{root} [data-call=remote]")
-    await expect(video).to_have_js_property("readyState", 4, timeout=20_000)
-    first = await video.evaluate("v => v.currentTime")
-    await asyncio.sleep(1)
-    assert await video.evaluate("v => v.currentTime") > first
-    assert await video.evaluate("v => v.videoWidth") == 640
-    # Sound comes through too: the remote stream carries a live audio track.
-    assert await video.evaluate(
-        "v => v.srcObject.getAudioTracks().some(t => t.readyState === 'live')"
-    )
-
-
-def decode_all(path: Path) -> dict[str, int]:
-    counts = {"video": 0, "audio": 0}
-    with av.open(str(path)) as container:
-        for frame in container.decode(*container.streams.video, *container.streams.audio):
-            counts["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
-    return counts
 
 
 async def test_investor_and_witness_talk_through_the_server_and_both_are_recorded(
@@ -83,7 +43,7 @@ async def test_investor_and_witness_talk_through_the_server_and_both_are_recorde
 ) -> None:
     db = tmp_path / "call.db"
     shutil.copyfile(sqlite_template, db)
-    port = _free_port()
+    port = free_port()
     config = make_config(
         tmp_path,
         f"sqlite+aiosqlite:///{db}",
@@ -94,7 +54,7 @@ async def test_investor_and_witness_talk_through_the_server_and_both_are_recorde
     server = await aiohttp_server(create_app(config), port=port)
     short_disclosure(server, 0)
     rt = server.app[RUNTIME]
-    await add_staff(_Client(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = call_contexts
     inv, wit = await inv_ctx.new_page(), await wit_ctx.new_page()
     inv_watch, wit_watch = Watch(inv), Watch(wit)

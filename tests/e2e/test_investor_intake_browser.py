@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import re
@@ -18,34 +17,19 @@ from sqlalchemy import select
 from server.http.keys import RUNTIME
 from server.store.models import Application, Document
 from tests.e2e.conftest import artifact
-
-PHONE = "13800138000"
-ZHANG_SAN = "11010519491231002X"  # sandbox registry: 张三, female, born 1949-12-31
-WIDTH = 375
-# Registry answers at once; sandbox SMS without delay (tests/conftest.make_config).
-FAST = {"identity": {"sandbox_latency_ms": 0}, "sms": {"sandbox_latency_ms": 0}}
-
-
-class Watch:
-    """Console CSP violations and uncaught page errors, asserted empty at the end."""
-
-    def __init__(self, page: Page) -> None:
-        self.csp: list[str] = []
-        self.errors: list[str] = []
-        page.on(
-            "console",
-            lambda m: self.csp.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def assert_clean(self) -> None:
-        assert self.csp == []
-        assert self.errors == []
-
-
-def short_disclosure(server: Any, seconds: int) -> None:
-    rt = server.app[RUNTIME]
-    rt.disclosure = dataclasses.replace(rt.disclosure, min_read_seconds=seconds)
+from tests.e2e.pages import (
+    API_INTAKE,
+    FAST,
+    PHONE,
+    WIDTH,
+    ZHANG_SAN,
+    Watch,
+    assert_fits,
+    identity,
+    short_disclosure,
+    sign_in,
+    url,
+)
 
 
 @pytest.fixture
@@ -71,27 +55,9 @@ async def phone_page(camera_browser: Browser) -> AsyncIterator[Page]:
         await context.close()
 
 
-def url(server: Any, path: str) -> str:
-    return str(server.make_url(path))
-
-
-async def assert_fits(page: Page) -> None:
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= WIDTH, f"horizontal overflow: {width}px"
-
-
 async def shot(page: Page, name: str, *, full: bool = True) -> None:
     await assert_fits(page)
     await page.screenshot(path=artifact(f"intake-{name}.png"), full_page=full)
-
-
-async def sign_in(page: Page, phone: str = PHONE) -> None:
-    await page.fill("#phone", phone)
-    await page.click("#otp-send")
-    code = page.locator("#sandbox-otp-code")
-    await expect(code).to_have_text(re.compile(r"^\d{6}$"))
-    await page.fill("#code", await code.inner_text())
-    await page.click("#phone-submit")
 
 
 async def fill_sandbox_identity(page: Page, number: str = ZHANG_SAN) -> None:
@@ -348,47 +314,6 @@ async def test_landing_page_links_to_intake(intake_server: Any, phone_page: Page
     watch.assert_clean()
 
 
-# The steps before the check, through the same API the page uses (the walk-through
-# above covers the UI of each): identity, three images, answers, disclosure.
-_API_INTAKE = """async (identity) => {
-  const base = '/api/v1/investor';
-  const app = await (await fetch(base + '/application')).json();
-  const headers = { 'X-CSRF-Token': app.csrf_token, 'Content-Type': 'application/json' };
-  const ok = async (r) => { if (!r.ok) throw new Error(await r.text()); return r; };
-  await ok(await fetch(base + '/application/identity',
-    { method: 'PUT', headers, body: JSON.stringify(identity) }));
-  const canvas = document.createElement('canvas');
-  canvas.width = 640; canvas.height = 480;
-  canvas.getContext('2d').fillRect(0, 0, 640, 480);
-  const jpeg = await new Promise((r) => canvas.toBlob(r, 'image/jpeg'));
-  for (const kind of ['id_front', 'id_back', 'frontal_photo']) {
-    await ok(await fetch(`${base}/application/documents/${kind}`, { method: 'PUT',
-      headers: { 'X-CSRF-Token': app.csrf_token, 'Content-Type': 'image/jpeg' }, body: jpeg }));
-  }
-  const q = await (await fetch(base + '/questionnaire')).json();
-  const answers = Object.fromEntries(q.questions.map((x) => [x.id, [x.options[0].id]]));
-  await ok(await fetch(base + '/application/suitability',
-    { method: 'PUT', headers, body: JSON.stringify({ answers }) }));
-  const doc = await (await fetch(base + '/disclosure')).json();
-  await ok(await fetch(base + '/application/disclosure', { method: 'POST', headers,
-    body: JSON.stringify({ version: doc.version, scrolled_to_end: true }) }));
-}"""
-
-
-def identity(name: str, number: str, birth: str, sex: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "document_type": "resident_id",
-        "id_number": number,
-        "sex": sex,
-        "birth_date": birth,
-        "valid_from": "2015-06-01",
-        "valid_until_long_term": True,
-        "address": "北京市朝阳区建国路88号",
-        "occupation": "retired",
-    }
-
-
 async def test_registry_busy_offers_retry(start_server: Any, phone_page: Page) -> None:
     server = await start_server(**FAST)
     short_disclosure(server, 0)
@@ -398,7 +323,7 @@ async def test_registry_busy_offers_retry(start_server: Any, phone_page: Page) -
     await sign_in(page)
     await expect(page.locator("#step-identity")).to_be_visible()
     # Sequence 999: the sandbox registry answers "unavailable".
-    await page.evaluate(_API_INTAKE, identity("王测试", "110105198001019993", "1980-01-01", "M"))
+    await page.evaluate(API_INTAKE, identity("王测试", "110105198001019993", "1980-01-01", "M"))
     await page.reload()
     await expect(page.locator("#step-check")).to_be_visible()
     await page.click("#check-submit")
@@ -420,7 +345,7 @@ async def test_registry_mismatch_then_correct(start_server: Any, phone_page: Pag
     await page.goto(url(server, "/open"))
     await sign_in(page)
     await expect(page.locator("#step-identity")).to_be_visible()
-    await page.evaluate(_API_INTAKE, identity("张叁", ZHANG_SAN, "1949-12-31", "F"))
+    await page.evaluate(API_INTAKE, identity("张叁", ZHANG_SAN, "1949-12-31", "F"))
     await page.reload()
     await page.click("#check-submit")
     await expect(page.locator("#check-failed")).to_be_visible()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,34 +21,20 @@ from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Application
 from server.web.ws_common import close_all
-from tests.conftest import make_config
 from tests.e2e.conftest import artifact
-from tests.e2e.test_investor_intake_browser import (
-    _API_INTAKE,
+from tests.e2e.pages import (
     FAST,
-    ZHANG_SAN,
+    PAIRING,
+    LiveApp,
     Watch,
     assert_fits,
-    identity,
     short_disclosure,
-    sign_in,
+    url,
+    verified_investor,
+    witness_desk,
 )
-from tests.helpers import PASSWORD, add_staff
-
-PAIRING = {"dispatch_interval_seconds": 0.1, "heartbeat_seconds": 2}
-
-
-class _Client:
-    """add_staff() needs only .app; a live server has the same."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import PASSWORD, add_staff, free_port
+from tests.server_config import make_config
 
 
 @pytest.fixture
@@ -60,7 +45,7 @@ def queue_server(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> 
     async def start(media: dict[str, Any] | None = None, **pairing: Any) -> Any:
         db = tmp_path / "e2e.db"
         shutil.copyfile(sqlite_template, db)
-        port = _free_port()
+        port = free_port()
         config = make_config(
             tmp_path,
             f"sqlite+aiosqlite:///{db}",
@@ -95,37 +80,10 @@ async def contexts(camera_browser: Browser) -> AsyncIterator[tuple[BrowserContex
         await witness.close()
 
 
-def url(server: Any, path: str) -> str:
-    return str(server.make_url(path))
-
-
 async def shot(page: Page, name: str, *, phone: bool = False) -> None:
     if phone:
         await assert_fits(page)
     await page.screenshot(path=artifact(f"queue-{name}.png"), full_page=True)
-
-
-async def verified_investor(server: Any, page: Page) -> None:
-    """Sign in, fill the intake through the page's own API, pass the registry check."""
-    await page.goto(url(server, "/open"))
-    await sign_in(page)
-    await expect(page.locator("#step-identity")).to_be_visible()
-    await page.evaluate(_API_INTAKE, identity("张三", ZHANG_SAN, "1949-12-31", "F"))
-    await page.reload()
-    await page.click("#check-submit")
-    await expect(page.locator("#check-verified")).to_be_visible(timeout=15_000)
-
-
-async def witness_desk(server: Any, page: Page, username: str) -> None:
-    """Log in and open the desk from the console's link."""
-    await page.goto(url(server, "/staff/login"))
-    await page.fill("#username", username)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
-    await expect(page).to_have_url(url(server, "/staff/"))
-    await page.click("#witness-desk-link")
-    await expect(page).to_have_url(url(server, "/staff/witness"))
-    await expect(page.locator("#conn")).to_have_attribute("data-conn", "up")
 
 
 async def app_state(server: Any) -> str:
@@ -137,7 +95,7 @@ async def test_investor_queues_witness_takes_and_ends_the_session(
     queue_server: Any, contexts: tuple[BrowserContext, BrowserContext]
 ) -> None:
     server = await queue_server()
-    await add_staff(_Client(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = contexts
     inv = await inv_ctx.new_page()
     wit = await wit_ctx.new_page()
@@ -252,7 +210,7 @@ async def test_unanswered_offer_sets_the_witness_not_ready(
     queue_server: Any, contexts: tuple[BrowserContext, BrowserContext]
 ) -> None:
     server = await queue_server(offer_timeout_seconds=2)
-    await add_staff(_Client(server.app), "slow.witness", {Role.WITNESS})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "slow.witness", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = contexts
     inv = await inv_ctx.new_page()
     wit = await wit_ctx.new_page()
@@ -281,7 +239,7 @@ async def test_decline_then_investor_reloads_mid_session(
     queue_server: Any, contexts: tuple[BrowserContext, BrowserContext]
 ) -> None:
     server = await queue_server(media={"rejoin_grace_seconds": 3})
-    await add_staff(_Client(server.app), "li.na", {Role.WITNESS})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "li.na", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = contexts
     inv = await inv_ctx.new_page()
     wit = await wit_ctx.new_page()
@@ -334,7 +292,7 @@ async def test_decline_then_investor_reloads_mid_session(
 async def test_ineligible_witness_is_told_why(queue_server: Any, browser: Browser) -> None:
     server = await queue_server()
     await add_staff(  # type: ignore[arg-type]
-        _Client(server.app), "sales.li", {Role.WITNESS}, is_marketing=True
+        LiveApp(server.app), "sales.li", {Role.WITNESS}, is_marketing=True
     )
     context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
     page = await context.new_page()
@@ -362,7 +320,7 @@ async def test_ineligible_witness_is_told_why(queue_server: Any, browser: Browse
 
 async def test_witness_desk_refuses_other_roles(queue_server: Any, browser: Browser) -> None:
     server = await queue_server()
-    await add_staff(_Client(server.app), "reviewer1", {Role.REVIEWER})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "reviewer1", {Role.REVIEWER})  # type: ignore[arg-type]
     context = await browser.new_context()
     page = await context.new_page()
     await page.goto(url(server, "/staff/login"))

@@ -8,18 +8,12 @@ from playwright.async_api import Browser, expect
 
 from server.domain.staff import Role
 from tests.e2e.conftest import artifact
+from tests.e2e.pages import LiveApp
 from tests.helpers import PASSWORD, add_staff
 
 
-class _Client:
-    """add_staff() needs only .app; a live server has the same."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-
 async def test_admin_logs_in_and_disables_a_witness(browser: Browser, live_server: Any) -> None:
-    staff = _Client(live_server.app)
+    staff = LiveApp(live_server.app)
     await add_staff(staff, "admin", {Role.ADMIN})  # type: ignore[arg-type]
     await add_staff(staff, "zhang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     await add_staff(  # type: ignore[arg-type]
@@ -59,7 +53,7 @@ async def test_admin_logs_in_and_disables_a_witness(browser: Browser, live_serve
 
 
 async def test_disabled_witness_cannot_log_in(browser: Browser, live_server: Any) -> None:
-    staff = _Client(live_server.app)
+    staff = LiveApp(live_server.app)
     await add_staff(staff, "wu.min", {Role.WITNESS}, has_labour_contract=False)  # type: ignore[arg-type]
     base = str(live_server.make_url("/")).rstrip("/")
     page = await browser.new_page()

@@ -18,29 +18,30 @@ from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Application, Recording, SessionEvent, Staff
-from tests.conftest import make_config
 from tests.e2e.conftest import artifact
-from tests.e2e.test_call_browser import call_contexts, remote_playing  # noqa: F401
-from tests.e2e.test_investor_intake_browser import FAST, Watch, short_disclosure
-from tests.e2e.test_queue_browser import (
+from tests.e2e.pages import (
+    FAST,
     PAIRING,
-    _Client,
-    _free_port,
+    LiveApp,
+    Watch,
+    remote_playing,
+    short_disclosure,
     verified_investor,
     witness_desk,
 )
-from tests.helpers import PASSWORD, add_staff
+from tests.helpers import PASSWORD, add_staff, free_port
+from tests.server_config import make_config
 
 
 async def test_witness_takes_a_call_to_a_pass(
     aiohttp_server: Any,
     tmp_path: Path,
     sqlite_template: Path,
-    call_contexts: tuple[BrowserContext, BrowserContext],  # noqa: F811
+    call_contexts: tuple[BrowserContext, BrowserContext],
 ) -> None:
     db = tmp_path / "w.db"
     shutil.copyfile(sqlite_template, db)
-    port = _free_port()
+    port = free_port()
     config = make_config(
         tmp_path,
         f"sqlite+aiosqlite:///{db}",
@@ -52,7 +53,7 @@ async def test_witness_takes_a_call_to_a_pass(
     short_disclosure(server, 0)
     rt = server.app[RUNTIME]
     steps = rt.witnessing.script.steps
-    await add_staff(_Client(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = call_contexts
     inv, wit = await inv_ctx.new_page(), await wit_ctx.new_page()
     inv_watch, wit_watch = Watch(inv), Watch(wit)
@@ -143,7 +144,7 @@ async def test_witness_takes_a_call_to_a_pass(
 
     # A17.5: a second person reviews. Approval stays refused until both recordings were
     # played to the end and every document was opened.
-    await add_staff(_Client(server.app), "rev.li", {Role.REVIEWER})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "rev.li", {Role.REVIEWER})  # type: ignore[arg-type]
     rev_ctx = await wit_ctx.browser.new_context(viewport={"width": 1280, "height": 900})  # type: ignore[union-attr]
     rev = await rev_ctx.new_page()
     rev_watch = Watch(rev)
@@ -189,7 +190,7 @@ async def test_witness_takes_a_call_to_a_pass(
 
     # A8/A9: the callback confirms (callback staff's API is tested elsewhere); the
     # account opens and the investor's page shows the numbers and the PDF.
-    await add_staff(_Client(server.app), "cb.wu", {Role.CALLBACK})  # type: ignore[arg-type]
+    await add_staff(LiveApp(server.app), "cb.wu", {Role.CALLBACK})  # type: ignore[arg-type]
     async with rt.db.begin() as s:
         cb = await s.scalar(select(Staff).where(Staff.username == "cb.wu"))
         app_id = (await s.scalars(select(Application.id))).one()

@@ -14,9 +14,9 @@ from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Account, Application, AuditEntry
-from tests.conftest import make_config
 from tests.helpers import add_staff, csrf_from, login
 from tests.intake_flow import ZHANG_SAN, verified_investor
+from tests.server_config import make_config
 
 
 async def _client(aiohttp_client: Any, tmp_path: Path, db_url: str, order: str) -> TestClient:  # type: ignore[type-arg]

@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_DATA_KEY
+from tests.helpers import free_port
+from tests.server_config import write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path: Path, port: int = 8080) -> Path:
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f"""
-[server]
-port = {port}
-[database]
-url = "sqlite+aiosqlite:///data/witness.db"
-[storage]
-recordings_dir = "rec"
-[security]
-data_key = "{TEST_DATA_KEY}"
-create_key_file = false
-[logging]
-format = "text"
-level = "WARNING"
-""",
-        encoding="utf-8",
+def write_config(
+    tmp_path: Path, port: int = 8080, server: dict[str, Any] | None = None, **sections: Any
+) -> Path:
+    """As an operator writes it: paths relative to the file (data/, rec/)."""
+    return write_server_config(
+        tmp_path / "config.toml",
+        db_url="sqlite+aiosqlite:///data/witness.db",
+        recordings="rec",
+        server={"port": port, **(server or {})},
+        **sections,
     )
-    return cfg
 
 
 def cli(cfg: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -98,18 +90,11 @@ def test_migrate_staff_and_audit_verify_detects_hand_edit(tmp_path: Path) -> Non
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
-    cfg = write_config(tmp_path)
-    cfg.write_text(cfg.read_text() + "\n[queue]\nbackend = 'kafka'\n")
+    cfg = write_config(tmp_path, queue={"backend": "kafka"})
     r = cli(cfg, "check-config")
     assert r.returncode == 2 and "queue.backend" in r.stderr
     missing = cli(tmp_path / "nope.toml", "check-config")
     assert missing.returncode == 2 and "not found" in missing.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -147,7 +132,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_serve_prints_urls_and_answers(tmp_path: Path, tls: bool) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = write_config(tmp_path, port)
     scheme = "http"
     ctx = None
@@ -155,9 +140,7 @@ def test_serve_prints_urls_and_answers(tmp_path: Path, tls: bool) -> None:
         import ssl
 
         cert, key = _self_signed(tmp_path)
-        cfg.write_text(
-            cfg.read_text().replace("[server]", f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"')
-        )
+        cfg = write_config(tmp_path, port, server={"tls_cert": str(cert), "tls_key": str(key)})
         scheme = "https"
         ctx = ssl.create_default_context()
         ctx.check_hostname = False

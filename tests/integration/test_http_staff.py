@@ -13,8 +13,8 @@ from server.app import _check_declared_access, create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import AuditEntry
-from tests.conftest import make_config
 from tests.helpers import HTML, add_staff, csrf_from, login
+from tests.server_config import make_config
 
 
 async def _audit_actions(client: Any) -> list[str]:

@@ -15,11 +15,10 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.http.keys import RUNTIME
 from server.media import hooks
-from tests.conftest import make_config
-from tests.integration.test_media_fallback import end_call
-from tests.integration.test_media_flow import paired, wait_for
-from tests.integration.test_pairing_flow import FAST
+from tests.call_flow import FAST_PAIRING, end_call, paired
+from tests.helpers import wait_for
 from tests.media_client import Party
+from tests.server_config import make_config
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -28,7 +27,7 @@ def _client(aiohttp_client: Any, tmp_path: Path, db_url: str, kbps: int) -> Any:
     cfg = make_config(
         tmp_path,
         db_url,
-        pairing=FAST,
+        pairing=FAST_PAIRING,
         identity={"sandbox_latency_ms": 0},
         media={"rejoin_grace_seconds": 3, "max_video_kbps": kbps},
     )

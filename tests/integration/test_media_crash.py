@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -18,53 +17,27 @@ import aiohttp
 import av
 from sqlalchemy import select
 
-from server.content import DEFAULT_INTAKE_PATH
 from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Application, AuditEntry, Recording, WitnessSession
-from tests.conftest import TEST_DATA_KEY
-from tests.integration.test_two_nodes import (
-    _free_port,
-    _investor_through_intake,
-    _keep_alive,
-    _next,
-    _witness_login,
-)
+from tests.call_flow import keep_alive, next_of
+from tests.helpers import free_port
 from tests.media_client import Party
+from tests.server_config import intake_without_reading_time, write_server_config
+from tests.server_process import investor_through_intake, witness_login
 
 ROOT = Path(__file__).resolve().parents[2]
 TALK_SECONDS = 6
 
 
 def _config(tmp_path: Path) -> Path:
-    content = tmp_path / "intake.toml"
-    content.write_text(
-        re.sub(r"min_read_seconds = \d+", "min_read_seconds = 0", DEFAULT_INTAKE_PATH.read_text())
+    return write_server_config(
+        tmp_path / "config.toml",
+        db_url=f"sqlite+aiosqlite:///{tmp_path / 'witness.db'}",
+        recordings=tmp_path / "recordings",
+        intake={"content_file": str(intake_without_reading_time(tmp_path))},
+        identity={"sandbox_latency_ms": 0},
+        pairing={"dispatch_interval_seconds": 0.1, "heartbeat_seconds": 2},
     )
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f"""
-[database]
-url = "sqlite+aiosqlite:///{tmp_path / "witness.db"}"
-[storage]
-recordings_dir = "{tmp_path / "recordings"}"
-[security]
-data_key = "{TEST_DATA_KEY}"
-create_key_file = false
-[intake]
-content_file = "{content}"
-[identity]
-sandbox_latency_ms = 0
-[pairing]
-dispatch_interval_seconds = 0.1
-heartbeat_seconds = 2
-[media]
-host_addresses = ["127.0.0.1"]
-[logging]
-level = "WARNING"
-format = "text"
-"""
-    )
-    return cfg
 
 
 def _cli(cfg: Path, *args: str, stdin: str | None = None) -> None:
@@ -109,7 +82,7 @@ async def test_sigkill_mid_call_then_restart_recovers_the_recordings(tmp_path: P
         "--employee-number", "E1", "--licence", "S0850120090042", "--contract",
         "--training-passed", "2026-01-05", "--password-stdin", stdin="correct horse battery\n",
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
@@ -121,16 +94,16 @@ async def test_sigkill_mid_call_then_restart_recovers_the_recordings(tmp_path: P
                 aiohttp.ClientSession(base_url=base, cookie_jar=jars[0]) as witness,
                 aiohttp.ClientSession(base_url=base, cookie_jar=jars[1]) as investor,
             ):
-                await _investor_through_intake(investor, base)
-                await _witness_login(witness, base)
+                await investor_through_intake(investor, base)
+                await witness_login(witness, base)
                 inv_ws = await investor.ws_connect("/ws/investor")
                 wit_ws = await witness.ws_connect("/ws/witness")
-                alive = asyncio.create_task(_keep_alive(inv_ws, wit_ws))
+                alive = keep_alive(inv_ws, wit_ws)
                 await wit_ws.send_json({"type": "ready"})
-                offer = await _next(wit_ws, "offer")
+                offer = await next_of(wit_ws, "offer", within=10)
                 await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
-                w_match = await _next(wit_ws, "matched")
-                i_match = await _next(inv_ws, "matched")
+                w_match = await next_of(wit_ws, "matched", within=10)
+                i_match = await next_of(inv_ws, "matched", within=10)
                 sid = w_match["session_id"]
                 parties = [
                     Party(witness, sid, w_match["token"]),

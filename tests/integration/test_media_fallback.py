@@ -27,10 +27,10 @@ from server.media import hooks
 from server.media.codecs import H264, VP8
 from server.media.relay import PASSTHROUGH, TRANSCODE
 from server.store.models import Recording, SessionEvent, Still
-from tests.conftest import make_config
-from tests.integration.test_media_flow import decode_all, paired, wait_for
-from tests.integration.test_pairing_flow import FAST
+from tests.call_flow import FAST_PAIRING, end_call, paired
+from tests.helpers import decode_all, wait_for
 from tests.media_client import HEIGHT, WIDTH, Party
+from tests.server_config import make_config
 
 TALK = 4.0  # seconds over which delivery is measured
 SHARE = 0.6  # of the frames one party sent that the other must decode
@@ -41,7 +41,7 @@ async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClien
     cfg = make_config(
         tmp_path,
         db_url,
-        pairing=FAST,
+        pairing=FAST_PAIRING,
         identity={"sandbox_latency_ms": 0},
         media={"rejoin_grace_seconds": 3, "keyframe_interval_seconds": 60},
     )
@@ -65,17 +65,6 @@ async def both_see_each_other(a: Party, b: Party) -> None:
         assert video >= SHARE * (other.video.sent - sent[other]), (video, other.video.sent)
         assert audio >= SHARE * TALK / 0.020, audio  # 20 ms Opus frames
         assert me.video_size == (WIDTH, HEIGHT)
-
-
-async def end_call(mclient: Any, sid: str, parties: list[Party], extra: list[Any]) -> None:
-    rt = mclient.app[RUNTIME]
-    await extra[2].send_json({"type": "end", "session_id": sid})
-    await wait_for(lambda: sid not in rt.media.sessions)
-    for party in parties:
-        await party.close()
-    extra[0].cancel()
-    for ws in extra[1:]:
-        await ws.close()
 
 
 async def test_passthrough_delivers_both_ways_and_keyframe_requests_reach_the_sender(

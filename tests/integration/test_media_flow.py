@@ -5,70 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from pathlib import Path
 from typing import Any
 
-import av
-import pytest
-from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
-from server.app import create_app
-from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import AuditEntry, Recording, SessionEvent, Still, WitnessSession
-from tests.conftest import make_config
-from tests.helpers import add_staff, login
-from tests.intake_flow import ZHANG_SAN, verified_investor
-from tests.integration.test_pairing_flow import FAST, keep_alive, next_of
+from tests.call_flow import paired
+from tests.helpers import decode_all, wait_for
 from tests.media_client import Party
-
-
-@pytest.fixture
-async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
-    cfg = make_config(
-        tmp_path,
-        db_url,
-        pairing=FAST,
-        identity={"sandbox_latency_ms": 0},
-        media={"rejoin_grace_seconds": 3, "keyframe_interval_seconds": 2},
-    )
-    return await aiohttp_client(create_app(cfg))
-
-
-async def paired(client: Any) -> tuple[str, str, str, list[Any]]:
-    """Queue an investor, have a witness accept: (session id, witness token, investor
-    token, sockets to close)."""
-    investor = await verified_investor(client, "13800138000", ZHANG_SAN)
-    assert (await investor.post("/application/queue")).status == 200
-    inv_ws = await client.ws_connect("/ws/investor")
-    await add_staff(client, "wang.wei", {Role.WITNESS})
-    await login(client, "wang.wei")
-    wit_ws = await client.ws_connect("/ws/witness")
-    alive = keep_alive(inv_ws, wit_ws)
-    await next_of(wit_ws, "state")
-    await wit_ws.send_json({"type": "ready"})
-    offer = await next_of(wit_ws, "offer")
-    await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
-    w_match = await next_of(wit_ws, "matched")
-    i_match = await next_of(inv_ws, "matched")
-    return w_match["session_id"], w_match["token"], i_match["token"], [alive, inv_ws, wit_ws]
-
-
-async def wait_for(predicate: Any, within: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
-
-
-def decode_all(path: Path) -> dict[str, int]:
-    counts = {"video": 0, "audio": 0}
-    with av.open(str(path)) as container:
-        for frame in container.decode(*container.streams.video, *container.streams.audio):
-            counts["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
-    return counts
 
 
 async def test_two_parties_see_each_other_and_both_are_recorded(mclient: Any) -> None:

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient
 from server.app import create_app
 from server.http.keys import RUNTIME
 from server.media.naive import NaiveSession, count_frames
-from tests.conftest import make_config
-from tests.integration.test_media_flow import paired, wait_for
-from tests.integration.test_pairing_flow import FAST
+from tests.call_flow import FAST_PAIRING, paired
+from tests.helpers import wait_for
 from tests.media_client import Party
+from tests.server_config import make_config
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ async def naive_client(aiohttp_client: Any, tmp_path: Path, sqlite_template: Pat
     cfg = make_config(
         tmp_path,
         f"sqlite+aiosqlite:///{db}",
-        pairing=FAST,
+        pairing=FAST_PAIRING,
         identity={"sandbox_latency_ms": 0},
         media={"pipeline": "naive", "rejoin_grace_seconds": 3},
     )

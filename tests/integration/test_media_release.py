@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from server.http.keys import RUNTIME
-from tests.conftest import make_config
-from tests.integration.test_media_flow import paired, wait_for
-from tests.integration.test_pairing_flow import FAST, next_of
+from tests.call_flow import FAST_PAIRING, next_of, paired
+from tests.helpers import wait_for
 from tests.media_client import Party
+from tests.server_config import make_config
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.fixture
 async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
     cfg = make_config(
-        tmp_path, db_url, pairing=FAST, identity={"sandbox_latency_ms": 0},
+        tmp_path, db_url, pairing=FAST_PAIRING, identity={"sandbox_latency_ms": 0},
         media={"rejoin_grace_seconds": 3},
     )  # fmt: skip
     return await aiohttp_client(create_app(cfg))

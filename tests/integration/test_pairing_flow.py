@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,10 @@ from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, WitnessSession
-from tests.conftest import make_config
+from tests.call_flow import FAST_PAIRING, keep_alive, next_of
 from tests.helpers import add_staff, login
 from tests.intake_flow import ZHANG_SAN, verified_investor
+from tests.server_config import make_config
 
 LI_SI = {
     **ZHANG_SAN,
@@ -28,13 +27,6 @@ LI_SI = {
     "sex": "M",
     "birth_date": "2000-01-01",
 }
-FAST = {
-    "dispatch_interval_seconds": 0.05,
-    "offer_timeout_seconds": 2,
-    "heartbeat_seconds": 1,
-    "witness_presence_ttl_seconds": 3,
-    "investor_grace_seconds": 2,
-}
 
 
 @pytest.fixture
@@ -42,41 +34,16 @@ async def pclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClien
     cfg = make_config(
         tmp_path,
         db_url,
-        pairing=FAST,
+        pairing=FAST_PAIRING,
         identity={"sandbox_latency_ms": 0},
         media={"rejoin_grace_seconds": 1},
     )
     return await aiohttp_client(create_app(cfg))
 
 
-async def next_of(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
-    """The next message of a type, skipping others (state updates, queue positions)."""
-    deadline = time.monotonic() + within
-    while True:
-        msg = await asyncio.wait_for(ws.receive(), deadline - time.monotonic())
-        assert msg.type.name == "TEXT", msg
-        data = json.loads(msg.data)
-        if data.get("type") == kind:
-            return data  # type: ignore[no-any-return]
-
-
 async def state_is(ws: Any, state: str) -> None:
     while (await next_of(ws, "state"))["state"] != state:
         pass
-
-
-def keep_alive(*sockets: Any) -> asyncio.Task[None]:
-    """Ping like a live page does, so presence and the queue place are kept."""
-
-    async def beat() -> None:
-        while True:
-            for ws in sockets:
-                with contextlib.suppress(ConnectionError):  # the test is closing it
-                    if not ws.closed:
-                        await ws.send_json({"type": "ping"})
-            await asyncio.sleep(0.5)
-
-    return asyncio.create_task(beat())
 
 
 async def state_of(client: Any, application_id: str) -> str:
@@ -317,7 +284,7 @@ async def test_skills_route_permit_holders_to_hmt_witnesses(
     cfg = make_config(
         tmp_path,
         db_url,
-        pairing={**FAST, "match_skills": True, "dispatch_interval_seconds": 5},
+        pairing={**FAST_PAIRING, "match_skills": True, "dispatch_interval_seconds": 5},
         identity={"sandbox_latency_ms": 0},
     )
     client = await aiohttp_client(create_app(cfg))

@@ -23,32 +23,10 @@ from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.services import api_tokens
 from server.store.models import ApiToken, AuditEntry, Recording, utcnow
+from tests.call_flow import recorded_session
 from tests.helpers import add_staff, login
-from tests.integration.test_media_flow import mclient, paired, wait_for  # noqa: F401
-from tests.media_client import Party
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def recorded_session(client: Any) -> str:
-    """A short real call with a still, ended by the witness."""
-    rt = client.app[RUNTIME]
-    sid, w_token, i_token, extra = await paired(client)
-    witness, investor = Party(client, sid, w_token), Party(client, sid, i_token)
-    await witness.join()
-    await investor.join()
-    await asyncio.gather(witness.start_media(), investor.start_media())
-    await wait_for(lambda: witness.received["video"] >= 20 and investor.received["video"] >= 20)
-    await witness.ws.send_json({"type": "capture_still"})
-    await witness.next_of("still")
-    await extra[2].send_json({"type": "end", "session_id": sid})
-    await wait_for(lambda: sid not in rt.media.sessions)
-    for party in (witness, investor):
-        await party.close()
-    extra[0].cancel()
-    for sock in extra[1:]:
-        await sock.close()
-    return sid
 
 
 async def token(client: Any, name: str = "archive", days: int | None = None) -> str:
@@ -63,7 +41,7 @@ def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
 
 
-async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:  # noqa: F811
+async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:
     rt = mclient.app[RUNTIME]
     sid = await recorded_session(mclient)
     good = bearer(await token(mclient))
@@ -243,7 +221,7 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:  
     assert evidence_call.actor.startswith("token:")
 
 
-async def test_auditor_session_may_use_the_api_and_others_may_not(mclient: Any) -> None:  # noqa: F811
+async def test_auditor_session_may_use_the_api_and_others_may_not(mclient: Any) -> None:
     await add_staff(mclient, "audit.zhao", {Role.AUDITOR})
     await add_staff(mclient, "wit.qian", {Role.WITNESS})
     await login(mclient, "wit.qian")
@@ -267,7 +245,7 @@ def _rewrite(src: Path, dst: Path, change: Any) -> None:
             zout.writestr(info.filename, change(info.filename, zin.read(info.filename)))
 
 
-async def test_openapi_document_is_valid_and_covers_every_api_route(mclient: Any) -> None:  # noqa: F811
+async def test_openapi_document_is_valid_and_covers_every_api_route(mclient: Any) -> None:
     from openapi_spec_validator import validate
 
     doc = await (await mclient.get("/api/v1/openapi.json")).json()
@@ -292,7 +270,7 @@ def test_retention_counts_calendar_years() -> None:
     )
 
 
-async def test_retention_keeps_recent_and_held_evidence(mclient: Any) -> None:  # noqa: F811
+async def test_retention_keeps_recent_and_held_evidence(mclient: Any) -> None:
     from server.services.retrieval import retention
 
     rt = mclient.app[RUNTIME]

@@ -13,9 +13,8 @@ from sqlalchemy import select
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, Recording, Staff, WitnessSession
+from tests.call_flow import recorded_session
 from tests.helpers import add_staff, csrf_from, login
-from tests.integration.test_media_flow import mclient  # noqa: F401
-from tests.integration.test_retrieval_api import recorded_session
 
 
 async def witnessed(client: Any) -> str:
@@ -38,7 +37,7 @@ async def as_staff(client: Any, username: str) -> dict[str, str]:
     return {"X-CSRF-Token": csrf_from(await page.text())}
 
 
-async def test_review_needs_full_playback_and_documents(mclient: Any) -> None:  # noqa: F811
+async def test_review_needs_full_playback_and_documents(mclient: Any) -> None:
     rt = mclient.app[RUNTIME]
     sid = await witnessed(mclient)
     base = f"/api/v1/review/sessions/{sid}"
@@ -122,7 +121,7 @@ async def test_review_needs_full_playback_and_documents(mclient: Any) -> None:  
     assert (await mclient.get(f"/api/v1/review/recordings/{recs[0]['id']}")).status == 404
 
 
-async def test_reject_needs_a_reason_and_ends_the_application(mclient: Any) -> None:  # noqa: F811
+async def test_reject_needs_a_reason_and_ends_the_application(mclient: Any) -> None:
     sid = await witnessed(mclient)
     base = f"/api/v1/review/sessions/{sid}"
     await add_staff(mclient, "rev.li", {Role.REVIEWER})

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, Recording, SessionEvent, WitnessSession
-from tests.integration.test_media_flow import mclient, paired, wait_for  # noqa: F401
+from tests.call_flow import paired
+from tests.helpers import wait_for
 from tests.media_client import Party
 
 
@@ -26,7 +27,7 @@ async def _error(party: Party, message: dict[str, Any]) -> str:
     return str((await party.next_of("error"))["error"]["code"])
 
 
-async def test_disclosure_script_face_and_pass(mclient: Any) -> None:  # noqa: F811
+async def test_disclosure_script_face_and_pass(mclient: Any) -> None:
     rt = mclient.app[RUNTIME]
     steps = rt.witnessing.script.steps
     sid, w_token, i_token, extra = await paired(mclient)
@@ -116,7 +117,7 @@ async def test_disclosure_script_face_and_pass(mclient: Any) -> None:  # noqa: F
         await sock.close()
 
 
-async def test_fail_needs_a_reason_and_ends_the_session(mclient: Any) -> None:  # noqa: F811
+async def test_fail_needs_a_reason_and_ends_the_session(mclient: Any) -> None:
     rt = mclient.app[RUNTIME]
     sid, w_token, i_token, extra = await paired(mclient)
     witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)

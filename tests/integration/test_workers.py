@@ -24,16 +24,16 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from server.content import DEFAULT_INTAKE_PATH
 from server.queue import create_backend
 from server.queue.base import NodeInfo
 from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Application, AuditEntry, Recording, WitnessSession
 from server.web.ws_proxy import RELAYED_BY
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL, TEST_DATA_KEY, pg_database, service_missing
+from tests.call_flow import keep_alive, next_of
+from tests.conftest import PG_ADMIN_DSN, REDIS_URL, pg_database, service_missing
 from tests.intake_flow import ZHANG_SAN, complete_intake, sign_in
-from tests.integration.test_two_nodes import _keep_alive, _next
 from tests.media_client import Party, PatternTrack, ToneTrack
+from tests.server_config import intake_without_reading_time, write_server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TALK_SECONDS = 3
@@ -85,44 +85,22 @@ def _cli(cfg: Path, *args: str, stdin: str | None = None) -> subprocess.Complete
 
 
 def _write_config(tmp_path: Path, *, database: str, queue: str, redis_prefix: str) -> Path:
-    content = tmp_path / "intake.toml"
-    content.write_text(
-        re.sub(r"min_read_seconds = \d+", "min_read_seconds = 0", DEFAULT_INTAKE_PATH.read_text())
+    return write_server_config(
+        tmp_path / "config.toml",
+        db_url=database,
+        recordings=tmp_path / "recordings",
+        server={"node_id": NODE},
+        queue={"backend": queue},
+        redis={"url": REDIS_URL, "key_prefix": redis_prefix},
+        intake={"content_file": str(intake_without_reading_time(tmp_path))},
+        identity={"sandbox_latency_ms": 0},
+        pairing={
+            "dispatch_interval_seconds": 0.1,
+            "heartbeat_seconds": 2,
+            "witness_presence_ttl_seconds": 10,
+            "node_ttl_seconds": 3,
+        },
     )
-    cfg = tmp_path / "config.toml"
-    cfg.write_text(
-        f"""
-[server]
-node_id = "{NODE}"
-[database]
-url = "{database}"
-[queue]
-backend = "{queue}"
-[redis]
-url = "{REDIS_URL}"
-key_prefix = "{redis_prefix}"
-[storage]
-recordings_dir = "{tmp_path / "recordings"}"
-[security]
-data_key = "{TEST_DATA_KEY}"
-create_key_file = false
-[intake]
-content_file = "{content}"
-[identity]
-sandbox_latency_ms = 0
-[pairing]
-dispatch_interval_seconds = 0.1
-heartbeat_seconds = 2
-witness_presence_ttl_seconds = 10
-node_ttl_seconds = 3
-[media]
-host_addresses = ["127.0.0.1"]
-[logging]
-level = "WARNING"
-format = "text"
-"""
-    )
-    return cfg
 
 
 @pytest.fixture
@@ -308,10 +286,10 @@ async def _match(witness: Person, investor: Person) -> tuple[str, str, str]:
     """Witness ready → offer → accept; (session id, witness token, investor token)."""
     offer = await _offer(witness.queue_ws)
     await witness.queue_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
-    w_match = await _next(witness.queue_ws, "matched")
+    w_match = await next_of(witness.queue_ws, "matched", within=10)
     sid = w_match["session_id"]
     # A reconnected queue socket is first told of the session it was in, if still open.
-    while (i_match := await _next(investor.queue_ws, "matched"))["session_id"] != sid:
+    while (i_match := await next_of(investor.queue_ws, "matched", within=10))["session_id"] != sid:
         pass
     return sid, w_match["token"], i_match["token"]
 
@@ -355,7 +333,7 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
 
     jars = [aiohttp.CookieJar(unsafe=True) for _ in range(4)]
     sessions = [aiohttp.ClientSession(base_url=server.base, cookie_jar=jar) for jar in jars]
-    keep_alive: asyncio.Task[None] | None = None
+    pings: asyncio.Task[None] | None = None
     people: list[Person] = []
     try:
         async with asyncio.timeout(85):
@@ -382,7 +360,7 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
             people += [*witnesses, *investors]
 
             def keep_all_alive() -> asyncio.Task[None]:
-                return asyncio.create_task(_keep_alive(*(p.queue_ws for p in people)))
+                return keep_alive(*(p.queue_ws for p in people))
 
             for (username, _name, phone, identity), w, i in zip(
                 PEOPLE, witnesses, investors, strict=True
@@ -391,7 +369,7 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
                 await _investor_queued(i.http, phone, identity)
                 await w.open_queue_socket()
                 await i.open_queue_socket()
-            keep_alive = keep_all_alive()
+            pings = keep_all_alive()
 
             # -- session 1: on the least loaded worker (a tie: the first id) -----------------
             # First come, first served: witness 1 is not ready yet, so investor 0 is taken.
@@ -432,13 +410,13 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
                 [p.relayed_by for p in s2],
             )
             os.kill(pids[victim], signal.SIGKILL)
-            keep_alive.cancel()
+            pings.cancel()
             # Pages reconnect at once: the queue sockets (any may have been on the victim;
             # a busy witness's console must stay present) and a session-2 socket the
             # victim was relaying.
             for person in people:
                 await person.open_queue_socket()
-            keep_alive = keep_all_alive()
+            pings = keep_all_alive()
             for party in s2:
                 if party.relayed_by == owner1:
                     await _until("the relayed socket to drop", _closed(party))
@@ -501,7 +479,7 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
             await _flows_on(s2)
 
             # -- SIGTERM: forwarded to the workers, a clean stop -----------------------------
-            keep_alive.cancel()
+            pings.cancel()
             for person in people:
                 for party in person.parties.values():
                     await party.close()
@@ -513,10 +491,10 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
             assert not _alive(running.values())  # stopped and reaped
             assert "restarting in" in server.log.read_text()
     finally:
-        if keep_alive is not None:
-            keep_alive.cancel()
+        if pings is not None:
+            pings.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await keep_alive
+                await pings
         for person in people:
             for party in person.parties.values():
                 with contextlib.suppress(Exception):

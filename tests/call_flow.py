@@ -1,0 +1,101 @@
+"""A witness and an investor paired through the queue and in a call, over the sockets of
+an app under test (shared by the pairing, media and API tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from server.domain.staff import Role
+from server.http.keys import RUNTIME
+from tests.helpers import add_staff, login, wait_for
+from tests.intake_flow import ZHANG_SAN, verified_investor
+from tests.media_client import Party
+
+# [pairing] timings short enough for tests.
+FAST_PAIRING = {
+    "dispatch_interval_seconds": 0.05,
+    "offer_timeout_seconds": 2,
+    "heartbeat_seconds": 1,
+    "witness_presence_ttl_seconds": 3,
+    "investor_grace_seconds": 2,
+}
+
+
+async def next_of(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
+    """The next message of a type, skipping others (state updates, queue positions)."""
+    deadline = time.monotonic() + within
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), deadline - time.monotonic())
+        assert msg.type.name == "TEXT", msg
+        data = json.loads(msg.data)
+        if data.get("type") == kind:
+            return data  # type: ignore[no-any-return]
+
+
+def keep_alive(*sockets: Any) -> asyncio.Task[None]:
+    """Ping like a live page does, so presence and the queue place are kept."""
+
+    async def beat() -> None:
+        while True:
+            for ws in sockets:
+                with contextlib.suppress(ConnectionError):  # the test is closing it
+                    if not ws.closed:
+                        await ws.send_json({"type": "ping"})
+            await asyncio.sleep(0.5)
+
+    return asyncio.create_task(beat())
+
+
+async def paired(client: Any) -> tuple[str, str, str, list[Any]]:
+    """Queue an investor, have a witness accept: (session id, witness token, investor
+    token, sockets to close)."""
+    investor = await verified_investor(client, "13800138000", ZHANG_SAN)
+    assert (await investor.post("/application/queue")).status == 200
+    inv_ws = await client.ws_connect("/ws/investor")
+    await add_staff(client, "wang.wei", {Role.WITNESS})
+    await login(client, "wang.wei")
+    wit_ws = await client.ws_connect("/ws/witness")
+    alive = keep_alive(inv_ws, wit_ws)
+    await next_of(wit_ws, "state")
+    await wit_ws.send_json({"type": "ready"})
+    offer = await next_of(wit_ws, "offer")
+    await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+    w_match = await next_of(wit_ws, "matched")
+    i_match = await next_of(inv_ws, "matched")
+    return w_match["session_id"], w_match["token"], i_match["token"], [alive, inv_ws, wit_ws]
+
+
+async def end_call(mclient: Any, sid: str, parties: list[Party], extra: list[Any]) -> None:
+    rt = mclient.app[RUNTIME]
+    await extra[2].send_json({"type": "end", "session_id": sid})
+    await wait_for(lambda: sid not in rt.media.sessions)
+    for party in parties:
+        await party.close()
+    extra[0].cancel()
+    for ws in extra[1:]:
+        await ws.close()
+
+
+async def recorded_session(client: Any) -> str:
+    """A short real call with a still, ended by the witness."""
+    rt = client.app[RUNTIME]
+    sid, w_token, i_token, extra = await paired(client)
+    witness, investor = Party(client, sid, w_token), Party(client, sid, i_token)
+    await witness.join()
+    await investor.join()
+    await asyncio.gather(witness.start_media(), investor.start_media())
+    await wait_for(lambda: witness.received["video"] >= 20 and investor.received["video"] >= 20)
+    await witness.ws.send_json({"type": "capture_still"})
+    await witness.next_of("still")
+    await extra[2].send_json({"type": "end", "session_id": sid})
+    await wait_for(lambda: sid not in rt.media.sessions)
+    for party in (witness, investor):
+        await party.close()
+    extra[0].cancel()
+    for sock in extra[1:]:
+        await sock.close()
+    return sid

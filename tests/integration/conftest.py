@@ -1,0 +1,26 @@
+"""Fixtures shared by the integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import create_app
+from tests.call_flow import FAST_PAIRING
+from tests.server_config import make_config
+
+
+@pytest.fixture
+async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+    """The app with fast pairing and media timings, for tests that hold a call."""
+    cfg = make_config(
+        tmp_path,
+        db_url,
+        pairing=FAST_PAIRING,
+        identity={"sandbox_latency_ms": 0},
+        media={"rejoin_grace_seconds": 3, "keyframe_interval_seconds": 2},
+    )
+    return await aiohttp_client(create_app(cfg))
