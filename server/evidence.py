@@ -5,16 +5,20 @@ A package is a ZIP holding the session's recordings, stills and ID images, a
 audit entries that concern it, plus the head of the audit chain when packed) and
 ``manifest.sig``: a detached Ed25519 signature of the manifest's exact bytes, base64.
 
-``verify_package`` needs neither the server nor its database: an auditor runs
+``build_package`` streams a package: file hashes are computed from the bytes actually
+packed, and the package is never held whole in memory or on disk. ``verify_package``
+needs neither the server nor its database: an auditor runs
 ``python -m server verify-evidence FILE.zip --key evidence-key.pem``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import zipfile
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +65,88 @@ def sign(key: Ed25519PrivateKey, manifest: bytes) -> bytes:
 
 def dump_manifest(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True).encode()
+
+
+# Read size for packed files: large enough for throughput, small enough to stream.
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    name: str  # inside the ZIP
+    path: Path
+
+
+class _Sink:
+    """A write-only file for zipfile whose bytes are taken out in batches to be sent."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.offset = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.offset
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    with archive.open(name, "w") as dst:
+        dst.write(data)
+
+
+async def build_package(
+    *,
+    files: list[PackageFile],
+    manifest: dict[str, Any],
+    recorded: Mapping[str, str | None],
+    key: Ed25519PrivateKey,
+) -> AsyncIterator[bytes]:
+    """The ZIP's bytes in order: each file (hashed as packed; a file that is gone is listed
+    under ``missing`` so verification fails loudly), then the manifest (``manifest`` plus
+    ``files`` and ``missing``) and its signature. ``recorded`` maps a record id to the hash
+    stored when the file was made, so the manifest says whether each file still matches."""
+    sink = _Sink()
+    listed: list[dict[str, Any]] = []
+    missing: list[str] = []
+    archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)  # type: ignore[call-overload]
+    for item in files:
+        if not item.path.is_file():
+            missing.append(item.name)  # purged or lost
+            continue
+        digest = hashlib.sha256()
+        size = 0
+        with item.path.open("rb") as src, archive.open(item.name, "w", force_zip64=True) as dst:
+            while chunk := await asyncio.to_thread(src.read, CHUNK):
+                dst.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                if data := sink.take():
+                    yield data
+        if data := sink.take():
+            yield data
+        record_id = item.name.rsplit("-", 1)[-1].split(".")[0]
+        entry: dict[str, Any] = {"path": item.name, "sha256": digest.hexdigest(), "bytes": size}
+        if record_id in recorded:
+            entry["matches_record"] = recorded[record_id] == entry["sha256"]
+        listed.append(entry)
+    manifest_bytes = dump_manifest({**manifest, "files": listed, "missing": missing})
+    _write_member(archive, MANIFEST, manifest_bytes)
+    _write_member(archive, SIGNATURE, sign(key, manifest_bytes))
+    archive.close()
+    if data := sink.take():
+        yield data
 
 
 class EvidenceError(Exception):

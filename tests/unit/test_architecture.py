@@ -74,7 +74,9 @@ def test_the_domain_is_pure() -> None:
 def test_the_checks_see_a_violation(tmp_path: Path) -> None:
     """The AST reader used above finds the import forms it must find."""
     probe = tmp_path / "probe.py"
-    probe.write_text("import asyncio\nfrom aiohttp import web\nfrom sqlalchemy.orm import Session\n")
+    probe.write_text(
+        "import asyncio\nfrom aiohttp import web\nfrom sqlalchemy.orm import Session\n"
+    )
     found = _imports(probe)
     assert {"asyncio", "aiohttp.web", "sqlalchemy.orm.Session"} <= set(found)
 
