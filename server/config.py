@@ -1,13 +1,15 @@
 """Typed, immutable configuration from ``config.toml`` plus ``WITNESS_*`` overrides.
 
 Every key in the file may be overridden by ``WITNESS_<SECTION>_<KEY>`` (upper case),
-e.g. ``WITNESS_DATABASE_URL``. Unknown sections or keys are errors, so a typo fails
-at start with the key named instead of silently falling back to a default.
+e.g. ``WITNESS_DATABASE_URL``. Unknown sections, keys and ``WITNESS_*`` variables are
+errors, so a typo fails at start with the key named instead of silently falling back to a
+default.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.util
 import json
 import os
@@ -590,6 +592,30 @@ def load_config(
         if not isinstance(section_raw, dict):
             raise ConfigError(f"{name}: expected a table")
         sections[name] = _build_section(name, cls, section_raw, env)
+    _check_environment(env)
     cfg = Config(base_dir=file_path.resolve().parent, **sections)
     _validate(cfg)
     return cfg
+
+
+# Variables of the project's own tools that share the prefix but are not configuration.
+_NOT_CONFIG = (f"{ENV_PREFIX}TEST_", f"{ENV_PREFIX}BENCH_")
+_NOT_CONFIG_NAMES = frozenset({f"{ENV_PREFIX}CONFIG", f"{ENV_PREFIX}TOKEN"})
+
+
+def _check_environment(env: Mapping[str, str]) -> None:
+    """A misspelt override would otherwise be ignored and the server would run on a
+    default the operator did not choose: refuse to start, naming it."""
+    known = {
+        f"{ENV_PREFIX}{name.upper()}_{f.name.upper()}"
+        for name, cls in _SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in known or var in _NOT_CONFIG_NAMES:
+            continue
+        if var.startswith(_NOT_CONFIG):
+            continue
+        close = difflib.get_close_matches(var, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{var}: unknown environment variable{hint}")
