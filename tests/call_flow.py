@@ -11,7 +11,8 @@ from typing import Any
 
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
-from tests.helpers import add_staff, login, wait_for
+from server.store.models import Application, WitnessSession
+from tests.helpers import add_staff, csrf_from, login, wait_for
 from tests.intake_flow import ZHANG_SAN, verified_investor
 from tests.media_client import Party
 
@@ -99,3 +100,23 @@ async def recorded_session(client: Any) -> str:
     for sock in extra[1:]:
         await sock.close()
     return sid
+
+
+async def witnessed(client: Any) -> str:
+    """A real recorded call, then marked passed (the witnessing flow is tested elsewhere)."""
+    sid = await recorded_session(client)
+    async with client.app[RUNTIME].db.begin() as s:
+        ws = await s.get(WitnessSession, sid)
+        assert ws is not None
+        ws.state, ws.verdict = "ended", "pass"
+        app = await s.get(Application, ws.application_id)
+        assert app is not None
+        app.state = "witnessed"
+    return sid
+
+
+async def as_staff(client: Any, username: str) -> dict[str, str]:
+    client.session.cookie_jar.clear()
+    await login(client, username)
+    page = await client.get("/staff/")
+    return {"X-CSRF-Token": csrf_from(await page.text())}

@@ -29,6 +29,7 @@ async def review_session(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     page = await console.review_page(
         rt.db,
+        staff_id=current_staff(request).id,
         session_id=request.match_info["id"],
         protector=rt.protector,
         questionnaire=rt.questionnaire,

@@ -12,29 +12,9 @@ from sqlalchemy import select
 
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
-from server.store.models import Application, AuditEntry, Recording, Staff, WitnessSession
-from tests.call_flow import recorded_session
-from tests.helpers import add_staff, csrf_from, login
-
-
-async def witnessed(client: Any) -> str:
-    """A real recorded call, then marked passed (the witnessing flow is tested elsewhere)."""
-    sid = await recorded_session(client)
-    async with client.app[RUNTIME].db.begin() as s:
-        ws = await s.get(WitnessSession, sid)
-        assert ws is not None
-        ws.state, ws.verdict = "ended", "pass"
-        app = await s.get(Application, ws.application_id)
-        assert app is not None
-        app.state = "witnessed"
-    return sid
-
-
-async def as_staff(client: Any, username: str) -> dict[str, str]:
-    client.session.cookie_jar.clear()
-    await login(client, username)
-    page = await client.get("/staff/")
-    return {"X-CSRF-Token": csrf_from(await page.text())}
+from server.store.models import Application, AuditEntry, Recording, Staff
+from tests.call_flow import as_staff, witnessed
+from tests.helpers import add_staff
 
 
 async def test_review_needs_full_playback_and_documents(mclient: Any) -> None:

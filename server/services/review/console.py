@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.application import ApplicationState
 from server.domain.errors import NotFound
@@ -56,17 +57,35 @@ async def review_queue(
 async def review_page(
     db: async_sessionmaker[AsyncSession],
     *,
+    staff_id: int,
     session_id: str,
     protector: DataProtector,
     questionnaire: Questionnaire,
 ) -> dict[str, Any]:
+    """A session's page for a reviewer: while it waits for one, or when this reviewer
+    holds (or held) its review; never a session another reviewer holds. The page shows
+    personal data (address, birth date, email), so every view is audited (A25)."""
     async with db.begin() as tx:
         ws = await tx.get(WitnessSession, session_id)
         if ws is None or ws.verdict != Verdict.PASS:
             raise NotFound("not_found", "Not found.", "未找到。")
-        detail = await session_detail(tx, session_id, protector)
         app = await tx.get(Application, ws.application_id)
         assert app is not None
+        mine = await tx.scalar(
+            select(Review.id).where(Review.session_id == session_id, Review.reviewer_id == staff_id)
+        )
+        if mine is None and app.state != ApplicationState.WITNESSED:
+            # Same answer as "no such session": another reviewer's case is not shown.
+            raise NotFound("not_found", "Not found.", "未找到。")
+        detail = await session_detail(tx, session_id, protector)
+        await append_audit(
+            tx,
+            actor=f"staff:{staff_id}",
+            action="review_page.viewed",
+            subject_type="application",
+            subject_id=app.id,
+            details={"session": session_id},
+        )
         form = identity_summary(app, protector) or {}
         suitability = app.suitability or {}
     questions = {q.id: q for q in questionnaire.questions}
