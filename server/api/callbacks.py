@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from server.api.schemas import CallbackRecord
 from server.domain.staff import Role
 from server.http.access import allow, current_staff
-from server.http.json_body import read_json_object
+from server.http.json_body import read_model
 from server.http.keys import RUNTIME
 from server.http.streaming import path_id
 
@@ -27,12 +28,12 @@ async def worklist(request: web.Request) -> web.Response:
 @allow(Role.CALLBACK)
 async def record(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    data = await read_json_object(request)
+    data = await read_model(request, CallbackRecord)
     body = await rt.aftercare.record(
         staff_id=current_staff(request).id,
         application_id=path_id(request),
-        outcome=str(data.get("outcome", "")),
-        notes=str(data.get("notes", "")),
+        outcome=data.outcome.value,
+        notes=data.notes,
     )
     return web.json_response(body)
 

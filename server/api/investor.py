@@ -7,17 +7,36 @@ The investor page drives exactly this API, so a broker's mobile app can too: sig
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
 
+from server.api.schemas import (
+    AccountAnswer,
+    ApplicationAnswer,
+    ApplicationView,
+    Choice,
+    Disclosure,
+    DisclosureAck,
+    IdentityForm,
+    Options,
+    OtpIssued,
+    OtpRequest,
+    Question,
+    QuestionnaireAnswer,
+    QuestionOption,
+    SignedIn,
+    SignedOut,
+    SignIn,
+    SuitabilityAnswers,
+    answer,
+)
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.identity_document import DocumentType
-from server.domain.intake import OCCUPATIONS, parse_identity_form, validate_phone
+from server.domain.intake import OCCUPATIONS, parse_identity_form
 from server.http.access import current_investor, investor_only, public
 from server.http.cookies import INVESTOR_COOKIE, cookie_secure, investor_token
-from server.http.json_body import read_json_object
+from server.http.json_body import read_model
 from server.http.keys import RUNTIME
 from server.services import rate_limit
 from server.services.intake import identity_check, investor_auth
@@ -44,35 +63,34 @@ async def _limit_writes(request: web.Request) -> None:
         )
 
 
-async def _view(request: web.Request, status: int = 200, **extra: Any) -> web.Response:
+async def _view(request: web.Request, *, with_csrf: bool = False) -> web.Response:
     rt = request.config_dict[RUNTIME]
     investor = current_investor(request)
     async with rt.db.begin() as session:
         view = await application_view(
             session=session, application_id=investor.application_id, protector=rt.protector
         )
-    return web.json_response({"application": view, **extra}, status=status)
+    application = ApplicationView.model_validate(view)
+    if with_csrf:
+        return answer(ApplicationAnswer(application=application, csrf_token=investor.csrf_token))
+    return answer(ApplicationAnswer(application=application))
 
 
 @routes.get(f"{PREFIX}/options")
 @public
 async def options(request: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "document_types": [
-                {
-                    "id": DocumentType.RESIDENT_ID.value,
-                    "zh": "居民身份证",
-                    "en": "Resident ID card",
-                },
-                {
-                    "id": DocumentType.HMT_RESIDENCE_PERMIT.value,
-                    "zh": "港澳台居民居住证",
-                    "en": "HK/Macau/Taiwan residence permit",
-                },
+    return answer(
+        Options(
+            document_types=[
+                Choice(id=DocumentType.RESIDENT_ID.value, zh="居民身份证", en="Resident ID card"),
+                Choice(
+                    id=DocumentType.HMT_RESIDENCE_PERMIT.value,
+                    zh="港澳台居民居住证",
+                    en="HK/Macau/Taiwan residence permit",
+                ),
             ],
-            "occupations": [{"id": k, "zh": zh, "en": en} for k, (zh, en) in OCCUPATIONS.items()],
-        }
+            occupations=[Choice(id=k, zh=zh, en=en) for k, (zh, en) in OCCUPATIONS.items()],
+        )
     )
 
 
@@ -80,32 +98,27 @@ async def options(request: web.Request) -> web.Response:
 @public
 async def request_code(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    body = await read_json_object(request)
-    phone = validate_phone(body.get("phone"))
+    body = await read_model(request, OtpRequest)
     issued = await investor_auth.request_otp(
         db=rt.db,
         config=rt.config,
         protector=rt.protector,
         sms=rt.sms,
-        phone=phone,
+        phone=body.phone,
         ip=request.remote or "",
     )
-    payload: dict[str, Any] = {
-        "expires_in": issued.expires_in,
-        "resend_after": issued.resend_after,
-    }
-    if issued.sandbox_code is not None:
-        payload["sandbox_code"] = issued.sandbox_code
-    return web.json_response(payload, status=202)
+    sandbox = {"sandbox_code": issued.sandbox_code} if issued.sandbox_code is not None else {}
+    sent = OtpIssued(expires_in=issued.expires_in, resend_after=issued.resend_after, **sandbox)
+    return answer(sent, status=202)
 
 
 @routes.post(f"{PREFIX}/session")
 @public
 async def sign_in(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    body = await read_json_object(request)
-    phone = validate_phone(body.get("phone"))
-    code = str(body.get("code", "")).strip()
+    body = await read_model(request, SignIn)
+    code = body.code.strip()
+    # The code's length is configuration, so it is checked here rather than in the model.
     if not code.isdigit() or len(code) != rt.config.intake.otp_length:
         raise InvalidInput(
             "otp_format",
@@ -117,7 +130,7 @@ async def sign_in(request: web.Request) -> web.Response:
         db=rt.db,
         config=rt.config,
         protector=rt.protector,
-        phone=phone,
+        phone=body.phone,
         code=code,
         ip=request.remote or "",
     )
@@ -125,15 +138,14 @@ async def sign_in(request: web.Request) -> web.Response:
         view = await application_view(
             session=session, application_id=login.application_id, protector=rt.protector
         )
-    payload: dict[str, Any] = {
-        "application": view,
-        "csrf_token": login.csrf_token,
-        "resumed": login.resumed,
-        "expires_in": login.expires_in,
-    }
-    if body.get("want_token") is True:
-        payload["token"] = login.token
-    response = web.json_response(payload, status=201)
+    signed_in = SignedIn(
+        application=ApplicationView.model_validate(view),
+        csrf_token=login.csrf_token,
+        resumed=login.resumed,
+        expires_in=login.expires_in,
+        **({"token": login.token} if body.want_token else {}),
+    )
+    response = answer(signed_in, status=201)
     response.set_cookie(
         INVESTOR_COOKIE,
         login.token,
@@ -153,7 +165,7 @@ async def sign_out(request: web.Request) -> web.Response:
     token, _ = investor_token(request)
     async with rt.db.begin() as session:
         await investor_auth.end_investor_session(session=session, token=token)
-    response = web.json_response({"signed_out": True})
+    response = answer(SignedOut(signed_out=True))
     response.del_cookie(INVESTOR_COOKIE, path="/")
     return response
 
@@ -161,7 +173,7 @@ async def sign_out(request: web.Request) -> web.Response:
 @routes.get(f"{PREFIX}/application")
 @investor_only
 async def get_application(request: web.Request) -> web.Response:
-    return await _view(request, csrf_token=current_investor(request).csrf_token)
+    return await _view(request, with_csrf=True)
 
 
 @routes.put(f"{PREFIX}/application/identity")
@@ -169,9 +181,11 @@ async def get_application(request: web.Request) -> web.Response:
 async def put_identity(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
-    body = await read_json_object(request)
+    body = await read_model(request, IdentityForm)
     data = parse_identity_form(
-        body, today=intake.today_in(rt.config.zone), min_age=rt.config.intake.min_age
+        body.model_dump(mode="json"),
+        today=intake.today_in(rt.config.zone),
+        min_age=rt.config.intake.min_age,
     )
     async with rt.db.begin() as session:
         await intake.save_identity(
@@ -251,13 +265,13 @@ async def get_account(request: web.Request) -> web.Response:
         )
     if account is None:
         raise NotFound("no_account", "No account has been opened yet.", "尚未开立账户。")
-    return web.json_response(
-        {
-            "unified_account_number": account.unified_account_number,
-            "sub_accounts": account.sub_accounts,
-            "status": account.status,
-            "opening_method": account.opening_method,
-        }
+    return answer(
+        AccountAnswer(
+            unified_account_number=account.unified_account_number,
+            sub_accounts=account.sub_accounts,
+            status=account.status,
+            opening_method=account.opening_method,
+        )
     )
 
 
@@ -281,22 +295,22 @@ async def get_confirmation(request: web.Request) -> web.Response:
 @public
 async def get_questionnaire(request: web.Request) -> web.Response:
     q = request.config_dict[RUNTIME].questionnaire
-    return web.json_response(
-        {
-            "version": q.version,
-            "questions": [
-                {
-                    "id": item.id,
-                    "zh": item.text_zh,
-                    "en": item.text_en,
-                    "multiple": item.multiple,
-                    "options": [
-                        {"id": o.id, "zh": o.text_zh, "en": o.text_en} for o in item.options
+    return answer(
+        QuestionnaireAnswer(
+            version=q.version,
+            questions=[
+                Question(
+                    id=item.id,
+                    zh=item.text_zh,
+                    en=item.text_en,
+                    multiple=item.multiple,
+                    options=[
+                        QuestionOption(id=o.id, zh=o.text_zh, en=o.text_en) for o in item.options
                     ],
-                }
+                )
                 for item in q.questions
             ],
-        }
+        )
     )
 
 
@@ -305,22 +319,13 @@ async def get_questionnaire(request: web.Request) -> web.Response:
 async def put_suitability(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
-    body = await read_json_object(request)
-    answers = body.get("answers")
-    if not isinstance(answers, dict) or not all(
-        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in answers.values()
-    ):
-        raise InvalidInput(
-            "suitability_format",
-            "answers must map question ids to lists of option ids.",
-            "答案格式错误。",
-        )
+    body = await read_model(request, SuitabilityAnswers)
     async with rt.db.begin() as session:
         await intake.save_suitability(
             session=session,
             application_id=current_investor(request).application_id,
             questionnaire=rt.questionnaire,
-            answers=answers,
+            answers=body.answers,
         )
     return await _view(request)
 
@@ -334,15 +339,15 @@ async def get_disclosure(request: web.Request) -> web.Response:
         await intake.serve_disclosure(
             session=session, application_id=current_investor(request).application_id, document=doc
         )
-    return web.json_response(
-        {
-            "version": doc.version,
-            "title_zh": doc.title_zh,
-            "title_en": doc.title_en,
-            "body_zh": doc.body_zh,
-            "body_en": doc.body_en,
-            "min_read_seconds": doc.min_read_seconds,
-        }
+    return answer(
+        Disclosure(
+            version=doc.version,
+            title_zh=doc.title_zh,
+            title_en=doc.title_en,
+            body_zh=doc.body_zh,
+            body_en=doc.body_en,
+            min_read_seconds=doc.min_read_seconds,
+        )
     )
 
 
@@ -351,14 +356,14 @@ async def get_disclosure(request: web.Request) -> web.Response:
 async def acknowledge(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
-    body = await read_json_object(request)
+    body = await read_model(request, DisclosureAck)
     async with rt.db.begin() as session:
         await intake.acknowledge_disclosure(
             session=session,
             application_id=current_investor(request).application_id,
             document=rt.disclosure,
-            version=str(body.get("version", "")),
-            scrolled_to_end=body.get("scrolled_to_end") is True,
+            version=body.version,
+            scrolled_to_end=body.scrolled_to_end,
         )
     return await _view(request)
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from server.audit import append_audit
 from server.domain.errors import DomainError, Forbidden, Unauthenticated
 from server.domain.staff import Role
 from server.http.access import access_of
@@ -89,11 +88,9 @@ async def retrieval_gate(request: web.Request, handler: Handler) -> web.StreamRe
     finally:
         try:
             async with rt.db.begin() as session:
-                await append_audit(
+                await api_tokens.record_access(
                     session,
-                    actor=caller,
-                    action="api.access",
-                    subject_type="api",
+                    caller=caller,
                     subject_id=request.match_info.get("id", "-")[:64],
                     details={
                         "endpoint": route_name(request),

@@ -10,10 +10,35 @@ from typing import Any
 
 from aiohttp import web
 
+from server.api.schemas import (
+    ANSWERS,
+    REQUESTS,
+    AccountAnswer,
+    ApplicationAnswer,
+    CallbackRecord,
+    Decision,
+    Disclosure,
+    DisclosureAck,
+    ErrorAnswer,
+    EvidenceKey,
+    IdentityForm,
+    OpenedDocument,
+    Options,
+    OtpIssued,
+    OtpRequest,
+    PlaybackReport,
+    QuestionnaireAnswer,
+    SignedIn,
+    SignedOut,
+    SignIn,
+    SuitabilityAnswers,
+)
 from server.http.access import public
+from server.http.json_body import Body
 
 routes = web.RouteTableDef()
 
+_REF = "#/components/schemas/{model}"
 _ERR = {"$ref": "#/components/responses/Error"}
 _APP = {"$ref": "#/components/responses/Application"}
 _INV = "/api/v1/investor"
@@ -32,6 +57,29 @@ _RANGE_PARAM = {
     "description": "a single byte range, e.g. bytes=0-1023 or bytes=-500",
     "schema": {"type": "string"},
 }
+
+
+def _ref(model: type[Body]) -> dict[str, str]:
+    return {"$ref": _REF.format(model=model.__name__)}
+
+
+def _json_body(model: type[Body]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _ok(description: str, model: type[Body]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _schemas() -> dict[str, Any]:
+    """components/schemas from the models the handlers read and answer with."""
+    out: dict[str, Any] = {}
+    for models, mode in ((REQUESTS, "validation"), (ANSWERS, "serialization")):
+        for model in models:
+            schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+            out.update(schema.pop("$defs", {}))
+            out[model.__name__] = schema
+    return out
 
 
 def _rop(summary: str, ok: dict[str, Any], *params: dict[str, Any]) -> dict[str, Any]:
@@ -114,25 +162,28 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
                 "summary": summary,
                 "security": [{"staffSession": []}],
                 "parameters": [_ID_PARAM],
+                **({"requestBody": _json_body(body)} if body else {}),
                 "responses": {
                     "200": {"description": "review status or decision"},
                     "4XX": {"$ref": "#/components/responses/Error"},
                 },
             }
         }
-        for name, method, summary in (
-            ("claim", "post", "Claim a witnessed session for review (never your own, A17.5)"),
-            ("status", "get", "Coverage per recording, documents opened, what approval lacks"),
+        for name, method, summary, body in (
+            ("claim", "post", "Claim a witnessed session for review (never your own, A17.5)", None),
             (
-                "playback",
-                "post",
-                "Report a span played: recording_id, from_ms, to_ms, rate, visible",
+                "status",
+                "get",
+                "Coverage per recording, documents opened, what approval lacks",
+                None,
             ),
-            ("opened", "post", "Record that a document was opened: item"),
+            ("playback", "post", "Report a span played", PlaybackReport),
+            ("opened", "post", "Record that a document was opened", OpenedDocument),
             (
                 "decision",
                 "post",
                 "approve (refused until fully reviewed) or reject with reason_code",
+                Decision,
             ),
         )
     },
@@ -148,9 +199,10 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     },
     "/api/v1/callbacks/{id}": {
         "post": {
-            "summary": "Record a callback: outcome confirmed, denied or unreachable, notes",
+            "summary": "Record a callback's outcome",
             "security": [{"staffSession": []}],
             "parameters": [_ID_PARAM],
+            "requestBody": _json_body(CallbackRecord),
             "responses": {
                 "200": {"description": "attempts and the application's new state"},
                 "4XX": {"$ref": "#/components/responses/Error"},
@@ -184,14 +236,10 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     "/api/v1/evidence-key": {
         "get": {
             "summary": "The public key that signs evidence packages (Ed25519, PEM)",
-            "responses": {"200": {"description": "algorithm, key_id, public_key_pem"}},
+            "responses": {"200": _ok("the key", EvidenceKey)},
         }
     },
 }
-
-
-def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 def _op(summary: str, *, secured: bool = True, **extra: Any) -> dict[str, Any]:
@@ -205,34 +253,6 @@ def _op(summary: str, *, secured: bool = True, **extra: Any) -> dict[str, Any]:
     return op
 
 
-_IDENTITY = {
-    "type": "object",
-    "required": [
-        "name",
-        "document_type",
-        "id_number",
-        "sex",
-        "birth_date",
-        "valid_from",
-        "address",
-        "occupation",
-    ],
-    "properties": {
-        "name": {"type": "string", "maxLength": 60},
-        "document_type": {"type": "string", "enum": ["resident_id", "hmt_residence_permit"]},
-        "id_number": {"type": "string", "pattern": "^[0-9]{17}[0-9Xx]$"},
-        "sex": {"type": "string", "enum": ["M", "F"]},
-        "birth_date": {"type": "string", "format": "date"},
-        "valid_from": {"type": "string", "format": "date"},
-        "valid_until": {"type": "string", "format": "date"},
-        "valid_until_long_term": {"type": "boolean", "description": "长期 (resident ID only)"},
-        "nationality": {"type": "string", "enum": ["CHN", "HKG", "MAC", "TWN"]},
-        "address": {"type": "string", "minLength": 5, "maxLength": 200},
-        "occupation": {"type": "string", "description": "an id from GET /options"},
-        "email": {"type": "string", "format": "email"},
-    },
-}
-
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -242,51 +262,38 @@ SPEC: dict[str, Any] = {
         "Errors: {error: {code, message, message_zh, details?}}.",
     },
     "paths": {
-        f"{_INV}/options": {"get": _op("Document types and occupations", secured=False)},
+        f"{_INV}/options": {
+            "get": _op(
+                "Document types and occupations",
+                secured=False,
+                responses_ok={"200": _ok("choices", Options)},
+            )
+        },
         f"{_INV}/otp": {
             "post": _op(
                 "Send a one-time code by SMS",
                 secured=False,
-                requestBody=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["phone"],
-                        "properties": {"phone": {"type": "string"}},
-                    }
-                ),
-                responses_ok={"202": {"description": "sent; sandbox_code only in sandbox mode"}},
+                requestBody=_json_body(OtpRequest),
+                responses_ok={"202": _ok("sent; sandbox_code only in sandbox mode", OtpIssued)},
             )
         },
         f"{_INV}/session": {
             "post": _op(
                 "Sign in with phone and code; resumes an open application",
                 secured=False,
-                requestBody=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["phone", "code"],
-                        "properties": {
-                            "phone": {"type": "string"},
-                            "code": {"type": "string"},
-                            "want_token": {
-                                "type": "boolean",
-                                "description": "apps: return a bearer token",
-                            },
-                        },
-                    }
-                ),
-                responses_ok={
-                    "201": {"description": "signed in; sets the witness_investor cookie"}
-                },
+                requestBody=_json_body(SignIn),
+                responses_ok={"201": _ok("signed in; sets the witness_investor cookie", SignedIn)},
             ),
-            "delete": _op("Sign out", responses_ok={"200": {"description": "signed out"}}),
+            "delete": _op("Sign out", responses_ok={"200": _ok("signed out", SignedOut)}),
         },
         f"{_INV}/application": {
             "get": _op("The investor's application", responses_ok={"200": _APP})
         },
         f"{_INV}/application/identity": {
             "put": _op(
-                "Identity data (A6)", requestBody=_json_body(_IDENTITY), responses_ok={"200": _APP}
+                "Identity data (A6)",
+                requestBody=_json_body(IdentityForm),
+                responses_ok={"200": _APP},
             )
         },
         _INV + "/application/documents/{kind}": {
@@ -321,42 +328,30 @@ SPEC: dict[str, Any] = {
                 responses_ok={"200": {"description": "image/jpeg"}},
             ),
         },
-        f"{_INV}/questionnaire": {"get": _op("Suitability questionnaire (A4)", secured=False)},
+        f"{_INV}/questionnaire": {
+            "get": _op(
+                "Suitability questionnaire (A4)",
+                secured=False,
+                responses_ok={"200": _ok("questions", QuestionnaireAnswer)},
+            )
+        },
         f"{_INV}/application/suitability": {
             "put": _op(
                 "Questionnaire answers",
-                requestBody=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["answers"],
-                        "properties": {
-                            "answers": {
-                                "type": "object",
-                                "additionalProperties": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                },
-                            }
-                        },
-                    }
-                ),
+                requestBody=_json_body(SuitabilityAnswers),
                 responses_ok={"200": _APP},
             )
         },
-        f"{_INV}/disclosure": {"get": _op("Risk disclosure and account agreement (A4)")},
+        f"{_INV}/disclosure": {
+            "get": _op(
+                "Risk disclosure and account agreement (A4)",
+                responses_ok={"200": _ok("the document", Disclosure)},
+            )
+        },
         f"{_INV}/application/disclosure": {
             "post": _op(
                 "Acknowledge the disclosure (read to the end)",
-                requestBody=_json_body(
-                    {
-                        "type": "object",
-                        "required": ["version", "scrolled_to_end"],
-                        "properties": {
-                            "version": {"type": "string"},
-                            "scrolled_to_end": {"type": "boolean"},
-                        },
-                    }
-                ),
+                requestBody=_json_body(DisclosureAck),
                 responses_ok={"200": _APP},
             )
         },
@@ -383,7 +378,7 @@ SPEC: dict[str, Any] = {
         f"{_INV}/application/account": {
             "get": _op(
                 "The account numbers once opened (A9)",
-                responses_ok={"200": {"description": "unified and sub-account numbers, status"}},
+                responses_ok={"200": _ok("unified and sub-account numbers, status", AccountAnswer)},
             )
         },
         f"{_INV}/application/confirmation.pdf": {
@@ -416,55 +411,10 @@ SPEC: dict[str, Any] = {
             }
         },
         "responses": {
-            "Error": {
-                "description": "error",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "error": {
-                                    "type": "object",
-                                    "required": ["code", "message", "message_zh"],
-                                    "properties": {
-                                        "code": {"type": "string"},
-                                        "message": {"type": "string"},
-                                        "message_zh": {"type": "string"},
-                                        "details": {"type": "object"},
-                                    },
-                                }
-                            },
-                        }
-                    }
-                },
-            },
-            "Application": {
-                "description": "the application as the investor sees it",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "application": {
-                                    "type": "object",
-                                    "properties": {
-                                        "id": {"type": "string"},
-                                        "state": {"type": "string"},
-                                        "next_step": {"type": "string"},
-                                        "completed": {"type": "array", "items": {"type": "string"}},
-                                        "identity": {"type": ["object", "null"]},
-                                        "documents": {"type": "object"},
-                                        "suitability": {"type": ["object", "null"]},
-                                        "disclosure": {"type": ["object", "null"]},
-                                        "identity_check": {"type": ["object", "null"]},
-                                    },
-                                }
-                            },
-                        }
-                    }
-                },
-            },
+            "Error": _ok("error", ErrorAnswer),
+            "Application": _ok("the application as the investor sees it", ApplicationAnswer),
         },
+        "schemas": _schemas(),
     },
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from server import evidence
+from server.api.schemas import EvidenceKey, answer
 from server.http.access import public, retrieval_api
 from server.http.keys import API_CALLER, BYTES_SERVED, RUNTIME
 from server.http.streaming import CHUNK, inside_root, not_found, path_id, send_file
@@ -76,12 +77,12 @@ async def get_still(request: web.Request) -> web.StreamResponse:
 async def evidence_key(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     key = rt.evidence_key
-    return web.json_response(
-        {
-            "algorithm": "Ed25519",
-            "key_id": evidence.key_id(key.public_key()),
-            "public_key_pem": evidence.public_pem(key),
-        }
+    return answer(
+        EvidenceKey(
+            algorithm="Ed25519",
+            key_id=evidence.key_id(key.public_key()),
+            public_key_pem=evidence.public_pem(key),
+        )
     )
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.domain.errors import InvalidInput, NotFound
+from server.api.schemas import Decision, OpenedDocument, PlaybackReport
+from server.domain.errors import NotFound
 from server.domain.staff import Role
 from server.http.access import allow, current_staff
-from server.http.json_body import read_json_object
+from server.http.json_body import read_model
 from server.http.keys import RUNTIME
 from server.http.streaming import inside_root, path_id, send_file
 from server.store.models import Recording, Review
@@ -39,19 +40,15 @@ async def status(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def playback(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    data = await read_json_object(request)
-    try:
-        rate = float(data.get("rate", 0))
-    except (TypeError, ValueError):
-        raise InvalidInput("bad_report", "rate is a number.", "播放速率无效。") from None
+    span = await read_model(request, PlaybackReport)
     body = await rt.review.report(
         staff_id=current_staff(request).id,
         session_id=path_id(request),
-        recording_id=str(data.get("recording_id", "")),
-        start_ms=data.get("from_ms"),  # type: ignore[arg-type]  # checked in the service
-        end_ms=data.get("to_ms"),  # type: ignore[arg-type]
-        rate=rate,
-        visible=data.get("visible") is True,
+        recording_id=span.recording_id,
+        start_ms=span.from_ms,
+        end_ms=span.to_ms,
+        rate=span.rate,
+        visible=span.visible,
     )
     return web.json_response(body)
 
@@ -60,9 +57,9 @@ async def playback(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def opened(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    data = await read_json_object(request)
+    data = await read_model(request, OpenedDocument)
     body = await rt.review.opened(
-        staff_id=current_staff(request).id, session_id=path_id(request), item=str(data.get("item"))
+        staff_id=current_staff(request).id, session_id=path_id(request), item=data.item
     )
     return web.json_response(body)
 
@@ -71,13 +68,13 @@ async def opened(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def decision(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    data = await read_json_object(request)
+    data = await read_model(request, Decision)
     body = await rt.review.decide(
         staff_id=current_staff(request).id,
         session_id=path_id(request),
-        decision=str(data.get("decision", "")),
-        reason_code=str(data.get("reason_code") or "") or None,
-        notes=str(data.get("notes", "")),
+        decision=data.decision,
+        reason_code=data.reason_code or None,
+        notes=data.notes,
     )
     return web.json_response(body)
 

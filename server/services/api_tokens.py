@@ -117,3 +117,17 @@ async def use_token(session: AsyncSession, *, token: str, now: datetime) -> Toke
         )
     row.last_used_at = now
     return TokenHolder(row.id, frozenset(row.scopes.split(",")))
+
+
+async def record_access(
+    session: AsyncSession, *, caller: str, subject_id: str, details: dict[str, object]
+) -> None:
+    """One line in the audit log per retrieval API call, refused ones included (A25)."""
+    await append_audit(
+        session,
+        actor=caller,
+        action="api.access",
+        subject_type="api",
+        subject_id=subject_id,
+        details=details,
+    )

@@ -1,0 +1,256 @@
+"""The API's JSON bodies as pydantic models: what it accepts and what it answers.
+
+Handlers read requests with ``read_model`` and write answers with ``answer``; openapi.py
+builds ``components/schemas`` from these same classes. Meaning (an ID number's check
+digit, a questionnaire's options, the order of a review) stays in domain/ and services/;
+the models hold shape: types, lengths, enums, finite numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from aiohttp import web
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+
+from server.domain.aftercare import CallbackOutcome
+from server.domain.identity_document import DocumentType, parse_document_type
+from server.domain.intake import validate_phone
+from server.http.json_body import Body
+
+Notes = Annotated[str, Field(max_length=4000)]
+# Normalized on the way in (+86, spaces, dashes); a wrong number answers phone_invalid.
+Phone = Annotated[str, BeforeValidator(validate_phone), Field(description="mainland mobile")]
+
+
+def _document_type(value: object) -> object:
+    # The domain's own refusal (document_type_not_accepted) rather than a generic enum error.
+    return parse_document_type(value) if isinstance(value, str) else value
+
+
+def answer(model: Body, status: int = 200) -> web.Response:
+    """A JSON answer; optional fields left unset are left out, as they always were."""
+    return web.json_response(model.model_dump(mode="json", exclude_unset=True), status=status)
+
+
+# ── investor: requests ────────────────────────────────────────────────────────────────
+
+
+class OtpRequest(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"phone": "phone_invalid"}
+    phone: Phone
+
+
+class SignIn(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"phone": "phone_invalid", "code": "otp_format"}
+    phone: Phone
+    code: Annotated[str, Field(max_length=12, description="the code from the SMS")]
+    want_token: Annotated[StrictBool, Field(description="apps: return a bearer token")] = False
+
+
+class IdentityForm(Body):
+    """Identity data (A6). Dates are ISO 8601 (2030-12-31)."""
+
+    name: Annotated[str, Field(max_length=200)]
+    document_type: Annotated[DocumentType, BeforeValidator(_document_type)]
+    id_number: Annotated[str, Field(max_length=40)]
+    sex: Annotated[str, Field(max_length=1, description="M or F")]
+    birth_date: Annotated[str, Field(max_length=10, json_schema_extra={"format": "date"})]
+    valid_from: Annotated[str, Field(max_length=10, json_schema_extra={"format": "date"})]
+    valid_until: Annotated[
+        str | None, Field(max_length=10, json_schema_extra={"format": "date"})
+    ] = None
+    valid_until_long_term: Annotated[StrictBool, Field(description="长期 (resident ID only)")] = (
+        False
+    )
+    nationality: Annotated[
+        str | None, Field(max_length=3, description="CHN, HKG, MAC or TWN; from the document")
+    ] = None
+    address: Annotated[str, Field(max_length=400)]
+    occupation: Annotated[str, Field(max_length=40, description="an id from GET /options")]
+    email: Annotated[str | None, Field(max_length=260)] = None
+
+
+class SuitabilityAnswers(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"answers": "suitability_format"}
+    answers: Annotated[
+        dict[Annotated[str, Field(max_length=40)], list[Annotated[str, Field(max_length=40)]]],
+        Field(max_length=200, description="question id → chosen option ids"),
+    ]
+
+
+class DisclosureAck(Body):
+    version: Annotated[str, Field(max_length=100)]
+    scrolled_to_end: StrictBool
+
+
+# ── investor: answers ─────────────────────────────────────────────────────────────────
+
+
+class Choice(Body):
+    id: str
+    zh: str
+    en: str
+
+
+class Options(Body):
+    document_types: list[Choice]
+    occupations: list[Choice]
+
+
+class OtpIssued(Body):
+    expires_in: int
+    resend_after: int
+    sandbox_code: Annotated[str | None, Field(description="sandbox mode only")] = None
+
+
+class ApplicationView(Body):
+    """The application as the investor sees it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    id: str
+    state: str
+    next_step: str
+    completed: list[str]
+    identity: dict[str, Any] | None
+    documents: dict[str, dict[str, Any]]
+    suitability: dict[str, Any] | None
+    disclosure: dict[str, Any] | None
+    identity_check: dict[str, Any] | None
+
+
+class ApplicationAnswer(Body):
+    application: ApplicationView
+    csrf_token: Annotated[str | None, Field(description="for writes when signed in by cookie")] = (
+        None
+    )
+
+
+class SignedIn(Body):
+    application: ApplicationView
+    csrf_token: str
+    resumed: bool
+    expires_in: int
+    token: Annotated[str | None, Field(description="only when want_token was sent")] = None
+
+
+class SignedOut(Body):
+    signed_out: bool
+
+
+class AccountAnswer(Body):
+    unified_account_number: str | None
+    sub_accounts: dict[str, Any]
+    status: str
+    opening_method: str
+
+
+class QuestionOption(Body):
+    id: str
+    zh: str
+    en: str
+
+
+class Question(Body):
+    id: str
+    zh: str
+    en: str
+    multiple: bool
+    options: list[QuestionOption]
+
+
+class QuestionnaireAnswer(Body):
+    version: str
+    questions: list[Question]
+
+
+class Disclosure(Body):
+    version: str
+    title_zh: str
+    title_en: str
+    body_zh: str
+    body_en: str
+    min_read_seconds: int
+
+
+# ── staff: requests ───────────────────────────────────────────────────────────────────
+
+
+class PlaybackReport(Body):
+    """A span the reviewer's player played."""
+
+    field_codes: ClassVar[Mapping[str, str]] = {
+        k: "bad_report" for k in ("recording_id", "from_ms", "to_ms", "rate")
+    }
+    recording_id: Annotated[str, Field(max_length=64)]
+    from_ms: Annotated[StrictInt, Field(ge=0)]
+    to_ms: Annotated[StrictInt, Field(ge=0)]
+    rate: Annotated[float, Field(gt=0, le=16)]
+    visible: StrictBool = False
+
+
+class OpenedDocument(Body):
+    item: Annotated[str, Field(max_length=64)]
+
+
+class Decision(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"decision": "bad_decision"}
+    decision: Literal["approve", "reject"]
+    reason_code: Annotated[str | None, Field(max_length=64)] = None
+    notes: Notes = ""
+
+
+class CallbackRecord(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"outcome": "bad_outcome"}
+    outcome: CallbackOutcome
+    notes: Notes = ""
+
+
+# ── retrieval ─────────────────────────────────────────────────────────────────────────
+
+
+class EvidenceKey(Body):
+    algorithm: Literal["Ed25519"]
+    key_id: str
+    public_key_pem: str
+
+
+class ErrorDetail(Body):
+    code: str
+    message: str
+    message_zh: str
+    details: Annotated[
+        dict[str, Any] | None, Field(description="e.g. field: the failing field")
+    ] = None
+
+
+class ErrorAnswer(Body):
+    """Every error: {error: {code, message, message_zh, details?}}."""
+
+    error: ErrorDetail
+
+
+REQUESTS: tuple[type[Body], ...] = (
+    OtpRequest,
+    SignIn,
+    IdentityForm,
+    SuitabilityAnswers,
+    DisclosureAck,
+    PlaybackReport,
+    OpenedDocument,
+    Decision,
+    CallbackRecord,
+)
+ANSWERS: tuple[type[Body], ...] = (
+    Options,
+    OtpIssued,
+    ApplicationAnswer,
+    SignedIn,
+    SignedOut,
+    AccountAnswer,
+    QuestionnaireAnswer,
+    Disclosure,
+    EvidenceKey,
+    ErrorAnswer,
+)
