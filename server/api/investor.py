@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aiohttp import web
-from sqlalchemy import select
 
 from server.api.schemas import (
     AccountAnswer,
@@ -43,7 +42,6 @@ from server.services.intake import identity_check, investor_auth
 from server.services.intake import steps as intake
 from server.services.intake.images import ImageKind
 from server.services.intake.view import application_view
-from server.store.models import Account, utcnow
 
 routes = web.RouteTableDef()
 PREFIX = "/investor"  # under the sub-app's /api/v1
@@ -52,15 +50,13 @@ PREFIX = "/investor"  # under the sub-app's /api/v1
 async def _limit_writes(request: web.Request) -> None:
     """Per-address cap on investor writes; committed on its own so failures count too."""
     rt = request.config_dict[RUNTIME]
-    async with rt.db.begin() as session:
-        await rate_limit.hit(
-            session,
-            bucket="investor_write",
-            key_hash=rt.protector.lookup_hash(request.remote or "", kind="ip"),
-            limit=rt.config.intake.writes_per_ip_per_minute,
-            window=timedelta(minutes=1),
-            now=utcnow(),
-        )
+    await rate_limit.hit_now(
+        rt.db,
+        bucket="investor_write",
+        key_hash=rt.protector.lookup_hash(request.remote or "", kind="ip"),
+        limit=rt.config.intake.writes_per_ip_per_minute,
+        window=timedelta(minutes=1),
+    )
 
 
 async def _view(request: web.Request, *, with_csrf: bool = False) -> web.Response:
@@ -257,12 +253,7 @@ async def get_document(request: web.Request) -> web.StreamResponse:
 async def get_account(request: web.Request) -> web.Response:
     """The investor's account numbers once opened (A9)."""
     rt = request.config_dict[RUNTIME]
-    async with rt.db.begin() as session:
-        account = await session.scalar(
-            select(Account).where(
-                Account.application_id == current_investor(request).application_id
-            )
-        )
+    account = await rt.aftercare.account_of(current_investor(request).application_id)
     if account is None:
         raise NotFound("no_account", "No account has been opened yet.", "尚未开立账户。")
     return answer(

@@ -8,13 +8,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.api.schemas import Decision, OpenedDocument, PlaybackReport
-from server.domain.errors import NotFound
 from server.domain.staff import Role
 from server.http.access import allow, current_staff
 from server.http.json_body import read_model
 from server.http.keys import RUNTIME
 from server.http.streaming import inside_root, path_id, send_file
-from server.store.models import Recording, Review
 
 routes = web.RouteTableDef()
 _BASE = "/review/sessions/{id}"
@@ -84,17 +82,8 @@ async def decision(request: web.Request) -> web.Response:
 async def recording(request: web.Request) -> web.StreamResponse:
     """A recording for the reviewer who holds its session's open review (Range, ETag)."""
     rt = request.config_dict[RUNTIME]
-    rid = path_id(request)
-    me = current_staff(request)
-    async with rt.db.begin() as session:
-        rec = await session.get(Recording, rid)
-        holds = rec is not None and await session.scalar(
-            Review.__table__.select()
-            .with_only_columns(Review.id)
-            .where(Review.session_id == rec.session_id, Review.reviewer_id == me.id)
-        )
-    if rec is None or not holds or rec.status not in ("complete", "recovered"):
-        raise NotFound("not_found", "Not found.", "未找到。")
-    return await send_file(
-        request, inside_root(rt.config.recordings_path, rec.path), rec.content_type, rec.sha256
+    stored = await rt.review.recording_for(
+        staff_id=current_staff(request).id, recording_id=path_id(request)
     )
+    path = inside_root(rt.config.recordings_path, stored.path)
+    return await send_file(request, path, stored.content_type, stored.sha256)

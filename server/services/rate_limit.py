@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.domain.errors import TooMany
 from server.store.models import RateLimitHit
@@ -52,3 +52,19 @@ async def hit(
             RateLimitHit.at < now - _KEEP,
         )
     )
+
+
+async def hit_now(
+    db: async_sessionmaker[AsyncSession],
+    *,
+    bucket: str,
+    key_hash: str,
+    limit: int,
+    window: timedelta,
+) -> None:
+    """``hit`` in a transaction of its own, now: committed whatever the caller does next,
+    so requests that fail afterwards still count."""
+    async with db.begin() as tx:
+        await hit(
+            tx, bucket=bucket, key_hash=key_hash, limit=limit, window=window, now=datetime.now(UTC)
+        )

@@ -74,6 +74,11 @@ class Aftercare:
             else ApplicationState.ACCOUNT_OPENED
         )
 
+    async def account_of(self, application_id: str) -> Account | None:
+        """The account opened for an application (A9), if any."""
+        async with self.db.begin() as tx:
+            return await tx.scalar(select(Account).where(Account.application_id == application_id))
+
     async def worklist(self) -> list[dict[str, Any]]:
         """Applications waiting for their callback, oldest change first; ID masked."""
         async with self.db.begin() as session:

@@ -18,6 +18,7 @@ from server.crypto import DataProtector, mask_id_number
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
 from server.domain.session import SessionState
+from server.evidence import PackageFile
 from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.store.models import (
     Account,
@@ -320,12 +321,6 @@ def _within(root: Path, relative: str) -> Path:
     return path if path.is_relative_to(root.resolve()) else root / "__outside_root__"
 
 
-@dataclass(frozen=True)
-class PackageFile:
-    name: str  # inside the ZIP
-    path: Path
-
-
 async def package_contents(
     session: AsyncSession, session_id: str, root: Path
 ) -> tuple[list[PackageFile], list[dict[str, Any]], dict[str, Any] | None]:
@@ -387,3 +382,25 @@ async def package_contents(
     ]
     chain_head = {"seq": head.seq, "hash": head.hash} if head is not None else None
     return files, audit, chain_head
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A recorded file to stream: its place under the recordings root, type and hash."""
+
+    path: str
+    content_type: str
+    sha256: str | None
+
+
+async def playable_recording(tx: AsyncSession, recording_id: str) -> StoredFile | None:
+    """A recording that can be served whole (complete or recovered), else None."""
+    rec = await tx.get(Recording, recording_id)
+    if rec is None or rec.status not in PLAYABLE:
+        return None
+    return StoredFile(rec.path, rec.content_type, rec.sha256)
+
+
+async def still_file(tx: AsyncSession, still_id: str) -> StoredFile | None:
+    still = await tx.get(Still, still_id)
+    return None if still is None else StoredFile(still.path, still.content_type, still.sha256)

@@ -24,6 +24,7 @@ from server.domain.recording import PLAYABLE
 from server.domain.session import Verdict
 from server.services.aftercare.callback import Aftercare
 from server.services.applications import apply_event, get_application
+from server.services.retrieval.queries import StoredFile, playable_recording
 from server.store.models import (
     Recording,
     Review,
@@ -76,6 +77,20 @@ class ReviewDesk:
                 "review_not_claimed", "Claim this session for review first.", "请先领取该复核任务。"
             )
         return review
+
+    async def recording_for(self, *, staff_id: int, recording_id: str) -> StoredFile:
+        """A playable recording of a session this reviewer holds or held the review of."""
+        async with self.db.begin() as tx:
+            rec = await tx.get(Recording, recording_id)
+            holds = rec is not None and await tx.scalar(
+                select(Review.id).where(
+                    Review.session_id == rec.session_id, Review.reviewer_id == staff_id
+                )
+            )
+            stored = await playable_recording(tx, recording_id) if holds else None
+        if stored is None:
+            raise NotFound("not_found", "Not found.", "未找到。")
+        return stored
 
     async def claim(self, *, staff_id: int, session_id: str) -> dict[str, Any]:
         async with self.db.begin() as session:
