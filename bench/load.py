@@ -225,10 +225,10 @@ format = "text"
         from server.services.runtime import open_runtime
 
         cfg = load_config(self.cfg)
-        async with open_runtime(cfg) as rt, rt.db.begin() as session:
+        async with open_runtime(cfg) as rt, rt.db.begin() as tx:
             for n, username in enumerate(self.witnesses):
                 await staff_service.create_staff(
-                    session=session,
+                    tx=tx,
                     new=staff_service.NewStaff(
                         username=username,
                         display_name=f"压测见证{n}",

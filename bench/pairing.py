@@ -66,24 +66,24 @@ async def run(args: argparse.Namespace) -> None:
     await migrate.upgrade(engine)
     await engine.dispose()
     async with open_runtime(cfg) as rt:
-        async with rt.db.begin() as session:
+        async with rt.db.begin() as tx:
             for n in range(args.investors):
-                session.add(
+                tx.add(
                     Application(
                         state=ApplicationState.IDENTITY_VERIFIED.value,
                         phone_hash=uuid.uuid4().hex,
                         phone_enc=rt.protector.encrypt(f"139{n:08d}", context="applications.phone"),
                     )
                 )
-        async with rt.db.begin() as session:
-            ids = list((await session.scalars(select(Application.id))).all())
+        async with rt.db.begin() as tx:
+            ids = list((await tx.scalars(select(Application.id))).all())
         for app_id in ids:
             await rt.pairing.join_queue(app_id)
         staff_ids = []
-        async with rt.db.begin() as session:
+        async with rt.db.begin() as tx:
             for n in range(args.witnesses):
                 person = await staff_service.create_staff(
-                    session=session,
+                    tx=tx,
                     new=staff_service.NewStaff(
                         username=f"bench.w{n}",
                         display_name=f"W{n}",

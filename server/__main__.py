@@ -227,9 +227,9 @@ async def _staff(cfg: Config, args: argparse.Namespace) -> int:
                 id_number=normalize_id_number(args.id_number) if args.id_number else None,
                 skills=frozenset(x.strip() for x in (args.skills or "").split(",") if x.strip()),
             )
-            async with rt.db.begin() as session:
+            async with rt.db.begin() as tx:
                 staff = await staff_service.create_staff(
-                    session=session, new=new, protector=rt.protector, actor="cli"
+                    tx=tx, new=new, protector=rt.protector, actor="cli"
                 )
                 problems = (
                     staff_service.witness_problems(staff) if Role.WITNESS in new.roles else []
@@ -238,8 +238,8 @@ async def _staff(cfg: Config, args: argparse.Namespace) -> int:
             if problems:
                 print(f"  note: not yet eligible to witness (A7): {', '.join(problems)}")
         elif args.staff_cmd == "list":
-            async with rt.db.begin() as session:
-                people = await staff_service.list_staff(session=session)
+            async with rt.db.begin() as tx:
+                people = await staff_service.list_staff(tx=tx)
                 rows = [
                     {
                         "username": s.username,
@@ -266,9 +266,9 @@ async def _staff(cfg: Config, args: argparse.Namespace) -> int:
                     )
                     print(f"{r['username']:<20} {r['roles']:<30} {r['name']}{elig}{flag}")
         elif args.staff_cmd in ("disable", "enable"):
-            async with rt.db.begin() as session:
+            async with rt.db.begin() as tx:
                 await staff_service.set_staff_active(
-                    session=session,
+                    tx=tx,
                     username=args.username,
                     active=args.staff_cmd == "enable",
                     actor="cli",
@@ -276,9 +276,9 @@ async def _staff(cfg: Config, args: argparse.Namespace) -> int:
             print(f"{args.username}: {args.staff_cmd}d")
         elif args.staff_cmd == "passwd":
             password = _read_password(args)
-            async with rt.db.begin() as session:
+            async with rt.db.begin() as tx:
                 await staff_service.change_password(
-                    session=session, username=args.username, password=password, actor="cli"
+                    tx=tx, username=args.username, password=password, actor="cli"
                 )
             print(f"{args.username}: password set")
     return 0
@@ -294,8 +294,8 @@ async def _audit(cfg: Config, args: argparse.Namespace) -> int:
         async with engine.connect() as conn:
             from sqlalchemy.ext.asyncio import AsyncSession
 
-            async with AsyncSession(bind=conn) as session:
-                report = await verify_audit_chain(session)
+            async with AsyncSession(bind=conn) as tx:
+                report = await verify_audit_chain(tx)
     finally:
         await engine.dispose()
     if report.intact:
@@ -318,21 +318,21 @@ async def _token(cfg: Config, args: argparse.Namespace) -> int:
     engine = make_engine(cfg.database_url)
     db = make_sessionmaker(engine)
     try:
-        async with db.begin() as session:
+        async with db.begin() as tx:
             action = str(args.token_cmd)
             if action == "create":
                 new = await api_tokens.create_token(
-                    session, name=args.name, scopes=args.scope, days=args.days, actor="cli"
+                    tx, name=args.name, scopes=args.scope, days=args.days, actor="cli"
                 )
                 print(new.token)
                 expiry = f"expires {new.expires_at:%Y-%m-%d}" if new.expires_at else "no expiry"
                 print(f"token {new.name!r} (id {new.id}) created; {expiry}.", file=sys.stderr)
                 print("Store it now: it is not shown again.", file=sys.stderr)
             elif action == "revoke":
-                await api_tokens.revoke_token(session, name=args.name, actor="cli")
+                await api_tokens.revoke_token(tx, name=args.name, actor="cli")
                 print(f"token {args.name!r} revoked")
             else:
-                for t in await api_tokens.list_tokens(session):
+                for t in await api_tokens.list_tokens(tx):
                     state = "revoked" if t.revoked_at else "active"
                     expiry = f"{t.expires_at:%Y-%m-%d}" if t.expires_at else "-"
                     used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
@@ -350,9 +350,9 @@ async def _retention(cfg: Config, args: argparse.Namespace) -> int:
     db = make_sessionmaker(engine)
     try:
         if args.retention_cmd in ("hold", "release"):
-            async with db.begin() as session:
+            async with db.begin() as tx:
                 await retention.set_hold(
-                    session, recording_id=args.recording, hold=args.retention_cmd == "hold",
+                    tx, recording_id=args.recording, hold=args.retention_cmd == "hold",
                     actor="cli",
                 )  # fmt: skip
             state = "on" if args.retention_cmd == "hold" else "off"

@@ -27,7 +27,7 @@ _PG_AUDIT_LOCK = 0x5749_544E  # "WITN": an arbitrary, fixed advisory-lock key
 
 
 async def append_audit(
-    session: AsyncSession,
+    tx: AsyncSession,
     *,
     actor: str,
     action: str,
@@ -40,10 +40,10 @@ async def append_audit(
     ``details`` must hold JSON scalars, lists and dicts only (no floats that would not
     round-trip) and never personal data in clear.
     """
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
+    if tx.bind is not None and tx.bind.dialect.name == "postgresql":
+        await tx.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_AUDIT_LOCK})
     last = (
-        await session.execute(
+        await tx.execute(
             select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)
         )
     ).first()
@@ -71,8 +71,8 @@ async def append_audit(
         prev_hash=prev,
         hash=entry_hash(prev, payload),
     )
-    session.add(entry)
-    await session.flush()
+    tx.add(entry)
+    await tx.flush()
     return entry
 
 
@@ -100,12 +100,12 @@ class ChainReport:
         return self.first_break is None
 
 
-async def verify_audit_chain(session: AsyncSession, *, batch: int = 1000) -> ChainReport:
+async def verify_audit_chain(tx: AsyncSession, *, batch: int = 1000) -> ChainReport:
     """Walk the whole chain in batches (bounded memory); report the first broken link."""
     prev, next_seq, checked = GENESIS_HASH, 1, 0
     while True:
         rows = (
-            await session.scalars(
+            await tx.scalars(
                 select(AuditEntry)
                 .where(AuditEntry.seq >= next_seq)
                 .order_by(AuditEntry.seq)

@@ -38,9 +38,9 @@ async def add_staff(
             "training_passed_on": date(2026, 1, 5),
             **fields,
         }
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await staff_service.create_staff(
-            session=session,
+            tx=tx,
             new=staff_service.NewStaff(
                 username=username,
                 display_name=username.title(),

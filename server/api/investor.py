@@ -62,9 +62,9 @@ async def _limit_writes(request: web.Request) -> None:
 async def _view(request: web.Request, *, with_csrf: bool = False) -> web.Response:
     rt = request.config_dict[RUNTIME]
     investor = current_investor(request)
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         view = await application_view(
-            session=session, application_id=investor.application_id, protector=rt.protector
+            tx=tx, application_id=investor.application_id, protector=rt.protector
         )
     application = ApplicationView.model_validate(view)
     if with_csrf:
@@ -130,9 +130,9 @@ async def sign_in(request: web.Request) -> web.Response:
         code=code,
         ip=request.remote or "",
     )
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         view = await application_view(
-            session=session, application_id=login.application_id, protector=rt.protector
+            tx=tx, application_id=login.application_id, protector=rt.protector
         )
     signed_in = SignedIn(
         application=ApplicationView.model_validate(view),
@@ -159,8 +159,8 @@ async def sign_in(request: web.Request) -> web.Response:
 async def sign_out(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     token, _ = investor_token(request)
-    async with rt.db.begin() as session:
-        await investor_auth.end_investor_session(session=session, token=token)
+    async with rt.db.begin() as tx:
+        await investor_auth.end_investor_session(tx=tx, token=token)
     response = answer(SignedOut(signed_out=True))
     response.del_cookie(INVESTOR_COOKIE, path="/")
     return response
@@ -183,9 +183,9 @@ async def put_identity(request: web.Request) -> web.Response:
         today=intake.today_in(rt.config.zone),
         min_age=rt.config.intake.min_age,
     )
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await intake.save_identity(
-            session=session,
+            tx=tx,
             application_id=current_investor(request).application_id,
             data=data,
             protector=rt.protector,
@@ -237,8 +237,8 @@ async def put_document(request: web.Request) -> web.Response:
 async def get_document(request: web.Request) -> web.StreamResponse:
     rt = request.config_dict[RUNTIME]
     kind = _image_kind(request)
-    async with rt.db.begin() as session:
-        docs = await intake.active_documents(session, current_investor(request).application_id)
+    async with rt.db.begin() as tx:
+        docs = await intake.active_documents(tx, current_investor(request).application_id)
     doc = next((d for d in docs if d.kind == kind.value), None)
     if doc is None:
         raise NotFound("document_not_found", "Not uploaded yet.", "尚未上传。")
@@ -311,9 +311,9 @@ async def put_suitability(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
     body = await read_model(request, SuitabilityAnswers)
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await intake.save_suitability(
-            session=session,
+            tx=tx,
             application_id=current_investor(request).application_id,
             questionnaire=rt.questionnaire,
             answers=body.answers,
@@ -326,9 +326,9 @@ async def put_suitability(request: web.Request) -> web.Response:
 async def get_disclosure(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     doc = rt.disclosure
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await intake.serve_disclosure(
-            session=session, application_id=current_investor(request).application_id, document=doc
+            tx=tx, application_id=current_investor(request).application_id, document=doc
         )
     return answer(
         Disclosure(
@@ -348,9 +348,9 @@ async def acknowledge(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
     body = await read_model(request, DisclosureAck)
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await intake.acknowledge_disclosure(
-            session=session,
+            tx=tx,
             application_id=current_investor(request).application_id,
             document=rt.disclosure,
             version=body.version,
@@ -379,8 +379,8 @@ async def submit(request: web.Request) -> web.Response:
 async def correct(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await identity_check.correct_data(
-            session=session, application_id=current_investor(request).application_id
+            tx=tx, application_id=current_investor(request).application_id
         )
     return await _view(request)

@@ -61,8 +61,8 @@ async def retrieval_gate(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         token = _caller_token(request)
         if token is not None:
-            async with rt.db.begin() as session:
-                holder = await api_tokens.use_token(session, token=token, now=datetime.now(UTC))
+            async with rt.db.begin() as tx:
+                holder = await api_tokens.use_token(tx, token=token, now=datetime.now(UTC))
                 caller = f"token:{holder.id}"
                 if api_tokens.RECORDINGS_READ not in holder.scopes:
                     # Raised inside the transaction: a refused call does not count as a use.
@@ -87,9 +87,9 @@ async def retrieval_gate(request: web.Request, handler: Handler) -> web.StreamRe
         raise
     finally:
         try:
-            async with rt.db.begin() as session:
+            async with rt.db.begin() as tx:
                 await api_tokens.record_access(
-                    session,
+                    tx,
                     caller=caller,
                     subject_id=request.match_info.get("id", "-")[:64],
                     details={

@@ -25,8 +25,8 @@ routes = web.RouteTableDef()
 async def list_sessions(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     query = retrieval.SessionQuery.from_params(request.query)
-    async with rt.db.begin() as session:
-        body = await retrieval.list_sessions(session, query, rt.protector)
+    async with rt.db.begin() as tx:
+        body = await retrieval.list_sessions(tx, query, rt.protector)
     return web.json_response(body)
 
 
@@ -35,8 +35,8 @@ async def list_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     sid = path_id(request)
-    async with rt.db.begin() as session:
-        body = await retrieval.session_detail(session, sid, rt.protector)
+    async with rt.db.begin() as tx:
+        body = await retrieval.session_detail(tx, sid, rt.protector)
     return web.json_response(body)
 
 
@@ -86,9 +86,9 @@ async def get_evidence(request: web.Request) -> web.StreamResponse:
     rt = request.config_dict[RUNTIME]
     sid = path_id(request)
     root = rt.config.recordings_path
-    async with rt.db.begin() as session:
-        meta = await retrieval.session_detail(session, sid, rt.protector)
-        files, audit, head = await retrieval.package_contents(session, sid, root)
+    async with rt.db.begin() as tx:
+        meta = await retrieval.session_detail(tx, sid, rt.protector)
+        files, audit, head = await retrieval.package_contents(tx, sid, root)
         recorded = {
             **{r["id"]: r["sha256"] for r in meta["recordings"]},
             **{s["id"]: s["sha256"] for s in meta["stills"]},

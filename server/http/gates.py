@@ -28,8 +28,8 @@ async def resolve_staff(request: web.Request) -> CurrentStaff | None:
     token = request.cookies.get(rt.config.security.session_cookie, "")
     if not token:
         return None
-    async with rt.db.begin() as session:
-        return await resolve_session(session=session, token=token, security=rt.config.security)
+    async with rt.db.begin() as tx:
+        return await resolve_session(tx=tx, token=token, security=rt.config.security)
 
 
 async def require_staff(request: web.Request, access: Access) -> None:
@@ -55,8 +55,8 @@ async def investor_gate(
     token, via_cookie = investor_token(request)
     investor = None
     if token:
-        async with rt.db.begin() as session:
-            investor = await resolve_investor(session=session, token=token)
+        async with rt.db.begin() as tx:
+            investor = await resolve_investor(tx=tx, token=token)
     if investor is None:
         raise Unauthenticated(
             "investor_login_required",

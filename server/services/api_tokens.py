@@ -42,7 +42,7 @@ class NewToken:
 
 
 async def create_token(
-    session: AsyncSession, *, name: str, scopes: list[str], days: int | None, actor: str
+    tx: AsyncSession, *, name: str, scopes: list[str], days: int | None, actor: str
 ) -> NewToken:
     name = name.strip()
     if not name or len(name) > 100:
@@ -54,7 +54,7 @@ async def create_token(
         raise InvalidInput("bad_scope", f"Unknown scope {bad}; known: {known}", "权限范围无效。")
     if days is not None and days < 1:
         raise InvalidInput("bad_expiry", "Expiry must be at least 1 day.", "有效期至少 1 天。")
-    if await session.scalar(select(ApiToken.id).where(ApiToken.name == name)):
+    if await tx.scalar(select(ApiToken.id).where(ApiToken.name == name)):
         raise Conflict("token_exists", f"A token named {name!r} exists.", "该名称已存在。")
     token = PREFIX + secrets.token_urlsafe(32)
     expires = utcnow() + timedelta(days=days) if days else None
@@ -65,10 +65,10 @@ async def create_token(
         created_by=actor,
         expires_at=expires,
     )
-    session.add(row)
-    await session.flush()
+    tx.add(row)
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="api_token.created",
         subject_type="api_token",
@@ -78,14 +78,14 @@ async def create_token(
     return NewToken(row.id, name, token, expires)
 
 
-async def revoke_token(session: AsyncSession, *, name: str, actor: str) -> None:
-    row = await session.scalar(select(ApiToken).where(ApiToken.name == name))
+async def revoke_token(tx: AsyncSession, *, name: str, actor: str) -> None:
+    row = await tx.scalar(select(ApiToken).where(ApiToken.name == name))
     if row is None:
         raise NotFound("token_not_found", f"No token named {name!r}.", "没有该令牌。")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         await append_audit(
-            session,
+            tx,
             actor=actor,
             action="api_token.revoked",
             subject_type="api_token",
@@ -94,8 +94,8 @@ async def revoke_token(session: AsyncSession, *, name: str, actor: str) -> None:
         )
 
 
-async def list_tokens(session: AsyncSession) -> list[ApiToken]:
-    return list((await session.scalars(select(ApiToken).order_by(ApiToken.id))).all())
+async def list_tokens(tx: AsyncSession) -> list[ApiToken]:
+    return list((await tx.scalars(select(ApiToken).order_by(ApiToken.id))).all())
 
 
 def usable(row: ApiToken | None, *, now: datetime) -> bool:
@@ -107,10 +107,10 @@ def usable(row: ApiToken | None, *, now: datetime) -> bool:
     return expires > now
 
 
-async def use_token(session: AsyncSession, *, token: str, now: datetime) -> TokenHolder:
+async def use_token(tx: AsyncSession, *, token: str, now: datetime) -> TokenHolder:
     """The holder of a presented token, its last use stamped; ``token_invalid`` when it is
     unknown, expired or revoked. The stamp is kept only if the caller's transaction commits."""
-    row = await session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
+    row = await tx.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
     if row is None or not usable(row, now=now):
         raise Unauthenticated(
             "token_invalid", "Unknown, expired or revoked token.", "令牌无效、已过期或已吊销。"
@@ -120,11 +120,11 @@ async def use_token(session: AsyncSession, *, token: str, now: datetime) -> Toke
 
 
 async def record_access(
-    session: AsyncSession, *, caller: str, subject_id: str, details: dict[str, object]
+    tx: AsyncSession, *, caller: str, subject_id: str, details: dict[str, object]
 ) -> None:
     """One line in the audit log per retrieval API call, refused ones included (A25)."""
     await append_audit(
-        session,
+        tx,
         actor=caller,
         action="api.access",
         subject_type="api",

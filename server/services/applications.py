@@ -23,17 +23,17 @@ def _not_found() -> NotFound:
 
 
 async def create_application(
-    *, session: AsyncSession, phone: str, protector: DataProtector, actor: str
+    *, tx: AsyncSession, phone: str, protector: DataProtector, actor: str
 ) -> Application:
     app = Application(
         state=ApplicationState.DRAFT.value,
         phone_hash=protector.lookup_hash(phone, kind="phone"),
         phone_enc=protector.encrypt(phone, context="applications.phone"),
     )
-    session.add(app)
-    await session.flush()
+    tx.add(app)
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="application.create",
         subject_type="application",
@@ -43,8 +43,8 @@ async def create_application(
     return app
 
 
-async def get_application(*, session: AsyncSession, application_id: str) -> Application:
-    app = await session.get(Application, application_id)
+async def get_application(*, tx: AsyncSession, application_id: str) -> Application:
+    app = await tx.get(Application, application_id)
     if app is None:
         raise _not_found()
     return app
@@ -52,7 +52,7 @@ async def get_application(*, session: AsyncSession, application_id: str) -> Appl
 
 async def apply_event(
     *,
-    session: AsyncSession,
+    tx: AsyncSession,
     application: Application,
     event: ApplicationEvent,
     actor: str,
@@ -64,9 +64,9 @@ async def apply_event(
     current = ApplicationState(application.state)
     new = transition(current, event, order)
     application.state = new.value
-    await session.flush()
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action=f"application.{event.value}",
         subject_type="application",

@@ -43,10 +43,14 @@ class StaffDocuments:
     async def _witness_session(
         self, tx: AsyncSession, *, staff_id: int, session_id: str
     ) -> WitnessSession:
-        ws = await tx.get(WitnessSession, session_id)
-        if ws is None or ws.witness_id != staff_id or ws.state not in OPEN_STATES:
+        witness_session = await tx.get(WitnessSession, session_id)
+        if (
+            witness_session is None
+            or witness_session.witness_id != staff_id
+            or witness_session.state not in OPEN_STATES
+        ):
             raise _session_not_found()
-        return ws
+        return witness_session
 
     async def _audited_document(
         self,
@@ -78,13 +82,15 @@ class StaffDocuments:
         if kind not in DOCUMENT_KINDS:
             raise missing
         async with self.db.begin() as tx:
-            ws = await self._witness_session(tx, staff_id=staff_id, session_id=session_id)
+            witness_session = await self._witness_session(
+                tx, staff_id=staff_id, session_id=session_id
+            )
             doc = await self._audited_document(
                 tx,
-                application_id=ws.application_id,
+                application_id=witness_session.application_id,
                 kind=kind,
                 staff_id=staff_id,
-                details={"session": ws.id},
+                details={"session": witness_session.id},
                 missing=missing,
             )
         return OpenedFile(self.root / doc.path, doc.content_type)
@@ -93,9 +99,11 @@ class StaffDocuments:
         self, *, staff_id: int, session_id: str, still_id: str
     ) -> OpenedFile:
         async with self.db.begin() as tx:
-            ws = await self._witness_session(tx, staff_id=staff_id, session_id=session_id)
+            witness_session = await self._witness_session(
+                tx, staff_id=staff_id, session_id=session_id
+            )
             still = await tx.get(Still, still_id)
-            if still is None or still.session_id != ws.id:
+            if still is None or still.session_id != witness_session.id:
                 raise NotFound("still_not_found", "No such photo.", "没有该照片。")
             await append_audit(
                 tx,
@@ -103,7 +111,7 @@ class StaffDocuments:
                 action="still.viewed",
                 subject_type="still",
                 subject_id=still.id,
-                details={"session": ws.id},
+                details={"session": witness_session.id},
             )
         return OpenedFile(self.root / still.path, still.content_type)
 

@@ -39,7 +39,7 @@ class CurrentStaff:
 
 async def open_session(
     *,
-    session: AsyncSession,
+    tx: AsyncSession,
     staff: Staff,
     security: SecurityConfig,
     ip: str,
@@ -47,7 +47,7 @@ async def open_session(
 ) -> str:
     token = secrets.token_urlsafe(32)
     now = utcnow()
-    session.add(
+    tx.add(
         StaffSession(
             id=_token_id(token),
             staff_id=staff.id,
@@ -59,27 +59,27 @@ async def open_session(
             user_agent=user_agent[:255],
         )
     )
-    await session.flush()
+    await tx.flush()
     return token
 
 
 async def resolve_session(
-    *, session: AsyncSession, token: str, security: SecurityConfig
+    *, tx: AsyncSession, token: str, security: SecurityConfig
 ) -> CurrentStaff | None:
     """The logged-in staff member for a cookie token, or None if expired/unknown/disabled."""
     if not token or len(token) > 100:
         return None
-    row = await session.get(StaffSession, _token_id(token))
+    row = await tx.get(StaffSession, _token_id(token))
     if row is None:
         return None
     now = utcnow()
     idle = timedelta(minutes=security.session_idle_minutes)
     if _utc(row.expires_at) <= now or _utc(row.last_seen_at) + idle <= now:
-        await session.delete(row)
+        await tx.delete(row)
         return None
-    staff = await session.get(Staff, row.staff_id)
+    staff = await tx.get(Staff, row.staff_id)
     if staff is None or not staff.active:
-        await session.delete(row)
+        await tx.delete(row)
         return None
     if now - _utc(row.last_seen_at) >= _TOUCH_EVERY:
         row.last_seen_at = now
@@ -93,13 +93,13 @@ async def resolve_session(
     )
 
 
-async def close_session(*, session: AsyncSession, token: str, actor: str) -> None:
-    row = await session.get(StaffSession, _token_id(token))
+async def close_session(*, tx: AsyncSession, token: str, actor: str) -> None:
+    row = await tx.get(StaffSession, _token_id(token))
     if row is None:
         return
-    await session.delete(row)
+    await tx.delete(row)
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="auth.logout",
         subject_type="staff",
@@ -108,11 +108,11 @@ async def close_session(*, session: AsyncSession, token: str, actor: str) -> Non
     )
 
 
-async def close_all_for(*, session: AsyncSession, staff_id: int) -> None:
+async def close_all_for(*, tx: AsyncSession, staff_id: int) -> None:
     """Disabling a person must end their open sessions at once."""
-    await session.execute(delete(StaffSession).where(StaffSession.staff_id == staff_id))
+    await tx.execute(delete(StaffSession).where(StaffSession.staff_id == staff_id))
 
 
-async def count_sessions(*, session: AsyncSession, staff_id: int) -> int:
-    rows = await session.scalars(select(StaffSession.id).where(StaffSession.staff_id == staff_id))
+async def count_sessions(*, tx: AsyncSession, staff_id: int) -> int:
+    rows = await tx.scalars(select(StaffSession.id).where(StaffSession.staff_id == staff_id))
     return len(rows.all())

@@ -75,7 +75,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 async def create_staff(
-    *, session: AsyncSession, new: NewStaff, protector: DataProtector, actor: str
+    *, tx: AsyncSession, new: NewStaff, protector: DataProtector, actor: str
 ) -> Staff:
     username = validate_username(new.username)
     validate_password(new.password)
@@ -88,7 +88,7 @@ async def create_staff(
             "A witness cannot also be an admin.",
             "见证人员不能同时为管理员。",
         )
-    existing = await session.scalar(select(Staff).where(Staff.username == username))
+    existing = await tx.scalar(select(Staff).where(Staff.username == username))
     if existing is not None:
         raise Conflict(
             "username_taken",
@@ -96,9 +96,7 @@ async def create_staff(
             f"用户名“{username}”已存在。",
         )
     if new.employee_number:
-        dup = await session.scalar(
-            select(Staff).where(Staff.employee_number == new.employee_number)
-        )
+        dup = await tx.scalar(select(Staff).where(Staff.employee_number == new.employee_number))
         if dup is not None:
             raise Conflict(
                 "employee_number_taken",
@@ -125,10 +123,10 @@ async def create_staff(
         failed_logins=0,
         skills=",".join(sorted(new.skills)),
     )
-    session.add(staff)
-    await session.flush()
+    tx.add(staff)
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="staff.create",
         subject_type="staff",
@@ -142,12 +140,12 @@ async def create_staff(
     return staff
 
 
-async def list_staff(*, session: AsyncSession) -> list[Staff]:
-    return list((await session.scalars(select(Staff).order_by(Staff.username))).all())
+async def list_staff(*, tx: AsyncSession) -> list[Staff]:
+    return list((await tx.scalars(select(Staff).order_by(Staff.username))).all())
 
 
-async def get_staff_by_username(*, session: AsyncSession, username: str) -> Staff:
-    staff = await session.scalar(select(Staff).where(Staff.username == username.strip().lower()))
+async def get_staff_by_username(*, tx: AsyncSession, username: str) -> Staff:
+    staff = await tx.scalar(select(Staff).where(Staff.username == username.strip().lower()))
     if staff is None:
         raise NotFound(
             "staff_not_found",
@@ -157,15 +155,13 @@ async def get_staff_by_username(*, session: AsyncSession, username: str) -> Staf
     return staff
 
 
-async def set_staff_active(
-    *, session: AsyncSession, username: str, active: bool, actor: str
-) -> Staff:
-    staff = await get_staff_by_username(session=session, username=username)
+async def set_staff_active(*, tx: AsyncSession, username: str, active: bool, actor: str) -> Staff:
+    staff = await get_staff_by_username(tx=tx, username=username)
     staff.active = active
     if not active:
-        await close_all_for(session=session, staff_id=staff.id)
+        await close_all_for(tx=tx, staff_id=staff.id)
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="staff.enable" if active else "staff.disable",
         subject_type="staff",
@@ -183,7 +179,7 @@ class AuthOutcome:
 
 async def authenticate(
     *,
-    session: AsyncSession,
+    tx: AsyncSession,
     username: str,
     password: str,
     security: SecurityConfig,
@@ -195,14 +191,14 @@ async def authenticate(
     audit entry instead of rolling them back with the exception.
     """
     now = utcnow()
-    staff = await session.scalar(select(Staff).where(Staff.username == username.strip().lower()))
+    staff = await tx.scalar(select(Staff).where(Staff.username == username.strip().lower()))
     if staff is None:
         try:
             _hasher.verify(_DUMMY_HASH, password)
         except VerificationError:
             pass
         await append_audit(
-            session,
+            tx,
             actor="anonymous",
             action="auth.login_failed",
             subject_type="staff",
@@ -213,7 +209,7 @@ async def authenticate(
     if staff.locked_until is not None and _as_utc(staff.locked_until) > now:
         wait = int((_as_utc(staff.locked_until) - now).total_seconds()) + 1
         await append_audit(
-            session,
+            tx,
             actor=staff.username,
             action="auth.login_refused",
             subject_type="staff",
@@ -244,7 +240,7 @@ async def authenticate(
             max_seconds=security.lockout_max_seconds,
         )
         await append_audit(
-            session,
+            tx,
             actor=staff.username,
             action="auth.login_failed",
             subject_type="staff",
@@ -258,7 +254,7 @@ async def authenticate(
         return AuthOutcome(None, _bad_credentials())
     if not staff.active:
         await append_audit(
-            session,
+            tx,
             actor=staff.username,
             action="auth.login_refused",
             subject_type="staff",
@@ -274,7 +270,7 @@ async def authenticate(
     if _hasher.check_needs_rehash(staff.password_hash):
         staff.password_hash = _hasher.hash(password)
     await append_audit(
-        session,
+        tx,
         actor=staff.username,
         action="auth.login",
         subject_type="staff",
@@ -288,15 +284,13 @@ def _bad_credentials() -> Unauthenticated:
     return Unauthenticated("bad_credentials", "Wrong username or password.", "用户名或密码错误。")
 
 
-async def change_password(
-    *, session: AsyncSession, username: str, password: str, actor: str
-) -> Staff:
-    staff = await get_staff_by_username(session=session, username=username)
+async def change_password(*, tx: AsyncSession, username: str, password: str, actor: str) -> Staff:
+    staff = await get_staff_by_username(tx=tx, username=username)
     staff.password_hash = _hasher.hash(validate_password(password))
     staff.failed_logins = 0
     staff.locked_until = None
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="staff.password_set",
         subject_type="staff",

@@ -17,8 +17,8 @@ routes = web.RouteTableDef()
 @allow(Role.ADMIN)
 async def staff_register(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    async with rt.db.begin() as session:
-        people = await staff_service.list_staff(session=session)
+    async with rt.db.begin() as tx:
+        people = await staff_service.list_staff(tx=tx)
         rows = [
             {
                 "person": p,
@@ -36,9 +36,9 @@ async def set_active(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     active = str(form.get("active", "")) == "1"
     current = current_staff(request)
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         await staff_service.set_staff_active(
-            session=session,
+            tx=tx,
             username=request.match_info["username"],
             active=active,
             actor=current.username,

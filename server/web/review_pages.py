@@ -1,6 +1,6 @@
 """The reviewer console (A17.5): a queue of witnessed sessions, oldest first, and one
 session's recordings, timeline, documents and data. static/review/review.js drives the
-review API (web/review_api.py), which is what enforces full playback."""
+review API (api/review.py), which is what enforces full playback."""
 
 from __future__ import annotations
 

@@ -88,9 +88,9 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     ip = request.remote or ""
     token = ""
-    async with rt.db.begin() as session:
+    async with rt.db.begin() as tx:
         outcome = await staff_service.authenticate(
-            session=session,
+            tx=tx,
             username=username,
             password=password,
             security=rt.config.security,
@@ -98,7 +98,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         )
         if outcome.staff is not None:
             token = await login_sessions.open_session(
-                session=session,
+                tx=tx,
                 staff=outcome.staff,
                 security=rt.config.security,
                 ip=ip,
@@ -127,8 +127,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     current = current_staff(request)
     token = request.cookies.get(rt.config.security.session_cookie, "")
-    async with rt.db.begin() as session:
-        await login_sessions.close_session(session=session, token=token, actor=current.username)
+    async with rt.db.begin() as tx:
+        await login_sessions.close_session(tx=tx, token=token, actor=current.username)
     response = web.HTTPFound("/staff/login")
     response.del_cookie(rt.config.security.session_cookie, path="/")
     raise response
@@ -141,9 +141,7 @@ async def console_home(request: web.Request) -> web.Response:
     current = current_staff(request)
     problems: list[str] = []
     if "witness" in current.roles:
-        async with rt.db.begin() as session:
-            me = await staff_service.get_staff_by_username(
-                session=session, username=current.username
-            )
+        async with rt.db.begin() as tx:
+            me = await staff_service.get_staff_by_username(tx=tx, username=current.username)
             problems = staff_service.witness_problems(me)
     return render("console.html", request, {"witness_problems": problems})

@@ -1,6 +1,7 @@
 """The witness desk: go ready, take offers, hold the session (A7, A17.3).
 
-The page is a shell; static/witness/main.js (desk.js, offer.js, session.js, script.js) drives /ws/witness and the session socket.
+The page is a shell; static/witness/main.js (desk.js, offer.js, session.js, script.js)
+drives /ws/witness and the session socket.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def problem_label(code: str) -> dict[str, str]:
 async def witness_desk(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     current = current_staff(request)
-    async with rt.db.begin() as session:
-        me = await staff_service.get_staff_by_username(session=session, username=current.username)
+    async with rt.db.begin() as tx:
+        me = await staff_service.get_staff_by_username(tx=tx, username=current.username)
         problems = staff_service.witness_problems(me)
     return render(
         "witness.html",

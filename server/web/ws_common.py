@@ -29,31 +29,31 @@ def check_ws_origin(request: web.Request) -> None:
         raise Forbidden("origin_mismatch", "Cross-site request refused.", "拒绝跨站请求。")
 
 
-async def send(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
-    if not ws.closed:
-        await ws.send_str(json.dumps(message, ensure_ascii=False))
+async def send(socket: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    if not socket.closed:
+        await socket.send_str(json.dumps(message, ensure_ascii=False))
 
 
-async def send_error(ws: web.WebSocketResponse, exc: DomainError) -> None:
-    await send(ws, {"type": "error", "error": exc.to_dict()})
+async def send_error(socket: web.WebSocketResponse, exc: DomainError) -> None:
+    await send(socket, {"type": "error", "error": exc.to_dict()})
 
 
 def open_socket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE)
-    request.app[SOCKETS].add(ws)
-    return ws
+    socket = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE)
+    request.app[SOCKETS].add(socket)
+    return socket
 
 
 async def close_all(app: web.Application) -> None:
     """on_shutdown: aiohttp would otherwise wait for every socket's handler to end."""
     sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
-    for ws in list(sockets):
+    for socket in list(sockets):
         with contextlib.suppress(Exception):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+            await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
 async def run_socket(
-    ws: web.WebSocketResponse,
+    socket: web.WebSocketResponse,
     *,
     backend: QueueBackend,
     channels: list[str],
@@ -86,23 +86,23 @@ async def run_socket(
         if tick is not None:
             tasks.append(asyncio.create_task(ticker(tick)))
         try:
-            async for msg in ws:
+            async for msg in socket:
                 if msg.type is not WSMsgType.TEXT:
                     continue
                 if len(msg.data) > MAX_MESSAGE:
-                    await ws.close(code=1009, message=b"message too large")
+                    await socket.close(code=1009, message=b"message too large")
                     break
                 try:
                     data = json.loads(msg.data)
                 except json.JSONDecodeError:
-                    await send(ws, {"type": "error", "error": {"code": "bad_json"}})
+                    await send(socket, {"type": "error", "error": {"code": "bad_json"}})
                     continue
                 if not isinstance(data, dict):
                     continue
                 try:
                     await on_client(data)
                 except DomainError as exc:
-                    await send_error(ws, exc)
+                    await send_error(socket, exc)
                 if any(t.done() for t in tasks):
                     break
         finally:

@@ -102,15 +102,15 @@ async def _relay(
                 extra={"owner": owner.node_id, "error": type(exc).__name__},
             )
             return None
-        ws = open_socket(request)
-        ws.headers[RELAYED_BY] = me.node_id
+        socket = open_socket(request)
+        socket.headers[RELAYED_BY] = me.node_id
         try:
-            await ws.prepare(request)
-            await _pump(ws, upstream)
+            await socket.prepare(request)
+            await _pump(socket, upstream)
         finally:
-            await upstream.close(code=_sendable(ws.close_code))
-            await ws.close(code=_sendable(upstream.close_code))
-        return ws
+            await upstream.close(code=_sendable(socket.close_code))
+            await socket.close(code=_sendable(upstream.close_code))
+        return socket
     finally:
         await client.close()
 

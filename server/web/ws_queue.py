@@ -46,20 +46,20 @@ async def investor_socket(request: web.Request) -> web.StreamResponse:
     check_ws_origin(request)
     rt = request.app[RUNTIME]
     application_id = current_investor(request).application_id
-    async with rt.db.begin() as session:
-        app = await get_application(session=session, application_id=application_id)
+    async with rt.db.begin() as tx:
+        app = await get_application(tx=tx, application_id=application_id)
         queued = app.state == ApplicationState.QUEUED.value
     if queued:
         # A reload or short network loss: the place is still held (heartbeat grace).
         if not await rt.pairing.investor_heartbeat(application_id):
             await rt.pairing.join_queue(application_id)
-    ws = open_socket(request)
-    await ws.prepare(request)
+    socket = open_socket(request)
+    await socket.prepare(request)
 
     async def greet() -> None:
         # After subscribing, so a match made meanwhile is either here or on the channel.
         await send(
-            ws,
+            socket,
             {
                 **await rt.pairing.investor_status(application_id),
                 "heartbeat_seconds": rt.config.pairing.heartbeat_seconds,
@@ -67,36 +67,36 @@ async def investor_socket(request: web.Request) -> web.StreamResponse:
         )
         pending = await rt.placer.open_session_for(role="investor", party=application_id)
         if pending is not None:
-            await send(ws, pending)
+            await send(socket, pending)
 
     async def on_client(data: dict[str, Any]) -> None:
         kind = data.get("type")
         if kind == "ping":
             await rt.pairing.investor_heartbeat(application_id)
-            await send(ws, await rt.pairing.investor_status(application_id))
+            await send(socket, await rt.pairing.investor_status(application_id))
         elif kind == "leave":
             await rt.pairing.leave_queue(application_id)
-            await send(ws, await rt.pairing.investor_status(application_id))
+            await send(socket, await rt.pairing.investor_status(application_id))
         else:
             raise InvalidInput("unknown_message", "Unknown message type.", "未知的消息类型。")
 
     async def on_channel(channel: str, message: dict[str, Any]) -> None:
         if channel == QUEUE_CHANGED:
-            await send(ws, await rt.pairing.investor_status(application_id))
+            await send(socket, await rt.pairing.investor_status(application_id))
         else:
-            await send(ws, message)
+            await send(socket, message)
 
     # Presence is proven by the page's own pings (its code is running), not by the socket
     # merely being open: see docs/pairing.md.
     await run_socket(
-        ws,
+        socket,
         backend=rt.queue,
         channels=[investor_channel(application_id), QUEUE_CHANGED],
         on_client=on_client,
         on_channel=on_channel,
         on_subscribed=greet,
     )
-    return ws
+    return socket
 
 
 def _presence_message(state: WitnessState, queue_length: int) -> dict[str, Any]:
@@ -114,21 +114,21 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
     staff = current_staff(request)
     presence = await rt.pairing.witness_connect(staff.id)
-    ws = open_socket(request)
-    await ws.prepare(request)
+    socket = open_socket(request)
+    await socket.prepare(request)
 
     async def greet() -> None:
-        await send(ws, _hello(rt))
-        await send(ws, _presence_message(presence.state, await rt.pairing.queue_length()))
+        await send(socket, _hello(rt))
+        await send(socket, _presence_message(presence.state, await rt.pairing.queue_length()))
         if presence.state is WitnessState.BUSY:
             pending = await rt.placer.open_session_for(role="witness", party=str(staff.id))
             if pending is not None:
-                await send(ws, pending)
+                await send(socket, pending)
 
     async def state_update() -> None:
         current = await rt.queue.get_witness(staff.id)
         state = current.state if current else WitnessState.OFFLINE
-        await send(ws, _presence_message(state, await rt.pairing.queue_length()))
+        await send(socket, _presence_message(state, await rt.pairing.queue_length()))
 
     async def on_client(data: dict[str, Any]) -> None:
         kind = data.get("type")
@@ -157,13 +157,13 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
         if channel == QUEUE_CHANGED:
             await state_update()
         else:
-            await send(ws, message)
+            await send(socket, message)
             if message.get("type") in ("offer_closed", "peer_left", "matched"):
                 await state_update()
 
     try:
         await run_socket(
-            ws,
+            socket,
             backend=rt.queue,
             channels=[witness_channel(staff.id), QUEUE_CHANGED],
             on_client=on_client,
@@ -178,4 +178,4 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(Exception):
                 await rt.queue.remove_witness(staff.id)
                 await rt.queue.publish(QUEUE_CHANGED, {"reason": "witness_left"})
-    return ws
+    return socket

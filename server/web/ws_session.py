@@ -43,8 +43,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     if relayed is not None:
         return relayed  # the session ran on the sibling worker that owns it
     rt = request.app[RUNTIME]
-    ws = open_socket(request)
-    await ws.prepare(request)
+    socket = open_socket(request)
+    await socket.prepare(request)
     try:
         grant = session_tokens.verify(rt.protector, request.query.get("token", ""), now=time.time())
         if grant.session_id != request.match_info["session_id"]:
@@ -52,9 +52,9 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
                 "session_mismatch", "Token is for another session.", "凭证与会话不符。"
             )
     except DomainError as exc:
-        await send_error(ws, exc)
-        await ws.close(code=4401, message=b"unauthorised")
-        return ws
+        await send_error(socket, exc)
+        await socket.close(code=4401, message=b"unauthorised")
+        return socket
     role = Party(grant.role)
     other = role.other
     session_id = grant.session_id
@@ -69,13 +69,13 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         try:
             both = await rt.placer.party_joined(grant.session_id, role)
         except DomainError as exc:
-            await send_error(ws, exc)
-            await ws.close(code=4404, message=b"session not found")
+            await send_error(socket, exc)
+            await socket.close(code=4404, message=b"session not found")
             return
         joined = True
         generation, back = rt.media.claim(session_id, role)
         await send(
-            ws,
+            socket,
             {
                 "type": "joined",
                 "session_id": session_id,
@@ -87,29 +87,29 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         )
         desk, screen = await rt.witnessing.views(session_id)
         for message in [desk] if role is Party.WITNESS else screen:
-            await send(ws, message)
+            await send(socket, message)
         if both:
-            await send(ws, {"type": "peer_joined", "role": other})
+            await send(socket, {"type": "peer_joined", "role": other})
             await rt.queue.publish(
                 session_channel(grant.session_id, other), {"type": "peer_joined", "role": role}
             )
 
-    party = SessionParty(rt, ws, session_id, role, grant.party)
+    party = SessionParty(rt, socket, session_id, role, grant.party)
 
     async def on_client(data: dict[str, Any]) -> None:
         await dispatch(party, data)
 
     async def on_channel(_channel: str, message: dict[str, Any]) -> None:
         nonlocal ended
-        await send(ws, message)
+        await send(socket, message)
         if message.get("type") in _ENDING:
             ended = True
-            await ws.close()
+            await socket.close()
 
     rt.metrics.live_sessions.inc()
     try:
         await run_socket(
-            ws,
+            socket,
             backend=rt.queue,
             channels=[session_channel(grant.session_id, role)],
             on_client=on_client,
@@ -120,7 +120,7 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         rt.metrics.live_sessions.dec()
         if joined:
             rt.media.detach(_after_leaving(rt, session_id, role, generation, ended=ended))
-    return ws
+    return socket
 
 
 async def _after_leaving(

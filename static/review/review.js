@@ -1,6 +1,6 @@
 // The reviewer console (A17.5). Each player reports, about once a second while playing,
 // the span it moved through, its playback rate and whether the page is visible; the
-// server merges what counts (web/review_api.py) and refuses approval until every
+// server merges what counts (api/review.py) and refuses approval until every
 // recording is covered and every document opened. Seeking never reports a jump.
 
 import { $, el } from '../js/dom.js';

@@ -136,7 +136,7 @@ async def test_disabling_staff_ends_their_session(client: Any) -> None:
     async with client.app[RUNTIME].db.begin() as s:
         from server.services.staff import set_staff_active
 
-        await set_staff_active(session=s, username="reviewer3", active=False, actor="admin3")
+        await set_staff_active(tx=s, username="reviewer3", active=False, actor="admin3")
     assert (await client.get("/staff/")).status == 401
 
 

@@ -138,13 +138,13 @@ async def test_concurrent_appends_keep_one_chain(db: async_sessionmaker[AsyncSes
 async def test_transition_persisted_with_audit_entry(db: async_sessionmaker[AsyncSession]) -> None:
     async with db.begin() as s:
         app = await applications.create_application(
-            session=s, phone="13800138000", protector=PROTECTOR, actor="investor"
+            tx=s, phone="13800138000", protector=PROTECTOR, actor="investor"
         )
         app_id = app.id
     async with db.begin() as s:
-        app = await applications.get_application(session=s, application_id=app_id)
+        app = await applications.get_application(tx=s, application_id=app_id)
         await applications.apply_event(
-            session=s, application=app, event=ApplicationEvent.SUBMIT, actor="investor"
+            tx=s, application=app, event=ApplicationEvent.SUBMIT, actor="investor"
         )
     async with db.begin() as s:
         stored = await s.get(Application, app_id)
@@ -164,14 +164,14 @@ async def test_failed_transaction_leaves_state_and_audit_unchanged(
 ) -> None:
     async with db.begin() as s:
         app = await applications.create_application(
-            session=s, phone="13800138001", protector=PROTECTOR, actor="investor"
+            tx=s, phone="13800138001", protector=PROTECTOR, actor="investor"
         )
         app_id = app.id
     with pytest.raises(RuntimeError):
         async with db.begin() as s:
-            app = await applications.get_application(session=s, application_id=app_id)
+            app = await applications.get_application(tx=s, application_id=app_id)
             await applications.apply_event(
-                session=s, application=app, event=ApplicationEvent.SUBMIT, actor="investor"
+                tx=s, application=app, event=ApplicationEvent.SUBMIT, actor="investor"
             )
             raise RuntimeError("crash after the state change, before commit")
     async with db.begin() as s:
@@ -186,14 +186,14 @@ async def test_illegal_transition_raises_and_changes_nothing(
 ) -> None:
     async with db.begin() as s:
         app = await applications.create_application(
-            session=s, phone="13800138002", protector=PROTECTOR, actor="investor"
+            tx=s, phone="13800138002", protector=PROTECTOR, actor="investor"
         )
         app_id = app.id
     with pytest.raises(IllegalTransition):
         async with db.begin() as s:
-            app = await applications.get_application(session=s, application_id=app_id)
+            app = await applications.get_application(tx=s, application_id=app_id)
             await applications.apply_event(
-                session=s, application=app, event=ApplicationEvent.APPROVE, actor="reviewer"
+                tx=s, application=app, event=ApplicationEvent.APPROVE, actor="reviewer"
             )
     async with db.begin() as s:
         stored = await s.get(Application, app_id)
@@ -205,23 +205,23 @@ async def test_concurrent_state_change_loses_instead_of_overwriting(
 ) -> None:
     async with db.begin() as s:
         app = await applications.create_application(
-            session=s, phone="13800138003", protector=PROTECTOR, actor="investor"
+            tx=s, phone="13800138003", protector=PROTECTOR, actor="investor"
         )
         app_id = app.id
     async with db() as s:
         stale = await s.get(Application, app_id)  # version 1, then detached
     assert stale is not None
     async with db.begin() as s:
-        fresh = await applications.get_application(session=s, application_id=app_id)
+        fresh = await applications.get_application(tx=s, application_id=app_id)
         await applications.apply_event(
-            session=s, application=fresh, event=ApplicationEvent.SUBMIT, actor="a"
+            tx=s, application=fresh, event=ApplicationEvent.SUBMIT, actor="a"
         )
     # A second writer acting on what it read before must fail, not overwrite.
     with pytest.raises(StaleDataError):
         async with db.begin() as s:
             s.add(stale)
             await applications.apply_event(
-                session=s, application=stale, event=ApplicationEvent.ABANDON, actor="b"
+                tx=s, application=stale, event=ApplicationEvent.ABANDON, actor="b"
             )
     async with db.begin() as s:
         stored = await s.get(Application, app_id)

@@ -42,6 +42,10 @@ async def test_disclosure_script_face_and_pass(mclient: Any) -> None:
     # Nothing before the disclosure; only the witness acts.
     assert await _error(witness, {"type": "step_start", "index": 0}) == "disclosure_first"
     assert await _error(investor, {"type": "step_start", "index": 0}) == "witness_only"
+    # Every witness message from the investor gets the same answer (one table, one check).
+    for kind in ("unmask_id", "capture_still", "verdict", "face_judge"):
+        assert await _error(investor, {"type": kind}) == "witness_only"
+    assert await _error(investor, {"type": ["offer"]}) == "unknown_message"
     assert await _error(witness, {"type": "disclosure_confirm"}) == "disclosure_not_shown"
 
     state = await _state(witness, {"type": "disclosure_show"})

@@ -81,9 +81,9 @@ class Aftercare:
 
     async def worklist(self) -> list[dict[str, Any]]:
         """Applications waiting for their callback, oldest change first; ID masked."""
-        async with self.db.begin() as session:
+        async with self.db.begin() as tx:
             apps = (
-                await session.scalars(
+                await tx.scalars(
                     select(Application)
                     .where(Application.state == self._awaiting_callback.value)
                     .order_by(Application.updated_at)
@@ -91,7 +91,7 @@ class Aftercare:
             ).all()
             counts = dict(
                 (
-                    await session.execute(
+                    await tx.execute(
                         select(Callback.application_id, func.count())
                         .where(Callback.application_id.in_([a.id for a in apps]))
                         .group_by(Callback.application_id)
@@ -143,8 +143,8 @@ class Aftercare:
                 "bad_outcome", f"outcome: {', '.join(CallbackOutcome)}.", "回访结果无效。"
             )
         actor = f"staff:{staff_id}"
-        async with self.db.begin() as session:
-            app = await get_application(session=session, application_id=application_id)
+        async with self.db.begin() as tx:
+            app = await get_application(tx=tx, application_id=application_id)
             if app.state != self._awaiting_callback.value:
                 raise Conflict(
                     "not_awaiting_callback",
@@ -152,7 +152,7 @@ class Aftercare:
                     "该申请当前无需回访。",
                 )
             attempts = (
-                await session.scalar(
+                await tx.scalar(
                     select(func.count()).where(Callback.application_id == application_id)
                 )
                 or 0
@@ -164,15 +164,15 @@ class Aftercare:
                 attempts=attempts,
                 notes=notes[:1000] or None,
             )
-            session.add(row)
-            await session.flush()
+            tx.add(row)
+            await tx.flush()
             if audio and kind and files_root is not None:
                 rel = f"callbacks/{application_id}/{row.id}.{kind}"
                 await asyncio.to_thread(write_durably, files_root / rel, audio)
                 row.audio_path = rel
                 row.audio_sha256 = hashlib.sha256(audio).hexdigest()
                 await append_audit(
-                    session,
+                    tx,
                     actor=actor,
                     action="callback.audio_stored",
                     subject_type="application",
@@ -186,7 +186,7 @@ class Aftercare:
                 event = ApplicationEvent.CALLBACK_DENIED
             if event is not None:
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=event,
                     actor=actor,
@@ -195,7 +195,7 @@ class Aftercare:
                 )
             else:
                 await append_audit(
-                    session,
+                    tx,
                     actor=actor,
                     action="callback.attempted",
                     subject_type="application",
@@ -207,7 +207,7 @@ class Aftercare:
                 and self.order is CallbackOrder.OPEN_FIRST
             ):
                 # A17.6: the blocked account becomes usable only now.
-                account = await session.scalar(
+                account = await tx.scalar(
                     select(Account).where(Account.application_id == application_id)
                 )
                 if account is not None:
@@ -218,17 +218,15 @@ class Aftercare:
             and self.order is CallbackOrder.CALLBACK_FIRST
         ):
             await self.open_account(application_id, actor=actor)
-            async with self.db.begin() as session:
-                state = (
-                    await get_application(session=session, application_id=application_id)
-                ).state
+            async with self.db.begin() as tx:
+                state = (await get_application(tx=tx, application_id=application_id)).state
         return {"application_id": application_id, "attempts": attempts, "state": state}
 
     async def open_account(self, application_id: str, *, actor: str) -> dict[str, Any]:
         """Open the account with the CSDC system and record it, marked by its opening
         method (A26); blocked until the callback with ``open_first``."""
-        async with self.db.begin() as session:
-            app = await get_application(session=session, application_id=application_id)
+        async with self.db.begin() as tx:
+            app = await get_application(tx=tx, application_id=application_id)
             ready = (
                 ApplicationState.CALLBACK_CONFIRMED
                 if self.order is CallbackOrder.CALLBACK_FIRST
@@ -251,9 +249,9 @@ class Aftercare:
             document_type=document_type,
         )
         if not result.ok or result.unified_account_number is None:
-            async with self.db.begin() as session:
+            async with self.db.begin() as tx:
                 await append_audit(
-                    session,
+                    tx,
                     actor=actor,
                     action="account.open_failed",
                     subject_type="application",
@@ -272,9 +270,9 @@ class Aftercare:
             if self.order is CallbackOrder.CALLBACK_FIRST
             else AccountStatus.BLOCKED
         )
-        async with self.db.begin() as session:
-            app = await get_application(session=session, application_id=application_id)
-            session.add(
+        async with self.db.begin() as tx:
+            app = await get_application(tx=tx, application_id=application_id)
+            tx.add(
                 Account(
                     application_id=application_id,
                     unified_account_number=result.unified_account_number,
@@ -284,7 +282,7 @@ class Aftercare:
                 )
             )
             await apply_event(
-                session=session,
+                tx=tx,
                 application=app,
                 event=ApplicationEvent.OPEN_ACCOUNT,
                 actor=actor,

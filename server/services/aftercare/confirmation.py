@@ -58,17 +58,17 @@ class Notices:
     async def recent(self, *, limit: int = 200) -> list[Notification]:
         """What investors were sent, newest first (recipients stored masked): the admin's
         outbox, where testers read what the sandbox gateways would have sent."""
-        async with self.db.begin() as session:
-            rows = await session.scalars(
+        async with self.db.begin() as tx:
+            rows = await tx.scalars(
                 select(Notification).order_by(Notification.created_at.desc()).limit(limit)
             )
             return list(rows.all())
 
     async def account_opened(self, application_id: str) -> None:
         """Send the numbers by SMS (and email when given); each attempt is recorded."""
-        async with self.db.begin() as session:
-            app = await session.get(Application, application_id)
-            account = await session.scalar(
+        async with self.db.begin() as tx:
+            app = await tx.get(Application, application_id)
+            account = await tx.scalar(
                 select(Account).where(Account.application_id == application_id)
             )
             if app is None or account is None:
@@ -93,9 +93,9 @@ class Notices:
             sent = await self.email.send(to=email, subject=f"{self.agency} 开户成功通知", text=text)
             local, _, domain = email.partition("@")
             outcomes.append(("email", f"{local[:1]}***@{domain}", sent.accepted, sent.error_code))
-        async with self.db.begin() as session:
+        async with self.db.begin() as tx:
             for channel, to, ok, error in outcomes:
-                session.add(
+                tx.add(
                     Notification(
                         application_id=application_id,
                         channel=channel,
@@ -109,9 +109,9 @@ class Notices:
                 )
 
     async def confirmation_pdf(self, application_id: str) -> bytes:
-        async with self.db.begin() as session:
-            app = await session.get(Application, application_id)
-            account = await session.scalar(
+        async with self.db.begin() as tx:
+            app = await tx.get(Application, application_id)
+            account = await tx.scalar(
                 select(Account).where(Account.application_id == application_id)
             )
             if app is None or account is None:

@@ -40,13 +40,13 @@ async def submit_and_check(
     UNAVAILABLE leaves the application submitted, records the attempt and raises
     Unavailable so the investor is told to try again later; it never verifies.
     """
-    async with db.begin() as session:
-        app = await get_application(session=session, application_id=application_id)
+    async with db.begin() as tx:
+        app = await get_application(tx=tx, application_id=application_id)
         state = ApplicationState(app.state)
         if state is ApplicationState.IDENTITY_VERIFIED:
             return CheckOutcome(state, RegistryResult.MATCH, "")
         if state is ApplicationState.DRAFT:
-            missing = missing_before_check(await progress_of(session, app))
+            missing = missing_before_check(await progress_of(tx, app))
             if missing:
                 raise InvalidInput(
                     "intake_incomplete",
@@ -62,7 +62,7 @@ async def submit_and_check(
                 details={"state": app.state},
             )
         await rate_limit.hit(
-            session,
+            tx,
             bucket="identity_check",
             key_hash=app.id,
             limit=config.intake.identity_checks_per_hour,
@@ -71,7 +71,7 @@ async def submit_and_check(
         )
         if state is ApplicationState.DRAFT:
             await apply_event(
-                session=session,
+                tx=tx,
                 application=app,
                 event=ApplicationEvent.SUBMIT,
                 actor="investor",
@@ -91,9 +91,9 @@ async def _record(
     application_id: str,
     response: RegistryResponse,
 ) -> CheckOutcome:
-    async with db.begin() as session:
-        app = await get_application(session=session, application_id=application_id)
-        session.add(
+    async with db.begin() as tx:
+        app = await get_application(tx=tx, application_id=application_id)
+        tx.add(
             IdentityCheck(
                 application_id=app.id,
                 provider=response.provider,
@@ -104,7 +104,7 @@ async def _record(
             )
         )
         await append_audit(
-            session,
+            tx,
             actor="system",
             action="identity.checked",
             subject_type="application",
@@ -121,7 +121,7 @@ async def _record(
         if app.state == ApplicationState.SUBMITTED.value:
             if response.result is RegistryResult.MATCH:
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=ApplicationEvent.IDENTITY_MATCHED,
                     actor="system",
@@ -129,7 +129,7 @@ async def _record(
                 )
             elif response.result in (RegistryResult.MISMATCH, RegistryResult.NOT_FOUND):
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=ApplicationEvent.IDENTITY_REJECTED,
                     actor="system",
@@ -146,9 +146,9 @@ async def _record(
     return CheckOutcome(state, response.result, response.reference)
 
 
-async def correct_data(*, session: AsyncSession, application_id: str) -> ApplicationState:
+async def correct_data(*, tx: AsyncSession, application_id: str) -> ApplicationState:
     """After a failed check the investor may correct their data and try again."""
-    app = await get_application(session=session, application_id=application_id)
+    app = await get_application(tx=tx, application_id=application_id)
     return await apply_event(
-        session=session, application=app, event=ApplicationEvent.CORRECT_DATA, actor="investor"
+        tx=tx, application=app, event=ApplicationEvent.CORRECT_DATA, actor="investor"
     )

@@ -89,8 +89,8 @@ async def request_otp(
     now = utcnow()
     phone_hash = protector.lookup_hash(phone, kind="phone")
     code = "".join(secrets.choice("0123456789") for _ in range(cfg.otp_length))
-    async with db.begin() as session:
-        latest = await session.scalar(
+    async with db.begin() as tx:
+        latest = await tx.scalar(
             select(OtpChallenge)
             .where(OtpChallenge.phone_hash == phone_hash)
             .order_by(OtpChallenge.id.desc())
@@ -106,7 +106,7 @@ async def request_otp(
                     details={"retry_after": int(wait) + 1},
                 )
         await rate_limit.hit(
-            session,
+            tx,
             bucket="otp_phone",
             key_hash=phone_hash,
             limit=cfg.otp_per_phone_per_hour,
@@ -114,7 +114,7 @@ async def request_otp(
             now=now,
         )
         await rate_limit.hit(
-            session,
+            tx,
             bucket="otp_ip",
             key_hash=protector.lookup_hash(ip, kind="ip"),
             limit=cfg.otp_per_ip_per_hour,
@@ -122,7 +122,7 @@ async def request_otp(
             now=now,
         )
         # A new code voids the older ones, so only the latest SMS works.
-        await session.execute(
+        await tx.execute(
             update(OtpChallenge)
             .where(OtpChallenge.phone_hash == phone_hash, OtpChallenge.consumed_at.is_(None))
             .values(consumed_at=now)
@@ -134,8 +134,8 @@ async def request_otp(
             expires_at=now + timedelta(seconds=cfg.otp_ttl_seconds),
             attempts=0,
         )
-        session.add(challenge)
-        await session.flush()
+        tx.add(challenge)
+        await tx.flush()
         challenge_id = challenge.id
     minutes = max(cfg.otp_ttl_seconds // 60, 1)
     text = (
@@ -145,8 +145,8 @@ async def request_otp(
     # Sent after the commit: the database is never held locked while a gateway answers.
     receipt = await sms.send(phone=phone, text=text, purpose="otp")
     if not receipt.accepted:
-        async with db.begin() as session:
-            await session.execute(
+        async with db.begin() as tx:
+            await tx.execute(
                 update(OtpChallenge).where(OtpChallenge.id == challenge_id).values(consumed_at=now)
             )
         if receipt.error_code in ("invalid_number", "carrier_rejected"):
@@ -185,8 +185,8 @@ async def verify_otp(
     phone_hash = protector.lookup_hash(phone, kind="phone")
     error: DomainError | None = None
     login: InvestorLogin | None = None
-    async with db.begin() as session:
-        challenge = await session.scalar(
+    async with db.begin() as tx:
+        challenge = await tx.scalar(
             select(OtpChallenge)
             .where(OtpChallenge.phone_hash == phone_hash, OtpChallenge.consumed_at.is_(None))
             .order_by(OtpChallenge.id.desc())
@@ -221,7 +221,7 @@ async def verify_otp(
             )
         else:
             challenge.consumed_at = now
-            login = await _open(session, config=config, protector=protector, phone=phone, ip=ip)
+            login = await _open(tx, config=config, protector=protector, phone=phone, ip=ip)
     if error is not None:
         raise error
     assert login is not None
@@ -229,10 +229,10 @@ async def verify_otp(
 
 
 async def _open(
-    session: AsyncSession, *, config: Config, protector: DataProtector, phone: str, ip: str
+    tx: AsyncSession, *, config: Config, protector: DataProtector, phone: str, ip: str
 ) -> InvestorLogin:
     phone_hash = protector.lookup_hash(phone, kind="phone")
-    app = await session.scalar(
+    app = await tx.scalar(
         select(Application)
         .where(
             Application.phone_hash == phone_hash,
@@ -243,14 +243,12 @@ async def _open(
     )
     resumed = app is not None
     if app is None:
-        app = await create_application(
-            session=session, phone=phone, protector=protector, actor="investor"
-        )
+        app = await create_application(tx=tx, phone=phone, protector=protector, actor="investor")
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
     now = utcnow()
     lifetime = timedelta(hours=config.intake.session_hours)
-    session.add(
+    tx.add(
         InvestorSession(
             id=_token_id(token),
             application_id=app.id,
@@ -260,7 +258,7 @@ async def _open(
         )
     )
     await append_audit(
-        session,
+        tx,
         actor="investor",
         action="investor.login",
         subject_type="application",
@@ -276,10 +274,10 @@ async def _open(
     )
 
 
-async def resolve_investor(*, session: AsyncSession, token: str) -> CurrentInvestor | None:
+async def resolve_investor(*, tx: AsyncSession, token: str) -> CurrentInvestor | None:
     if not token or len(token) > 100:
         return None
-    row = await session.get(InvestorSession, _token_id(token))
+    row = await tx.get(InvestorSession, _token_id(token))
     if row is None or _utc(row.expires_at) <= utcnow():
         return None
     return CurrentInvestor(
@@ -287,7 +285,7 @@ async def resolve_investor(*, session: AsyncSession, token: str) -> CurrentInves
     )
 
 
-async def end_investor_session(*, session: AsyncSession, token: str) -> None:
-    row = await session.get(InvestorSession, _token_id(token))
+async def end_investor_session(*, tx: AsyncSession, token: str) -> None:
+    row = await tx.get(InvestorSession, _token_id(token))
     if row is not None:
-        await session.delete(row)
+        await tx.delete(row)

@@ -15,10 +15,10 @@ from server.store.models import IdentityCheck
 
 
 async def application_view(
-    *, session: AsyncSession, application_id: str, protector: DataProtector
+    *, tx: AsyncSession, application_id: str, protector: DataProtector
 ) -> dict[str, Any]:
-    app = await get_application(session=session, application_id=application_id)
-    progress = await progress_of(session, app)
+    app = await get_application(tx=tx, application_id=application_id)
+    progress = await progress_of(tx, app)
     docs = {
         d.kind: {
             "sha256": d.sha256,
@@ -27,9 +27,9 @@ async def application_view(
             "height": d.height,
             "uploaded_at": d.created_at.isoformat(),
         }
-        for d in await active_documents(session, app.id)
+        for d in await active_documents(tx, app.id)
     }
-    check = await session.scalar(
+    check = await tx.scalar(
         select(IdentityCheck)
         .where(IdentityCheck.application_id == app.id)
         .order_by(IdentityCheck.created_at.desc())

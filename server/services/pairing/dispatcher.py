@@ -110,10 +110,10 @@ class Dispatcher:
             if not await backend.claim(offer, now=now):
                 continue  # someone else moved first; the next round sees the new state
             made += 1
-            async with self.pairing.db.begin() as session:
-                summary = await offer_summary(session, investor.application_id, self.protector)
+            async with self.pairing.db.begin() as tx:
+                summary = await offer_summary(tx, investor.application_id, self.protector)
                 await append_audit(
-                    session,
+                    tx,
                     actor="system",
                     action="pairing.offered",
                     subject_type="application",
@@ -132,9 +132,9 @@ class Dispatcher:
         return made
 
     async def _abort_for(self, application_id: str, reason: str) -> None:
-        async with self.pairing.db.begin() as session:
+        async with self.pairing.db.begin() as tx:
             ids = (
-                await session.scalars(
+                await tx.scalars(
                     select(WitnessSession.id).where(
                         WitnessSession.application_id == application_id,
                         WitnessSession.state.in_((SessionState.PLACED, SessionState.LIVE)),
@@ -147,9 +147,9 @@ class Dispatcher:
     async def _audit(
         self, action: str, subject_type: str, subject_id: str, details: dict[str, str]
     ) -> None:
-        async with self.pairing.db.begin() as session:
+        async with self.pairing.db.begin() as tx:
             await append_audit(
-                session,
+                tx,
                 actor="system",
                 action=action,
                 subject_type=subject_type,

@@ -71,33 +71,33 @@ class Placer:
             raise Conflict("offer_gone", "This offer is no longer open.", "该分配已失效。")
         queued_at = entry.investor.enqueued_at if entry else time.time()
         node = choose_node(await backend.live_nodes(now=time.time()), self.self_node)
-        async with db.begin() as session:
-            app = await get_application(session=session, application_id=offer.application_id)
+        async with db.begin() as tx:
+            app = await get_application(tx=tx, application_id=offer.application_id)
             await apply_event(
-                session=session,
+                tx=tx,
                 application=app,
                 event=ApplicationEvent.START_WITNESSING,
                 actor=f"staff:{staff_id}",
                 details={"offer": offer_id},
             )
-            ws = WitnessSession(
+            witness_session = WitnessSession(
                 application_id=app.id,
                 witness_id=staff_id,
                 node_id=node.node_id,
                 state=SessionState.PLACED,
                 queued_at=datetime.fromtimestamp(queued_at, UTC),
             )
-            session.add(ws)
-            await session.flush()
+            tx.add(witness_session)
+            await tx.flush()
             await append_audit(
-                session,
+                tx,
                 actor=f"staff:{staff_id}",
                 action="pairing.accepted",
                 subject_type="witness_session",
-                subject_id=ws.id,
+                subject_id=witness_session.id,
                 details={"application": app.id, "node": node.node_id, "offer": offer_id},
             )
-            session_id = ws.id
+            session_id = witness_session.id
         expires = time.time() + cfg.session_token_ttl_seconds
         placement = Placement(
             session_id=session_id,
@@ -127,8 +127,8 @@ class Placer:
         waits, with a fresh token: one published while they were offline is not lost."""
         column = WitnessSession.application_id if role == "investor" else WitnessSession.witness_id
         value: str | int = party if role == "investor" else int(party)
-        async with self.pairing.db.begin() as session:
-            ws = await session.scalar(
+        async with self.pairing.db.begin() as tx:
+            witness_session = await tx.scalar(
                 select(WitnessSession)
                 .where(
                     column == value,
@@ -137,41 +137,49 @@ class Placer:
                 .order_by(WitnessSession.created_at.desc())
                 .limit(1)
             )
-            if ws is None:
+            if witness_session is None:
                 return None
             node = next(
                 (
                     n
                     for n in await self.pairing.backend.live_nodes(now=time.time())
-                    if n.node_id == ws.node_id
+                    if n.node_id == witness_session.node_id
                 ),
                 self.self_node,
             )
         expires = time.time() + self.pairing.config.session_token_ttl_seconds
         token = session_tokens.mint(
-            self.protector, session_tokens.SessionGrant(ws.id, role, party, expires)
+            self.protector, session_tokens.SessionGrant(witness_session.id, role, party, expires)
         )
-        return {"type": "matched", "session_id": ws.id, "node_url": node.url, "token": token}
+        return {
+            "type": "matched",
+            "session_id": witness_session.id,
+            "node_url": node.url,
+            "token": token,
+        }
 
     async def party_joined(self, session_id: str, role: str) -> bool:
         """Record a party reaching the session; True once both have."""
-        async with self.pairing.db.begin() as session:
+        async with self.pairing.db.begin() as tx:
             # Row lock: two parties arriving at once must not both read "the other is
             # not here yet" and so neither learn that both have joined.
-            ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.state not in OPEN_STATES:
+            witness_session = await tx.get(WitnessSession, session_id, with_for_update=True)
+            if witness_session is None or witness_session.state not in OPEN_STATES:
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
             now = utcnow()
-            if role == "investor" and ws.investor_joined_at is None:
-                ws.investor_joined_at = now
-            elif role == "witness" and ws.witness_joined_at is None:
-                ws.witness_joined_at = now
-            both = ws.investor_joined_at is not None and ws.witness_joined_at is not None
-            if both and ws.state == SessionState.PLACED:
-                ws.state = SessionState.LIVE
-                ws.started_at = now
+            if role == "investor" and witness_session.investor_joined_at is None:
+                witness_session.investor_joined_at = now
+            elif role == "witness" and witness_session.witness_joined_at is None:
+                witness_session.witness_joined_at = now
+            both = (
+                witness_session.investor_joined_at is not None
+                and witness_session.witness_joined_at is not None
+            )
+            if both and witness_session.state == SessionState.PLACED:
+                witness_session.state = SessionState.LIVE
+                witness_session.started_at = now
             await append_audit(
-                session,
+                tx,
                 actor=role,
                 action="session.joined",
                 subject_type="witness_session",
@@ -183,11 +191,11 @@ class Placer:
     async def end_by_witness(self, staff_id: int, session_id: str) -> None:
         """The witness hangs up before a verdict: the investor is queued again (their data
         stands) and the witness goes to wrap-up."""
-        async with self.pairing.db.begin() as session:
-            ws = await session.get(WitnessSession, session_id)
-            if ws is None or ws.witness_id != staff_id:
+        async with self.pairing.db.begin() as tx:
+            witness_session = await tx.get(WitnessSession, session_id)
+            if witness_session is None or witness_session.witness_id != staff_id:
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
-            started = ws.started_at
+            started = witness_session.started_at
         if started is not None:
             began = started if started.tzinfo else started.replace(tzinfo=UTC)
             await self.pairing.backend.record_handle_time(
@@ -212,37 +220,37 @@ class Placer:
         """End a session that never got going: investor back to the head of the queue,
         witness to not-ready, both told. False if the session had already ended."""
         backend = self.pairing.backend
-        async with self.pairing.db.begin() as session:
-            ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.state not in OPEN_STATES:
+        async with self.pairing.db.begin() as tx:
+            witness_session = await tx.get(WitnessSession, session_id, with_for_update=True)
+            if witness_session is None or witness_session.state not in OPEN_STATES:
                 return False
-            ws.state = final_state
-            ws.ended_at = utcnow()
-            ws.notes = reason
-            app = await get_application(session=session, application_id=ws.application_id)
+            witness_session.state = final_state
+            witness_session.ended_at = utcnow()
+            witness_session.notes = reason
+            app = await get_application(tx=tx, application_id=witness_session.application_id)
             requeue = app.state == ApplicationState.WITNESSING.value
             if requeue:
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=ApplicationEvent.SESSION_INTERRUPTED,
                     actor="system",
                     details={"session": session_id, "reason": reason},
                 )
             await append_audit(
-                session,
+                tx,
                 actor="system",
                 action=f"session.{final_state}",
                 subject_type="witness_session",
                 subject_id=session_id,
                 details={"reason": reason, "left": left_role},
             )
-            application_id, staff_id = ws.application_id, ws.witness_id
+            application_id, staff_id = witness_session.application_id, witness_session.witness_id
             log.warning(
                 "session aborted",
                 extra={"session": session_id, "reason": reason, "left": left_role},
             )
-            queued_at = ws.queued_at
+            queued_at = witness_session.queued_at
             phone_hash, id_hash = app.phone_hash, app.id_number_hash or ""
             skills = required_skills(app)
         if requeue:
@@ -332,8 +340,8 @@ class Placer:
 
     async def stale_placements(self, *, older_than: datetime) -> list[str]:
         """Sessions placed but not joined by both parties in time."""
-        async with self.pairing.db.begin() as session:
-            rows = await session.scalars(
+        async with self.pairing.db.begin() as tx:
+            rows = await tx.scalars(
                 select(WitnessSession.id).where(
                     WitnessSession.state == SessionState.PLACED,
                     WitnessSession.created_at < older_than,

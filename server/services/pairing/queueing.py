@@ -65,15 +65,15 @@ class Pairing:
     async def join_queue(self, application_id: str) -> int:
         """Queue the application (identity verified first, A17.2); idempotent."""
         now = time.time()
-        async with self.db.begin() as session:
-            app = await get_application(session=session, application_id=application_id)
+        async with self.db.begin() as tx:
+            app = await get_application(tx=tx, application_id=application_id)
             if app.state == ApplicationState.QUEUED.value:
                 entry = _entry(app, now)
                 # Self-healing: a restarted in-process queue forgets; the database does not.
                 await self.backend.enqueue(entry, now=now)
             else:
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=ApplicationEvent.JOIN_QUEUE,
                     actor="investor",
@@ -92,11 +92,11 @@ class Pairing:
 
     async def leave_queue(self, application_id: str, *, reason: str = "left") -> None:
         removed = await self.backend.remove_investor(application_id)
-        async with self.db.begin() as session:
-            app = await get_application(session=session, application_id=application_id)
+        async with self.db.begin() as tx:
+            app = await get_application(tx=tx, application_id=application_id)
             if app.state == ApplicationState.QUEUED.value:
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=ApplicationEvent.LEAVE_QUEUE,
                     actor="investor" if reason == "left" else "system",
@@ -127,8 +127,8 @@ class Pairing:
         return await self.backend.touch_investor(application_id, now=time.time())
 
     # -- witnesses ------------------------------------------------------------------------
-    async def _staff(self, session: AsyncSession, staff_id: int) -> Staff:
-        staff = await session.get(Staff, staff_id)
+    async def _staff(self, tx: AsyncSession, staff_id: int) -> Staff:
+        staff = await tx.get(Staff, staff_id)
         if staff is None or not staff.active:
             raise NotFound("staff_not_found", "Staff member not found.", "未找到该员工。")
         if Role.WITNESS.value not in staff.role_set:
@@ -140,8 +140,8 @@ class Pairing:
     async def witness_connect(self, staff_id: int) -> WitnessPresence:
         """A console connected: present as not-ready unless already in a state."""
         now = time.time()
-        async with self.db.begin() as session:
-            staff = await self._staff(session, staff_id)
+        async with self.db.begin() as tx:
+            staff = await self._staff(tx, staff_id)
         current = await self.backend.get_witness(staff_id)
         if current is not None and current.state is not WitnessState.OFFLINE:
             await self.backend.touch_witness(staff_id, now=now)
@@ -182,8 +182,8 @@ class Pairing:
         raise Conflict("witness_busy", "Please try again.", "请重试。")
 
     async def witness_ready(self, staff_id: int, *, actor: str) -> WitnessPresence:
-        async with self.db.begin() as session:
-            staff = await self._staff(session, staff_id)
+        async with self.db.begin() as tx:
+            staff = await self._staff(tx, staff_id)
             problems = witness_problems(staff)
             if problems:
                 # A7/A24: an ineligible witness can never go ready, so never be paired.
@@ -201,7 +201,7 @@ class Pairing:
             )
             presence = await self._change(staff_id, action)
             await append_audit(
-                session,
+                tx,
                 actor=actor,
                 action="witness.ready",
                 subject_type="staff",
@@ -213,9 +213,9 @@ class Pairing:
 
     async def witness_not_ready(self, staff_id: int, *, actor: str) -> WitnessPresence:
         presence = await self._change(staff_id, WitnessAction.GO_NOT_READY)
-        async with self.db.begin() as session:
+        async with self.db.begin() as tx:
             await append_audit(
-                session,
+                tx,
                 actor=actor,
                 action="witness.not_ready",
                 subject_type="staff",
@@ -234,9 +234,9 @@ class Pairing:
         settled = await self.backend.settle(offer_id, accepted=False, now=time.time())
         if settled is None:
             raise Conflict("offer_gone", "This offer is no longer open.", "该分配已失效。")
-        async with self.db.begin() as session:
+        async with self.db.begin() as tx:
             await append_audit(
-                session,
+                tx,
                 actor=f"staff:{staff_id}" if reason == "declined" else "system",
                 action=f"pairing.offer_{reason}",
                 subject_type="application",
@@ -265,11 +265,9 @@ def _entry(app: Application, now: float) -> WaitingInvestor:
     )
 
 
-async def offer_summary(
-    session: AsyncSession, application_id: str, protector: Any
-) -> dict[str, Any]:
+async def offer_summary(tx: AsyncSession, application_id: str, protector: Any) -> dict[str, Any]:
     """What a witness sees with an offer: enough to recognise the case, ID number masked."""
-    app: Application = await get_application(session=session, application_id=application_id)
+    app: Application = await get_application(tx=tx, application_id=application_id)
     number = (
         protector.decrypt(app.id_number_enc, context="applications.id_number")
         if app.id_number_enc

@@ -112,7 +112,7 @@ def _masked_id(app: Application, protector: DataProtector) -> str | None:
 
 
 async def list_sessions(
-    session: AsyncSession, query: SessionQuery, protector: DataProtector
+    tx: AsyncSession, query: SessionQuery, protector: DataProtector
 ) -> dict[str, Any]:
     stmt = select(WitnessSession, Application).join(
         Application, Application.id == WitnessSession.application_id
@@ -136,16 +136,16 @@ async def list_sessions(
             )
         )
     stmt = stmt.order_by(WitnessSession.created_at.desc(), WitnessSession.id.desc())
-    rows = (await session.execute(stmt.limit(query.limit + 1))).all()
+    rows = (await tx.execute(stmt.limit(query.limit + 1))).all()
     items = [
         {
-            "id": ws.id,
-            "state": ws.state,
-            "verdict": ws.verdict,
-            "created_at": _iso(ws.created_at),
-            "started_at": _iso(ws.started_at),
-            "ended_at": _iso(ws.ended_at),
-            "witness_id": ws.witness_id,
+            "id": witness_session.id,
+            "state": witness_session.state,
+            "verdict": witness_session.verdict,
+            "created_at": _iso(witness_session.created_at),
+            "started_at": _iso(witness_session.started_at),
+            "ended_at": _iso(witness_session.ended_at),
+            "witness_id": witness_session.witness_id,
             "application": {
                 "id": app.id,
                 "state": app.state,
@@ -153,7 +153,7 @@ async def list_sessions(
                 "id_number_masked": _masked_id(app, protector),
             },
         }
-        for ws, app in rows[: query.limit]
+        for witness_session, app in rows[: query.limit]
     ]
     more = len(rows) > query.limit
     last = rows[query.limit - 1][0] if more else None
@@ -161,44 +161,42 @@ async def list_sessions(
 
 
 async def session_detail(
-    session: AsyncSession, session_id: str, protector: DataProtector
+    tx: AsyncSession, session_id: str, protector: DataProtector
 ) -> dict[str, Any]:
-    ws = await session.get(WitnessSession, session_id)
-    if ws is None:
+    witness_session = await tx.get(WitnessSession, session_id)
+    if witness_session is None:
         raise NotFound("not_found", "Not found.", "未找到。")
-    app = await session.get(Application, ws.application_id)
-    witness = await session.get(Staff, ws.witness_id)
+    app = await tx.get(Application, witness_session.application_id)
+    witness = await tx.get(Staff, witness_session.witness_id)
     assert app is not None and witness is not None
     events = (
-        await session.scalars(
+        await tx.scalars(
             select(SessionEvent)
             .where(SessionEvent.session_id == session_id)
             .order_by(SessionEvent.id)
         )
     ).all()
     recordings = (
-        await session.scalars(
+        await tx.scalars(
             select(Recording)
             .where(Recording.session_id == session_id)
             .order_by(Recording.participant, Recording.segment)
         )
     ).all()
     stills = (
-        await session.scalars(
+        await tx.scalars(
             select(Still).where(Still.session_id == session_id).order_by(Still.offset_ms)
         )
     ).all()
-    check = await session.scalar(
+    check = await tx.scalar(
         select(IdentityCheck)
         .where(IdentityCheck.application_id == app.id)
         .order_by(IdentityCheck.created_at.desc())
         .limit(1)
     )
-    review = await session.scalar(select(Review).where(Review.session_id == session_id).limit(1))
-    callbacks = (
-        await session.scalars(select(Callback).where(Callback.application_id == app.id))
-    ).all()
-    account = await session.scalar(select(Account).where(Account.application_id == app.id))
+    review = await tx.scalar(select(Review).where(Review.session_id == session_id).limit(1))
+    callbacks = (await tx.scalars(select(Callback).where(Callback.application_id == app.id))).all()
+    account = await tx.scalar(select(Account).where(Account.application_id == app.id))
     disclosure = next((e for e in events if e.kind == "disclosure.shown"), None)
     confirmed = next((e for e in events if e.kind == "disclosure.confirmed"), None)
     steps = [
@@ -207,15 +205,15 @@ async def session_detail(
         if e.kind.startswith("script.")
     ]
     return {
-        "id": ws.id,
-        "state": ws.state,
-        "node_id": ws.node_id,
-        "verdict": ws.verdict,
-        "reason_code": ws.reason_code,
-        "created_at": _iso(ws.created_at),
-        "queued_at": _iso(ws.queued_at),
-        "started_at": _iso(ws.started_at),
-        "ended_at": _iso(ws.ended_at),
+        "id": witness_session.id,
+        "state": witness_session.state,
+        "node_id": witness_session.node_id,
+        "verdict": witness_session.verdict,
+        "reason_code": witness_session.reason_code,
+        "created_at": _iso(witness_session.created_at),
+        "queued_at": _iso(witness_session.queued_at),
+        "started_at": _iso(witness_session.started_at),
+        "ended_at": _iso(witness_session.ended_at),
         "clock_started_at": _iso(
             next((e.at for e in events if e.kind == "media.clock_started"), None)
         ),
@@ -322,18 +320,18 @@ def _within(root: Path, relative: str) -> Path:
 
 
 async def package_contents(
-    session: AsyncSession, session_id: str, root: Path
+    tx: AsyncSession, session_id: str, root: Path
 ) -> tuple[list[PackageFile], list[dict[str, Any]], dict[str, Any] | None]:
     """The files of a session's evidence package, the audit entries about it, and the
     chain's head when packed (a later truncation of the chain is then detectable)."""
-    ws = await session.get(WitnessSession, session_id)
-    if ws is None:
+    witness_session = await tx.get(WitnessSession, session_id)
+    if witness_session is None:
         raise NotFound("not_found", "Not found.", "未找到。")
     recordings = (
-        await session.scalars(select(Recording).where(Recording.session_id == session_id))
+        await tx.scalars(select(Recording).where(Recording.session_id == session_id))
     ).all()
-    stills = (await session.scalars(select(Still).where(Still.session_id == session_id))).all()
-    docs = await active_documents(session, ws.application_id)
+    stills = (await tx.scalars(select(Still).where(Still.session_id == session_id))).all()
+    docs = await active_documents(tx, witness_session.application_id)
     files = [
         PackageFile(
             f"recordings/{r.participant}-{r.segment:02d}-{r.id}{PurePath(r.path).suffix}",
@@ -347,12 +345,12 @@ async def package_contents(
         for s in stills
     ]
     files += [PackageFile(f"documents/{d.kind}-{d.id}.jpg", _within(root, d.path)) for d in docs]
-    subjects = [("witness_session", session_id), ("application", ws.application_id)]
+    subjects = [("witness_session", session_id), ("application", witness_session.application_id)]
     subjects += [("recording", r.id) for r in recordings]
     subjects += [("still", s.id) for s in stills]
     subjects += [("document", d.id) for d in docs]
     entries = (
-        await session.scalars(
+        await tx.scalars(
             select(AuditEntry)
             .where(
                 or_(
@@ -365,7 +363,7 @@ async def package_contents(
             .order_by(AuditEntry.seq)
         )
     ).all()
-    head = await session.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
+    head = await tx.scalar(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1))
     audit = [
         {
             "seq": e.seq,

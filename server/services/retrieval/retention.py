@@ -37,13 +37,13 @@ def _delete_inside(root: Path, relative: str) -> None:
         path.unlink(missing_ok=True)
 
 
-async def set_hold(session: AsyncSession, *, recording_id: str, hold: bool, actor: str) -> None:
-    rec = await session.get(Recording, recording_id, with_for_update=True)
+async def set_hold(tx: AsyncSession, *, recording_id: str, hold: bool, actor: str) -> None:
+    rec = await tx.get(Recording, recording_id, with_for_update=True)
     if rec is None:
         raise NotFound("not_found", "No such recording.", "没有该录像。")
     rec.legal_hold = hold
     await append_audit(
-        session,
+        tx,
         actor=actor,
         action="recording.legal_hold" if hold else "recording.legal_hold_released",
         subject_type="recording",
@@ -69,9 +69,9 @@ async def purge(
     now: datetime | None = None,
 ) -> PurgeReport:
     cutoff = retention_cutoff(years, now=now)
-    async with db.begin() as session:
+    async with db.begin() as tx:
         old = (
-            await session.scalars(
+            await tx.scalars(
                 select(Recording).where(
                     Recording.started_at < cutoff,
                     Recording.status.in_(FINISHED),
@@ -84,8 +84,8 @@ async def purge(
     if dry_run:
         return PurgeReport(eligible, purged, held)
     for rec_id in eligible:
-        async with db.begin() as session:
-            rec = await session.get(Recording, rec_id, with_for_update=True)
+        async with db.begin() as tx:
+            rec = await tx.get(Recording, rec_id, with_for_update=True)
             # Re-checked under the lock: a hold placed meanwhile wins.
             if rec is None or rec.legal_hold:
                 continue
@@ -97,7 +97,7 @@ async def purge(
             rec.status = "purged"
             rec.ended_at = rec.ended_at or utcnow()
             await append_audit(
-                session,
+                tx,
                 actor=actor,
                 action="recording.purged",
                 subject_type="recording",

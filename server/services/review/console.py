@@ -45,12 +45,12 @@ async def review_queue(
         ).all()
     return [
         {
-            "id": ws.id,
-            "ended_at": ws.ended_at,
+            "id": witness_session.id,
+            "ended_at": witness_session.ended_at,
             "name": app.investor_name,
-            "own": ws.witness_id == staff_id,
+            "own": witness_session.witness_id == staff_id,
         }
-        for ws, app in rows
+        for witness_session, app in rows
     ]
 
 
@@ -66,10 +66,10 @@ async def review_page(
     holds (or held) its review; never a session another reviewer holds. The page shows
     personal data (address, birth date, email), so every view is audited (A25)."""
     async with db.begin() as tx:
-        ws = await tx.get(WitnessSession, session_id)
-        if ws is None or ws.verdict != Verdict.PASS:
+        witness_session = await tx.get(WitnessSession, session_id)
+        if witness_session is None or witness_session.verdict != Verdict.PASS:
             raise NotFound("not_found", "Not found.", "未找到。")
-        app = await tx.get(Application, ws.application_id)
+        app = await tx.get(Application, witness_session.application_id)
         assert app is not None
         mine = await tx.scalar(
             select(Review.id).where(Review.session_id == session_id, Review.reviewer_id == staff_id)

@@ -64,8 +64,8 @@ class ReviewDesk:
         self.config = config
         self.aftercare = aftercare
 
-    async def _open_review(self, session: AsyncSession, staff_id: int, session_id: str) -> Review:
-        review = await session.scalar(
+    async def _open_review(self, tx: AsyncSession, staff_id: int, session_id: str) -> Review:
+        review = await tx.scalar(
             select(Review).where(
                 Review.session_id == session_id,
                 Review.reviewer_id == staff_id,
@@ -93,19 +93,19 @@ class ReviewDesk:
         return stored
 
     async def claim(self, *, staff_id: int, session_id: str) -> dict[str, Any]:
-        async with self.db.begin() as session:
-            ws = await session.get(WitnessSession, session_id, with_for_update=True)
-            if ws is None or ws.verdict != Verdict.PASS:
+        async with self.db.begin() as tx:
+            witness_session = await tx.get(WitnessSession, session_id, with_for_update=True)
+            if witness_session is None or witness_session.verdict != Verdict.PASS:
                 raise NotFound("not_found", "No such witnessed session.", "未找到该见证会话。")
-            if ws.witness_id == staff_id:
+            if witness_session.witness_id == staff_id:
                 # A17.5: the reviewer is a second person, never the session's witness.
                 raise Forbidden(
                     "four_eyes",
                     "You witnessed this session; another reviewer must review it.",
                     "您是本次见证人员，须由其他人员复核。",
                 )
-            app = await get_application(session=session, application_id=ws.application_id)
-            mine = await session.scalar(
+            app = await get_application(tx=tx, application_id=witness_session.application_id)
+            mine = await tx.scalar(
                 select(Review).where(
                     Review.session_id == session_id,
                     Review.reviewer_id == staff_id,
@@ -120,15 +120,13 @@ class ReviewDesk:
                         "该会话已由他人复核或正在复核。",
                     )
                 await apply_event(
-                    session=session,
+                    tx=tx,
                     application=app,
                     event=ApplicationEvent.START_REVIEW,
                     actor=f"staff:{staff_id}",
                     details={"session": session_id},
                 )
-                session.add(
-                    Review(application_id=app.id, session_id=session_id, reviewer_id=staff_id)
-                )
+                tx.add(Review(application_id=app.id, session_id=session_id, reviewer_id=staff_id))
         return await self.status(staff_id=staff_id, session_id=session_id)
 
     async def report(
@@ -148,14 +146,14 @@ class ReviewDesk:
             or start_ms < 0
         ):
             raise InvalidInput("bad_report", "Positions are whole milliseconds.", "播放位置无效。")
-        async with self.db.begin() as session:
-            review = await self._open_review(session, staff_id, session_id)
-            rec = await session.get(Recording, recording_id)
+        async with self.db.begin() as tx:
+            review = await self._open_review(tx, staff_id, session_id)
+            rec = await tx.get(Recording, recording_id)
             if rec is None or rec.session_id != session_id:
                 raise NotFound(
                     "not_found", "No such recording in this session.", "该会话没有此录像。"
                 )
-            row = await session.scalar(
+            row = await tx.scalar(
                 select(ReviewPlayback)
                 .where(
                     ReviewPlayback.reviewer_id == staff_id,
@@ -173,7 +171,7 @@ class ReviewDesk:
                     first_report_at=now,
                     reports=0,
                 )
-                session.add(row)
+                tx.add(row)
             # Real time since the review was claimed bounds what any recording's reports
             # may add up to (the players run side by side, each within it).
             elapsed = int((now - _utc(review.created_at)).total_seconds() * 1000)
@@ -199,9 +197,9 @@ class ReviewDesk:
     async def opened(self, *, staff_id: int, session_id: str, item: str) -> dict[str, Any]:
         if item not in DOCUMENTS:
             raise InvalidInput("bad_item", "Unknown document.", "未知的资料。")
-        async with self.db.begin() as session:
-            await self._open_review(session, staff_id, session_id)
-            seen = await session.scalar(
+        async with self.db.begin() as tx:
+            await self._open_review(tx, staff_id, session_id)
+            seen = await tx.scalar(
                 select(ReviewView.id).where(
                     ReviewView.reviewer_id == staff_id,
                     ReviewView.session_id == session_id,
@@ -209,9 +207,9 @@ class ReviewDesk:
                 )
             )
             if seen is None:
-                session.add(ReviewView(reviewer_id=staff_id, session_id=session_id, item=item))
+                tx.add(ReviewView(reviewer_id=staff_id, session_id=session_id, item=item))
                 await append_audit(
-                    session,
+                    tx,
                     actor=f"staff:{staff_id}",
                     action="review.document_opened",
                     subject_type="witness_session",
@@ -220,11 +218,9 @@ class ReviewDesk:
                 )
         return await self.status(staff_id=staff_id, session_id=session_id)
 
-    async def _status(
-        self, session: AsyncSession, staff_id: int, session_id: str
-    ) -> dict[str, Any]:
+    async def _status(self, tx: AsyncSession, staff_id: int, session_id: str) -> dict[str, Any]:
         recs = (
-            await session.scalars(
+            await tx.scalars(
                 select(Recording)
                 .where(Recording.session_id == session_id, Recording.status.in_(PLAYABLE))
                 .order_by(Recording.participant, Recording.segment)
@@ -233,14 +229,14 @@ class ReviewDesk:
         plays = {
             p.recording_id: p
             for p in (
-                await session.scalars(
+                await tx.scalars(
                     select(ReviewPlayback).where(ReviewPlayback.reviewer_id == staff_id)
                 )
             ).all()
         }
         views = set(
             (
-                await session.scalars(
+                await tx.scalars(
                     select(ReviewView.item).where(
                         ReviewView.reviewer_id == staff_id, ReviewView.session_id == session_id
                     )
@@ -276,8 +272,8 @@ class ReviewDesk:
         }
 
     async def status(self, *, staff_id: int, session_id: str) -> dict[str, Any]:
-        async with self.db.begin() as session:
-            return await self._status(session, staff_id, session_id)
+        async with self.db.begin() as tx:
+            return await self._status(tx, staff_id, session_id)
 
     async def decide(
         self, *, staff_id: int, session_id: str, decision: str, reason_code: str | None, notes: str
@@ -286,9 +282,9 @@ class ReviewDesk:
             raise InvalidInput("bad_decision", "approve or reject.", "结论只能为通过或驳回。")
         if decision == "reject" and reason_code not in REJECT_REASONS:
             raise InvalidInput("reason_required", "Choose a reason.", "请选择驳回原因。")
-        async with self.db.begin() as session:
-            review = await self._open_review(session, staff_id, session_id)
-            status = await self._status(session, staff_id, session_id)
+        async with self.db.begin() as tx:
+            review = await self._open_review(tx, staff_id, session_id)
+            status = await self._status(tx, staff_id, session_id)
             if decision == "approve" and status["approve_problems"]:
                 # Enforced here, not only by a disabled button (A17.5).
                 raise Conflict(
@@ -297,9 +293,9 @@ class ReviewDesk:
                     "须完整播放全部录像并查看全部资料后方可通过。",
                     details={"problems": status["approve_problems"]},
                 )
-            app = await get_application(session=session, application_id=review.application_id)
+            app = await get_application(tx=tx, application_id=review.application_id)
             await apply_event(
-                session=session,
+                tx=tx,
                 application=app,
                 event=ApplicationEvent.APPROVE
                 if decision == "approve"
@@ -317,7 +313,7 @@ class ReviewDesk:
             review.coverage = {"recordings": snapshot, "opened": status["opened"]}
             review.decided_at = utcnow()
             await append_audit(
-                session,
+                tx,
                 actor=f"staff:{staff_id}",
                 action="review.decided",
                 subject_type="witness_session",
@@ -332,8 +328,6 @@ class ReviewDesk:
         if decision == "approve" and self.aftercare is not None:
             # With callback.order = open_first the account opens (blocked) right away.
             await self.aftercare.after_approval(review.application_id, actor=f"staff:{staff_id}")
-            async with self.db.begin() as session:
-                state = (
-                    await get_application(session=session, application_id=review.application_id)
-                ).state
+            async with self.db.begin() as tx:
+                state = (await get_application(tx=tx, application_id=review.application_id)).state
         return {"decision": decision, "application_state": state}

@@ -79,21 +79,21 @@ class Witnessing:
         self.agency = agency
 
     async def _session_for(
-        self, session: AsyncSession, session_id: str, staff_id: int
+        self, tx: AsyncSession, session_id: str, staff_id: int
     ) -> WitnessSession:
-        ws = await session.get(WitnessSession, session_id, with_for_update=True)
-        if ws is None or ws.witness_id != staff_id:
+        witness_session = await tx.get(WitnessSession, session_id, with_for_update=True)
+        if witness_session is None or witness_session.witness_id != staff_id:
             raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
-        if ws.state != SessionState.LIVE:
+        if witness_session.state != SessionState.LIVE:
             raise Conflict(
                 "session_not_live",
                 "The investor has not joined, or the session is over.",
                 "投资者尚未接入或会话已结束。",
             )
-        return ws
+        return witness_session
 
-    async def progress(self, session: AsyncSession, session_id: str) -> Progress:
-        rows = await session.execute(
+    async def progress(self, tx: AsyncSession, session_id: str) -> Progress:
+        rows = await tx.execute(
             select(SessionEvent.offset_ms, SessionEvent.kind, SessionEvent.payload)
             .where(SessionEvent.session_id == session_id, SessionEvent.kind.in_(SCRIPT_KINDS))
             .order_by(SessionEvent.id)
@@ -102,7 +102,7 @@ class Witnessing:
 
     async def _record(
         self,
-        session: AsyncSession,
+        tx: AsyncSession,
         *,
         session_id: str,
         staff_id: int,
@@ -110,7 +110,7 @@ class Witnessing:
         kind: str,
         payload: dict[str, Any],
     ) -> None:
-        session.add(
+        tx.add(
             SessionEvent(
                 session_id=session_id,
                 offset_ms=offset_ms,
@@ -120,7 +120,7 @@ class Witnessing:
             )
         )
         await append_audit(
-            session,
+            tx,
             actor=f"staff:{staff_id}",
             action=kind,
             subject_type="witness_session",
@@ -150,12 +150,12 @@ class Witnessing:
         kind = message.get("type")
         now = media.now_ms()
         broadcast: dict[str, Any] | None = None
-        async with self.db.begin() as session:
-            await self._session_for(session, session_id, staff_id)
-            progress = await self.progress(session, session_id)
+        async with self.db.begin() as tx:
+            await self._session_for(tx, session_id, staff_id)
+            progress = await self.progress(tx, session_id)
             record: tuple[str, dict[str, Any]]
             if kind == "disclosure_show":
-                staff = await session.get(Staff, staff_id)
+                staff = await tx.get(Staff, staff_id)
                 assert staff is not None
                 card = disclosure_card(staff, self.agency)
                 record = ("disclosure.shown", {"script_version": self.script.version, **card})
@@ -197,15 +197,15 @@ class Witnessing:
             else:
                 raise InvalidInput("unknown_message", "Unknown message type.", "未知的消息类型。")
             await self._record(
-                session,
+                tx,
                 session_id=session_id,
                 staff_id=staff_id,
                 offset_ms=now,
                 kind=record[0],
                 payload=record[1],
             )
-            await session.flush()
-            progress = await self.progress(session, session_id)
+            await tx.flush()
+            progress = await self.progress(tx, session_id)
         if kind == "step_start" and broadcast is not None:
             # The step now on screen becomes a cue in both recordings when the next one
             # starts or the call ends (A17.4: the recording shows what was asked).
@@ -247,12 +247,12 @@ class Witnessing:
         matcher = await self._face_matcher()
         if matcher is None:
             return None
-        async with self.db.begin() as session:
-            ws = await session.get(WitnessSession, session_id)
-            still_row = await session.get(Still, still["id"])
-            if ws is None or still_row is None:
+        async with self.db.begin() as tx:
+            witness_session = await tx.get(WitnessSession, session_id)
+            still_row = await tx.get(Still, still["id"])
+            if witness_session is None or still_row is None:
                 return None
-            docs = await active_documents(session, ws.application_id)
+            docs = await active_documents(tx, witness_session.application_id)
         paths = {
             d.kind: self.files_root / d.path
             for d in docs
@@ -271,8 +271,8 @@ class Witnessing:
             "likely_same": bool(found) and min(found) < SAME_PERSON_BELOW,
             "threshold": SAME_PERSON_BELOW,
         }
-        async with self.db.begin() as session:
-            session.add(
+        async with self.db.begin() as tx:
+            tx.add(
                 SessionEvent(
                     session_id=session_id,
                     offset_ms=offset_ms,
@@ -287,14 +287,14 @@ class Witnessing:
         self, *, session_id: str, staff_id: int, protector: DataProtector
     ) -> str:
         """The full ID number for the witness of a live session; the read is audited (A25)."""
-        async with self.db.begin() as session:
-            ws = await self._session_for(session, session_id, staff_id)
-            app = await get_application(session=session, application_id=ws.application_id)
+        async with self.db.begin() as tx:
+            witness_session = await self._session_for(tx, session_id, staff_id)
+            app = await get_application(tx=tx, application_id=witness_session.application_id)
             if not app.id_number_enc:
                 raise NotFound("id_number_missing", "No ID number on file.", "没有证件号码。")
             number = protector.decrypt(app.id_number_enc, context=ID_CONTEXT)
             await append_audit(
-                session,
+                tx,
                 actor=f"staff:{staff_id}",
                 action="id_number.unmasked",
                 subject_type="application",
@@ -306,11 +306,11 @@ class Witnessing:
     async def views(self, session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """For a (re)joining party: the desk's script state, and what the investor's
         screen should show now (the disclosure card until it was read out, the prompt)."""
-        async with self.db.begin() as session:
-            progress = await self.progress(session, session_id)
+        async with self.db.begin() as tx:
+            progress = await self.progress(tx, session_id)
             card: dict[str, Any] | None = None
             if progress.disclosure_shown_ms is not None:
-                row = await session.scalar(
+                row = await tx.scalar(
                     select(SessionEvent.payload)
                     .where(
                         SessionEvent.session_id == session_id,
@@ -344,40 +344,40 @@ class Witnessing:
         ends, the recordings close, the witness goes to wrap-up."""
         notes = notes[:MAX_NOTE]
         now = media.now_ms() if media is not None else 0
-        async with self.db.begin() as session:
-            ws = await self._session_for(session, session_id, staff_id)
-            progress = await self.progress(session, session_id)
+        async with self.db.begin() as tx:
+            witness_session = await self._session_for(tx, session_id, staff_id)
+            progress = await self.progress(tx, session_id)
             check_verdict(progress, result, reason_code, notes)
-            ws.state = SessionState.ENDED
-            ws.verdict = result
-            ws.reason_code = reason_code if result == Verdict.FAIL else None
-            ws.notes = notes or None
-            ws.ended_at = utcnow()
-            app = await get_application(session=session, application_id=ws.application_id)
+            witness_session.state = SessionState.ENDED
+            witness_session.verdict = result
+            witness_session.reason_code = reason_code if result == Verdict.FAIL else None
+            witness_session.notes = notes or None
+            witness_session.ended_at = utcnow()
+            app = await get_application(tx=tx, application_id=witness_session.application_id)
             await apply_event(
-                session=session,
+                tx=tx,
                 application=app,
                 event=ApplicationEvent.WITNESS_PASSED
                 if result == Verdict.PASS
                 else ApplicationEvent.WITNESS_FAILED,
                 actor=f"staff:{staff_id}",
-                details={"session": session_id, "reason": ws.reason_code},
+                details={"session": session_id, "reason": witness_session.reason_code},
             )
             await self._record(
-                session,
+                tx,
                 session_id=session_id,
                 staff_id=staff_id,
                 offset_ms=now,
                 kind="session.verdict",
                 payload={
                     "result": result,
-                    "reason_code": ws.reason_code,
+                    "reason_code": witness_session.reason_code,
                     "script_version": self.script.version,
                     "has_notes": bool(notes),
                 },
             )
-            application_id = ws.application_id
-            started = ws.started_at
+            application_id = witness_session.application_id
+            started = witness_session.started_at
         # The step on screen ends with the call: its cue goes into both recordings.
         if media is not None:
             media.close_cue(now)

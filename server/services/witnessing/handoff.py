@@ -36,8 +36,8 @@ async def session_owner_nearby(
     me: NodeInfo,
 ) -> NodeInfo | None:
     """The sibling worker owning ``session_id``'s media, or None (see ``sibling_owner``)."""
-    async with db() as session:
-        owner_id = await session.scalar(
+    async with db() as tx:
+        owner_id = await tx.scalar(
             select(WitnessSession.node_id).where(WitnessSession.id == session_id)
         )
     if owner_id is None or owner_id == me.node_id:

@@ -43,7 +43,7 @@ def _status_for(
 
 
 async def store_facts(
-    session: AsyncSession,
+    tx: AsyncSession,
     rec: Recording,
     facts: FileFacts | None,
     failure: str | None,
@@ -62,7 +62,7 @@ async def store_facts(
         rec.cues = facts.cues
     # A15: the hash of every finished file goes into the audit chain.
     await append_audit(
-        session,
+        tx,
         actor="system",
         action="recording.recovered" if recovered else "recording.closed",
         subject_type="recording",
@@ -99,7 +99,7 @@ class DbMediaEvents:
     async def segment_opened(
         self, session_id: str, participant: str, segment: int, rel_path: str
     ) -> str:
-        async with self.db.begin() as session:
+        async with self.db.begin() as tx:
             rec = Recording(
                 session_id=session_id,
                 participant=participant,
@@ -110,18 +110,18 @@ class DbMediaEvents:
                 status=RecordingStatus.RECORDING,
                 node_id=self.node_id,
             )
-            session.add(rec)
-            await session.flush()
+            tx.add(rec)
+            await tx.flush()
             return rec.id
 
     async def segment_closed(
         self, recording_id: str, facts: FileFacts | None, failure: str | None
     ) -> None:
-        async with self.db.begin() as session:
-            rec = await session.get(Recording, recording_id, with_for_update=True)
+        async with self.db.begin() as tx:
+            rec = await tx.get(Recording, recording_id, with_for_update=True)
             if rec is None:
                 return
-            await store_facts(session, rec, facts, failure, recovered=False)
+            await store_facts(tx, rec, facts, failure, recovered=False)
             status = rec.status
         if facts is not None:
             self.on_bytes(facts.bytes)
@@ -147,7 +147,7 @@ class DbMediaEvents:
         path = self.root / rel_path
         await asyncio.to_thread(write_durably, path, jpeg)
         digest = hashlib.sha256(jpeg).hexdigest()
-        async with self.db.begin() as session:
+        async with self.db.begin() as tx:
             still = Still(
                 session_id=session_id,
                 participant=participant,
@@ -158,9 +158,9 @@ class DbMediaEvents:
                 offset_ms=offset_ms,
                 taken_by=actor,
             )
-            session.add(still)
-            await session.flush()
-            session.add(
+            tx.add(still)
+            await tx.flush()
+            tx.add(
                 SessionEvent(
                     session_id=session_id,
                     offset_ms=offset_ms,
@@ -170,7 +170,7 @@ class DbMediaEvents:
                 )
             )
             await append_audit(
-                session,
+                tx,
                 actor=actor,
                 action="still.taken",
                 subject_type="still",
@@ -189,8 +189,8 @@ class DbMediaEvents:
     async def event(
         self, session_id: str, offset_ms: int, kind: str, actor: str, payload: dict[str, Any]
     ) -> None:
-        async with self.db.begin() as session:
-            session.add(
+        async with self.db.begin() as tx:
+            tx.add(
                 SessionEvent(
                     session_id=session_id,
                     offset_ms=offset_ms,

@@ -81,17 +81,17 @@ class MediaManager:
             if media is not None and not media.closed:
                 return media
             async with self.db.begin() as db:
-                ws = await db.get(WitnessSession, session_id)
-            if ws is None or ws.state not in OPEN_STATES:
+                witness_session = await db.get(WitnessSession, session_id)
+            if witness_session is None or witness_session.state not in OPEN_STATES:
                 raise Conflict("session_over", "The session has ended.", "会话已结束。")
-            if ws.node_id != self.node_id:
+            if witness_session.node_id != self.node_id:
                 # Both parties' media must meet on the one node that records them.
                 raise Conflict(
                     "wrong_node",
                     "This session is held by another media node; reconnect.",
                     "该会话由另一媒体节点承载，请重新连接。",
                 )
-            created = ws.created_at
+            created = witness_session.created_at
             # The naive pipeline exists only as the load benchmark's baseline.
             kind = NaiveSession if self.config.pipeline == "naive" else MediaSession
             media = kind(

@@ -45,9 +45,9 @@ async def recover(
     """After a crash: every recording still marked ``recording`` by a node that is not
     running is finalized from what reached the disk (playable part kept, hashed, marked
     ``recovered``), and its open sessions are marked interrupted via ``end_session``."""
-    async with db.begin() as session:
+    async with db.begin() as tx:
         rows = (
-            await session.scalars(
+            await tx.scalars(
                 select(Recording).where(
                     Recording.status == RecordingStatus.RECORDING,
                     Recording.node_id.not_in(alive_nodes),
@@ -59,7 +59,7 @@ async def recover(
         ).all()
         open_recordings = [(r.id, r.path) for r in rows]
         sessions = (
-            await session.scalars(
+            await tx.scalars(
                 select(WitnessSession.id).where(
                     WitnessSession.state.in_(OPEN_STATES),
                     WitnessSession.node_id.not_in(alive_nodes),
@@ -70,11 +70,11 @@ async def recover(
     recovered = 0
     for rec_id, rel_path in open_recordings:
         facts, failure = await asyncio.to_thread(_recover_file, root, rel_path)
-        async with db.begin() as session:
-            rec = await session.get(Recording, rec_id, with_for_update=True)
+        async with db.begin() as tx:
+            rec = await tx.get(Recording, rec_id, with_for_update=True)
             if rec is None or rec.status != RecordingStatus.RECORDING:
                 continue
-            await store_facts(session, rec, facts, failure, recovered=True)
+            await store_facts(tx, rec, facts, failure, recovered=True)
             recovered += 1
             log.warning(
                 "recording recovered after a crash",
