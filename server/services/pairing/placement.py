@@ -105,11 +105,13 @@ class Placer:
             node_id=node.node_id,
             investor_token=session_tokens.mint(
                 self.protector,
-                session_tokens.SessionGrant(session_id, "investor", offer.application_id, expires),
+                session_tokens.SessionGrant(
+                    session_id, Party.INVESTOR, offer.application_id, expires
+                ),
             ),
             witness_token=session_tokens.mint(
                 self.protector,
-                session_tokens.SessionGrant(session_id, "witness", str(staff_id), expires),
+                session_tokens.SessionGrant(session_id, Party.WITNESS, str(staff_id), expires),
             ),
         )
         matched = {"type": "matched", "session_id": session_id, "node_url": node.url}
@@ -125,8 +127,10 @@ class Placer:
     async def open_session_for(self, *, role: str, party: str) -> dict[str, Any] | None:
         """A "matched" message for a party whose socket (re)connects while their session
         waits, with a fresh token: one published while they were offline is not lost."""
-        column = WitnessSession.application_id if role == "investor" else WitnessSession.witness_id
-        value: str | int = party if role == "investor" else int(party)
+        column = (
+            WitnessSession.application_id if role == Party.INVESTOR else WitnessSession.witness_id
+        )
+        value: str | int = party if role == Party.INVESTOR else int(party)
         async with self.pairing.db.begin() as tx:
             witness_session = await tx.scalar(
                 select(WitnessSession)
@@ -167,9 +171,9 @@ class Placer:
             if witness_session is None or witness_session.state not in OPEN_STATES:
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
             now = utcnow()
-            if role == "investor" and witness_session.investor_joined_at is None:
+            if role == Party.INVESTOR and witness_session.investor_joined_at is None:
                 witness_session.investor_joined_at = now
-            elif role == "witness" and witness_session.witness_joined_at is None:
+            elif role == Party.WITNESS and witness_session.witness_joined_at is None:
                 witness_session.witness_joined_at = now
             both = (
                 witness_session.investor_joined_at is not None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from server.crypto import DataProtector
 from server.domain.errors import Unauthenticated
+from server.domain.session import Party
 
 _PURPOSE = "session-token/v1"
 
@@ -19,7 +20,7 @@ _PURPOSE = "session-token/v1"
 @dataclass(frozen=True)
 class SessionGrant:
     session_id: str
-    role: str  # "investor" | "witness"
+    role: str  # a Party
     party: str  # application id or staff id
     expires_at: float
 
@@ -60,6 +61,6 @@ def verify(protector: DataProtector, token: str, *, now: float) -> SessionGrant:
         party=str(data["p"]),
         expires_at=float(data["e"]),
     )
-    if grant.expires_at <= now or grant.role not in ("investor", "witness"):
+    if grant.expires_at <= now or grant.role not in frozenset(Party):
         raise refused
     return grant

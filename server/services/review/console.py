@@ -12,6 +12,7 @@ from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.application import ApplicationState
 from server.domain.errors import NotFound
+from server.domain.recording import PLAYABLE
 from server.domain.session import Verdict
 from server.domain.suitability import Questionnaire
 from server.services.intake.steps import identity_summary
@@ -96,4 +97,12 @@ async def review_page(
             continue  # an older questionnaire version: shown by id below
         texts = [o.text_zh for o in question.options if o.id in chosen]
         answers.append({"question": question.text_zh, "answer": "；".join(texts)})
-    return {"detail": detail, "form": form, "suitability": suitability, "answers": answers}
+    # The players show what can be played; the page never compares statuses itself.
+    playable = [r for r in detail["recordings"] if r["status"] in PLAYABLE]
+    return {
+        "detail": detail,
+        "playable": playable,
+        "form": form,
+        "suitability": suitability,
+        "answers": answers,
+    }

@@ -21,6 +21,7 @@ from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.coverage import Interval, accepted_span, coverage, merge, play_budget
 from server.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
+from server.domain.review import ReviewDecision
 from server.domain.session import Verdict
 from server.services.aftercare.callback import Aftercare
 from server.services.applications import apply_event, get_application
@@ -278,14 +279,14 @@ class ReviewDesk:
     async def decide(
         self, *, staff_id: int, session_id: str, decision: str, reason_code: str | None, notes: str
     ) -> dict[str, Any]:
-        if decision not in ("approve", "reject"):
+        if decision not in frozenset(ReviewDecision):
             raise InvalidInput("bad_decision", "approve or reject.", "结论只能为通过或驳回。")
-        if decision == "reject" and reason_code not in REJECT_REASONS:
+        if decision == ReviewDecision.REJECT and reason_code not in REJECT_REASONS:
             raise InvalidInput("reason_required", "Choose a reason.", "请选择驳回原因。")
         async with self.db.begin() as tx:
             review = await self._open_review(tx, staff_id, session_id)
             status = await self._status(tx, staff_id, session_id)
-            if decision == "approve" and status["approve_problems"]:
+            if decision == ReviewDecision.APPROVE and status["approve_problems"]:
                 # Enforced here, not only by a disabled button (A17.5).
                 raise Conflict(
                     "review_incomplete",
@@ -298,7 +299,7 @@ class ReviewDesk:
                 tx=tx,
                 application=app,
                 event=ApplicationEvent.APPROVE
-                if decision == "approve"
+                if decision == ReviewDecision.APPROVE
                 else ApplicationEvent.REJECT,
                 actor=f"staff:{staff_id}",
                 details={"session": session_id, "reason": reason_code},
@@ -308,7 +309,7 @@ class ReviewDesk:
                 for r in status["recordings"]
             }
             review.decision = decision
-            review.reason_code = reason_code if decision == "reject" else None
+            review.reason_code = reason_code if decision == ReviewDecision.REJECT else None
             review.notes = notes[:1000] or None
             review.coverage = {"recordings": snapshot, "opened": status["opened"]}
             review.decided_at = utcnow()
@@ -325,7 +326,7 @@ class ReviewDesk:
                 },
             )
             state = app.state
-        if decision == "approve" and self.aftercare is not None:
+        if decision == ReviewDecision.APPROVE and self.aftercare is not None:
             # With callback.order = open_first the account opens (blocked) right away.
             await self.aftercare.after_approval(review.application_id, actor=f"staff:{staff_id}")
             async with self.db.begin() as tx:
