@@ -15,7 +15,7 @@ _KEEP = timedelta(days=1)
 
 
 async def hit(
-    session: AsyncSession,
+    tx: AsyncSession,
     *,
     bucket: str,
     key_hash: str,
@@ -33,7 +33,7 @@ async def hit(
         RateLimitHit.key_hash == key_hash,
         RateLimitHit.at > since,
     )
-    count, oldest = (await session.execute(rows)).one()
+    count, oldest = (await tx.execute(rows)).one()
     if count >= limit:
         if oldest is not None and oldest.tzinfo is None:
             oldest = oldest.replace(tzinfo=now.tzinfo)
@@ -44,8 +44,8 @@ async def hit(
             f"操作过于频繁，请在{retry}秒后重试。",
             details={"retry_after": max(retry, 1), "limit": bucket},
         )
-    session.add(RateLimitHit(bucket=bucket, key_hash=key_hash, at=now))
-    await session.execute(
+    tx.add(RateLimitHit(bucket=bucket, key_hash=key_hash, at=now))
+    await tx.execute(
         delete(RateLimitHit).where(
             RateLimitHit.bucket == bucket,
             RateLimitHit.key_hash == key_hash,

@@ -69,15 +69,15 @@ def _locked(app: Application) -> Conflict:
     )
 
 
-async def load_draft(session: AsyncSession, application_id: str) -> Application:
-    app = await get_application(session=session, application_id=application_id)
+async def load_draft(tx: AsyncSession, application_id: str) -> Application:
+    app = await get_application(tx=tx, application_id=application_id)
     if app.state != ApplicationState.DRAFT.value:
         raise _locked(app)
     return app
 
 
-async def active_documents(session: AsyncSession, application_id: str) -> list[Document]:
-    rows = await session.scalars(
+async def active_documents(tx: AsyncSession, application_id: str) -> list[Document]:
+    rows = await tx.scalars(
         select(Document)
         .where(Document.application_id == application_id, Document.active.is_(True))
         .order_by(Document.created_at)
@@ -85,8 +85,8 @@ async def active_documents(session: AsyncSession, application_id: str) -> list[D
     return list(rows.all())
 
 
-async def progress_of(session: AsyncSession, app: Application) -> IntakeProgress:
-    kinds = {d.kind for d in await active_documents(session, app.id)}
+async def progress_of(tx: AsyncSession, app: Application) -> IntakeProgress:
+    kinds = {d.kind for d in await active_documents(tx, app.id)}
     return IntakeProgress(
         state=ApplicationState(app.state),
         identity=app.id_number_enc is not None,
@@ -100,14 +100,14 @@ async def progress_of(session: AsyncSession, app: Application) -> IntakeProgress
 
 async def save_identity(
     *,
-    session: AsyncSession,
+    tx: AsyncSession,
     application_id: str,
     data: IdentityData,
     protector: DataProtector,
 ) -> Application:
-    app = await load_draft(session, application_id)
+    app = await load_draft(tx, application_id)
     id_hash = protector.lookup_hash(data.id_number, kind="id_number")
-    other = await session.scalar(
+    other = await tx.scalar(
         select(Application.id).where(
             Application.id_number_hash == id_hash,
             Application.id != app.id,
@@ -127,9 +127,9 @@ async def save_identity(
     app.id_number_hash = id_hash
     app.id_number_enc = protector.encrypt(data.id_number, context=ID_CONTEXT)
     app.profile_enc = protector.encrypt_json(data.profile(), context=PROFILE_CONTEXT)
-    await session.flush()
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor="investor",
         action="intake.identity_saved",
         subject_type="application",
@@ -153,17 +153,17 @@ async def save_image(
     slots: asyncio.Semaphore,
 ) -> Document:
     """Validate (off the event loop), store the file, then record it; never a half state."""
-    async with db.begin() as session:
-        await load_draft(session, application_id)  # fail fast before decoding anything
+    async with db.begin() as tx:
+        await load_draft(tx, application_id)  # fail fast before decoding anything
     async with slots:
         image: CheckedImage = await asyncio.to_thread(check_image, raw, limits=limits)
         relative = await asyncio.to_thread(
             store_image, root, application_id=application_id, kind=kind, image=image
         )
     try:
-        async with db.begin() as session:
-            await load_draft(session, application_id)
-            await session.execute(
+        async with db.begin() as tx:
+            await load_draft(tx, application_id)
+            await tx.execute(
                 update(Document)
                 .where(
                     Document.application_id == application_id,
@@ -183,10 +183,10 @@ async def save_image(
                 height=image.height,
                 active=True,
             )
-            session.add(doc)
-            await session.flush()
+            tx.add(doc)
+            await tx.flush()
             await append_audit(
-                session,
+                tx,
                 actor="investor",
                 action="intake.image_stored",
                 subject_type="application",
@@ -202,18 +202,18 @@ async def save_image(
 
 async def save_suitability(
     *,
-    session: AsyncSession,
+    tx: AsyncSession,
     application_id: str,
     questionnaire: Questionnaire,
     answers: Mapping[str, Sequence[str]],
 ) -> dict[str, Any]:
-    app = await load_draft(session, application_id)
+    app = await load_draft(tx, application_id)
     result = score(questionnaire, answers)  # A4: know the investor
     app.suitability = result.to_dict()
     app.risk_level = result.level
-    await session.flush()
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor="investor",
         action="intake.suitability_answered",
         subject_type="application",
@@ -224,10 +224,10 @@ async def save_suitability(
 
 
 async def serve_disclosure(
-    *, session: AsyncSession, application_id: str, document: DisclosureDocument
+    *, tx: AsyncSession, application_id: str, document: DisclosureDocument
 ) -> None:
     """Remember when this version was shown, so the time it was open is measured here."""
-    app = await get_application(session=session, application_id=application_id)
+    app = await get_application(tx=tx, application_id=application_id)
     if app.state != ApplicationState.DRAFT.value:
         return  # read-only view after submission
     current = dict(app.disclosure or {})
@@ -238,13 +238,13 @@ async def serve_disclosure(
 
 async def acknowledge_disclosure(
     *,
-    session: AsyncSession,
+    tx: AsyncSession,
     application_id: str,
     document: DisclosureDocument,
     version: str,
     scrolled_to_end: bool,
 ) -> dict[str, Any]:
-    app = await load_draft(session, application_id)
+    app = await load_draft(tx, application_id)
     served = (app.disclosure or {}).get("served_at")
     now = utcnow()
     open_seconds = (now - _utc(datetime.fromisoformat(served))).total_seconds() if served else 0.0
@@ -262,9 +262,9 @@ async def acknowledge_disclosure(
         "scrolled_to_end": True,
     }
     app.disclosure = record
-    await session.flush()
+    await tx.flush()
     await append_audit(
-        session,
+        tx,
         actor="investor",
         action="intake.disclosure_acknowledged",
         subject_type="application",
