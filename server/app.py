@@ -131,7 +131,16 @@ def create_app(config: Config) -> web.Application:
             await recovery
         await rt.media.close_all()
 
+    async def loop_probe_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Event-loop lag for /metrics and /healthz (services/loop_probe.py).
+        task = asyncio.create_task(app[RUNTIME].loop_probe.run_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     app.cleanup_ctx.append(runtime_ctx)
+    app.cleanup_ctx.append(loop_probe_ctx)
     app.cleanup_ctx.append(media_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
     app[SOCKETS] = weakref.WeakSet()

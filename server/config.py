@@ -114,6 +114,9 @@ class IntakeConfig:
     content_file: str = ""
     min_age: int = 18
     image_max_mb: int = 8
+    # Memory, not file size, is what an image costs: a 116 KB PNG can declare 6300×6300.
+    image_max_decoded_mb: int = 100
+    image_decode_budget_mb: int = 512
     otp_length: int = 6
     otp_ttl_seconds: int = 300
     otp_max_attempts: int = 5
@@ -483,6 +486,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("intake.min_age: must be at least 18")
     for attr in (
         "image_max_mb",
+        "image_max_decoded_mb",
+        "image_decode_budget_mb",
         "otp_ttl_seconds",
         "otp_max_attempts",
         "otp_per_phone_per_hour",
@@ -493,6 +498,11 @@ def _validate(cfg: Config) -> None:
     ):
         if getattr(cfg.intake, attr) < 1:
             raise ConfigError(f"intake.{attr}: must be at least 1")
+    if cfg.intake.image_decode_budget_mb < cfg.intake.image_max_decoded_mb:
+        raise ConfigError(
+            "intake.image_decode_budget_mb: must be at least image_max_decoded_mb, "
+            "or the largest image allowed could never be decoded within it"
+        )
     if cfg.pairing.policy not in ("longest_idle", "random"):
         raise ConfigError("pairing.policy: must be 'longest_idle' or 'random'")
     for attr in (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -32,7 +31,9 @@ from server.queue.base import NodeInfo, QueueBackend
 from server.services.aftercare.callback import Aftercare
 from server.services.aftercare.confirmation import Notices
 from server.services.documents import StaffDocuments
+from server.services.intake.decode_budget import DecodeBudget
 from server.services.intake.images import ImageLimits
+from server.services.loop_probe import LoopLagProbe
 from server.services.pairing.dispatcher import Dispatcher
 from server.services.pairing.placement import Placer
 from server.services.pairing.queueing import Pairing
@@ -42,6 +43,7 @@ from server.services.witnessing.media_manager import MediaManager
 from server.store.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
+_MB = 1024 * 1024
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Metrics:
     queue_length: Gauge
     live_sessions: Gauge
     recording_bytes: Gauge
+    loop_lag: Histogram
+    loop_lag_max: Gauge
 
     def live_session_count(self) -> int:
         """This node's load for placement: session sockets it holds."""
@@ -86,6 +90,17 @@ class Metrics:
                 "Bytes written to recordings by this node",
                 registry=reg,
             ),
+            loop_lag=Histogram(
+                "witness_event_loop_lag_seconds",
+                "How late the event loop woke for a timer (services/loop_probe.py)",
+                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+                registry=reg,
+            ),
+            loop_lag_max=Gauge(
+                "witness_event_loop_lag_max_seconds",
+                "Largest event-loop lag of the last minute",
+                registry=reg,
+            ),
         )
 
 
@@ -101,8 +116,9 @@ class Runtime:
     questionnaire: Questionnaire
     disclosure: DisclosureDocument
     image_limits: ImageLimits
-    # Decoding a large photo takes ~350 MB and ~0.3 s of a core: bound how many run at once.
-    image_slots: asyncio.Semaphore
+    # Image decodes at once, bounded by the memory they take (intake.image_decode_budget_mb)
+    # and by the cores.
+    image_slots: DecodeBudget
     queue: QueueBackend
     pairing: Pairing
     placer: Placer
@@ -115,6 +131,7 @@ class Runtime:
     notices: Notices
     witnessing: Witnessing
     documents: StaffDocuments
+    loop_probe: LoopLagProbe
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -250,8 +267,13 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             sms=sms,
             questionnaire=questionnaire,
             disclosure=disclosure,
-            image_limits=ImageLimits(max_bytes=config.intake.image_max_mb * 1024 * 1024),
-            image_slots=asyncio.Semaphore(max(os.cpu_count() or 1, 1)),
+            image_limits=ImageLimits(
+                max_bytes=config.intake.image_max_mb * _MB,
+                max_decoded_bytes=config.intake.image_max_decoded_mb * _MB,
+            ),
+            image_slots=DecodeBudget(
+                config.intake.image_decode_budget_mb * _MB, max_running=os.cpu_count() or 1
+            ),
             queue=queue,
             pairing=pairing,
             placer=placer,
@@ -263,6 +285,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             aftercare=aftercare,
             notices=notices,
             documents=StaffDocuments(db=db, root=config.recordings_path),
+            loop_probe=LoopLagProbe(histogram=metrics.loop_lag, max_gauge=metrics.loop_lag_max),
             witnessing=Witnessing(
                 placer=placer,
                 script=load_witness_script(config),

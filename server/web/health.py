@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from server.domain.loop_lag import LagSummary
 from server.http.access import public
 from server.http.keys import RUNTIME
 
@@ -31,8 +32,18 @@ async def healthz(request: web.Request) -> web.Response:
         "database_backend": rt.engine.dialect.name,
         "queue": rt.config.queue.backend,
         "node_id": rt.config.node_id,
+        "loop_lag_ms": _lag_ms(rt.loop_probe.summary()),
     }
     return web.json_response(body, status=200 if database == "ok" else 503)
+
+
+def _lag_ms(summary: LagSummary) -> dict[str, float | int]:
+    """How late the event loop woke in the last minute (services/loop_probe.py)."""
+    return {
+        "p99": round(summary.p99 * 1000, 1),
+        "max": round(summary.max * 1000, 1),
+        "samples": summary.samples,
+    }
 
 
 @routes.get("/metrics")

@@ -27,6 +27,7 @@ from server.services.intake.images import (
     ImageKind,
     ImageLimits,
     check_image,
+    inspect_image,
     remove_stored,
     sniff_format,
     store_image,
@@ -62,19 +63,30 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def bilevel_png(width: int, height: int) -> bytes:
-    """A valid all-black 1-bit PNG, built without Pillow allocating width×height."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = b"\x00" * (1 + (width + 7) // 8)
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+
+
+def flat_png(width: int, height: int, *, depth: int = 8, colour: int = 2) -> bytes:
+    """A valid all-zero PNG of any bit depth and colour type, built without Pillow
+    allocating width×height (a palette image gets a one-colour palette)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    row = b"\x00" * (1 + (width * PNG_CHANNELS[colour] * depth + 7) // 8)
     packer = zlib.compressobj(9)
     idat = b"".join(packer.compress(row * 100) for _ in range(height // 100))
     idat += packer.compress(row * (height % 100)) + packer.flush()
+    palette = png_chunk(b"PLTE", b"\x00\x00\x00") if colour == 3 else b""
     return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", ihdr)
+        + palette
         + png_chunk(b"IDAT", idat)
         + png_chunk(b"IEND", b"")
     )
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A valid all-black 1-bit PNG."""
+    return flat_png(width, height, depth=1, colour=0)
 
 
 def webp_vp8x_header(width: int, height: int) -> bytes:
@@ -112,7 +124,7 @@ def refused(raw: bytes, limits: ImageLimits = LIMITS) -> InvalidInput:
     with pytest.raises(InvalidInput) as info:
         check_image(raw, limits=limits)
     error = info.value
-    assert error.details == {"field": "image"}
+    assert error.details["field"] == "image"
     assert error.message and error.message_zh and error.message != error.message_zh
     return error
 
@@ -364,6 +376,99 @@ def test_pixel_limit_is_ours_not_pillows() -> None:
     raw = encode(Image.new("RGB", (1200, 1000), "white"), "PNG")
     assert check_image(raw, limits=ImageLimits(max_pixels=1_200_000)).width == 1200
     assert refused(raw, ImageLimits(max_pixels=1_199_999)).code == "image_too_many_pixels"
+
+
+@pytest.mark.usefixtures("no_pixel_decoding")
+def test_tiny_file_of_6300_squared_pixels_refused_by_decoded_size() -> None:
+    # The attack: 116 KB that Pillow turns into 159 MB (RGB takes 4 bytes a pixel),
+    # under the pixel limit; four at once took a worker from 134 MB to 2.4 GB.
+    raw = flat_png(6300, 6300)
+    assert len(raw) < 200_000 and 6300 * 6300 <= LIMITS.max_pixels
+    error = refused(raw)
+    assert error.code == "image_too_large_decoded"
+    assert error.details["decoded_bytes"] == 6300 * 6300 * 4
+    assert error.details["max_decoded_bytes"] == LIMITS.max_decoded_bytes
+    assert "6300×6300" in error.message and "6300×6300" in error.message_zh
+    assert "100 MB" in error.message and "100 MB" in error.message_zh
+
+
+@pytest.mark.usefixtures("no_pixel_decoding")
+@pytest.mark.parametrize(
+    ("depth", "colour"),
+    [(16, 0), (8, 6), (16, 6), (8, 4)],
+    ids=["grey-16-bit", "rgba", "rgba-16-bit", "grey-alpha"],
+)
+def test_same_pixels_refused_when_mode_takes_more_bytes(depth: int, colour: int) -> None:
+    limits = ImageLimits(max_decoded_bytes=3000 * 2000)  # one byte a pixel
+    assert refused(flat_png(3000, 2000, depth=depth, colour=colour), limits).code == (
+        "image_too_large_decoded"
+    )
+
+
+def test_eight_bit_grey_of_the_same_pixels_is_accepted() -> None:
+    limits = ImageLimits(max_decoded_bytes=3000 * 2000)
+    assert check_image(flat_png(3000, 2000, depth=8, colour=0), limits=limits).width == 2560
+
+
+@pytest.mark.parametrize(
+    ("depth", "colour", "bytes_per_pixel"),
+    [
+        (1, 0, 1),
+        (4, 0, 1),
+        (8, 0, 1),
+        (16, 0, 2),
+        (8, 2, 4),
+        (16, 2, 4),
+        (4, 3, 1),
+        (8, 3, 1),
+        (8, 4, 4),
+        (16, 4, 4),
+        (8, 6, 4),
+        (16, 6, 4),
+    ],
+)
+def test_png_header_says_the_mode_pillow_decodes_into(
+    depth: int, colour: int, bytes_per_pixel: int
+) -> None:
+    raw = flat_png(400, 300, depth=depth, colour=colour)
+    header = inspect_image(raw, limits=LIMITS)
+    with Image.open(io.BytesIO(raw)) as image:
+        assert header.mode == image.mode
+        image.load()
+        assert header.decoded_bytes == 400 * 300 * bytes_per_pixel
+    assert header.working_bytes > header.decoded_bytes
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt", "params"),
+    [
+        (Image.new("L", (400, 300)), "JPEG", {}),
+        (Image.new("RGB", (400, 300)), "JPEG", {}),
+        (Image.new("CMYK", (400, 300)), "JPEG", {}),
+        (Image.new("RGB", (400, 300)), "WEBP", {}),
+        (Image.new("RGBA", (400, 300)), "WEBP", {"lossless": True}),
+    ],
+    ids=["jpeg-grey", "jpeg-rgb", "jpeg-cmyk", "webp-rgb", "webp-rgba"],
+)
+def test_jpeg_and_webp_decoded_size_from_the_header(
+    image: Image.Image, fmt: str, params: dict[str, object]
+) -> None:
+    raw = encode(image, fmt, **params)
+    header = inspect_image(raw, limits=LIMITS)
+    with Image.open(io.BytesIO(raw)) as opened:
+        opened.load()
+        # Pillow keeps grey in 1 byte a pixel, every colour mode in 4 (RGB padded).
+        pillow_bytes = opened.width * opened.height * (1 if opened.mode == "L" else 4)
+    assert header.decoded_bytes == pillow_bytes
+
+
+def test_progressive_jpeg_counts_the_decoders_coefficients() -> None:
+    baseline = inspect_image(encode(noise((400, 300)), "JPEG"), limits=LIMITS)
+    progressive = encode(noise((400, 300)), "JPEG", progressive=True, subsampling="4:2:0")
+    header = inspect_image(progressive, limits=LIMITS)
+    assert baseline.decoder_bytes == 0
+    # 4:2:0: 1.5 samples a pixel, 2 bytes a coefficient.
+    assert header.decoder_bytes == 400 * 300 * 3
 
 
 def test_limits_above_pillows_bomb_threshold_rejected() -> None:

@@ -2,15 +2,20 @@
 
 A17.1 needs both sides of the ID document, A14 a frontal head photo. Uploads are
 untrusted: the format is decided by content (never by file name), the declared pixel
-count is checked before Pillow allocates anything, the whole file is decoded, and
-what is kept is a fresh JPEG re-encoded from pixels only, so no metadata (EXIF GPS,
-camera serials, ICC, XMP, comments: A25 personal data) survives.
+count and the bytes the decoded image will take are checked on the header before
+Pillow allocates anything (image_header.py), the whole file is decoded, and what is
+kept is a fresh JPEG re-encoded from pixels only, so no metadata (EXIF GPS, camera
+serials, ICC, XMP, comments: A25 personal data) survives. How many decodes run at once
+is bounded by memory in decode_budget.py.
 
 Nothing here logs image content or metadata.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import hashlib
 import io
 import os
@@ -18,6 +23,7 @@ import re
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +33,24 @@ from uuid import uuid4
 from PIL import Image, ImageFile, ImageOps
 
 from server.domain.errors import InvalidInput
+from server.services.intake.image_header import (
+    BYTES_PER_PIXEL,
+    ImageHeader,
+    read_header,
+    sniff_format,
+)
+
+__all__ = [
+    "CheckedImage",
+    "ImageHeader",
+    "ImageKind",
+    "ImageLimits",
+    "check_image",
+    "inspect_image",
+    "remove_stored",
+    "sniff_format",
+    "store_image",
+]
 
 
 class ImageKind(StrEnum):
@@ -41,12 +65,25 @@ class ImageLimits:
     min_width: int = 320
     min_height: int = 240
     max_pixels: int = 40_000_000
+    # What the pixel count costs: bytes of the decoded image in memory (width × height ×
+    # bytes per pixel of its mode, ImageHeader.decoded_bytes). 100 MiB holds a
+    # 24-megapixel colour photo (6000×4000 × 4 bytes); 6300×6300 in colour is refused.
+    max_decoded_bytes: int = 100 * 1024 * 1024
     jpeg_quality: int = 90
     # Longer edge of the stored image; larger uploads are downscaled proportionally.
     max_edge: int = 2560
 
     def __post_init__(self) -> None:
-        if min(self.max_bytes, self.min_width, self.min_height, self.max_pixels) < 1:
+        if (
+            min(
+                self.max_bytes,
+                self.min_width,
+                self.min_height,
+                self.max_pixels,
+                self.max_decoded_bytes,
+            )
+            < 1
+        ):
             raise ValueError("image limits must be positive")
         if not 1 <= self.jpeg_quality <= 95:
             raise ValueError("jpeg_quality must be between 1 and 95")
@@ -68,8 +105,6 @@ class CheckedImage:
     source_format: str  # "JPEG" | "PNG" | "WEBP"
     content_type: str = "image/jpeg"
 
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Decoded formats acceptable for each sniffed one. Phone cameras write JPEGs with an
 # MPF index (depth map, HDR gain map) that Pillow reports as "MPO"; its first frame
@@ -96,26 +131,12 @@ _KINDS = "|".join(re.escape(k.value) for k in ImageKind)
 _STORED_NAME = re.compile(rf"applications/[0-9a-f]{{32}}/(?:{_KINDS})-[0-9a-f]{{32}}\.jpg")
 
 
-def sniff_format(head: bytes) -> str | None:
-    """The image format by magic bytes ("JPEG", "PNG", "WEBP"), or None."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(_PNG_MAGIC):
-        return "PNG"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WEBP"
-    return None
+def inspect_image(raw: bytes, *, limits: ImageLimits) -> ImageHeader:
+    """Check an upload's size, format and header against the limits, decoding nothing.
 
-
-def check_image(raw: bytes, *, limits: ImageLimits) -> CheckedImage:
-    """Validate an upload and re-encode it as a metadata-free upright JPEG.
-
-    Pure CPU work: callers run it in a thread. Raises InvalidInput with a stable code.
+    Cheap (header bytes only, no Pillow): what it returns says what decoding will cost.
+    Raises InvalidInput with a stable code.
     """
-    # Fail closed: with this Pillow global set, truncated files decode "successfully"
-    # with grey fill, and a half-uploaded ID photo would be accepted (A17.1).
-    if ImageFile.LOAD_TRUNCATED_IMAGES:
-        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must be False")
     if not raw:
         _refuse("image_empty", "The image is empty.", "图片为空。")
     if len(raw) > limits.max_bytes:
@@ -132,23 +153,52 @@ def check_image(raw: bytes, *, limits: ImageLimits) -> CheckedImage:
             "Only JPEG, PNG or WebP images are accepted.",
             "仅支持 JPEG、PNG 或 WebP 格式的图片。",
         )
-    declared = _declared_size(raw, fmt)
-    if declared is None:
+    header = read_header(raw, fmt)
+    if header is None:
         _corrupt()
     # Checked on the header, before Pillow sees the file: Pillow's own bomb check only
     # warns below twice its limit, and its WebP decoder allocates the canvas on open.
-    _check_pixels(*declared, limits)
+    _check_decoded(header, limits)
+    return header
 
+
+def check_image(raw: bytes, *, limits: ImageLimits) -> CheckedImage:
+    """Validate an upload and re-encode it as a metadata-free upright JPEG.
+
+    Pure CPU work taking up to ``inspect_image(raw).working_bytes`` of memory: callers
+    run it in a thread, within a DecodeBudget. Raises InvalidInput with a stable code.
+    Memory the decode freed is handed back to the system before it returns.
+    """
+    try:
+        return _check_image(raw, limits)
+    finally:
+        _return_freed_memory()
+
+
+def _check_image(raw: bytes, limits: ImageLimits) -> CheckedImage:
+    # Fail closed: with this Pillow global set, truncated files decode "successfully"
+    # with grey fill, and a half-uploaded ID photo would be accepted (A17.1).
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must be False")
+    header = inspect_image(raw, limits=limits)
+    fmt = header.format
     try:
         source = Image.open(io.BytesIO(raw), formats=[fmt])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         _too_many_pixels(limits)
     except _DECODE_ERRORS as exc:
         raise _corrupt_error() from exc
+    # Closing frees the decoded pixels; every larger copy is made and dropped inside.
     with source:
         if source.format not in _DECODED_AS[fmt]:
             _corrupt()
-        _check_pixels(source.width, source.height, limits)
+        if source.mode not in BYTES_PER_PIXEL:
+            _corrupt()
+        opened = ImageHeader(fmt, source.width, source.height, source.mode)
+        _check_decoded(opened, limits)
+        if opened.decoded_bytes > header.decoded_bytes:
+            # Pillow would decode more than the header said (and the budget reserved).
+            _corrupt()
         if source.format != "MPO" and getattr(source, "n_frames", 1) > 1:
             _refuse(
                 "image_animated",
@@ -159,23 +209,22 @@ def check_image(raw: bytes, *, limits: ImageLimits) -> CheckedImage:
             # Full decode: a truncated or corrupt file fails here, not later.
             source.load()
             # A14: a phone photo must stand upright, so apply EXIF orientation before
-            # the metadata carrying it is dropped.
-            upright = ImageOps.exif_transpose(source)
-            rgb = _to_rgb(upright)
+            # the metadata carrying it is dropped. In place: no second full-size copy.
+            ImageOps.exif_transpose(source, in_place=True)
+            _check_min_size(source.width, source.height, limits)
+            small = _downscale(_to_rgb(source), limits.max_edge)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             _too_many_pixels(limits)
         except _DECODE_ERRORS as exc:
             raise _corrupt_error() from exc
+        # Extreme aspect ratios can fall below the minimum once downscaled.
+        _check_min_size(small.width, small.height, limits)
+        # A25: rebuild from pixels alone. Pillow copies some metadata from ``info`` when
+        # saving (e.g. a PNG "comment" text chunk becomes a JPEG comment).
+        clean = Image.new("RGB", small.size)
+        clean.paste(small)
+        del small  # may be the source itself, closed on leaving this block
 
-    _check_min_size(rgb.width, rgb.height, limits)
-    rgb = _downscale(rgb, limits.max_edge)
-    # Extreme aspect ratios can fall below the minimum once downscaled.
-    _check_min_size(rgb.width, rgb.height, limits)
-
-    # A25: rebuild from pixels alone. Pillow copies some metadata from ``info`` when
-    # saving (e.g. a PNG "comment" text chunk becomes a JPEG comment).
-    clean = Image.new("RGB", rgb.size)
-    clean.paste(rgb)
     out = io.BytesIO()
     clean.save(out, format="JPEG", quality=limits.jpeg_quality, optimize=True)
     data = out.getvalue()
@@ -241,71 +290,24 @@ def remove_stored(root: Path, relative: str) -> None:
 # -- helpers -------------------------------------------------------------------------
 
 
-def _declared_size(raw: bytes, fmt: str) -> tuple[int, int] | None:
-    """Width and height from the header, or None when the header is malformed."""
-    try:
-        if fmt == "PNG":
-            # IHDR must be the first chunk, 13 bytes long.
-            if raw[8:16] != b"\x00\x00\x00\x0dIHDR":
-                return None
-            width, height = struct.unpack_from(">II", raw, 16)
-            return width, height
-        if fmt == "WEBP":
-            return _webp_size(raw)
-        return _jpeg_size(raw)
-    except (struct.error, IndexError):
-        return None
-
-
-def _webp_size(raw: bytes) -> tuple[int, int] | None:
-    # The first chunk carries the canvas size (same rules as Pillow's WebP plugin).
-    chunk = raw[12:16]
-    if chunk == b"VP8 " and raw[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack_from("<HH", raw, 26)
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8X" and len(raw) >= 30:
-        width = int.from_bytes(raw[24:27], "little") + 1
-        height = int.from_bytes(raw[27:30], "little") + 1
-        return width, height
-    if chunk == b"VP8L" and len(raw) >= 25 and raw[20] == 0x2F:
-        (bits,) = struct.unpack_from("<I", raw, 21)
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
-
-
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})
-
-
-def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
-    # Walk the marker segments up to the first scan. Pillow keeps the size of the last
-    # frame header it sees, so take the largest of all of them.
-    best: tuple[int, int] | None = None
-    pos = 2
-    while True:
-        if raw[pos] != 0xFF:
-            return None
-        while raw[pos] == 0xFF:  # fill bytes
-            pos += 1
-        marker = raw[pos]
-        pos += 1
-        if marker in _STANDALONE_MARKERS:
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan, end of image
-            return best
-        (length,) = struct.unpack_from(">H", raw, pos)
-        if length < 2:
-            return None
-        if marker in _SOF_MARKERS:
-            height, width = struct.unpack_from(">HH", raw, pos + 3)
-            if best is None or width * height > best[0] * best[1]:
-                best = (width, height)
-        pos += length
-
-
-def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
-    if width * height > limits.max_pixels:
+def _check_decoded(header: ImageHeader, limits: ImageLimits) -> None:
+    if header.pixels > limits.max_pixels:
         _too_many_pixels(limits)
+    if header.decoded_bytes > limits.max_decoded_bytes:
+        mb = f"{limits.max_decoded_bytes / (1024 * 1024):g}"
+        decoded = f"{header.decoded_bytes / (1024 * 1024):.0f}"
+        raise InvalidInput(
+            "image_too_large_decoded",
+            f"The image is too large once decoded ({header.width}×{header.height} pixels "
+            f"take {decoded} MB; at most {mb} MB). Please upload a smaller photo.",
+            f"图片解码后过大（{header.width}×{header.height} 像素需占用 {decoded} MB，"
+            f"最多 {mb} MB），请上传尺寸较小的照片。",
+            details={
+                "field": "image",
+                "decoded_bytes": header.decoded_bytes,
+                "max_decoded_bytes": limits.max_decoded_bytes,
+            },
+        )
 
 
 def _check_min_size(width: int, height: int, limits: ImageLimits) -> None:
@@ -318,16 +320,18 @@ def _check_min_size(width: int, height: int, limits: ImageLimits) -> None:
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    """The image as RGB on white; an RGB image itself, not a copy (memory)."""
     if image.mode.startswith("I"):
         # 16-bit greyscale PNG: scale to 8 bits; a plain convert clips it to white.
         image = image.convert("I").point(lambda v: v / 256).convert("L")
     if "A" in image.getbands() or "transparency" in image.info:
         # Flatten on white; going through RGBA also avoids Pillow's warning for
         # palette images with byte transparency.
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba)
+        return flat
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _downscale(image: Image.Image, max_edge: int) -> Image.Image:
@@ -337,6 +341,28 @@ def _downscale(image: Image.Image, max_edge: int) -> Image.Image:
     scale = max_edge / longest
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
+        return None
+    return trim
+
+
+def _return_freed_memory() -> None:
+    # glibc keeps freed blocks in its arenas: after its first free of a large block it
+    # raises the mmap threshold to that size, so Pillow's 16 MB blocks then come from
+    # (and return to) the heap, and a decoding thread's arena keeps them. Without this
+    # a burst of large uploads left the process hundreds of MB larger for good.
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _make_private_dir(path: Path) -> None:

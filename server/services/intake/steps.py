@@ -28,11 +28,11 @@ from server.domain.suitability import (
     score,
 )
 from server.services.applications import get_application
+from server.services.intake.decode_budget import DecodeBudget, check_upload
 from server.services.intake.images import (
     CheckedImage,
     ImageKind,
     ImageLimits,
-    check_image,
     remove_stored,
     store_image,
 )
@@ -150,16 +150,16 @@ async def save_image(
     raw: bytes,
     limits: ImageLimits,
     root: Path,
-    slots: asyncio.Semaphore,
+    slots: DecodeBudget,
 ) -> Document:
     """Validate (off the event loop), store the file, then record it; never a half state."""
     async with db.begin() as tx:
         await load_draft(tx, application_id)  # fail fast before decoding anything
-    async with slots:
-        image: CheckedImage = await asyncio.to_thread(check_image, raw, limits=limits)
-        relative = await asyncio.to_thread(
-            store_image, root, application_id=application_id, kind=kind, image=image
-        )
+    # Decoding waits for its share of memory (decode_budget.py); storing needs none.
+    image: CheckedImage = await check_upload(raw, limits=limits, budget=slots)
+    relative = await asyncio.to_thread(
+        store_image, root, application_id=application_id, kind=kind, image=image
+    )
     try:
         async with db.begin() as tx:
             await load_draft(tx, application_id)
