@@ -46,6 +46,9 @@ class ServerConfig:
     frame_ancestors: tuple[str, ...] = ()
     cluster_origins: tuple[str, ...] = ()
     max_body_mb: int = 20
+    # The longest a request body may take to arrive (whole body, not between bytes); a
+    # client trickling one longer is answered 408 and its connection closed.
+    body_read_timeout_seconds: float = 30.0
     # Media worker processes on this machine behind the one public port (SO_REUSEPORT):
     # 1 = a single process (the embedded default), 0 = one per CPU core.
     workers: int = 1
@@ -104,9 +107,15 @@ class SecurityConfig:
     session_idle_minutes: int = 30
     session_max_hours: int = 12
     cookie_secure: str = "auto"
+    # Staff login (docs/security.md): failures per (address, username) before that pair
+    # is locked out with back-off, and per address across usernames.
     login_max_failures: int = 5
+    login_max_failures_per_address: int = 20
     lockout_base_seconds: int = 30
     lockout_max_seconds: int = 3600
+    # argon2 checks run in threads of their own: this many at once, this many more waiting.
+    password_hash_concurrency: int = 2
+    password_hash_queue: int = 8
 
 
 @dataclass(frozen=True)
@@ -466,11 +475,21 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.security.cookie_secure not in ("auto", "always", "never"):
         raise ConfigError("security.cookie_secure: must be 'auto', 'always' or 'never'")
+    if not cfg.server.body_read_timeout_seconds > 0:
+        raise ConfigError("server.body_read_timeout_seconds: must be more than 0")
     if bool(cfg.server.tls_cert) != bool(cfg.server.tls_key):
         raise ConfigError("server.tls_cert: tls_cert and tls_key must be set together")
-    for attr in ("login_max_failures", "lockout_base_seconds", "session_idle_minutes"):
+    for attr in (
+        "login_max_failures",
+        "login_max_failures_per_address",
+        "lockout_base_seconds",
+        "session_idle_minutes",
+        "password_hash_concurrency",
+    ):
         if getattr(cfg.security, attr) < 1:
             raise ConfigError(f"security.{attr}: must be at least 1")
+    if cfg.security.password_hash_queue < 0:
+        raise ConfigError("security.password_hash_queue: must be at least 0")
     if cfg.logging.format not in ("json", "text"):
         raise ConfigError("logging.format: must be 'json' or 'text'")
     if cfg.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

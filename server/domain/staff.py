@@ -110,9 +110,26 @@ def lockout_until(
 ) -> datetime | None:
     """Exponential back-off once ``failures`` reaches ``max_failures``.
 
-    The fifth failure locks for ``base_seconds``, each further one doubles it, capped.
+    ``now`` is the time of the last failure. The fifth failure locks for
+    ``base_seconds``, each further one doubles it, capped. Login applies it per
+    (address, account) and per address, never to an account as a whole (docs/security.md).
     """
     if failures < max_failures:
         return None
-    seconds = min(base_seconds * (2 ** (failures - max_failures)), max_seconds)
+    seconds = min(base_seconds * (2 ** min(failures - max_failures, 32)), max_seconds)
     return now + timedelta(seconds=seconds)
+
+
+# An account's failures from every address only slow its logins, never stop them, so a
+# stranger cannot keep a witness from working: the first delay, and the longest one (a
+# person typing their password waits at most this; a guesser's rate is cut to match).
+LOGIN_DELAY_FIRST_SECONDS = 0.25
+LOGIN_DELAY_MAX_SECONDS = 3.0
+
+
+def login_delay_seconds(account_failures: int, *, free_failures: int) -> float:
+    """How long to hold a login for an account with this many recent failures."""
+    if account_failures < free_failures:
+        return 0.0
+    steps = min(account_failures - free_failures, 32)
+    return min(LOGIN_DELAY_FIRST_SECONDS * (1 << steps), LOGIN_DELAY_MAX_SECONDS)

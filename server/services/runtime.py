@@ -37,6 +37,7 @@ from server.services.loop_probe import LoopLagProbe
 from server.services.pairing.dispatcher import Dispatcher
 from server.services.pairing.placement import Placer
 from server.services.pairing.queueing import Pairing
+from server.services.password_checks import PasswordChecks
 from server.services.review.desk import ReviewDesk
 from server.services.witnessing.actions import Witnessing
 from server.services.witnessing.media_manager import MediaManager
@@ -131,6 +132,8 @@ class Runtime:
     notices: Notices
     witnessing: Witnessing
     documents: StaffDocuments
+    # Staff passwords are checked in threads of their own, a bounded number at once.
+    password_checks: PasswordChecks
     loop_probe: LoopLagProbe
 
 
@@ -256,6 +259,10 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         node_id=config.node_id,
         on_bytes=metrics.recording_bytes.inc,
     )
+    password_checks = PasswordChecks(
+        concurrency=config.security.password_hash_concurrency,
+        queue=config.security.password_hash_queue,
+    )
     try:
         yield Runtime(
             config=config,
@@ -285,6 +292,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             aftercare=aftercare,
             notices=notices,
             documents=StaffDocuments(db=db, root=config.recordings_path),
+            password_checks=password_checks,
             loop_probe=LoopLagProbe(histogram=metrics.loop_lag, max_gauge=metrics.loop_lag_max),
             witnessing=Witnessing(
                 placer=placer,
@@ -299,4 +307,5 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         await queue.close()
         await registry.close()
         await sms.close()
+        password_checks.close()
         await engine.dispose()

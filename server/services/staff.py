@@ -1,40 +1,31 @@
-"""Staff accounts: creation, listing, disabling, authentication with back-off (A7, A24, A25)."""
+"""Staff accounts: creation, listing, disabling, passwords (A7, A24, A25); login is
+staff_login.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import append_audit
-from server.config import SecurityConfig
 from server.crypto import DataProtector
 from server.domain.errors import (
     Conflict,
-    DomainError,
     InvalidInput,
     NotFound,
-    TooMany,
-    Unauthenticated,
 )
 from server.domain.staff import (
     Role,
     WitnessQualification,
     eligibility_problems,
-    lockout_until,
     validate_password,
     validate_username,
 )
 from server.services.login_sessions import close_all_for
-from server.store.models import Staff, utcnow
-
-_hasher = PasswordHasher()
-# Verified against when the username does not exist, so timing does not reveal it.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-0000")
+from server.services.password_checks import hash_password
+from server.store.models import Staff
 
 
 @dataclass(frozen=True)
@@ -78,7 +69,9 @@ async def create_staff(
     *, tx: AsyncSession, new: NewStaff, protector: DataProtector, actor: str
 ) -> Staff:
     username = validate_username(new.username)
-    validate_password(new.password)
+    # Hashed before the first query, so before the transaction begins: on SQLite that
+    # takes the write lock, which a ~100 ms hash must not hold (issue 15 item 1).
+    password_hash = hash_password(validate_password(new.password))
     if not new.display_name.strip():
         raise InvalidInput("display_name_required", "Display name is required.", "姓名不能为空。")
     if Role.WITNESS in new.roles and Role.ADMIN in new.roles:
@@ -106,7 +99,7 @@ async def create_staff(
     staff = Staff(
         username=username,
         display_name=new.display_name.strip(),
-        password_hash=_hasher.hash(new.password),
+        password_hash=password_hash,
         roles=",".join(sorted(r.value for r in new.roles)),
         active=True,
         employee_number=new.employee_number or None,
@@ -171,122 +164,10 @@ async def set_staff_active(*, tx: AsyncSession, username: str, active: bool, act
     return staff
 
 
-@dataclass(frozen=True)
-class AuthOutcome:
-    staff: Staff | None
-    error: DomainError | None
-
-
-async def authenticate(
-    *,
-    tx: AsyncSession,
-    username: str,
-    password: str,
-    security: SecurityConfig,
-    ip: str,
-) -> AuthOutcome:
-    """Check credentials; count failures and lock out with back-off; audit every outcome.
-
-    Failures are returned, not raised, so the caller commits the failure counter and the
-    audit entry instead of rolling them back with the exception.
-    """
-    now = utcnow()
-    staff = await tx.scalar(select(Staff).where(Staff.username == username.strip().lower()))
-    if staff is None:
-        try:
-            _hasher.verify(_DUMMY_HASH, password)
-        except VerificationError:
-            pass
-        await append_audit(
-            tx,
-            actor="anonymous",
-            action="auth.login_failed",
-            subject_type="staff",
-            subject_id="unknown",
-            details={"reason": "unknown_user", "ip": ip},
-        )
-        return AuthOutcome(None, _bad_credentials())
-    if staff.locked_until is not None and _as_utc(staff.locked_until) > now:
-        wait = int((_as_utc(staff.locked_until) - now).total_seconds()) + 1
-        await append_audit(
-            tx,
-            actor=staff.username,
-            action="auth.login_refused",
-            subject_type="staff",
-            subject_id=staff.id,
-            details={"reason": "locked", "ip": ip},
-        )
-        return AuthOutcome(
-            None,
-            TooMany(
-                "account_locked",
-                f"Too many failed attempts. Try again in {wait} seconds.",
-                f"登录失败次数过多，请在{wait}秒后重试。",
-                details={"retry_after": wait},
-            ),
-        )
-    try:
-        _hasher.verify(staff.password_hash, password)
-        ok = True
-    except (VerificationError, InvalidHashError):
-        ok = False
-    if not ok:
-        staff.failed_logins += 1
-        staff.locked_until = lockout_until(
-            staff.failed_logins,
-            now,
-            max_failures=security.login_max_failures,
-            base_seconds=security.lockout_base_seconds,
-            max_seconds=security.lockout_max_seconds,
-        )
-        await append_audit(
-            tx,
-            actor=staff.username,
-            action="auth.login_failed",
-            subject_type="staff",
-            subject_id=staff.id,
-            details={
-                "reason": "bad_password",
-                "failures": staff.failed_logins,
-                "ip": ip,
-            },
-        )
-        return AuthOutcome(None, _bad_credentials())
-    if not staff.active:
-        await append_audit(
-            tx,
-            actor=staff.username,
-            action="auth.login_refused",
-            subject_type="staff",
-            subject_id=staff.id,
-            details={"reason": "disabled", "ip": ip},
-        )
-        return AuthOutcome(
-            None,
-            Unauthenticated("account_disabled", "This account is disabled.", "该账户已停用。"),
-        )
-    staff.failed_logins = 0
-    staff.locked_until = None
-    if _hasher.check_needs_rehash(staff.password_hash):
-        staff.password_hash = _hasher.hash(password)
-    await append_audit(
-        tx,
-        actor=staff.username,
-        action="auth.login",
-        subject_type="staff",
-        subject_id=staff.id,
-        details={"ip": ip},
-    )
-    return AuthOutcome(staff, None)
-
-
-def _bad_credentials() -> Unauthenticated:
-    return Unauthenticated("bad_credentials", "Wrong username or password.", "用户名或密码错误。")
-
-
 async def change_password(*, tx: AsyncSession, username: str, password: str, actor: str) -> Staff:
+    password_hash = hash_password(validate_password(password))  # before the first query
     staff = await get_staff_by_username(tx=tx, username=username)
-    staff.password_hash = _hasher.hash(validate_password(password))
+    staff.password_hash = password_hash
     staff.failed_logins = 0
     staff.locked_until = None
     await append_audit(

@@ -9,10 +9,12 @@ from aiohttp import web
 
 from server.domain.errors import DomainError, ErrorKind
 from server.http.access import current_staff, public, public_csrf_exempt, staff_only
+from server.http.bodies import read_form
 from server.http.cookies import cookie_secure
 from server.http.csrf import check_origin, tokens_match
+from server.http.errors import STATUS_BY_KIND
 from server.http.keys import CURRENT_STAFF, RUNTIME
-from server.services import login_sessions
+from server.services import login_sessions, staff_login
 from server.services import staff as staff_service
 from server.web.render import render
 
@@ -72,7 +74,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login_submit(request: web.Request) -> web.StreamResponse:
     # Login CSRF: double-submit token (cookie set by the form) plus the Origin check.
     check_origin(request)
-    form = await request.post()
+    form = await read_form(request)
     username = str(form.get("username", ""))[:100]
     password = str(form.get("password", ""))[:300]
     sent = str(form.get("csrf_token", ""))
@@ -86,27 +88,30 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         )
         return _login_page(request, error=err, status=403, username=username)
     rt = request.app[RUNTIME]
-    ip = request.remote or ""
-    token = ""
-    async with rt.db.begin() as tx:
-        outcome = await staff_service.authenticate(
-            tx=tx,
+    try:
+        outcome = await staff_login.log_in(
+            db=rt.db,
+            checks=rt.password_checks,
+            protector=rt.protector,
+            security=rt.config.security,
             username=username,
             password=password,
-            security=rt.config.security,
-            ip=ip,
+            ip=request.remote or "",
+            user_agent=request.headers.get("User-Agent", ""),
         )
-        if outcome.staff is not None:
-            token = await login_sessions.open_session(
-                tx=tx,
-                staff=outcome.staff,
-                security=rt.config.security,
-                ip=ip,
-                user_agent=request.headers.get("User-Agent", ""),
-            )
+    except DomainError as exc:  # the password checks' queue is full
+        outcome = staff_login.LoginOutcome(error=exc)
     if outcome.error is not None:
-        status = 429 if outcome.error.kind is ErrorKind.TOO_MANY else 401
-        return _login_page(request, error=outcome.error, status=status, username=username)
+        page = _login_page(
+            request,
+            error=outcome.error,
+            status=STATUS_BY_KIND[outcome.error.kind],
+            username=username,
+        )
+        if "retry_after" in outcome.error.details:
+            page.headers["Retry-After"] = str(outcome.error.details["retry_after"])
+        return page
+    token = outcome.token
     response = web.HTTPFound(_safe_next(str(form.get("next", "/staff/"))))
     response.set_cookie(
         rt.config.security.session_cookie,

@@ -8,11 +8,13 @@ import pytest
 
 from server.domain.errors import InvalidInput
 from server.domain.staff import (
+    LOGIN_DELAY_MAX_SECONDS,
     Role,
     WitnessQualification,
     eligibility_problems,
     is_eligible_witness,
     lockout_until,
+    login_delay_seconds,
     parse_roles,
     validate_password,
     validate_username,
@@ -93,3 +95,12 @@ def test_lockout_backoff_doubles_and_caps() -> None:
     assert lockout_until(6, now, **kw) == now + timedelta(seconds=60)
     assert lockout_until(7, now, **kw) == now + timedelta(seconds=120)
     assert lockout_until(30, now, **kw) == now + timedelta(seconds=3600)
+
+
+def test_account_failures_only_slow_logins_with_a_capped_delay() -> None:
+    assert login_delay_seconds(4, free_failures=5) == 0.0
+    assert login_delay_seconds(5, free_failures=5) == 0.25
+    assert login_delay_seconds(6, free_failures=5) == 0.5
+    assert login_delay_seconds(7, free_failures=5) == 1.0
+    # However many addresses fail for one name, its owner waits seconds, never hours.
+    assert login_delay_seconds(10_000, free_failures=5) == LOGIN_DELAY_MAX_SECONDS <= 3.0
