@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+# Execution option for connections that never write (SQLite: no BEGIN IMMEDIATE).
+READ_ONLY = "witness_read_only"
+
 
 def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
     if url.startswith("sqlite"):
@@ -41,7 +44,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection that only reads (the health check) must not queue for the write
+        # lock behind every writer: WAL lets it read beside them.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

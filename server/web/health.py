@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from server.domain.loop_lag import LagSummary
 from server.http.access import public
 from server.http.keys import RUNTIME
+from server.services.health import database_status
 
 routes = web.RouteTableDef()
 
@@ -19,13 +17,7 @@ routes = web.RouteTableDef()
 @public
 async def healthz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    database = "ok"
-    try:
-        async with asyncio.timeout(3):
-            async with rt.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        database = f"unreachable: {type(exc).__name__}"
+    database = await database_status(rt.engine)
     body = {
         "status": "ok" if database == "ok" else "degraded",
         "database": database,
