@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.domain.risk_rule_file import RuleFileError, rule_set_from_toml
+from server.domain.risk_rules import RuleSet
 from server.domain.script import Script, parse_script
 from server.domain.suitability import (
     DisclosureDocument,
@@ -21,12 +23,20 @@ from server.domain.suitability import (
     parse_questionnaire,
 )
 
-__all__ = ["DEFAULT_INTAKE_PATH", "DEFAULT_SCRIPT_PATH", "load_intake_content", "load_script"]
+__all__ = [
+    "DEFAULT_INTAKE_PATH",
+    "DEFAULT_RISK_RULES_PATH",
+    "DEFAULT_SCRIPT_PATH",
+    "load_intake_content",
+    "load_risk_rules",
+    "load_script",
+]
 
 T = TypeVar("T")
 
 DEFAULT_INTAKE_PATH = Path(__file__).with_name("intake.toml")
 DEFAULT_SCRIPT_PATH = Path(__file__).with_name("script.toml")
+DEFAULT_RISK_RULES_PATH = Path(__file__).with_name("risk_rules.toml")
 
 
 def load_script(path: Path | None = None) -> Script:
@@ -42,6 +52,21 @@ def load_script(path: Path | None = None) -> Script:
     if not isinstance(table, dict):
         raise ValueError(f"{source}: [script] is missing")
     return parse_script(table, where=str(source))
+
+
+def load_risk_rules(path: Path | None = None) -> RuleSet:
+    """Read and validate the risk rules (A23); ``RuleFileError`` names the file and key."""
+    source = DEFAULT_RISK_RULES_PATH if path is None else path
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleFileError("", f"cannot read: {exc.strerror or exc}", source=str(source)) from exc
+    except UnicodeDecodeError as exc:
+        raise RuleFileError("", f"not UTF-8 text: {exc.reason}", source=str(source)) from exc
+    try:
+        return rule_set_from_toml(text)
+    except RuleFileError as exc:
+        raise RuleFileError(exc.key, exc.reason, source=str(source)) from exc
 
 
 def load_intake_content(path: Path | None = None) -> tuple[Questionnaire, DisclosureDocument]:
