@@ -33,8 +33,10 @@ from server.api.schemas import (
     SignIn,
     SuitabilityAnswers,
 )
+from server.domain.session import SessionState
 from server.http.access import public
 from server.http.json_body import Body
+from server.services.retrieval.queries import MAX_PAGE
 
 routes = web.RouteTableDef()
 
@@ -45,18 +47,42 @@ _INV = "/api/v1/investor"
 _SEC: list[dict[str, list[str]]] = [{"investorCookie": []}, {"investorBearer": []}]
 
 
+# The database's INTEGER (PostgreSQL int4), the bound of integer query parameters.
+INT32_MAX = 2**31 - 1
 _RSEC: list[dict[str, list[str]]] = [{"apiToken": []}, {"staffSession": []}]
+_STAFF: list[dict[str, list[str]]] = [{"staffSession": []}]
 # WebM for VP8, Matroska for a party that sent H.264 (the codec fallback).
 _RECORDING_TYPES: dict[str, Any] = {"video/webm": {}, "video/x-matroska": {}}
 
-_ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+# Every refusal is the one error body; which statuses an operation can answer:
+#   400 malformed or invalid input, 401 no (valid) identity, 403 wrong role, CSRF token or
+#   Origin, 404 no such thing (or not yours), 408 the body did not arrive in time,
+#   409 not in this state, 413 body too large, 416 bad Range, 429 rate limited (with
+#   Retry-After), 503 an outside service (SMS, identity registry, CSDC) unavailable.
+_BODY = (400, 408, 413)  # any operation that reads a body
+_INVESTOR = (401, 403)  # the investor gate; 403 is a write's CSRF check
+_STAFF_GATE = (401, 403)
+_FILE = (304, 404, 416)  # streamed files: If-None-Match, unknown id, bad Range
+
+_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "32 lowercase hex digits; anything else is not found",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
 _RANGE_PARAM = {
     "name": "Range",
     "in": "header",
     "required": False,
-    "description": "a single byte range, e.g. bytes=0-1023 or bytes=-500",
-    "schema": {"type": "string"},
+    "description": "a single byte range, e.g. bytes=0-1023 or bytes=-500 (offsets of at "
+    "most 18 digits); several ranges get the whole file",
+    "schema": {"type": "string", "pattern": "^bytes=[0-9]{0,18}-[0-9]{0,18}$"},
 }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _ERR for code in sorted(set(codes))}
 
 
 def _ref(model: type[Body]) -> dict[str, str]:
@@ -71,6 +97,14 @@ def _ok(description: str, model: type[Body]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
+def _json(description: str) -> dict[str, Any]:
+    """A JSON answer whose shape the document does not pin down (staff tools)."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+
+
 def _schemas() -> dict[str, Any]:
     """components/schemas from the models the handlers read and answer with."""
     out: dict[str, Any] = {}
@@ -82,12 +116,14 @@ def _schemas() -> dict[str, Any]:
     return out
 
 
-def _rop(summary: str, ok: dict[str, Any], *params: dict[str, Any]) -> dict[str, Any]:
+def _rop(
+    summary: str, ok: dict[str, Any], *params: dict[str, Any], codes: tuple[int, ...]
+) -> dict[str, Any]:
     """A retrieval API operation (Bearer token or auditor session; every call audited)."""
     op: dict[str, Any] = {
         "summary": summary,
         "security": _RSEC,
-        "responses": {**ok, "4XX": {"$ref": "#/components/responses/Error"}},
+        "responses": {**ok, **_errors(401, 403, *codes)},
     }
     if params:
         op["parameters"] = list(params)
@@ -100,7 +136,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
         "in": "query",
         "required": False,
         "description": description,
-        "schema": schema or {"type": "string"},
+        # Every query value is at most 1000 characters (server/http/query.py).
+        "schema": schema or {"type": "string", "maxLength": 1000},
     }
 
 
@@ -108,22 +145,34 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     "/api/v1/sessions": {
         "get": _rop(
             "List witness sessions, newest first (ID numbers masked)",
-            {"200": {"description": "items and next_cursor"}},
-            _query("from", "created at or after (ISO 8601)"),
-            _query("to", "created before (ISO 8601)"),
-            _query("status", "placed, live, ended, aborted or interrupted"),
-            _query("witness", "witness staff id", {"type": "integer"}),
+            {"200": _json("items and next_cursor")},
+            _query("from", "created at or after (ISO 8601 date or date-time)"),
+            _query("to", "created before (ISO 8601 date or date-time)"),
+            _query(
+                "status", "the session's state", {"type": "string", "enum": sorted(SessionState)}
+            ),
+            _query(
+                "witness",
+                "witness staff id",
+                {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
+            ),
             _query("application", "application id"),
             _query("cursor", "next_cursor of the previous page"),
-            _query("limit", "1..200 (default 50)", {"type": "integer"}),
+            _query(
+                "limit",
+                "page size (default 50)",
+                {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
+            ),
+            codes=(400,),
         )
     },
     "/api/v1/sessions/{id}": {
         "get": _rop(
             "A session's metadata: participants, disclosure, script, stills, identity "
             "check, review, callback, account and recordings",
-            {"200": {"description": "session metadata"}},
+            {"200": _json("session metadata")},
             _ID_PARAM,
+            codes=(404,),
         )
     },
     "/api/v1/sessions/{id}/evidence": {
@@ -133,6 +182,7 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
             "python -m server verify-evidence)",
             {"200": {"description": "ZIP", "content": {"application/zip": {}}}},
             _ID_PARAM,
+            codes=(404,),
         )
     },
     "/api/v1/recordings/{id}": {
@@ -142,30 +192,35 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
                 "200": {"description": "the file", "content": _RECORDING_TYPES},
                 "206": {"description": "the requested range", "content": _RECORDING_TYPES},
                 "304": {"description": "not modified (If-None-Match)"},
-                "416": {"description": "malformed or unsatisfiable Range"},
             },
             _ID_PARAM,
             _RANGE_PARAM,
+            codes=_FILE,
         )
     },
     "/api/v1/stills/{id}": {
         "get": _rop(
-            "A still photo (JPEG)",
-            {"200": {"description": "the image", "content": {"image/jpeg": {}}}},
+            "A still photo (JPEG), with Range and ETag",
+            {
+                "200": {"description": "the image", "content": {"image/jpeg": {}}},
+                "206": {"description": "the requested range", "content": {"image/jpeg": {}}},
+                "304": {"description": "not modified (If-None-Match)"},
+            },
             _ID_PARAM,
             _RANGE_PARAM,
+            codes=_FILE,
         )
     },
     **{
         f"/api/v1/review/sessions/{{id}}/{name}": {
             method: {
                 "summary": summary,
-                "security": [{"staffSession": []}],
+                "security": _STAFF,
                 "parameters": [_ID_PARAM],
                 **({"requestBody": _json_body(body)} if body else {}),
                 "responses": {
-                    "200": {"description": "review status or decision"},
-                    "4XX": {"$ref": "#/components/responses/Error"},
+                    "200": _json("review status or decision"),
+                    **_errors(*_STAFF_GATE, 404, 409, *(_BODY if body else ())),
                 },
             }
         }
@@ -190,46 +245,43 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     "/api/v1/callbacks": {
         "get": {
             "summary": "Applications waiting for their callback (A8), with attempts so far",
-            "security": [{"staffSession": []}],
-            "responses": {
-                "200": {"description": "order and items"},
-                "4XX": {"$ref": "#/components/responses/Error"},
-            },
+            "security": _STAFF,
+            "responses": {"200": _json("order and items"), **_errors(*_STAFF_GATE)},
         }
     },
     "/api/v1/callbacks/{id}": {
         "post": {
             "summary": "Record a callback's outcome",
-            "security": [{"staffSession": []}],
+            "security": _STAFF,
             "parameters": [_ID_PARAM],
             "requestBody": _json_body(CallbackRecord),
             "responses": {
-                "200": {"description": "attempts and the application's new state"},
-                "4XX": {"$ref": "#/components/responses/Error"},
+                "200": _json("attempts and the application's new state"),
+                **_errors(*_STAFF_GATE, *_BODY, 404, 409),
             },
         }
     },
     "/api/v1/accounts/{id}/open": {
         "post": {
             "summary": "Retry opening the account with the CSDC system (A9, A26)",
-            "security": [{"staffSession": []}],
+            "security": _STAFF,
             "parameters": [_ID_PARAM],
             "responses": {
-                "200": {"description": "unified account number and status"},
-                "4XX": {"$ref": "#/components/responses/Error"},
-                "503": {"$ref": "#/components/responses/Error"},
+                "200": _json("unified account number and status"),
+                **_errors(*_STAFF_GATE, 404, 409, 503),
             },
         }
     },
     "/api/v1/review/recordings/{id}": {
         "get": {
             "summary": "A recording for the reviewer holding its session (Range, ETag)",
-            "security": [{"staffSession": []}],
+            "security": _STAFF,
             "parameters": [_ID_PARAM, _RANGE_PARAM],
             "responses": {
                 "200": {"description": "the file", "content": _RECORDING_TYPES},
                 "206": {"description": "a range", "content": _RECORDING_TYPES},
-                "4XX": {"$ref": "#/components/responses/Error"},
+                "304": {"description": "not modified (If-None-Match)"},
+                **_errors(*_STAFF_GATE, *_FILE),
             },
         }
     },
@@ -242,14 +294,24 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
 }
 
 
-def _op(summary: str, *, secured: bool = True, **extra: Any) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"4XX": _ERR, "503": _ERR}}
+def _op(
+    summary: str,
+    *,
+    secured: bool = True,
+    codes: tuple[int, ...] = (),
+    responses_ok: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """An investor API operation; ``secured`` ones pass the investor gate (401, 403)."""
+    op: dict[str, Any] = {"summary": summary}
     if secured:
         op["security"] = _SEC
         op["parameters"] = [{"$ref": "#/components/parameters/Csrf"}]
+        codes = (*_INVESTOR, *codes)
+    if "requestBody" in extra:
+        codes = (*_BODY, *codes)
     op.update(extra)
-    if "responses_ok" in op:
-        op["responses"].update(op.pop("responses_ok"))
+    op["responses"] = {**responses_ok, **_errors(*codes)}
     return op
 
 
@@ -274,6 +336,7 @@ SPEC: dict[str, Any] = {
                 "Send a one-time code by SMS",
                 secured=False,
                 requestBody=_json_body(OtpRequest),
+                codes=(429, 503),
                 responses_ok={"202": _ok("sent; sandbox_code only in sandbox mode", OtpIssued)},
             )
         },
@@ -282,6 +345,7 @@ SPEC: dict[str, Any] = {
                 "Sign in with phone and code; resumes an open application",
                 secured=False,
                 requestBody=_json_body(SignIn),
+                codes=(401, 429),
                 responses_ok={"201": _ok("signed in; sets the witness_investor cookie", SignedIn)},
             ),
             "delete": _op("Sign out", responses_ok={"200": _ok("signed out", SignedOut)}),
@@ -293,6 +357,7 @@ SPEC: dict[str, Any] = {
             "put": _op(
                 "Identity data (A6)",
                 requestBody=_json_body(IdentityForm),
+                codes=(409, 429),
                 responses_ok={"200": _APP},
             )
         },
@@ -317,15 +382,23 @@ SPEC: dict[str, Any] = {
                             "schema": {
                                 "type": "object",
                                 "properties": {"file": {"type": "string", "format": "binary"}},
+                                "required": ["file"],
                             }
                         },
                     },
                 },
+                codes=(404, 409, 429, 503),
                 responses_ok={"200": _APP},
             ),
             "get": _op(
                 "The stored (re-encoded) image",
-                responses_ok={"200": {"description": "image/jpeg"}},
+                codes=(404,),
+                responses_ok={
+                    "200": {
+                        "description": "the image",
+                        "content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}},
+                    }
+                },
             ),
         },
         f"{_INV}/questionnaire": {
@@ -339,12 +412,14 @@ SPEC: dict[str, Any] = {
             "put": _op(
                 "Questionnaire answers",
                 requestBody=_json_body(SuitabilityAnswers),
+                codes=(409, 429),
                 responses_ok={"200": _APP},
             )
         },
         f"{_INV}/disclosure": {
             "get": _op(
                 "Risk disclosure and account agreement (A4)",
+                codes=(409,),
                 responses_ok={"200": _ok("the document", Disclosure)},
             )
         },
@@ -352,6 +427,7 @@ SPEC: dict[str, Any] = {
             "post": _op(
                 "Acknowledge the disclosure (read to the end)",
                 requestBody=_json_body(DisclosureAck),
+                codes=(409, 429),
                 responses_ok={"200": _APP},
             )
         },
@@ -359,35 +435,53 @@ SPEC: dict[str, Any] = {
             "post": _op(
                 "Submit and run the identity registry check (A17.2); 503 when the registry "
                 "is unavailable",
+                codes=(400, 409, 429, 503),
                 responses_ok={"200": _APP},
             )
         },
         f"{_INV}/application/correct": {
-            "post": _op("Reopen a failed application for correction", responses_ok={"200": _APP})
+            "post": _op(
+                "Reopen a failed application for correction",
+                codes=(409, 429),
+                responses_ok={"200": _APP},
+            )
         },
         f"{_INV}/application/queue": {
             "post": _op(
                 "Join the witness queue (identity verified first, A17.2); then follow "
                 "/ws/investor for the place in the queue and the match",
-                responses_ok={"200": {"description": "queue status"}},
+                codes=(409, 503),
+                responses_ok={"200": _json("queue status")},
             ),
             "delete": _op(
-                "Leave the witness queue", responses_ok={"200": {"description": "queue status"}}
+                "Leave the witness queue",
+                codes=(409,),
+                responses_ok={"200": {"description": "queue status"}},
             ),
         },
         f"{_INV}/application/account": {
             "get": _op(
                 "The account numbers once opened (A9)",
+                codes=(404,),
                 responses_ok={"200": _ok("unified and sub-account numbers, status", AccountAnswer)},
             )
         },
         f"{_INV}/application/confirmation.pdf": {
             "get": _op(
                 "Download the account-opening confirmation (PDF, A9)",
+                codes=(404, 409, 503),
                 responses_ok={"200": {"description": "PDF", "content": {"application/pdf": {}}}},
             )
         },
-        "/api/v1/openapi.json": {"get": _op("This document", secured=False)},
+        "/api/v1/openapi.json": {
+            "get": _op(
+                "This document",
+                secured=False,
+                responses_ok={
+                    "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}
+                },
+            )
+        },
         **_RETRIEVAL_PATHS,
     },
     "components": {
