@@ -34,6 +34,7 @@ from server.domain.errors import InvalidInput, NotFound
 from server.domain.identity_document import DocumentType
 from server.domain.intake import OCCUPATIONS, parse_identity_form
 from server.http.access import current_investor, investor_only, public
+from server.http.bodies import read_bytes, read_form
 from server.http.cookies import INVESTOR_COOKIE, cookie_secure, investor_token
 from server.http.json_body import read_model
 from server.http.keys import RUNTIME
@@ -211,7 +212,7 @@ async def put_document(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     kind = _image_kind(request)
     if request.content_type == "multipart/form-data":
-        form = await request.post()
+        form = await read_form(request)
         field = form.get("file")
         if not isinstance(field, web.FileField):
             raise InvalidInput(
@@ -219,7 +220,7 @@ async def put_document(request: web.Request) -> web.Response:
             )
         raw = field.file.read()
     else:
-        raw = await request.read()
+        raw = await read_bytes(request)
     await intake.save_image(
         db=rt.db,
         application_id=current_investor(request).application_id,

@@ -14,6 +14,7 @@ from server import evidence
 from server.api.schemas import EvidenceKey, answer
 from server.http.access import public, retrieval_api
 from server.http.keys import API_CALLER, BYTES_SERVED, RUNTIME
+from server.http.query import INT32_MAX, checked_query
 from server.http.streaming import inside_root, not_found, path_id, send_file
 from server.services.retrieval import queries as retrieval
 
@@ -24,7 +25,10 @@ routes = web.RouteTableDef()
 @retrieval_api
 async def list_sessions(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    query = retrieval.SessionQuery.from_params(request.query)
+    params = checked_query(
+        request, integers={"witness": (1, INT32_MAX), "limit": (1, retrieval.MAX_PAGE)}
+    )
+    query = retrieval.SessionQuery.from_params(params)
     async with rt.db.begin() as tx:
         body = await retrieval.list_sessions(tx, query, rt.protector)
     return web.json_response(body)

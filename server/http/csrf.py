@@ -7,6 +7,7 @@ import secrets
 from aiohttp import web
 
 from server.domain.errors import Forbidden
+from server.http.bodies import read_form
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -32,7 +33,7 @@ async def require_csrf(request: web.Request, expected: str, *, accept_form: bool
     posts plain forms) does not match the session's."""
     sent = request.headers.get("X-CSRF-Token", "")
     if not sent and accept_form and request.content_type in _FORM_TYPES:
-        form = await request.post()
+        form = await read_form(request)
         sent = str(form.get("csrf_token", ""))
     if not tokens_match(sent, expected):
         raise Forbidden(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.domain.errors import ErrorKind
+from server.domain.errors import DomainError, ErrorKind
 
 STATUS_BY_KIND = {
     ErrorKind.INVALID: 400,
@@ -30,3 +30,18 @@ def error_body(code: str, message: str, message_zh: str, **extra: object) -> dic
 def route_name(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
+
+
+class EdgeRefusal(DomainError):
+    """A request refused at the edge for what HTTP has a status of its own (408, 413):
+    the body, not the domain. It answers in the one error body like any other refusal."""
+
+    def __init__(
+        self, status: int, code: str, message: str, message_zh: str, **details: object
+    ) -> None:
+        super().__init__(code, message, message_zh, kind=ErrorKind.INVALID, details=details)
+        self.status = status
+
+
+def status_of(exc: DomainError) -> int:
+    return exc.status if isinstance(exc, EdgeRefusal) else STATUS_BY_KIND[exc.kind]

@@ -16,7 +16,9 @@ from server.http.keys import BYTES_SERVED
 
 CHUNK = 256 * 1024
 _ID = re.compile(r"^[0-9a-f]{32}$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# Offsets of at most 18 digits (int64): a longer one is malformed (416), and int() of
+# thousands of digits would raise.
+_RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")
 
 
 def not_found() -> NotFound:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from server.domain.staff import Role
 from server.http.access import allow, current_staff
+from server.http.bodies import read_form
 from server.http.keys import RUNTIME
 from server.services import staff as staff_service
 from server.web.render import render
@@ -33,7 +34,7 @@ async def staff_register(request: web.Request) -> web.Response:
 @allow(Role.ADMIN)
 async def set_active(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    form = await request.post()
+    form = await read_form(request)
     active = str(form.get("active", "")) == "1"
     current = current_staff(request)
     async with rt.db.begin() as tx:

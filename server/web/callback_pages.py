@@ -8,6 +8,7 @@ from aiohttp import web
 from server.domain.errors import InvalidInput
 from server.domain.staff import Role
 from server.http.access import allow, current_staff
+from server.http.bodies import read_form
 from server.http.keys import RUNTIME
 from server.web.render import render
 
@@ -33,7 +34,7 @@ async def worklist(request: web.Request) -> web.Response:
 @allow(Role.CALLBACK)
 async def record(request: web.Request) -> web.StreamResponse:
     rt = request.app[RUNTIME]
-    form = await request.post()
+    form = await read_form(request)
     app_id = request.match_info["application_id"]
     if len(app_id) != 32 or not app_id.isalnum():
         raise InvalidInput("bad_id", "Unknown application.", "未知的申请。")

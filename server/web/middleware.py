@@ -3,6 +3,8 @@ error mapping, the staff session and Origin check, page access control, headers.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -18,7 +20,7 @@ from server.config import Config
 from server.domain.errors import DomainError, ErrorKind
 from server.http.access import access_of
 from server.http.csrf import UNSAFE_METHODS, check_origin
-from server.http.errors import STATUS_BY_KIND, error_body, route_name, wants_json
+from server.http.errors import EdgeRefusal, error_body, route_name, status_of, wants_json
 from server.http.gates import Handler, investor_gate, require_staff, resolve_staff, undeclared
 from server.http.keys import BYTES_SERVED, CURRENT_STAFF, REQUEST_ID, RUNTIME, VIA_HTTPS
 from server.logsetup import request_id_var
@@ -27,6 +29,18 @@ log = logging.getLogger("server.web")
 
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# aiohttp's own refusals (unknown path or method, body over client_max_size).
+_HTTP_ERRORS = {
+    404: ("not_found", "未找到。"),
+    405: ("method_not_allowed", "不支持该请求方法。"),
+    413: ("too_large", "请求内容过大。"),
+}
+# Logged and counted for a request whose client hung up before it was answered.
+CLIENT_CLOSED_REQUEST = 499
+# Longest static path looked up on disk, and longest name in it (NAME_MAX): past these
+# the file system answers ENAMETOOLONG, which is a 404 and not worth a system call.
+_STATIC_PATH_MAX = 1024
+_STATIC_NAME_MAX = 255
 
 
 def make_forwarded_middleware(config: Config) -> web.middleware:  # type: ignore[valid-type]
@@ -82,6 +96,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         exc.headers["X-Request-Id"] = rid
         raise
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client hangs up (handler_cancellation, as
+        # its test server runs); cancelled for any other reason, it stays counted a 500.
+        if _client_gone(request):
+            status = CLIENT_CLOSED_REQUEST
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = route_name(request)
@@ -101,42 +121,51 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id_var.reset(token)
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _log_client_gone(request: web.Request) -> None:
+    log.warning("client went away mid-request", extra={"route": route_name(request)})
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        response = await handler(request)
     except DomainError as exc:
         if BYTES_SERVED in request:
             # A streamed body had started: no second response can follow it; aiohttp
             # closes the connection, and the client sees a short body.
             raise
-        status = STATUS_BY_KIND[exc.kind]
-        if (
-            exc.kind is ErrorKind.UNAUTHENTICATED
-            and not wants_json(request)
-            and request.path.startswith("/staff")
-        ):
-            raise web.HTTPFound(f"/staff/login?next={request.path}") from None
-        headers = {}
-        if "retry_after" in exc.details:
-            headers["Retry-After"] = str(exc.details["retry_after"])
-        if wants_json(request):
-            return web.json_response({"error": exc.to_dict()}, status=status, headers=headers)
-        return _html_error(status, exc.message_zh, exc.message, headers)
+        response = _refusal(request, exc)
+        if isinstance(exc, EdgeRefusal) and not request.content.is_eof():
+            await _answer_and_close(request, response)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or (exc.text and exc.content_type == "application/json"):
             raise
         if wants_json(request):
-            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-                exc.status, "http_error"
-            )
+            code, zh = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
             kept = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
             return web.json_response(
-                error_body(code, exc.reason, exc.reason),
+                error_body(code, exc.reason, zh),
                 status=exc.status,
                 headers=kept,
             )
         raise
+    except asyncio.CancelledError:
+        if _client_gone(request):
+            _log_client_gone(request)
+        raise
+    except ConnectionResetError:
+        if not _client_gone(request):
+            raise  # a reset of ours (database, Redis): a server error like any other
+        # The client hung up mid-request (usually mid-body): nobody to answer, nothing
+        # wrong here. 499 (as nginx logs it) keeps it out of the 500s.
+        _log_client_gone(request)
+        return web.Response(status=CLIENT_CLOSED_REQUEST)
     except Exception:
         log.exception("unhandled error", extra={"route": route_name(request)})
         rid = request.get(REQUEST_ID, "-")
@@ -149,6 +178,37 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 error_body("internal_error", msg, msg_zh, request_id=rid), status=500
             )
         return _html_error(500, msg_zh, msg, {})
+    return response
+
+
+def _refusal(request: web.Request, exc: DomainError) -> web.StreamResponse:
+    status = status_of(exc)
+    if (
+        exc.kind is ErrorKind.UNAUTHENTICATED
+        and not wants_json(request)
+        and request.path.startswith("/staff")
+    ):
+        raise web.HTTPFound(f"/staff/login?next={request.path}") from None
+    headers = {}
+    if "retry_after" in exc.details:
+        headers["Retry-After"] = str(exc.details["retry_after"])
+    response: web.Response
+    if wants_json(request):
+        response = web.json_response({"error": exc.to_dict()}, status=status, headers=headers)
+    else:
+        response = _html_error(status, exc.message_zh, exc.message, headers)
+    return response
+
+
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the refusal now and close the connection: the rest of a slow or oversized
+    body is not worth waiting for (aiohttp would read it for up to lingering_time)."""
+    response.headers["X-Request-Id"] = request.get(REQUEST_ID, "-")
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
 
 
 def _html_error(status: int, zh: str, en: str, headers: dict[str, str]) -> web.Response:
@@ -165,7 +225,12 @@ def _html_error(status: int, zh: str, en: str, headers: dict[str, str]) -> web.R
 @web.middleware
 async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
-    if isinstance(resource, StaticResource) or request.match_info.http_exception is not None:
+    if isinstance(resource, StaticResource):
+        path = request.path
+        if len(path) > _STATIC_PATH_MAX or max(map(len, path.split("/"))) > _STATIC_NAME_MAX:
+            raise web.HTTPNotFound()
+        return await handler(request)
+    if request.match_info.http_exception is not None:
         return await handler(request)
     access = access_of(request.match_info.handler)
     if access is None:
