@@ -167,6 +167,15 @@ class AccountsConfig(GatewayConfig):
 
 
 @dataclass(frozen=True)
+class ScreeningConfig(GatewayConfig):
+    # A3 anti-money-laundering screening. Sandbox only: the list files (UTF-8 CSV, format
+    # in docs/risk.md); "" = the built-in fictional ones in server/content/screening/.
+    sanctions_file: str = ""
+    pep_file: str = ""
+    blocklist_file: str = ""
+
+
+@dataclass(frozen=True)
 class NoticesConfig:
     # A9: the account numbers go to the investor by SMS (the [sms] gateway) and by email.
     email_provider: str = "sandbox"  # sandbox (kept in an outbox) | smtp
@@ -274,6 +283,7 @@ class Config:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     callback: CallbackConfig = field(default_factory=CallbackConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     notices: NoticesConfig = field(default_factory=NoticesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.

@@ -13,10 +13,11 @@ from server.adapters.account_system import ACCOUNTS
 from server.adapters.email import EMAIL
 from server.adapters.identity_registry import IDENTITY
 from server.adapters.kinds import AdapterKind
+from server.adapters.screening import SCREENING
 from server.adapters.sms import SMS
 
 # Checked in this order, so the first problem reported is stable.
-ADAPTER_KINDS: tuple[AdapterKind[Any, Any], ...] = (EMAIL, ACCOUNTS, IDENTITY, SMS)
+ADAPTER_KINDS: tuple[AdapterKind[Any, Any], ...] = (EMAIL, ACCOUNTS, IDENTITY, SMS, SCREENING)
 
 
 def adapter_problem(config: object) -> str | None:

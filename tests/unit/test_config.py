@@ -211,5 +211,5 @@ def test_every_gateway_section_is_checked_as_an_adapter() -> None:
         for f in dataclasses.fields(Config)
         if isinstance(getattr(defaults, f.name), GatewayConfig)
     }
-    assert gateway_sections == {"identity", "sms", "accounts"}
+    assert gateway_sections == {"identity", "sms", "accounts", "screening"}
     assert gateway_sections <= {kind.section for kind in ADAPTER_KINDS}
