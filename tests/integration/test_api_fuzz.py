@@ -87,21 +87,13 @@ PARSER_LINE_LIMIT = 8190
 
 
 def known_edge_case(case: Any, response: Any) -> str | None:
-    """Answers the checks leave out, each named: a 500 from a class of input the edge
-    (server/http/) is being hardened against in issue 15's own items, counted and printed
-    until that fix lands; aiohttp's own refusal of an over-long request line."""
+    """Answers the checks leave out, each named, counted and printed: aiohttp's own
+    refusal of an over-long request line (a correct 400, not in our error body)."""
     status = response.status_code
     content_type = response.headers.get("content-type", [""])[0]  # lowercase keys, lists
     if status == 400 and content_type.startswith("text/plain"):
         if response.text.startswith(f"Got more than {PARSER_LINE_LIMIT} bytes"):
             return "request line over aiohttp's limit, refused by its parser"
-    if status != 500:
-        return None
-    if case.media_type == "multipart/form-data":
-        # Issue 15 edge item "malformed multipart": aiohttp's InvalidHeader out of
-        # request.post() for a part without headers. server/http/bodies.read_form answers
-        # it with 400 form_invalid; drop this once that is committed (never hit with it).
-        return "malformed multipart (issue 15 edge item)"
     return None
 
 
