@@ -81,6 +81,11 @@ class SuitabilityAnswers(Body):
 
 
 class DisclosureAck(Body):
+    # What the handler answered before the model, when the value was not the one wanted.
+    field_codes: ClassVar[Mapping[str, str]] = {
+        "version": "disclosure_version_mismatch",
+        "scrolled_to_end": "disclosure_not_scrolled",
+    }
     version: Annotated[str, Field(max_length=100)]
     scrolled_to_end: StrictBool
 
@@ -191,11 +196,15 @@ class PlaybackReport(Body):
 
 
 class OpenedDocument(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"item": "bad_item"}
     item: Annotated[str, Field(max_length=64)]
 
 
 class Decision(Body):
-    field_codes: ClassVar[Mapping[str, str]] = {"decision": "bad_decision"}
+    field_codes: ClassVar[Mapping[str, str]] = {
+        "decision": "bad_decision",
+        "reason_code": "reason_required",
+    }
     decision: Literal["approve", "reject"]
     reason_code: Annotated[str | None, Field(max_length=64)] = None
     notes: Notes = ""
