@@ -36,6 +36,7 @@ from server.api.schemas import (
 from server.domain.session import SessionState
 from server.http.access import public
 from server.http.json_body import Body
+from server.http.query import INT32_MAX
 from server.services.retrieval.queries import MAX_PAGE
 
 routes = web.RouteTableDef()
@@ -46,9 +47,6 @@ _APP = {"$ref": "#/components/responses/Application"}
 _INV = "/api/v1/investor"
 _SEC: list[dict[str, list[str]]] = [{"investorCookie": []}, {"investorBearer": []}]
 
-
-# The database's INTEGER (PostgreSQL int4), the bound of integer query parameters.
-INT32_MAX = 2**31 - 1
 _RSEC: list[dict[str, list[str]]] = [{"apiToken": []}, {"staffSession": []}]
 _STAFF: list[dict[str, list[str]]] = [{"staffSession": []}]
 # WebM for VP8, Matroska for a party that sent H.264 (the codec fallback).
@@ -116,18 +114,31 @@ def _schemas() -> dict[str, Any]:
     return out
 
 
+def _sop(
+    summary: str,
+    ok: dict[str, Any],
+    *params: dict[str, Any],
+    codes: tuple[int, ...] = (),
+    body: type[Body] | None = None,
+    security: list[dict[str, list[str]]] = _STAFF,
+) -> dict[str, Any]:
+    """A staff API operation: a staff session of the handler's roles (401, 403; writes
+    carry the CSRF header), ``body`` read as JSON (400, 408, 413)."""
+    op: dict[str, Any] = {"summary": summary, "security": security}
+    if params:
+        op["parameters"] = list(params)
+    if body is not None:
+        op["requestBody"] = _json_body(body)
+        codes = (*_BODY, *codes)
+    op["responses"] = {**ok, **_errors(*_STAFF_GATE, *codes)}
+    return op
+
+
 def _rop(
     summary: str, ok: dict[str, Any], *params: dict[str, Any], codes: tuple[int, ...]
 ) -> dict[str, Any]:
     """A retrieval API operation (Bearer token or auditor session; every call audited)."""
-    op: dict[str, Any] = {
-        "summary": summary,
-        "security": _RSEC,
-        "responses": {**ok, **_errors(401, 403, *codes)},
-    }
-    if params:
-        op["parameters"] = list(params)
-    return op
+    return _sop(summary, ok, *params, codes=codes, security=_RSEC)
 
 
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -213,16 +224,13 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     },
     **{
         f"/api/v1/review/sessions/{{id}}/{name}": {
-            method: {
-                "summary": summary,
-                "security": _STAFF,
-                "parameters": [_ID_PARAM],
-                **({"requestBody": _json_body(body)} if body else {}),
-                "responses": {
-                    "200": _json("review status or decision"),
-                    **_errors(*_STAFF_GATE, 404, 409, *(_BODY if body else ())),
-                },
-            }
+            method: _sop(
+                summary,
+                {"200": _json("review status or decision")},
+                _ID_PARAM,
+                codes=(404, 409),
+                body=body,
+            )
         }
         for name, method, summary, body in (
             ("claim", "post", "Claim a witnessed session for review (never your own, A17.5)", None),
@@ -243,47 +251,40 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
         )
     },
     "/api/v1/callbacks": {
-        "get": {
-            "summary": "Applications waiting for their callback (A8), with attempts so far",
-            "security": _STAFF,
-            "responses": {"200": _json("order and items"), **_errors(*_STAFF_GATE)},
-        }
+        "get": _sop(
+            "Applications waiting for their callback (A8), with attempts so far",
+            {"200": _json("order and items")},
+        )
     },
     "/api/v1/callbacks/{id}": {
-        "post": {
-            "summary": "Record a callback's outcome",
-            "security": _STAFF,
-            "parameters": [_ID_PARAM],
-            "requestBody": _json_body(CallbackRecord),
-            "responses": {
-                "200": _json("attempts and the application's new state"),
-                **_errors(*_STAFF_GATE, *_BODY, 404, 409),
-            },
-        }
+        "post": _sop(
+            "Record a callback's outcome",
+            {"200": _json("attempts and the application's new state")},
+            _ID_PARAM,
+            codes=(404, 409),
+            body=CallbackRecord,
+        )
     },
     "/api/v1/accounts/{id}/open": {
-        "post": {
-            "summary": "Retry opening the account with the CSDC system (A9, A26)",
-            "security": _STAFF,
-            "parameters": [_ID_PARAM],
-            "responses": {
-                "200": _json("unified account number and status"),
-                **_errors(*_STAFF_GATE, 404, 409, 503),
-            },
-        }
+        "post": _sop(
+            "Retry opening the account with the CSDC system (A9, A26)",
+            {"200": _json("unified account number and status")},
+            _ID_PARAM,
+            codes=(404, 409, 503),
+        )
     },
     "/api/v1/review/recordings/{id}": {
-        "get": {
-            "summary": "A recording for the reviewer holding its session (Range, ETag)",
-            "security": _STAFF,
-            "parameters": [_ID_PARAM, _RANGE_PARAM],
-            "responses": {
+        "get": _sop(
+            "A recording for the reviewer holding its session (Range, ETag)",
+            {
                 "200": {"description": "the file", "content": _RECORDING_TYPES},
                 "206": {"description": "a range", "content": _RECORDING_TYPES},
                 "304": {"description": "not modified (If-None-Match)"},
-                **_errors(*_STAFF_GATE, *_FILE),
             },
-        }
+            _ID_PARAM,
+            _RANGE_PARAM,
+            codes=_FILE,
+        )
     },
     "/api/v1/evidence-key": {
         "get": {

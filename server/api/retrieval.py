@@ -2,7 +2,7 @@
 
 An external contract for the agency's archive, compliance and audit systems: Bearer API
 tokens (``python -m server token create``) or an auditor's staff session; every call is
-audited by the access gate (web/middleware.py). Files are streamed from disk, never
+audited by the access gate (api/middleware.py). Files are streamed from disk, never
 loaded whole; ids are looked up in the database, never used as paths.
 """
 
@@ -15,7 +15,7 @@ from server.api.schemas import EvidenceKey, answer
 from server.http.access import public, retrieval_api
 from server.http.keys import API_CALLER, BYTES_SERVED, RUNTIME
 from server.http.query import INT32_MAX, checked_query
-from server.http.streaming import inside_root, not_found, path_id, send_file
+from server.http.streaming import path_id, send_stored
 from server.services.retrieval import queries as retrieval
 
 routes = web.RouteTableDef()
@@ -47,25 +47,17 @@ async def get_session(request: web.Request) -> web.Response:
 @routes.get("/recordings/{id}", allow_head=False)
 @retrieval_api
 async def get_recording(request: web.Request) -> web.StreamResponse:
-    rt = request.config_dict[RUNTIME]
-    async with rt.db.begin() as tx:
+    async with request.config_dict[RUNTIME].db.begin() as tx:
         stored = await retrieval.playable_recording(tx, path_id(request))
-    if stored is None:
-        raise not_found()
-    path = inside_root(rt.config.recordings_path, stored.path)
-    return await send_file(request, path, stored.content_type, stored.sha256)
+    return await send_stored(request, stored)
 
 
 @routes.get("/stills/{id}", allow_head=False)
 @retrieval_api
 async def get_still(request: web.Request) -> web.StreamResponse:
-    rt = request.config_dict[RUNTIME]
-    async with rt.db.begin() as tx:
+    async with request.config_dict[RUNTIME].db.begin() as tx:
         stored = await retrieval.still_file(tx, path_id(request))
-    if stored is None:
-        raise not_found()
-    path = inside_root(rt.config.recordings_path, stored.path)
-    return await send_file(request, path, stored.content_type, stored.sha256)
+    return await send_stored(request, stored)
 
 
 @routes.get("/evidence-key")

@@ -12,7 +12,7 @@ from server.domain.staff import Role
 from server.http.access import allow, current_staff
 from server.http.json_body import read_model
 from server.http.keys import RUNTIME
-from server.http.streaming import inside_root, path_id, send_file
+from server.http.streaming import path_id, send_stored
 
 routes = web.RouteTableDef()
 _BASE = "/review/sessions/{id}"
@@ -81,9 +81,7 @@ async def decision(request: web.Request) -> web.Response:
 @allow(Role.REVIEWER)
 async def recording(request: web.Request) -> web.StreamResponse:
     """A recording for the reviewer who holds its session's open review (Range, ETag)."""
-    rt = request.config_dict[RUNTIME]
-    stored = await rt.review.recording_for(
+    stored = await request.config_dict[RUNTIME].review.recording_for(
         staff_id=current_staff(request).id, recording_id=path_id(request)
     )
-    path = inside_root(rt.config.recordings_path, stored.path)
-    return await send_file(request, path, stored.content_type, stored.sha256)
+    return await send_stored(request, stored)

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from server.domain.errors import NotFound
 from server.http.errors import error_body
-from server.http.keys import BYTES_SERVED
+from server.http.keys import BYTES_SERVED, RUNTIME
+from server.services.retrieval.queries import StoredFile
 
 CHUNK = 256 * 1024
 _ID = re.compile(r"^[0-9a-f]{32}$")
@@ -108,3 +109,12 @@ async def send_file(
             request[BYTES_SERVED] = sent
     await response.write_eof()
     return response
+
+
+async def send_stored(request: web.Request, stored: StoredFile | None) -> web.StreamResponse:
+    """A recording or still kept under the recordings root, streamed as ``send_file``
+    does; None (no such file, or not this caller's) is the one not-found answer."""
+    if stored is None:
+        raise not_found()
+    path = inside_root(request.config_dict[RUNTIME].config.recordings_path, stored.path)
+    return await send_file(request, path, stored.content_type, stored.sha256)

@@ -4,7 +4,7 @@ staff_login.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,10 +59,6 @@ def witness_problems(staff: Staff) -> list[str]:
     if Role.WITNESS.value not in staff.role_set:
         return ["not_a_witness"]
     return eligibility_problems(qualification(staff))
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def create_staff(
