@@ -16,6 +16,9 @@ class Role(StrEnum):
     CALLBACK = "callback"
     ADMIN = "admin"
     AUDITOR = "auditor"
+    # A3, A23: screening hits and risk alerts; never the witness or reviewer of a case
+    # they decide (checked where they decide).
+    COMPLIANCE = "compliance"
 
 
 def parse_roles(values: list[str] | tuple[str, ...] | str) -> frozenset[Role]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import server.store.risk_models  # noqa: F401  (its tables join Base.metadata)
 from server.store.models import Base
 
 target_metadata = Base.metadata
