@@ -11,21 +11,49 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from server.domain.errors import DomainError, Forbidden, InvalidInput, Unavailable
+from server.domain.errors import DomainError, Forbidden, InvalidInput, TooMany, Unavailable
 from server.domain.session import Party
 from server.services.pairing.placement import session_channel
 from server.services.runtime import Runtime
 from server.web.ws_common import send
+from server.web.ws_frames import bad_message, text_field
 
 log = logging.getLogger(__name__)
 
 MAX_SDP = 64_000
+MAX_CHAT = 2_000  # characters of one chat line
+# Relayed messages (mute, chat) a party may send: a burst of RELAY_BURST, then
+# RELAY_PER_SECOND. A person toggles a microphone or types far slower; the limit keeps one
+# party from flooding the other's page (and the pub/sub) with a loop.
+RELAY_BURST = 10
+RELAY_PER_SECOND = 2.0
+
+
+@dataclass
+class TokenBucket:
+    """``take`` is True while tokens last; they come back at ``rate`` a second up to
+    ``burst``. ``now`` is a monotonic clock, passed in by tests."""
+
+    burst: float = RELAY_BURST
+    rate: float = RELAY_PER_SECOND
+    tokens: float = RELAY_BURST
+    at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 @dataclass(frozen=True)
@@ -37,6 +65,7 @@ class SessionParty:
     session_id: str
     role: Party
     party: str  # the application id (investor) or the staff id (witness)
+    relays: TokenBucket = field(default_factory=TokenBucket)
 
     @property
     def staff_id(self) -> int:
@@ -71,12 +100,17 @@ async def _ping(sp: SessionParty, _message: dict[str, Any]) -> None:
 
 async def _offer(sp: SessionParty, message: dict[str, Any]) -> None:
     sdp = message.get("sdp")
-    if not isinstance(sdp, str) or len(sdp) > MAX_SDP:
+    attempt = message.get("attempt")
+    if (
+        not isinstance(sdp, str)
+        or len(sdp) > MAX_SDP
+        or not (attempt is None or (isinstance(attempt, int) and not isinstance(attempt, bool)))
+    ):
         raise InvalidInput("bad_offer", "Malformed offer.", "连接请求格式错误。")
     async with media_errors(sp.session_id):
         answer = await sp.rt.media.answer(sp.session_id, sp.role, sdp)
     # The page's attempt number comes back so it never applies a stale answer.
-    await sp.reply({"type": "answer", "sdp": answer, "attempt": message.get("attempt")})
+    await sp.reply({"type": "answer", "sdp": answer, "attempt": attempt})
 
 
 async def _capture_still(sp: SessionParty, _message: dict[str, Any]) -> None:
@@ -97,6 +131,8 @@ async def _unmask_id(sp: SessionParty, _message: dict[str, Any]) -> None:
 
 
 async def _script_action(sp: SessionParty, message: dict[str, Any]) -> None:
+    for name in ("mark", "note", "judgement"):  # the index is checked by the service
+        text_field(message, name)
     media = await sp.rt.media.session(sp.session_id)
     state = await sp.rt.witnessing.act(
         session_id=sp.session_id, staff_id=sp.staff_id, media=media, message=message
@@ -105,21 +141,46 @@ async def _script_action(sp: SessionParty, message: dict[str, Any]) -> None:
 
 
 async def _verdict(sp: SessionParty, message: dict[str, Any]) -> None:
+    reason_code = message.get("reason_code")
+    if reason_code is not None and not isinstance(reason_code, str):
+        raise bad_message("Field reason_code must be text.", "字段 reason_code 须为文本。")
     media = await sp.rt.media.session(sp.session_id)
     await sp.rt.witnessing.conclude(
         session_id=sp.session_id,
         staff_id=sp.staff_id,
         media=media,
-        result=str(message.get("result", "")),
-        reason_code=str(message.get("reason_code") or "") or None,
-        notes=str(message.get("notes", "")),
+        result=text_field(message, "result"),
+        reason_code=reason_code or None,
+        notes=text_field(message, "notes"),
     )
 
 
+def _mute(message: dict[str, Any]) -> dict[str, Any]:
+    """What static/js/call.js sends and its peer reads: both tracks' state."""
+    audio, video = message.get("audio"), message.get("video")
+    if not isinstance(audio, bool) or not isinstance(video, bool):
+        raise bad_message("Mute state is audio and video, true or false.", "静音状态格式错误。")
+    return {"type": "mute", "audio": audio, "video": video}
+
+
+def _chat(message: dict[str, Any]) -> dict[str, Any]:
+    text = text_field(message, "text", max_length=MAX_CHAT)
+    if not text.strip():
+        raise bad_message("Empty chat message.", "消息内容为空。")
+    return {"type": "chat", "text": text}
+
+
+# Relayed messages: only these fields reach the other party, whatever else was sent.
+_RELAYED: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"mute": _mute, "chat": _chat}
+
+
 async def _relay(sp: SessionParty, message: dict[str, Any]) -> None:
-    """For the other party (mute state, chat); the server says who sent it."""
+    """For the other party (mute state, chat): its allowed fields, and who sent it."""
+    relayed = _RELAYED[message["type"]](message)
+    if not sp.relays.take(time.monotonic()):
+        raise TooMany("too_many", "Too many messages; slow down.", "消息过于频繁，请稍后再试。")
     await sp.rt.queue.publish(
-        session_channel(sp.session_id, sp.role.other), {**message, "from": sp.role}
+        session_channel(sp.session_id, sp.role.other), {**relayed, "from": sp.role}
     )
 
 

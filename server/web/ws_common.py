@@ -6,19 +6,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from server.domain.errors import DomainError, Forbidden
 from server.http.keys import SOCKETS
 from server.queue.base import QueueBackend
+from server.web.ws_frames import bad_message, read_frame
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 64 * 1024  # signalling (SDP) fits easily; anything larger is abuse
+_HANDLER_FAILED = bad_message("The message could not be handled.", "无法处理该消息。")
 
 
 def check_ws_origin(request: web.Request) -> None:
@@ -50,6 +53,31 @@ async def close_all(app: web.Application) -> None:
     for socket in list(sockets):
         with contextlib.suppress(Exception):
             await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+async def _answer(
+    socket: web.WebSocketResponse,
+    frame: WSMessage,
+    on_client: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """One frame from the client: read, handled, or answered with an error. The socket
+    stays open whatever the frame held; only a frame over MAX_MESSAGE closes it."""
+    try:
+        await on_client(read_frame(frame))
+    except DomainError as exc:
+        await send_error(socket, exc)
+    except Exception as exc:
+        # A handler's bug, not the client's: one line naming where, never the message
+        # (it may hold personal data), and the same error reply as a malformed frame.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        log.error(
+            "socket message handler failed: %s at %s:%s in %s",
+            type(exc).__name__,
+            where.filename,
+            where.lineno,
+            where.name,
+        )
+        await send_error(socket, _HANDLER_FAILED)
 
 
 async def run_socket(
@@ -86,23 +114,13 @@ async def run_socket(
         if tick is not None:
             tasks.append(asyncio.create_task(ticker(tick)))
         try:
-            async for msg in socket:
-                if msg.type is not WSMsgType.TEXT:
-                    continue
-                if len(msg.data) > MAX_MESSAGE:
-                    await socket.close(code=1009, message=b"message too large")
+            async for frame in socket:
+                if frame.type is WSMsgType.ERROR:
+                    break  # e.g. over MAX_MESSAGE: aiohttp has closed it with 1009
+                if frame.type is WSMsgType.TEXT and len(frame.data) > MAX_MESSAGE:
+                    await socket.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=b"too large")
                     break
-                try:
-                    data = json.loads(msg.data)
-                except json.JSONDecodeError:
-                    await send(socket, {"type": "error", "error": {"code": "bad_json"}})
-                    continue
-                if not isinstance(data, dict):
-                    continue
-                try:
-                    await on_client(data)
-                except DomainError as exc:
-                    await send_error(socket, exc)
+                await _answer(socket, frame, on_client)
                 if any(t.done() for t in tasks):
                     break
         finally:

@@ -18,6 +18,7 @@ from server.http.keys import RUNTIME
 from server.services.applications import get_application
 from server.services.pairing.queueing import QUEUE_CHANGED, investor_channel, witness_channel
 from server.web.ws_common import check_ws_origin, open_socket, run_socket, send
+from server.web.ws_frames import text_field
 
 routes = web.RouteTableDef()
 
@@ -142,13 +143,13 @@ async def witness_socket(request: web.Request) -> web.StreamResponse:
             await rt.pairing.witness_not_ready(staff.id, actor=staff.username)
             await state_update()
         elif kind == "accept":
-            placement = await rt.placer.accept(staff.id, str(data.get("offer_id", "")))
+            placement = await rt.placer.accept(staff.id, text_field(data, "offer_id"))
             del placement  # the "matched" message reaches this socket through the channel
         elif kind == "decline":
-            await rt.pairing.decline(staff.id, str(data.get("offer_id", "")))
+            await rt.pairing.decline(staff.id, text_field(data, "offer_id"))
             await state_update()
         elif kind == "end":
-            await rt.placer.end_by_witness(staff.id, str(data.get("session_id", "")))
+            await rt.placer.end_by_witness(staff.id, text_field(data, "session_id"))
             await state_update()
         else:
             raise InvalidInput("unknown_message", "Unknown message type.", "未知的消息类型。")
