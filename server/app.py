@@ -140,23 +140,8 @@ def create_app(config: Config) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def risk_ctx(app: web.Application) -> AsyncIterator[None]:
-        # A23: overdue alerts and time-based rules every risk.sweep_seconds; the alert
-        # webhook when risk.webhook_url is set (services/compliance/).
-        rt = app[RUNTIME]
-        tasks = [asyncio.create_task(rt.risk.run_forever())]
-        if config.risk.webhook_url:
-            tasks.append(asyncio.create_task(rt.alert_webhook.run_forever()))
-        yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
     app.cleanup_ctx.append(runtime_ctx)
     app.cleanup_ctx.append(loop_probe_ctx)
-    app.cleanup_ctx.append(risk_ctx)
     app.cleanup_ctx.append(media_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
     app[SOCKETS] = weakref.WeakSet()
