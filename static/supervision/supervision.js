@@ -8,6 +8,7 @@ import { bi, biError } from '/static/js/i18n.js';
 
 const api = new Api('');
 const charts = {};
+let latest = 0; // only the newest request's answer is shown
 
 const COLOURS = { pass: '#1e7b34', fail: '#b3261e', p50: '#2f5d9e', p95: '#d08a1e' };
 
@@ -108,7 +109,7 @@ function renderCharts(days) {
       labels,
       datasets: [
         { label: 'p50', data: days.map((d) => d.wait_s.p50), borderColor: COLOURS.p50, backgroundColor: COLOURS.p50, spanGaps: true },
-        { label: 'p95', data: days.map((d) => d.wait_s.p95), borderColor: COLOURS.p95, backgroundColor: COLOURS.p95, spanGaps: true },
+        { label: 'p95', data: days.map((d) => d.wait_s.p95), borderColor: COLOURS.p95, backgroundColor: COLOURS.p95, borderDash: [6, 4], spanGaps: true },
       ],
     },
     options: { ...common, scales: { y: { beginAtZero: true } } },
@@ -126,10 +127,12 @@ function query(from, to) {
 async function load(from, to) {
   const section = $('#supervision');
   const alert = $('#supervision-alert');
+  const mine = ++latest;
   section.setAttribute('aria-busy', 'true');
   alert.hidden = true;
   try {
     const report = await api.get(`/staff/supervision.json${query(from, to)}`);
+    if (mine !== latest) return;
     $('#range-from').value = report.from;
     $('#range-to').value = report.to;
     $('#csv-link').href = `/staff/supervision.csv${query(report.from, report.to)}`;
@@ -139,10 +142,11 @@ async function load(from, to) {
     renderDays(report.days);
     renderWitnesses(report.witnesses);
   } catch (err) {
+    if (mine !== latest) return;
     alert.replaceChildren(biError(err));
     alert.hidden = false;
   } finally {
-    section.setAttribute('aria-busy', 'false');
+    if (mine === latest) section.setAttribute('aria-busy', 'false');
   }
 }
 
