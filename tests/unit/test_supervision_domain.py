@@ -18,6 +18,7 @@ from server.domain.supervision import (
     percentile,
     utc_bounds,
 )
+from server.services.supervision import report_csv
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -163,3 +164,13 @@ def test_parse_range_defaults_and_bounds() -> None:
         with pytest.raises(InvalidInput) as caught:
             parse_range(first, last, today=today)
         assert caught.value.code == code
+
+
+def test_csv_cells_never_start_a_formula() -> None:
+    facts = Facts(sessions=[session(1, at(3, 2))], witness_names={1: "=HYPERLINK(1)"})
+    report = build_report(
+        facts, first_day=date(2026, 3, 3), last_day=date(2026, 3, 3), zone=SHANGHAI
+    )
+    text = report_csv(report)
+    assert "'=HYPERLINK(1)" in text
+    assert ",=HYPERLINK" not in text
