@@ -371,6 +371,7 @@ async def submit(request: web.Request) -> web.Response:
         protector=rt.protector,
         registry=rt.registry,
         application_id=current_investor(request).application_id,
+        screen=rt.screener.after_identity,
     )
     return await _view(request)
 

@@ -31,6 +31,11 @@ class ApplicationState(StrEnum):
     REVIEW_REJECTED = "review_rejected"
     CALLBACK_FAILED = "callback_failed"
     ABANDONED = "abandoned"
+    # A3 screening: held for compliance (a possible match) or for a retry (the check could
+    # not be made); before queueing, or at approval (back to the review when cleared).
+    SCREENING_HOLD = "screening_hold"
+    APPROVAL_HOLD = "approval_hold"
+    SCREENING_REFUSED = "screening_refused"  # a match, or a possible match confirmed
 
 
 class ApplicationEvent(StrEnum):
@@ -52,6 +57,11 @@ class ApplicationEvent(StrEnum):
     CALLBACK_DENIED = "callback_denied"
     OPEN_ACCOUNT = "open_account"
     ABANDON = "abandon"
+    SCREENING_CLEAR = "screening_clear"
+    SCREENING_HELD = "screening_held"
+    SCREENING_REFUSED = "screening_refused"
+    COMPLIANCE_CLEARED = "compliance_cleared"
+    COMPLIANCE_CONFIRMED = "compliance_confirmed"
 
 
 class CallbackOrder(StrEnum):
@@ -83,6 +93,21 @@ _COMMON: dict[tuple[ApplicationState, ApplicationEvent], ApplicationState] = {
     (S.IN_REVIEW, E.APPROVE): S.APPROVED,
     # A17.5: anomalies found in review end the application.
     (S.IN_REVIEW, E.REJECT): S.REVIEW_REJECTED,
+    # A3: screening runs with the identity check, so "identity_verified" keeps meaning
+    # "may queue" (a clear result changes nothing); a hit or an unavailable check holds.
+    (S.IDENTITY_VERIFIED, E.SCREENING_HELD): S.SCREENING_HOLD,
+    (S.IDENTITY_VERIFIED, E.SCREENING_REFUSED): S.SCREENING_REFUSED,
+    (S.SCREENING_HOLD, E.SCREENING_CLEAR): S.IDENTITY_VERIFIED,  # a retry came back clear
+    (S.SCREENING_HOLD, E.SCREENING_REFUSED): S.SCREENING_REFUSED,
+    (S.SCREENING_HOLD, E.COMPLIANCE_CLEARED): S.IDENTITY_VERIFIED,
+    (S.SCREENING_HOLD, E.COMPLIANCE_CONFIRMED): S.SCREENING_REFUSED,
+    # Again before approval (lists change): the reviewer keeps the claim while held.
+    (S.IN_REVIEW, E.SCREENING_HELD): S.APPROVAL_HOLD,
+    (S.IN_REVIEW, E.SCREENING_REFUSED): S.SCREENING_REFUSED,
+    (S.APPROVAL_HOLD, E.SCREENING_CLEAR): S.IN_REVIEW,
+    (S.APPROVAL_HOLD, E.SCREENING_REFUSED): S.SCREENING_REFUSED,
+    (S.APPROVAL_HOLD, E.COMPLIANCE_CLEARED): S.IN_REVIEW,
+    (S.APPROVAL_HOLD, E.COMPLIANCE_CONFIRMED): S.SCREENING_REFUSED,
 }
 
 _CALLBACK_FIRST: dict[tuple[ApplicationState, ApplicationEvent], ApplicationState] = {
@@ -99,7 +124,9 @@ _OPEN_FIRST: dict[tuple[ApplicationState, ApplicationEvent], ApplicationState] =
 }
 
 # The investor may give up at any point before a witness has seen them.
-ABANDONABLE = frozenset({S.DRAFT, S.SUBMITTED, S.IDENTITY_VERIFIED, S.QUEUED, S.IDENTITY_FAILED})
+ABANDONABLE = frozenset(
+    {S.DRAFT, S.SUBMITTED, S.IDENTITY_VERIFIED, S.QUEUED, S.IDENTITY_FAILED, S.SCREENING_HOLD}
+)
 
 TERMINAL = frozenset(
     {
@@ -108,8 +135,12 @@ TERMINAL = frozenset(
         S.REVIEW_REJECTED,
         S.CALLBACK_FAILED,
         S.ABANDONED,
+        S.SCREENING_REFUSED,
     }
 )
+
+# A3: held for screening; only compliance or a clear retry moves it on.
+SCREENING_HELD_STATES = frozenset({S.SCREENING_HOLD, S.APPROVAL_HOLD})
 
 
 class IllegalTransition(Conflict):

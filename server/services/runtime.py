@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -19,6 +21,7 @@ from server.adapters.account_system import ACCOUNTS, AccountSystem
 from server.adapters.email import EMAIL
 from server.adapters.identity_registry import IDENTITY, IdentityRegistry
 from server.adapters.kinds import AdapterConfigError, AdapterKind, BuildContext, build
+from server.adapters.screening import SCREENING
 from server.adapters.sms import SMS, SmsSender
 from server.config import Config, ConfigError
 from server.content import load_intake_content, load_script
@@ -30,6 +33,8 @@ from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
 from server.services.aftercare.callback import Aftercare
 from server.services.aftercare.confirmation import Notices
+from server.services.compliance.screening import Screener
+from server.services.compliance.screening_desk import ScreeningDesk
 from server.services.documents import StaffDocuments
 from server.services.intake.decode_budget import DecodeBudget
 from server.services.intake.images import ImageLimits
@@ -135,6 +140,9 @@ class Runtime:
     # Staff passwords are checked in threads of their own, a bounded number at once.
     password_checks: PasswordChecks
     loop_probe: LoopLagProbe
+    # A3: AML screening before queueing and approval, and the compliance decisions.
+    screener: Screener
+    screening_desk: ScreeningDesk
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -241,7 +249,16 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         internal_url=internal_url(config),
         machine=socket.gethostname(),
     )
-    pairing = Pairing(backend=queue, db=db, config=config.pairing, node_id=config.node_id)
+    screener = Screener(
+        db=db, protector=protector, adapter=build_adapter(SCREENING, config.screening, config)
+    )
+    pairing = Pairing(
+        backend=queue,
+        db=db,
+        config=config.pairing,
+        node_id=config.node_id,
+        before_queue=screener.before_queue,
+    )
     placer = Placer(pairing=pairing, protector=protector, self_node=node)
     metrics = Metrics.create()
     dispatcher = Dispatcher(
@@ -263,6 +280,8 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         concurrency=config.security.password_hash_concurrency,
         queue=config.security.password_hash_queue,
     )
+    # UNAVAILABLE screenings are retried with back-off in the background (A3).
+    screening_retries = asyncio.create_task(screener.run_forever())
     try:
         yield Runtime(
             config=config,
@@ -287,7 +306,14 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             dispatcher=dispatcher,
             media=media,
             evidence_key=load_evidence_key(config),
-            review=ReviewDesk(db=db, config=config.review, aftercare=aftercare),
+            review=ReviewDesk(
+                db=db,
+                config=config.review,
+                aftercare=aftercare,
+                before_approval=screener.before_approval,
+            ),
+            screener=screener,
+            screening_desk=ScreeningDesk(db=db, protector=protector),
             accounts=accounts,
             aftercare=aftercare,
             notices=notices,
@@ -302,10 +328,14 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             ),
         )
     finally:
+        screener.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await screening_retries
         await media.close_all()
         await accounts.close()
         await queue.close()
         await registry.close()
+        await screener.adapter.close()
         await sms.close()
         password_checks.close()
         await engine.dispose()

@@ -21,6 +21,13 @@ const STATES = {
   callback_confirmed: ['回访已确认，正在开立账户。', 'Callback confirmed; your account is being opened.'],
   account_opened: ['账户已开立，回访确认后即可使用。', 'Your account is opened and will be usable after the callback.'],
   active: ['账户已开立并可以使用。', 'Your account is open and ready to use.'],
+  // A3 screening: neutral words only; never say why (no list, no match).
+  screening_hold: ['您的申请需要进一步审核，我们会尽快与您联系。',
+    'Your application needs further checks. We will contact you soon.'],
+  approval_hold: ['您的申请需要进一步审核，我们会尽快与您联系。',
+    'Your application needs further checks. We will contact you soon.'],
+  screening_refused: ['很抱歉，我们暂时无法受理您的开户申请。如有疑问，请联系客服。',
+    'We are sorry, we cannot proceed with your application. Please contact customer service.'],
 };
 const DOCS = [
   ['id_front', '人像面', 'Photo side'],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,8 +35,10 @@ async def submit_and_check(
     protector: DataProtector,
     registry: IdentityRegistry,
     application_id: str,
+    screen: Callable[[str], Awaitable[ApplicationState]] | None = None,
 ) -> CheckOutcome:
-    """Submit (draft → submitted) and run the registry check.
+    """Submit (draft → submitted) and run the registry check, then (``screen``) the AML
+    screening (A3), so "identity_verified" still means "may queue".
 
     UNAVAILABLE leaves the application submitted, records the attempt and raises
     Unavailable so the investor is told to try again later; it never verifies.
@@ -82,7 +85,10 @@ async def submit_and_check(
 
     # The registry is called outside any transaction: it may take seconds.
     response = await registry.verify(name=name, id_type=id_type, id_number=number)
-    return await _record(db=db, application_id=application_id, response=response)
+    outcome = await _record(db=db, application_id=application_id, response=response)
+    if screen is not None and outcome.state is ApplicationState.IDENTITY_VERIFIED:
+        return CheckOutcome(await screen(application_id), outcome.result, outcome.reference)
+    return outcome
 
 
 async def _record(

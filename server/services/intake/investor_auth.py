@@ -31,10 +31,12 @@ RESUMABLE = (
     ApplicationState.SUBMITTED,
     ApplicationState.IDENTITY_FAILED,
     ApplicationState.IDENTITY_VERIFIED,
+    ApplicationState.SCREENING_HOLD,  # A3: shown a neutral "further checks" message
     ApplicationState.QUEUED,
     ApplicationState.WITNESSING,
     ApplicationState.WITNESSED,
     ApplicationState.IN_REVIEW,
+    ApplicationState.APPROVAL_HOLD,
     ApplicationState.APPROVED,
     ApplicationState.CALLBACK_CONFIRMED,
     ApplicationState.ACCOUNT_OPENED,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -55,8 +56,11 @@ class Pairing:
         db: async_sessionmaker[AsyncSession],
         config: PairingConfig,
         node_id: str,
+        before_queue: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.backend = backend
+        # A3: screening must let the application on first (services/compliance/screening).
+        self.before_queue = before_queue
         self.db = db
         self.config = config
         self.node_id = node_id
@@ -64,6 +68,8 @@ class Pairing:
     # -- investors ------------------------------------------------------------------------
     async def join_queue(self, application_id: str) -> int:
         """Queue the application (identity verified first, A17.2); idempotent."""
+        if self.before_queue is not None:
+            await self.before_queue(application_id)
         now = time.time()
         async with self.db.begin() as tx:
             app = await get_application(tx=tx, application_id=application_id)

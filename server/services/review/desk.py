@@ -9,6 +9,7 @@ decision is audited with the coverage that backed it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,10 +61,13 @@ class ReviewDesk:
         db: async_sessionmaker[AsyncSession],
         config: ReviewConfig,
         aftercare: Aftercare | None = None,
+        before_approval: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.aftercare = aftercare
+        # A3: screening again before approval; raises (409) when it holds or refuses.
+        self.before_approval = before_approval
 
     async def _open_review(self, tx: AsyncSession, staff_id: int, session_id: str) -> Review:
         review = await tx.scalar(
@@ -283,6 +287,13 @@ class ReviewDesk:
             raise InvalidInput("bad_decision", "approve or reject.", "结论只能为通过或驳回。")
         if decision == ReviewDecision.REJECT and reason_code not in REJECT_REASONS:
             raise InvalidInput("reason_required", "Choose a reason.", "请选择驳回原因。")
+        if decision == ReviewDecision.APPROVE and self.before_approval is not None:
+            async with self.db.begin() as tx:
+                review = await self._open_review(tx, staff_id, session_id)
+                problems = (await self._status(tx, staff_id, session_id))["approve_problems"]
+            if not problems:
+                # The screening's own transaction: a hold or refusal stays when this raises.
+                await self.before_approval(review.application_id)
         async with self.db.begin() as tx:
             review = await self._open_review(tx, staff_id, session_id)
             status = await self._status(tx, staff_id, session_id)

@@ -1,0 +1,1 @@
+"""Compliance (A3, A23): AML screening in the flow and its desk; risk alerts."""
