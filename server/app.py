@@ -28,6 +28,7 @@ from server.store.models import utcnow
 from server.web import (
     admin_pages,
     callback_pages,
+    compliance_pages,
     health,
     investor_pages,
     review_pages,
@@ -140,8 +141,23 @@ def create_app(config: Config) -> web.Application:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def risk_ctx(app: web.Application) -> AsyncIterator[None]:
+        # A23: overdue alerts and time-based rules every risk.sweep_seconds; the alert
+        # webhook when risk.webhook_url is set (services/compliance/).
+        rt = app[RUNTIME]
+        tasks = [asyncio.create_task(rt.risk.run_forever())]
+        if config.risk.webhook_url:
+            tasks.append(asyncio.create_task(rt.alert_webhook.run_forever()))
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app.cleanup_ctx.append(runtime_ctx)
     app.cleanup_ctx.append(loop_probe_ctx)
+    app.cleanup_ctx.append(risk_ctx)
     app.cleanup_ctx.append(media_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
     app[SOCKETS] = weakref.WeakSet()
@@ -172,6 +188,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(admin_pages.routes)
     app.router.add_routes(review_pages.routes)
     app.router.add_routes(callback_pages.routes)
+    app.router.add_routes(compliance_pages.routes)
     app.router.add_routes(supervision_pages.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)

@@ -176,6 +176,27 @@ class ScreeningConfig(GatewayConfig):
 
 
 @dataclass(frozen=True)
+class RiskConfig:
+    # A23 risk monitoring (docs/risk.md). "" = the shipped server/content/risk_rules.toml;
+    # otherwise the agency's copy, relative to this file's folder, checked at start.
+    rules_file: str = ""
+    # The agency's risk system is told of every new alert by a signed POST; "" = off.
+    webhook_url: str = ""
+    # HMAC-SHA256 key for X-Witness-Signature; required when webhook_url is set.
+    webhook_secret: str = ""
+    webhook_timeout_seconds: float = 10.0
+    # Retries: first after webhook_backoff_seconds, doubling, at most
+    # webhook_backoff_max_seconds apart, given up after webhook_max_attempts.
+    webhook_backoff_seconds: float = 30.0
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_max_attempts: int = 10
+    # The clock: overdue escalation and the time-based rules, every this many seconds.
+    sweep_seconds: float = 60.0
+    # An approved application's callback (A8) is due within this many hours.
+    callback_deadline_hours: int = 72
+
+
+@dataclass(frozen=True)
 class NoticesConfig:
     # A9: the account numbers go to the investor by SMS (the [sms] gateway) and by email.
     email_provider: str = "sandbox"  # sandbox (kept in an outbox) | smtp
@@ -284,6 +305,7 @@ class Config:
     callback: CallbackConfig = field(default_factory=CallbackConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
     notices: NoticesConfig = field(default_factory=NoticesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Directory that relative paths in the file are resolved against.
@@ -453,6 +475,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("callback.order: must be 'callback_first' or 'open_first'")
     if cfg.callback.max_attempts < 1:
         raise ConfigError("callback.max_attempts: must be at least 1")
+    _validate_risk(cfg.risk)
     # The outside services' sections ([identity], [sms], [accounts], the email part of
     # [notices]): provider, gateway settings and their ranges, as each adapter declares.
     problem = adapter_problem(cfg)
@@ -557,6 +580,22 @@ def _validate(cfg: Config) -> None:
     for origin in cfg.server.cluster_origins:
         if not origin.startswith(("https://", "http://")) or any(c in origin for c in " ;,'\""):
             raise ConfigError(f"server.cluster_origins: {origin!r} must be an http(s):// origin")
+
+
+def _validate_risk(risk: RiskConfig) -> None:
+    if risk.webhook_url and not risk.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError("risk.webhook_url: must start with http:// or https://")
+    if risk.webhook_url and len(risk.webhook_secret) < 16:
+        raise ConfigError("risk.webhook_secret: at least 16 characters when webhook_url is set")
+    for key in ("webhook_timeout_seconds", "webhook_backoff_seconds", "sweep_seconds"):
+        if getattr(risk, key) <= 0:
+            raise ConfigError(f"risk.{key}: must be more than 0")
+    if risk.webhook_backoff_max_seconds < risk.webhook_backoff_seconds:
+        raise ConfigError("risk.webhook_backoff_max_seconds: below risk.webhook_backoff_seconds")
+    if risk.webhook_max_attempts < 1:
+        raise ConfigError("risk.webhook_max_attempts: must be at least 1")
+    if risk.callback_deadline_hours < 1:
+        raise ConfigError("risk.callback_deadline_hours: must be at least 1")
 
 
 def _validate_workers(cfg: Config) -> None:

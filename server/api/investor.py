@@ -131,6 +131,7 @@ async def sign_in(request: web.Request) -> web.Response:
         code=code,
         ip=request.remote or "",
     )
+    await rt.risk.saw_phone(login.application_id)  # A23; never raises
     async with rt.db.begin() as tx:
         view = await application_view(
             tx=tx, application_id=login.application_id, protector=rt.protector
@@ -365,14 +366,19 @@ async def acknowledge(request: web.Request) -> web.Response:
 async def submit(request: web.Request) -> web.Response:
     await _limit_writes(request)
     rt = request.config_dict[RUNTIME]
-    await identity_check.submit_and_check(
-        db=rt.db,
-        config=rt.config,
-        protector=rt.protector,
-        registry=rt.registry,
-        application_id=current_investor(request).application_id,
-        screen=rt.screener.after_identity,
-    )
+    application_id = current_investor(request).application_id
+    await rt.risk.saw_ip(application_id, request.remote or "")  # A23; never raises
+    try:
+        await identity_check.submit_and_check(
+            db=rt.db,
+            config=rt.config,
+            protector=rt.protector,
+            registry=rt.registry,
+            application_id=application_id,
+            screen=rt.screener.after_identity,
+        )
+    finally:
+        await rt.risk.after_identity_check(application_id)  # A23; never raises
     return await _view(request)
 
 

@@ -33,7 +33,7 @@ async def api_access(request: web.Request, handler: Handler) -> web.StreamRespon
     if access.investor:
         return await investor_gate(request, handler, access)
     if access.retrieval:
-        return await retrieval_gate(request, handler)
+        return await retrieval_gate(request, handler, access.scope, access.roles)
     await require_staff(request, access)
     return await handler(request)
 
@@ -51,9 +51,15 @@ def _caller_token(request: web.Request) -> str | None:
     return token.strip()
 
 
-async def retrieval_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Admit an API token with the scope or an auditor, and log every call, successful or
-    not, with who, what, the outcome and the bytes served (A25)."""
+async def retrieval_gate(
+    request: web.Request,
+    handler: Handler,
+    scope: str = api_tokens.RECORDINGS_READ,
+    roles: frozenset[Role] = frozenset({Role.AUDITOR}),
+) -> web.StreamResponse:
+    """Admit an API token with the scope or staff of the roles (auditors for recordings),
+    and log every call, successful or not, with who, what, the outcome and the bytes
+    served (A25)."""
     rt = request.config_dict[RUNTIME]
     current = request.get(CURRENT_STAFF)
     caller = "anonymous"
@@ -64,13 +70,13 @@ async def retrieval_gate(request: web.Request, handler: Handler) -> web.StreamRe
             async with rt.db.begin() as tx:
                 holder = await api_tokens.use_token(tx, token=token, now=datetime.now(UTC))
                 caller = f"token:{holder.id}"
-                if api_tokens.RECORDINGS_READ not in holder.scopes:
+                if scope not in holder.scopes:
                     # Raised inside the transaction: a refused call does not count as a use.
                     raise Forbidden("scope_forbidden", "Token lacks the scope.", "令牌无此权限。")
         elif current is not None:
             caller = f"staff:{current.id}"
-            if Role.AUDITOR.value not in current.roles:
-                raise Forbidden("role_forbidden", "Auditors only.", "仅限审计人员。")
+            if not {r.value for r in roles} & set(current.roles):
+                raise Forbidden("role_forbidden", "Not for your role.", "无此权限。")
         else:
             raise Unauthenticated(
                 "token_required", "Send an API token (Authorization: Bearer …).", "请提供访问令牌。"

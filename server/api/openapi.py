@@ -14,6 +14,7 @@ from server.api.schemas import (
     ANSWERS,
     REQUESTS,
     AccountAnswer,
+    AlertAction,
     ApplicationAnswer,
     CallbackRecord,
     Decision,
@@ -33,10 +34,12 @@ from server.api.schemas import (
     SignIn,
     SuitabilityAnswers,
 )
+from server.domain.alerts import AlertState
 from server.domain.session import SessionState
 from server.http.access import public
 from server.http.json_body import Body
 from server.http.query import INT32_MAX
+from server.services.compliance.alert_desk import MAX_PAGE as ALERT_PAGE
 from server.services.retrieval.queries import MAX_PAGE
 
 routes = web.RouteTableDef()
@@ -295,6 +298,61 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
 }
 
 
+_ALERT_QUERY = (
+    _query("state", "the alert's state", {"type": "string", "enum": sorted(AlertState)}),
+    _query(
+        "limit",
+        "how many, soonest deadline first (default 100)",
+        {"type": "integer", "minimum": 1, "maximum": ALERT_PAGE, "default": 100},
+    ),
+)
+# Risk alerts (A23): the compliance desk, and the read API for the agency's risk system.
+_ALERT_PATHS: dict[str, Any] = {
+    "/api/v1/compliance/alerts": {
+        "get": _sop(
+            "Risk alerts by deadline (compliance)",
+            {"200": _json("items")},
+            *_ALERT_QUERY,
+            codes=(400,),
+        )
+    },
+    "/api/v1/compliance/alerts/{id}": {
+        "get": _sop(
+            "A risk alert with its events (compliance)",
+            {"200": _json("the alert")},
+            _ID_PARAM,
+            codes=(404,),
+        )
+    },
+    "/api/v1/compliance/alerts/{id}/events": {
+        "post": _sop(
+            "Acknowledge, resolve, escalate or reopen an alert (resolve, escalate and reopen "
+            "need a note; never on a case you witnessed or reviewed)",
+            {"200": _json("the alert after the step")},
+            _ID_PARAM,
+            codes=(404, 409),
+            body=AlertAction,
+        )
+    },
+    "/api/v1/alerts": {
+        "get": _rop(
+            "Risk alerts for the agency's risk system (token scope alerts:read)",
+            {"200": _json("items")},
+            *_ALERT_QUERY,
+            codes=(400,),
+        )
+    },
+    "/api/v1/alerts/{id}": {
+        "get": _rop(
+            "A risk alert with its events (token scope alerts:read)",
+            {"200": _json("the alert")},
+            _ID_PARAM,
+            codes=(404,),
+        )
+    },
+}
+
+
 def _op(
     summary: str,
     *,
@@ -484,6 +542,7 @@ SPEC: dict[str, Any] = {
             )
         },
         **_RETRIEVAL_PATHS,
+        **_ALERT_PATHS,
     },
     "components": {
         "securitySchemes": {

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from server.domain.aftercare import CallbackOutcome
+from server.domain.alerts import AlertEvent as AlertEventName
 from server.domain.identity_document import DocumentType, parse_document_type
 from server.domain.intake import validate_phone
 from server.http.json_body import Body
@@ -210,6 +211,15 @@ class Decision(Body):
     notes: Notes = ""
 
 
+class AlertAction(Body):
+    """A compliance officer's step on a risk alert (A23); resolve, escalate and reopen
+    need a note."""
+
+    field_codes: ClassVar[Mapping[str, str]] = {"event": "bad_event", "note": "note_required"}
+    event: AlertEventName
+    note: Annotated[str, Field(max_length=2000)] = ""
+
+
 class CallbackRecord(Body):
     field_codes: ClassVar[Mapping[str, str]] = {"outcome": "bad_outcome"}
     outcome: CallbackOutcome
@@ -250,6 +260,7 @@ REQUESTS: tuple[type[Body], ...] = (
     OpenedDocument,
     Decision,
     CallbackRecord,
+    AlertAction,
 )
 ANSWERS: tuple[type[Body], ...] = (
     Options,

@@ -32,6 +32,7 @@ class Access:
     csrf_exempt: bool = False
     investor: bool = False  # the caller must hold an investor session (cookie or bearer)
     retrieval: bool = False  # an API token with the scope, or an auditor's staff session
+    scope: str = "recordings:read"  # the token scope a retrieval-style handler needs
 
 
 def _mark(access: Access) -> Callable[[H], H]:
@@ -58,6 +59,19 @@ public_csrf_exempt = _mark(Access(public=True, roles=frozenset(), csrf_exempt=Tr
 # session of role auditor; every call is written to the audit log (A25).
 retrieval_api = _mark(
     Access(public=False, roles=frozenset({Role.AUDITOR}), csrf_exempt=True, retrieval=True)
+)
+
+
+# The risk alerts read API (A23): a Bearer API token with ``alerts:read``, or a staff
+# session of role compliance or auditor; every call audited like retrieval's.
+alerts_api = _mark(
+    Access(
+        public=False,
+        roles=frozenset({Role.COMPLIANCE, Role.AUDITOR}),
+        csrf_exempt=True,
+        retrieval=True,
+        scope="alerts:read",
+    )
 )
 
 

@@ -17,7 +17,9 @@ from server.store.models import ApiToken, utcnow
 
 # Read recordings, stills, session metadata and evidence packages (the retrieval API).
 RECORDINGS_READ = "recordings:read"
-SCOPES = frozenset({RECORDINGS_READ})
+# Read risk alerts (A23): the agency's own risk system (/api/v1/alerts).
+ALERTS_READ = "alerts:read"
+SCOPES = frozenset({RECORDINGS_READ, ALERTS_READ})
 PREFIX = "wt_"
 
 

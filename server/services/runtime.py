@@ -24,8 +24,9 @@ from server.adapters.kinds import AdapterConfigError, AdapterKind, BuildContext,
 from server.adapters.screening import SCREENING
 from server.adapters.sms import SMS, SmsSender
 from server.config import Config, ConfigError
-from server.content import load_intake_content, load_script
+from server.content import load_intake_content, load_risk_rules, load_script
 from server.crypto import DataProtector, decode_key, load_or_create_key
+from server.domain.risk_rules import RuleSet
 from server.domain.script import Script
 from server.domain.suitability import DisclosureDocument, Questionnaire
 from server.evidence import signing_key
@@ -33,8 +34,11 @@ from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
 from server.services.aftercare.callback import Aftercare
 from server.services.aftercare.confirmation import Notices
+from server.services.compliance.alert_desk import AlertDesk
+from server.services.compliance.alerts import RiskWatch
 from server.services.compliance.screening import Screener
 from server.services.compliance.screening_desk import ScreeningDesk
+from server.services.compliance.webhook import WebhookSender
 from server.services.documents import StaffDocuments
 from server.services.intake.decode_budget import DecodeBudget
 from server.services.intake.images import ImageLimits
@@ -140,6 +144,10 @@ class Runtime:
     # Staff passwords are checked in threads of their own, a bounded number at once.
     password_checks: PasswordChecks
     loop_probe: LoopLagProbe
+    # A23: risk rules as events happen, the alert desk, the alert webhook.
+    risk: RiskWatch
+    alert_desk: AlertDesk
+    alert_webhook: WebhookSender
     # A3: AML screening before queueing and approval, and the compliance decisions.
     screener: Screener
     screening_desk: ScreeningDesk
@@ -212,10 +220,20 @@ def load_witness_script(config: Config) -> Script:
         raise ConfigError(f"media.script_file: {exc}") from None
 
 
+def load_rule_set(config: Config) -> RuleSet:
+    path = config.resolve_path(config.risk.rules_file) if config.risk.rules_file else None
+    try:
+        return load_risk_rules(path)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"risk.rules_file: {exc}") from None
+
+
 @asynccontextmanager
 async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     protector = open_protector(config)
     questionnaire, disclosure = load_content(config)
+    rule_set = load_rule_set(config)
+    metrics = Metrics.create()
     registry = build_adapter(IDENTITY, config.identity, config)
     sms = build_adapter(SMS, config.sms, config)
     accounts = build_adapter(ACCOUNTS, config.accounts, config)
@@ -231,7 +249,16 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         agency=config.agency.name,
         font_path=Path(config.notices.pdf_font),
     )
+    risk = RiskWatch(
+        db=db,
+        protector=protector,
+        rule_set=rule_set,
+        config=config.risk,
+        callback_max_attempts=config.callback.max_attempts,
+        registry=metrics.registry,
+    )
     aftercare = Aftercare(
+        on_callback=risk.after_callback,
         db=db,
         protector=protector,
         accounts=accounts,
@@ -260,7 +287,6 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         before_queue=screener.before_queue,
     )
     placer = Placer(pairing=pairing, protector=protector, self_node=node)
-    metrics = Metrics.create()
     dispatcher = Dispatcher(
         pairing=pairing,
         placer=placer,
@@ -311,6 +337,12 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                 config=config.review,
                 aftercare=aftercare,
                 before_approval=screener.before_approval,
+                on_decided=risk.after_review,
+            ),
+            risk=risk,
+            alert_desk=AlertDesk(db=db, rule_set=rule_set, counters=risk.counters),
+            alert_webhook=WebhookSender(
+                db=db, config=config.risk, counters=risk.counters, wake=risk.deliveries_waiting
             ),
             screener=screener,
             screening_desk=ScreeningDesk(db=db, protector=protector),
@@ -325,6 +357,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                 script=load_witness_script(config),
                 agency=config.agency,
                 files_root=config.recordings_path,
+                on_verdict=risk.after_verdict,
             ),
         )
     finally:

@@ -119,9 +119,13 @@ class Identities:
         if "apiToken" in schemes:
             if alternate:
                 return {"headers": {"Authorization": f"Bearer {self.api_token}"}}
-            return self._staff(Role.AUDITOR)
+            return self._staff(
+                Role.COMPLIANCE if path.startswith("/api/v1/alerts") else Role.AUDITOR
+            )
         if "staffSession" in schemes:
             role = Role.REVIEWER if path.startswith("/api/v1/review/") else Role.CALLBACK
+            if path.startswith("/api/v1/compliance/"):
+                role = Role.COMPLIANCE
             return self._staff(role)
         return {}
 
@@ -153,7 +157,7 @@ async def _identities(client: Any) -> Identities:
 
     staff: dict[Role, tuple[str, str]] = {}
     cookie_name = rt.config.security.session_cookie
-    for role in (Role.REVIEWER, Role.CALLBACK, Role.AUDITOR):
+    for role in (Role.REVIEWER, Role.CALLBACK, Role.AUDITOR, Role.COMPLIANCE):
         username = f"fuzz_{role.value}"
         await add_staff(client, username, {role})
         assert (await login(client, username)).status == 302
@@ -164,7 +168,11 @@ async def _identities(client: Any) -> Identities:
 
     async with rt.db.begin() as tx:
         new = await api_tokens.create_token(
-            tx, name="fuzz", scopes=[api_tokens.RECORDINGS_READ], days=None, actor="test"
+            tx,
+            name="fuzz",
+            scopes=[api_tokens.RECORDINGS_READ, api_tokens.ALERTS_READ],
+            days=None,
+            actor="test",
         )
     return Identities(
         investors=investors,

@@ -28,6 +28,7 @@ from server.domain.application import ApplicationEvent, ApplicationState, Callba
 from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.files import write_durably
 from server.services.applications import apply_event, get_application
+from server.services.compliance.holds import ensure_not_held
 from server.services.intake.steps import ID_CONTEXT
 from server.store.models import Account, Application, Callback
 
@@ -58,8 +59,11 @@ class Aftercare:
         accounts: AccountSystem,
         config: CallbackConfig,
         on_active: Callable[[str], Awaitable[None]] | None = None,
+        on_callback: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.on_active = on_active
+        # A23: risk rules evaluated once a callback is recorded (never raises).
+        self.on_callback = on_callback
         self.db = db
         self.protector = protector
         self.accounts = accounts
@@ -220,6 +224,8 @@ class Aftercare:
             await self.open_account(application_id, actor=actor)
             async with self.db.begin() as tx:
                 state = (await get_application(tx=tx, application_id=application_id)).state
+        if self.on_callback is not None:
+            await self.on_callback(application_id)
         return {"application_id": application_id, "attempts": attempts, "state": state}
 
     async def open_account(self, application_id: str, *, actor: str) -> dict[str, Any]:
@@ -232,6 +238,7 @@ class Aftercare:
                 if self.order is CallbackOrder.CALLBACK_FIRST
                 else ApplicationState.APPROVED
             )
+            await ensure_not_held(tx, application_id)  # A23: a risk alert holds it
             if app.state != ready.value:
                 raise Conflict(
                     "not_ready_to_open",

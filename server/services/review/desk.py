@@ -26,6 +26,7 @@ from server.domain.review import ReviewDecision
 from server.domain.session import Verdict
 from server.services.aftercare.callback import Aftercare
 from server.services.applications import apply_event, get_application
+from server.services.compliance.holds import ensure_not_held
 from server.services.retrieval.queries import StoredFile, playable_recording
 from server.store.models import (
     Recording,
@@ -62,12 +63,15 @@ class ReviewDesk:
         config: ReviewConfig,
         aftercare: Aftercare | None = None,
         before_approval: Callable[[str], Awaitable[None]] | None = None,
+        on_decided: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.db = db
         self.config = config
         self.aftercare = aftercare
         # A3: screening again before approval; raises (409) when it holds or refuses.
         self.before_approval = before_approval
+        # A23: risk rules evaluated once the decision is recorded (never raises).
+        self.on_decided = on_decided
 
     async def _open_review(self, tx: AsyncSession, staff_id: int, session_id: str) -> Review:
         review = await tx.scalar(
@@ -305,6 +309,8 @@ class ReviewDesk:
                     "须完整播放全部录像并查看全部资料后方可通过。",
                     details={"problems": status["approve_problems"]},
                 )
+            if decision == ReviewDecision.APPROVE:
+                await ensure_not_held(tx, review.application_id)  # A23: a risk alert holds it
             app = await get_application(tx=tx, application_id=review.application_id)
             await apply_event(
                 tx=tx,
@@ -342,4 +348,6 @@ class ReviewDesk:
             await self.aftercare.after_approval(review.application_id, actor=f"staff:{staff_id}")
             async with self.db.begin() as tx:
                 state = (await get_application(tx=tx, application_id=review.application_id)).state
+        if self.on_decided is not None:
+            await self.on_decided(review.application_id)
         return {"decision": decision, "application_state": state}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,11 @@ class Witnessing:
         agency: AgencyConfig,
         files_root: Path,
         face_aid: bool = True,
+        on_verdict: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.placer = placer
+        # A23: risk rules evaluated once the verdict is recorded (never raises).
+        self.on_verdict = on_verdict
         self.files_root = files_root
         self._face_aid = face_aid
         self._matcher: FaceMatcher | None = None
@@ -389,6 +393,8 @@ class Witnessing:
             result=result,
         )
         log.info("session concluded", extra={"session": session_id, "result": result})
+        if self.on_verdict is not None:
+            await self.on_verdict(session_id)
         return ended
 
 
