@@ -28,6 +28,7 @@ from server.store.models import utcnow
 from server.web import (
     admin_pages,
     callback_pages,
+    compliance_pages,
     health,
     investor_pages,
     review_pages,
@@ -187,6 +188,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(admin_pages.routes)
     app.router.add_routes(review_pages.routes)
     app.router.add_routes(callback_pages.routes)
+    app.router.add_routes(compliance_pages.routes)
     app.router.add_routes(supervision_pages.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)

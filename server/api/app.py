@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from server.api import alerts, callbacks, investor, openapi, retrieval, review
+from server.api import alerts, callbacks, investor, openapi, retrieval, review, screenings
 from server.api.middleware import api_access
 
 PREFIX = "/api/v1"
@@ -18,5 +18,6 @@ def create_api_app() -> web.Application:
     api.router.add_routes(retrieval.routes)
     api.router.add_routes(review.routes)
     api.router.add_routes(callbacks.routes)
+    api.router.add_routes(screenings.routes)
     api.router.add_routes(alerts.routes)
     return api

@@ -29,6 +29,7 @@ from server.api.schemas import (
     OtpRequest,
     PlaybackReport,
     QuestionnaireAnswer,
+    ScreeningDecisionBody,
     SignedIn,
     SignedOut,
     SignIn,
@@ -353,6 +354,35 @@ _ALERT_PATHS: dict[str, Any] = {
 }
 
 
+# AML screening hits (A3): the compliance desk.
+_SCREENING_PATHS: dict[str, Any] = {
+    "/api/v1/compliance/screenings": {
+        "get": _sop(
+            "AML screening hits waiting for a compliance decision (A3; ID numbers masked)",
+            {"200": _json("items")},
+        )
+    },
+    "/api/v1/compliance/screenings/{id}/raw": {
+        "get": _sop(
+            "The screening provider's answer as stored (masked; every view audited)",
+            {"200": _json("the raw answer")},
+            _ID_PARAM,
+            codes=(404,),
+        )
+    },
+    "/api/v1/compliance/screenings/{id}/decision": {
+        "post": _sop(
+            "Clear or confirm a possible match, with a reason (never on a case you "
+            "witnessed or reviewed)",
+            {"200": _json("the screening after the decision")},
+            _ID_PARAM,
+            codes=(404, 409),
+            body=ScreeningDecisionBody,
+        )
+    },
+}
+
+
 def _op(
     summary: str,
     *,
@@ -542,6 +572,7 @@ SPEC: dict[str, Any] = {
             )
         },
         **_RETRIEVAL_PATHS,
+        **_SCREENING_PATHS,
         **_ALERT_PATHS,
     },
     "components": {

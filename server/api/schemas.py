@@ -220,6 +220,17 @@ class AlertAction(Body):
     note: Annotated[str, Field(max_length=2000)] = ""
 
 
+class ScreeningDecisionBody(Body):
+    """A compliance officer's decision on a possible AML match (A3), with its reason."""
+
+    field_codes: ClassVar[Mapping[str, str]] = {
+        "decision": "bad_decision",
+        "reason": "reason_required",
+    }
+    decision: Literal["clear", "confirm"]
+    reason: Annotated[str, Field(min_length=4, max_length=1000)]
+
+
 class CallbackRecord(Body):
     field_codes: ClassVar[Mapping[str, str]] = {"outcome": "bad_outcome"}
     outcome: CallbackOutcome
@@ -259,6 +270,7 @@ REQUESTS: tuple[type[Body], ...] = (
     PlaybackReport,
     OpenedDocument,
     Decision,
+    ScreeningDecisionBody,
     CallbackRecord,
     AlertAction,
 )

@@ -85,6 +85,8 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:
     assert detail["participants"]["witness"]["licence_number"] == "S0850120090042"
     assert {r["participant"] for r in detail["recordings"]} == {"investor", "witness"}
     assert len(detail["stills"]) >= 1 and detail["identity_check"]["result"] == "match"
+    # A3: the application's screenings (clear at intake, before queueing).
+    assert [(x["stage"], x["result"]) for x in detail["screenings"]] == [("intake", "clear")]
 
     # A recording: whole, then reassembled from random ranges; ETag; bad ranges.
     rec = detail["recordings"][0]
@@ -154,6 +156,8 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:
     assert {"recording.closed", "session.aborted"} <= {
         e["action"] for e in manifest["audit"]["entries"]
     }
+    assert manifest["session"]["screenings"][0]["result"] == "clear"
+    assert "screening.screened" in {e["action"] for e in manifest["audit"]["entries"]}
 
     ok = _verify(package, pem)
     assert ok.returncode == 0, ok.stderr

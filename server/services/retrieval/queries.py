@@ -19,6 +19,7 @@ from server.domain.errors import InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
 from server.domain.session import SessionState
 from server.evidence import PackageFile
+from server.services.compliance.screening import screening_summary, screenings_of
 from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.store.models import (
     Account,
@@ -197,6 +198,7 @@ async def session_detail(
     review = await tx.scalar(select(Review).where(Review.session_id == session_id).limit(1))
     callbacks = (await tx.scalars(select(Callback).where(Callback.application_id == app.id))).all()
     account = await tx.scalar(select(Account).where(Account.application_id == app.id))
+    screenings = await screenings_of(tx, app.id)
     disclosure = next((e for e in events if e.kind == "disclosure.shown"), None)
     confirmed = next((e for e in events if e.kind == "disclosure.confirmed"), None)
     steps = [
@@ -268,6 +270,8 @@ async def session_detail(
         }
         if check
         else None,
+        # A3: every AML screening of the application, with any compliance decision.
+        "screenings": [screening_summary(row) for row in screenings],
         "review": {
             "decision": review.decision,
             "reason_code": review.reason_code,
@@ -349,6 +353,9 @@ async def package_contents(
     subjects += [("recording", r.id) for r in recordings]
     subjects += [("still", s.id) for s in stills]
     subjects += [("document", d.id) for d in docs]
+    subjects += [
+        ("screening", row.id) for row in await screenings_of(tx, witness_session.application_id)
+    ]
     entries = (
         await tx.scalars(
             select(AuditEntry)
