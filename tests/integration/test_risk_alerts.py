@@ -257,6 +257,8 @@ async def test_a_holding_alert_blocks_opening_until_resolved_and_the_life_cycle(
         "acknowledge",
         "resolve",
     ]
+    # Event times carry their zone on both databases (SQLite hands back naive times).
+    assert all(e["at"].endswith("+00:00") for e in body["events"])
     opened = await rt.aftercare.open_account(app_id, actor="test")  # the hold is gone
     assert opened["status"] == "active"
 

@@ -63,6 +63,11 @@ async def list_alerts(
     return [alert_view(r, now) for r in (await tx.scalars(query)).all()]
 
 
+def _utc_iso(value: datetime) -> str:
+    # SQLite hands back naive datetimes; they were stored in UTC.
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
 async def alert_detail(
     tx: AsyncSession, alert_id: str, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -77,7 +82,7 @@ async def alert_detail(
     return {
         **alert_view(row, now or datetime.now(UTC)),
         "events": [
-            {"event": e.event, "actor": e.actor, "note": e.note, "at": e.at.isoformat()}
+            {"event": e.event, "actor": e.actor, "note": e.note, "at": _utc_iso(e.at)}
             for e in events
         ],
     }
