@@ -27,6 +27,9 @@ def server_sections(
         "logging": {"level": "WARNING", "format": "text"},
         # WebRTC over loopback only (aioice never offers 127.0.0.1 unless told).
         "media": {"host_addresses": ["127.0.0.1"]},
+        # Screening runs inside every identity check and approval; its sandbox latency
+        # is tested in test_screening_adapter.py and would only slow every other test.
+        "screening": {"sandbox_latency_ms": 0},
     }
     for name, values in sections.items():
         merged.setdefault(name, {}).update(values)

@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from tests.call_flow import FAST_PAIRING
+from tests.intake_flow import skip_reading_time
 from tests.server_config import make_config
 
 
@@ -24,3 +25,12 @@ async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClien
         media={"rejoin_grace_seconds": 3, "keyframe_interval_seconds": 2},
     )
     return await aiohttp_client(create_app(cfg))
+
+
+@pytest.fixture
+async def sclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+    """The app for the screening tests: no sandbox latency, no reading-time wait."""
+    cfg = make_config(tmp_path, db_url, identity={"sandbox_latency_ms": 0})
+    client = await aiohttp_client(create_app(cfg))
+    skip_reading_time(client.app)
+    return client  # type: ignore[no-any-return]

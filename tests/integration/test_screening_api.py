@@ -12,9 +12,8 @@ from server.http.keys import RUNTIME
 from server.store.models import AuditEntry
 from tests.call_flow import as_staff
 from tests.helpers import HTML, add_staff
-from tests.integration.test_screening_flow import WANG_WU, sclient, submitted
+from tests.screening_flow import WANG_WU, submitted
 
-__all__ = ["sclient"]
 BASE = "/api/v1/compliance/screenings"
 
 

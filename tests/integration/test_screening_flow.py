@@ -5,70 +5,27 @@ unavailable check held and retried, never cleared. The investor is told neutrall
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from server.adapters.screening import SandboxScreening
-from server.app import create_app
 from server.domain.errors import Conflict
 from server.domain.screening import ListEntry, ListKind, ScreeningLists
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
-from server.store.models import Application, AuditEntry, Staff, utcnow
+from server.store.models import Application, AuditEntry, utcnow
 from server.store.risk_models import Screening
-from tests.helpers import add_staff
-from tests.intake_flow import ZHANG_SAN, Investor, complete_intake, sign_in, skip_reading_time
-from tests.server_config import make_config
-
-WANG_WU = {**ZHANG_SAN, "name": "王五", "id_number": "440306199001011236", "sex": "M"}
-WANG_WU["birth_date"] = "1990-01-01"
-ZHAO_LIU = {**ZHANG_SAN, "name": "赵六", "id_number": "310104197506150045", "sex": "F"}
-ZHAO_LIU["birth_date"] = "1975-06-15"
-NEUTRAL_WORDS = ("list", "sanction", "match", "名单", "制裁", "命中")
-
-
-@pytest.fixture
-async def sclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
-    cfg = make_config(
-        tmp_path,
-        db_url,
-        identity={"sandbox_latency_ms": 0},
-        screening={"sandbox_latency_ms": 0},
-    )
-    client = await aiohttp_client(create_app(cfg))
-    skip_reading_time(client.app)
-    return client  # type: ignore[no-any-return]
-
-
-async def submitted(client: Any, identity: dict[str, Any], phone: str) -> Investor:
-    investor, _ = await sign_in(client, phone)
-    await complete_intake(investor, identity)
-    resp = await investor.post("/application/submit")
-    assert resp.status == 200, await resp.text()
-    return investor
-
-
-async def state_of(client: Any, application_id: str) -> str:
-    async with client.app[RUNTIME].db.begin() as tx:
-        return (await tx.get(Application, application_id)).state  # type: ignore[union-attr]
-
-
-async def staff(client: Any, username: str, roles: set[Role]) -> int:
-    await add_staff(client, username, roles)
-    async with client.app[RUNTIME].db.begin() as tx:
-        found = await tx.scalar(select(Staff.id).where(Staff.username == username))
-    assert found is not None
-    return found
-
-
-def assert_neutral(body: dict[str, Any]) -> None:
-    error = body["error"]
-    text = f"{error['message']} {error['message_zh']}".lower()
-    assert not any(word in text for word in NEUTRAL_WORDS), text
+from tests.intake_flow import ZHANG_SAN
+from tests.screening_flow import (
+    WANG_WU,
+    ZHAO_LIU,
+    assert_neutral,
+    staff,
+    state_of,
+    submitted,
+)
 
 
 async def test_clear_identity_queues_as_before(sclient: Any) -> None:
