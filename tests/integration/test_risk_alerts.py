@@ -23,6 +23,7 @@ from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.services import api_tokens
 from server.services.intake.steps import ID_CONTEXT
+from server.services.retrieval.queries import package_contents, session_detail
 from server.store.models import Application, AuditEntry, Review, Staff, WitnessSession
 from server.store.risk_models import Alert, AlertEvent, ApplicationSighting, WebhookDelivery
 from tests.helpers import add_staff, csrf_from, login
@@ -149,6 +150,15 @@ async def test_verdict_hook_raises_short_session_and_not_for_a_long_one(
     long = await rt.risk.after_verdict(ids["long"])
     assert [a.subject_id for a in short if a.rule_id == "short_session"] == [ids["short"]]
     assert [a for a in long if a.rule_id == "short_session"] == []
+    # The retrieval API and the evidence package show the session's alerts (A23).
+    async with rt.db.begin() as tx:
+        detail = await session_detail(tx, ids["short"], rt.protector)
+        _, audit, _ = await package_contents(tx, ids["short"], rt.config.recordings_path)
+    assert "short_session" in [a["rule_id"] for a in detail["alerts"]]
+    assert any(e["action"] == "alert.raised" for e in audit)
+    async with rt.db.begin() as tx:
+        long_detail = await session_detail(tx, ids["long"], rt.protector)
+    assert "short_session" not in [a["rule_id"] for a in long_detail["alerts"]]
 
 
 async def test_a_failing_hook_never_fails_the_flow(

@@ -399,3 +399,17 @@ def alert_view(row: Alert, now: datetime) -> dict[str, Any]:
         "owner_id": row.owner_id,
         "allowed_events": sorted(e.value for e in life.allowed_events(state)),
     }
+
+
+async def alerts_about(tx: AsyncSession, *, application_id: str, session_id: str) -> list[Alert]:
+    """The alerts raised about an application or one of its sessions, oldest first: what
+    its evidence package and the retrieval API show (issue 18)."""
+    rows = await tx.scalars(
+        select(Alert)
+        .where(
+            (Alert.application_id == application_id)
+            | ((Alert.subject_type == SubjectType.SESSION) & (Alert.subject_id == session_id))
+        )
+        .order_by(Alert.created_at)
+    )
+    return list(rows.all())

@@ -19,6 +19,7 @@ from server.domain.errors import InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
 from server.domain.session import SessionState
 from server.evidence import PackageFile
+from server.services.compliance.alerts import alert_view, alerts_about
 from server.services.compliance.screening import screening_summary, screenings_of
 from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.store.models import (
@@ -199,6 +200,7 @@ async def session_detail(
     callbacks = (await tx.scalars(select(Callback).where(Callback.application_id == app.id))).all()
     account = await tx.scalar(select(Account).where(Account.application_id == app.id))
     screenings = await screenings_of(tx, app.id)
+    alerts = await alerts_about(tx, application_id=app.id, session_id=session_id)
     disclosure = next((e for e in events if e.kind == "disclosure.shown"), None)
     confirmed = next((e for e in events if e.kind == "disclosure.confirmed"), None)
     steps = [
@@ -272,6 +274,8 @@ async def session_detail(
         else None,
         # A3: every AML screening of the application, with any compliance decision.
         "screenings": [screening_summary(row) for row in screenings],
+        # A23: the risk alerts raised about the application or this session.
+        "alerts": [alert_view(row, datetime.now(UTC)) for row in alerts],
         "review": {
             "decision": review.decision,
             "reason_code": review.reason_code,
@@ -355,6 +359,12 @@ async def package_contents(
     subjects += [("document", d.id) for d in docs]
     subjects += [
         ("screening", row.id) for row in await screenings_of(tx, witness_session.application_id)
+    ]
+    subjects += [
+        ("alert", row.id)
+        for row in await alerts_about(
+            tx, application_id=witness_session.application_id, session_id=session_id
+        )
     ]
     entries = (
         await tx.scalars(
