@@ -154,7 +154,8 @@ async def test_verdict_hook_raises_short_session_and_not_for_a_long_one(
     async with rt.db.begin() as tx:
         detail = await session_detail(tx, ids["short"], rt.protector)
         _, audit, _ = await package_contents(tx, ids["short"], rt.config.recordings_path)
-    assert "short_session" in [a["rule_id"] for a in detail["alerts"]]
+    short_alert = next(a for a in detail["alerts"] if a["rule_id"] == "short_session")
+    assert short_alert["rule_description_zh"] and short_alert["rule_description_en"]
     assert any(e["action"] == "alert.raised" for e in audit)
     async with rt.db.begin() as tx:
         long_detail = await session_detail(tx, ids["long"], rt.protector)

@@ -139,6 +139,15 @@ class RiskWatch:
         # Set when a new alert has a webhook delivery waiting (webhook.WebhookSender).
         self.deliveries_waiting = asyncio.Event()
 
+    def _description(self, rule_id: str) -> dict[str, str]:
+        rule = self.rules.rule(rule_id)
+        if rule is None:
+            return {}
+        return {
+            "rule_description_zh": rule.description_zh,
+            "rule_description_en": rule.description_en,
+        }
+
     # ── raising ──────────────────────────────────────────────────────────────────────
     async def raise_news(
         self, tx: AsyncSession, drafts: Iterable[AlertDraft], now: datetime
@@ -166,6 +175,8 @@ class RiskWatch:
                     **dict(alert.details),
                     "kind": draft.kind.value,
                     "application_ids": list(alert.application_ids),
+                    # The rule's words as they were when it fired: rule files change.
+                    **self._description(alert.rule_id),
                 },
                 observed_at=alert.observed_at,
                 due_at=alert.due_at,
@@ -385,6 +396,8 @@ def alert_view(row: Alert, now: datetime) -> dict[str, Any]:
         "id": row.id,
         "rule_id": row.rule_id,
         "rule_version": row.rule_version,
+        "rule_description_zh": str(row.details.get("rule_description_zh", "")),
+        "rule_description_en": str(row.details.get("rule_description_en", "")),
         "severity": row.severity,
         "state": state.value,
         "subject_type": row.subject_type,
