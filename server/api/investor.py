@@ -46,6 +46,9 @@ from server.services.intake.view import application_view
 
 routes = web.RouteTableDef()
 PREFIX = "/investor"  # under the sub-app's /api/v1
+# Advisory device id (A23 shared_device): the page's random per-browser id, or a broker
+# app's; only its keyed hash is kept, a malformed one is ignored.
+DEVICE_HEADER = "X-Device-Id"
 
 
 async def _limit_writes(request: web.Request) -> None:
@@ -132,6 +135,7 @@ async def sign_in(request: web.Request) -> web.Response:
         ip=request.remote or "",
     )
     await rt.risk.saw_phone(login.application_id)  # A23; never raises
+    await rt.risk.saw_device(login.application_id, request.headers.get(DEVICE_HEADER))
     async with rt.db.begin() as tx:
         view = await application_view(
             tx=tx, application_id=login.application_id, protector=rt.protector
@@ -368,6 +372,7 @@ async def submit(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     application_id = current_investor(request).application_id
     await rt.risk.saw_ip(application_id, request.remote or "")  # A23; never raises
+    await rt.risk.saw_device(application_id, request.headers.get(DEVICE_HEADER))
     try:
         await identity_check.submit_and_check(
             db=rt.db,

@@ -399,9 +399,15 @@ def _op(
         codes = (*_INVESTOR, *codes)
     if "requestBody" in extra:
         codes = (*_BODY, *codes)
+    parameters = [*op.get("parameters", []), *extra.pop("parameters", [])]
     op.update(extra)
+    if parameters:
+        op["parameters"] = parameters
     op["responses"] = {**responses_ok, **_errors(*codes)}
     return op
+
+
+_DEVICE = {"$ref": "#/components/parameters/DeviceId"}
 
 
 SPEC: dict[str, Any] = {
@@ -434,6 +440,7 @@ SPEC: dict[str, Any] = {
                 "Sign in with phone and code; resumes an open application",
                 secured=False,
                 requestBody=_json_body(SignIn),
+                parameters=[_DEVICE],
                 codes=(401, 429),
                 responses_ok={"201": _ok("signed in; sets the witness_investor cookie", SignedIn)},
             ),
@@ -524,6 +531,7 @@ SPEC: dict[str, Any] = {
             "post": _op(
                 "Submit and run the identity registry check (A17.2); 503 when the registry "
                 "is unavailable",
+                parameters=[_DEVICE],
                 codes=(400, 409, 429, 503),
                 responses_ok={"200": _APP},
             )
@@ -593,7 +601,18 @@ SPEC: dict[str, Any] = {
                 "required": False,
                 "description": "required on writes when signed in by cookie",
                 "schema": {"type": "string"},
-            }
+            },
+            "DeviceId": {
+                "name": "X-Device-Id",
+                "in": "header",
+                "required": False,
+                "description": "advisory device id for risk monitoring (A23 shared_device): "
+                "a random id made once per device (the investor page: crypto.randomUUID() "
+                "in localStorage); only its keyed hash is kept. It counts only when it is "
+                "8-64 of [A-Za-z0-9-] (pattern ^[A-Za-z0-9-]{8,64}$); any other value is "
+                "ignored, never refused, so the schema itself does not constrain it",
+                "schema": {"type": "string"},
+            },
         },
         "responses": {
             "Error": _ok("error", ErrorAnswer),

@@ -5,6 +5,7 @@ import { Api } from '../js/api.js';
 import { $, $$, el } from '../js/dom.js';
 import { bi, initLang, onLangChange, t } from '../js/i18n.js';
 import { setupCheck } from './check.js';
+import { deviceId } from './device.js';
 import { setupDisclosure } from './disclosure.js';
 import { setupIdentity } from './identity.js';
 import { setupImages } from './images.js';
@@ -43,6 +44,7 @@ const QUEUE_STATES = new Set(['queued', 'witnessing', 'witnessed', 'witness_fail
 
 const root = $('#intake');
 const api = new Api(API_BASE);
+api.setHeader('X-Device-Id', deviceId()); // A23 shared_device; advisory, hashed by the server
 const globalAlert = $('#global-alert');
 const notice = $('#notice');
 let current = null;

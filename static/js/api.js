@@ -43,7 +43,13 @@ export class Api {
   constructor(base) {
     this.base = base;
     this.csrf = '';
+    this.headers = {}; // sent on every call (e.g. the investor page's X-Device-Id)
     this.onUnauthorized = null; // called with the ApiError of any 401
+  }
+
+  setHeader(name, value) {
+    if (value) this.headers[name] = value;
+    else delete this.headers[name];
   }
 
   setCsrf(token) {
@@ -51,7 +57,7 @@ export class Api {
   }
 
   async request(method, path, { json, body, contentType, timeoutMs = 30000 } = {}) {
-    const headers = { Accept: 'application/json' };
+    const headers = { ...this.headers, Accept: 'application/json' };
     let payload;
     if (json !== undefined) {
       headers['Content-Type'] = 'application/json';

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +37,18 @@ log = logging.getLogger(__name__)
 # The first event of every alert (the domain's events are what people do afterwards).
 RAISED = "raised"
 PENDING = "pending"  # a webhook delivery not yet accepted by the receiver
+
+
+# X-Device-Id: a random id the investor page (or a broker's app) makes once per device.
+DEVICE_ID = re.compile(r"[A-Za-z0-9-]{8,64}")
+
+
+def valid_device_id(value: str | None) -> str | None:
+    """The header's value when it is a plausible device id, else None (it is advisory)."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value if DEVICE_ID.fullmatch(value) else None
 
 
 def _utc(value: datetime) -> datetime:
@@ -259,6 +272,22 @@ class RiskWatch:
             key_hash = self.protector.lookup_hash(ip, kind="ip")
             await record_sighting(
                 self.db, application_id=application_id, kind="ip", key_hash=key_hash
+            )
+            return []
+
+        await self._guard("sighting", run)
+
+    async def saw_device(self, application_id: str, device_id: str | None) -> None:
+        """The request carried ``X-Device-Id``: note its keyed hash (never the id itself).
+        A missing or malformed id is ignored: it is advisory, never a reason to refuse."""
+        value = valid_device_id(device_id)
+        if value is None:
+            return
+
+        async def run() -> list[Alert]:
+            key_hash = self.protector.lookup_hash(value, kind="device")
+            await record_sighting(
+                self.db, application_id=application_id, kind="device", key_hash=key_hash
             )
             return []
 
