@@ -1,5 +1,5 @@
 """DecodeBudget: image decodes at once bounded by the memory they take; the memory a
-burst of decodes leaves behind (a subprocess, measured with ru_maxrss and /proc)."""
+burst of decodes leaves behind (a subprocess, measured with /proc/self/status VmHWM)."""
 
 from __future__ import annotations
 
