@@ -156,6 +156,9 @@ async def test_witness_takes_a_call_to_a_pass(
     await rev.click("#review-queue a[data-session]")
     videos = rev.locator("video")
     await expect(videos).to_have_count(2)
+    # The page claims the review first and only then gives the players their sources: a
+    # decision sent before that is refused as unclaimed, not as incomplete.
+    await expect(rev.locator("video[src]")).to_have_count(2, timeout=15_000)
     await expect(rev.locator("#approve")).to_be_disabled()
     refused = await rev.evaluate(
         """async () => {
