@@ -118,6 +118,25 @@ class Application(Base):
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
 
+class NetworkCheck(Base):
+    """The investor's pre-call check (issue 16): devices, the path a test connection to the
+    media node took, its round trip and an upstream estimate, kept with the application."""
+
+    __tablename__ = "network_checks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    verdict: Mapped[str] = mapped_column(String(16))  # ok | weak | failed
+    path: Mapped[str] = mapped_column(String(16))  # direct | relay | none
+    protocol: Mapped[str | None] = mapped_column(String(8))  # udp | tcp | tls
+    rtt_ms: Mapped[int | None] = mapped_column(Integer)
+    upstream_kbps: Mapped[int | None] = mapped_column(Integer)
+    camera_ok: Mapped[bool] = mapped_column(Boolean)
+    microphone_ok: Mapped[bool] = mapped_column(Boolean)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 class Document(Base):
     __tablename__ = "documents"
 
@@ -242,6 +261,11 @@ class Recording(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Issue 16: stretches with missing or undecodable media, on the recording's own clock:
+    # [{"start_ms", "length_ms", "kind": "video"|"audio", "reason"}]; None = not measured.
+    damage: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    damaged_ms: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    frames_lost: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Still(Base):
