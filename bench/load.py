@@ -499,6 +499,19 @@ async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], li
     results: list[dict[str, Any]] = []
 
     async def witness_loop(slot: int) -> None:
+        try:
+            await witness_session(slot)
+        except Exception as exc:
+            # A witness slot that stops leaves its investors waiting until they time out;
+            # say why, with the time, so a soak's log shows the cause.
+            print(
+                f"# {time.strftime('%H:%M:%S')} witness slot {slot} stopped: {exc!r}",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+
+    async def witness_session(slot: int) -> None:
         async with _http(spec.base) as http:
             await witness_login(http, spec.witnesses[slot])
             async with http.ws_connect("/ws/witness") as ws:
