@@ -40,6 +40,13 @@ fi
 need_pkgs=()
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)
 fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk" || need_pkgs+=(fonts-wqy-microhei)
+# The network lab (tests/netlab, issue 16): namespaces, NAT and loss, TURN, a second engine.
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v tc >/dev/null || need_pkgs+=(iproute2)
+command -v turnserver >/dev/null || need_pkgs+=(coturn)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
+[ -x /usr/bin/firefox-esr ] || need_pkgs+=(firefox-esr)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages for browser tests: ${need_pkgs[*]}"
   if as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null &&
