@@ -135,6 +135,18 @@ class IntakeConfig:
     session_hours: int = 2
     writes_per_ip_per_minute: int = 120
     identity_checks_per_hour: int = 5
+    # The pre-call check (issue 16): a short test connection to the media node before
+    # queueing. Required: POST /application/queue refuses without a recent passing one.
+    require_network_check: bool = True
+    network_check_seconds: float = 4.0  # measuring, once connected
+    network_check_connect_seconds: float = 10.0  # to connect, else the probe is closed
+    network_check_valid_minutes: int = 60  # networks change: an older check is redone
+    network_checks_per_hour: int = 12  # test connections per application per hour
+    network_check_max_concurrent: int = 4  # test connections at once per process
+    network_check_weak_upstream_kbps: int = 300
+    network_check_weak_rtt_ms: int = 800
+    network_check_failed_upstream_kbps: int = 100
+    network_check_failed_rtt_ms: int = 2000
 
 
 @dataclass(frozen=True)
@@ -547,9 +559,22 @@ def _validate(cfg: Config) -> None:
         "session_hours",
         "writes_per_ip_per_minute",
         "identity_checks_per_hour",
+        "network_check_valid_minutes",
+        "network_checks_per_hour",
+        "network_check_max_concurrent",
     ):
         if getattr(cfg.intake, attr) < 1:
             raise ConfigError(f"intake.{attr}: must be at least 1")
+    if not 1 <= cfg.intake.network_check_seconds <= 30:
+        raise ConfigError("intake.network_check_seconds: must be 1..30")
+    if not 1 <= cfg.intake.network_check_connect_seconds <= 60:
+        raise ConfigError("intake.network_check_connect_seconds: must be 1..60")
+    if cfg.intake.network_check_failed_upstream_kbps > cfg.intake.network_check_weak_upstream_kbps:
+        raise ConfigError(
+            "intake.network_check_failed_upstream_kbps: must not exceed weak_upstream_kbps"
+        )
+    if cfg.intake.network_check_failed_rtt_ms < cfg.intake.network_check_weak_rtt_ms:
+        raise ConfigError("intake.network_check_failed_rtt_ms: must be at least weak_rtt_ms")
     if cfg.intake.image_decode_budget_mb < cfg.intake.image_max_decoded_mb:
         raise ConfigError(
             "intake.image_decode_budget_mb: must be at least image_max_decoded_mb, "

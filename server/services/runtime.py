@@ -42,6 +42,7 @@ from server.services.compliance.webhook import WebhookSender
 from server.services.documents import StaffDocuments
 from server.services.intake.decode_budget import DecodeBudget
 from server.services.intake.images import ImageLimits
+from server.services.intake.network_check import NetworkChecks
 from server.services.loop_probe import LoopLagProbe
 from server.services.pairing.dispatcher import Dispatcher
 from server.services.pairing.placement import Placer
@@ -151,6 +152,8 @@ class Runtime:
     # A3: AML screening before queueing and approval, and the compliance decisions.
     screener: Screener
     screening_desk: ScreeningDesk
+    # The investor's pre-call check: test connections on this node, results, the gate.
+    network_checks: NetworkChecks
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -302,6 +305,9 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         node_id=config.node_id,
         on_bytes=metrics.recording_bytes.inc,
     )
+    network_checks = NetworkChecks(
+        db=db, protector=protector, intake=config.intake, ice_servers=media.ice_servers
+    )
     password_checks = PasswordChecks(
         concurrency=config.security.password_hash_concurrency,
         queue=config.security.password_hash_queue,
@@ -346,6 +352,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             ),
             screener=screener,
             screening_desk=ScreeningDesk(db=db, protector=protector),
+            network_checks=network_checks,
             accounts=accounts,
             aftercare=aftercare,
             notices=notices,
@@ -364,6 +371,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         screener.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await screening_retries
+        await network_checks.close()
         await media.close_all()
         await accounts.close()
         await queue.close()
