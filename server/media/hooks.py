@@ -14,7 +14,13 @@ not offer publicly:
    to make our sender's own encoder produce one when it transcodes;
 4. the bitrate the downstream browser can take (REMB it sends our sender), and a way to
    hold the REMB our receiver sends the sending party to it (``_handle_rtcp_packet``,
-   ``_send_rtcp``): a forwarded stream cannot be re-encoded to fit, so the sender must fit.
+   ``_send_rtcp``): a forwarded stream cannot be re-encoded to fit, so the sender must fit;
+5. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
+   whose packets are all there, but when a lost packet is not retransmitted in time it
+   *discards* the frame (``smart_remove``) and carries on with the next one, saying
+   nothing to the receiver. We swap the receiver's jitter buffer for a subclass that
+   notes the RTP sequence numbers each frame spans, so every frame handed on says how
+   many packets went missing before it, and whether it starts mid-frame.
 
 Written for aiortc 1.16.0 / aioice 0.10. ``check_internals`` verifies every name used
 here and runs at start-up and in the test suite, so an upgrade that moves them fails
@@ -25,11 +31,13 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
 import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unpack_remb_fci
 
 AIORTC_VERSION = "1.16.0"
@@ -37,9 +45,76 @@ AIORTC_VERSION = "1.16.0"
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
+_JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What the receiver knows about how a frame arrived."""
+
+    # RTP packets between the previous frame handed on and this one that never reached
+    # the decoder queue: lost and not retransmitted in time, or discarded with the
+    # incomplete frame they belonged to by aiortc's jitter buffer.
+    packets_missing: int = 0
+    # The frame's first packet is not the start of a frame (its head was discarded).
+    incomplete: bool = False
+
+
+INTACT = Arrival()
 
 # (codec name, e.g. "VP8" / "opus", frame payload, RTP timestamp rebased to 0)
 FrameSink = Callable[[str, bytes, int], None]
+# The same, with how the frame arrived.
+WatchedSink = Callable[[str, bytes, int, Arrival], None]
+
+
+def _half_range(n: int) -> int:
+    """A 16-bit sequence-number distance, or 0 if it points backwards (a reset)."""
+    n &= 0xFFFF
+    return n if n < 0x8000 else 0
+
+
+class _WatchedJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, unchanged in behaviour, that marks every frame it hands on
+    with the sequence numbers it spans (``_remove_frame`` only ever returns the frame
+    starting at ``_origin``, and moves ``_origin`` past it)."""
+
+    def __init__(self, original: JitterBuffer) -> None:
+        super().__init__(
+            capacity=original._capacity,
+            prefetch=original._prefetch,
+            is_video=original._is_video,
+        )
+        self._expected: int | None = None  # first sequence number of the next frame
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        origin = self._origin
+        first = self._packets[origin % self._capacity] if origin is not None else None
+        frame = super()._remove_frame(sequence_number)
+        if frame is None or origin is None:
+            return frame
+        missing = 0 if self._expected is None else _half_range(origin - self._expected)
+        self._expected = self._origin
+        frame.packets_missing = missing  # type: ignore[attr-defined]
+        frame.head = first.payload[:2] if first is not None else b""  # type: ignore[attr-defined]
+        return frame
+
+
+def starts_frame(codec: str, head: bytes) -> bool:
+    """Whether an RTP payload beginning ``head`` is the first packet of a frame."""
+    if not head:
+        return False
+    name = codec.lower()
+    if name == "vp8":
+        # RFC 7741 payload descriptor: S bit set and partition index 0.
+        return bool(head[0] & 0x10) and head[0] & 0x07 == 0
+    if name == "h264":
+        # RFC 6184: a fragmentation unit (FU-A, type 28) starts a NAL unit only with
+        # its S bit; single NAL units and aggregation packets always start one.
+        if head[0] & 0x1F == 28:
+            return len(head) > 1 and bool(head[1] & 0x80)
+        return True
+    return True  # audio: one packet is one frame
 
 
 class InternalsChanged(RuntimeError):
@@ -50,7 +125,7 @@ class _TapQueue(queue.Queue[Any]):
     """Stands in for the receiver's decoder queue: encoded frames go to the sink, only
     the end-of-stream marker reaches the decoder thread (so it exits as before)."""
 
-    def __init__(self, sink: FrameSink) -> None:
+    def __init__(self, sink: WatchedSink) -> None:
         super().__init__()
         self.sink = sink
 
@@ -59,8 +134,12 @@ class _TapQueue(queue.Queue[Any]):
             super().put(None, block, timeout)
             return
         codec, frame = item
+        missing = getattr(frame, "packets_missing", 0)
+        head = getattr(frame, "head", None)
+        incomplete = head is not None and not starts_frame(codec.name, head)
+        arrival = Arrival(missing, incomplete) if missing or incomplete else INTACT
         # Called on the event loop thread, from RTCRtpReceiver._handle_rtp_packet.
-        self.sink(codec.name, frame.data, frame.timestamp)
+        self.sink(codec.name, frame.data, frame.timestamp, arrival)
 
 
 def check_internals() -> None:
@@ -75,6 +154,11 @@ def check_internals() -> None:
     for needle in ("self.__decoder_queue.put((codec, encoded_frame))", "self.__decoder_queue"):
         if needle not in src:
             raise InternalsChanged(f"RTCRtpReceiver no longer contains {needle!r}")
+    for name in ("_capacity", "_prefetch", "_is_video", "_origin", "_packets"):
+        if not hasattr(JitterBuffer(capacity=16), name):
+            raise InternalsChanged(f"JitterBuffer.{name} is gone")
+    if "self._remove_frame(packet.sequence_number)" not in inspect.getsource(JitterBuffer):
+        raise InternalsChanged("JitterBuffer no longer hands frames on via _remove_frame")
     for cls, name in (
         (RTCRtpReceiver, "_send_rtcp_pli"),
         (RTCRtpReceiver, "_send_rtcp"),
@@ -90,10 +174,19 @@ def check_internals() -> None:
 def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
     """Route the receiver's encoded frames to ``sink``. Call before the receiver starts
     (in the ``track`` event, which aiortc fires before ``receive()``)."""
+    tap_receiver_watched(receiver, lambda codec, data, ts, _arrival: sink(codec, data, ts))
+
+
+def tap_receiver_watched(receiver: RTCRtpReceiver, sink: WatchedSink) -> None:
+    """``tap_receiver``, telling ``sink`` also how each frame arrived (``Arrival``)."""
     if getattr(receiver, _DECODER_THREAD, "missing") is not None:
         raise InternalsChanged("receiver already started, or its decoder thread moved")
     if not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue):
         raise InternalsChanged("RTCRtpReceiver has no decoder queue to tap")
+    jitter = getattr(receiver, _JITTER_BUFFER, None)
+    if not isinstance(jitter, JitterBuffer):
+        raise InternalsChanged("RTCRtpReceiver has no jitter buffer to watch")
+    setattr(receiver, _JITTER_BUFFER, _WatchedJitterBuffer(jitter))
     setattr(receiver, _DECODER_QUEUE, _TapQueue(sink))
 
 

@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
 from av.stream import Stream
 
 from server.media.codecs import VP8, VideoCodec, codec_for_path
+from server.media.damage import DamageLog, DamageReport, union_ms
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,8 @@ class SegmentWriter:
         self.opened = False
         self.video_started = False
         self.failed: str | None = None
+        # Issue 16: where what is written is not what the party sent (loss on the way).
+        self.damage = DamageLog()
 
     # ── media ────────────────────────────────────────────────────────────────────────
     def _open(self, keyframe: bytes | None) -> None:
@@ -156,28 +160,45 @@ class SegmentWriter:
             self.first_ms = ms
         self.last_ms = max(self.last_ms, ms)
 
-    def write_video(self, data: bytes, rtp_ts: int, arrival_ms: int) -> None:
+    def write_video(
+        self,
+        data: bytes,
+        rtp_ts: int,
+        arrival_ms: int,
+        *,
+        packets_missing: int = 0,
+        incomplete: bool = False,
+    ) -> None:
+        """One video frame; ``packets_missing`` and ``incomplete`` say how it arrived
+        (``hooks.Arrival``) and go into the segment's damage account."""
         if self.closed or self.failed:
             return
         key = self.codec.is_keyframe(data)
         if not self.video_started:
-            if not key:
-                return  # video starts on a keyframe; the caller asks for one
+            if not key or incomplete:
+                return  # video starts on an intact keyframe; the caller asks for one
             if not self.opened:
                 self._guard(partial(self._open, data))
                 if not self.opened:
                     return
             self.video_started = True
+            packets_missing = 0  # loss before the file's first picture is not in it
         ms = self.video.to_ms(rtp_ts, arrival_ms)
         if self.held_audio:
             self._release_audio(keep_from=ms)
         self._guard(lambda: self._mux(self.video_stream, data, ms, key))
         self.video_frames += 1
+        self.damage.video(ms, key=key, packets_missing=packets_missing, incomplete=incomplete)
 
-    def write_audio(self, data: bytes, rtp_ts: int, arrival_ms: int) -> None:
+    def write_audio(
+        self, data: bytes, rtp_ts: int, arrival_ms: int, *, packets_missing: int = 0
+    ) -> None:
         if self.closed or self.failed:
             return
         ms = self.audio.to_ms(rtp_ts, arrival_ms)
+        if self.opened or self.held_audio:
+            # Audio missing before the first frame held is not in the file.
+            self.damage.audio(ms, packets_missing=packets_missing)
         if not self.opened:
             self.held_audio.append((data, ms))
             if ms - self.held_audio[0][1] < AUDIO_HOLD_MS:
@@ -217,6 +238,10 @@ class SegmentWriter:
         """Whether the file was ever opened (stays true after ``close``)."""
         return self.opened
 
+    def damage_report(self) -> DamageReport:
+        """The segment's damage on the session clock, up to its last frame."""
+        return self.damage.report(self.last_ms)
+
     def close(self) -> None:
         """Close the container cleanly. Idempotent; later writes are ignored (a late
         keyframe must never reopen and truncate a finished file)."""
@@ -242,6 +267,11 @@ class FileFacts:
     audio_frames: int
     cues: int
     decodable: bool
+    # Issue 16: damaged stretches on the file's own clock (ms from its first frame), their
+    # union, and frames missing; None / 0 when not measured (a file finalized after a crash).
+    damage: list[dict[str, Any]] | None = None
+    damaged_ms: int = 0
+    frames_lost: int = 0
 
 
 def _read_cues(vtt_path: Path) -> list[Cue]:
@@ -277,11 +307,12 @@ def sha256_file(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def finalize(path: Path) -> FileFacts:
+def finalize(path: Path, damage: DamageReport | None = None) -> FileFacts:
     """Rewrite a closed (or crash-truncated) segment by stream copy: the same packets,
     plus the sidecar's cues as a WebVTT track, with a proper index and duration. Reads
     until the first damaged packet, so a torn tail costs only that packet. Blocking: run
-    it in a thread. Returns the facts to store and hash-chain."""
+    it in a thread. Returns the facts to store and hash-chain, with ``damage`` (the
+    writer's account, on the session clock) moved onto the file's own clock."""
     vtt_path = path.with_suffix(".vtt")
     cues = _read_cues(vtt_path)
     container_format = codec_for_path(path).container
@@ -347,15 +378,21 @@ def finalize(path: Path) -> FileFacts:
         os.fsync(fh.fileno())
     vtt_path.unlink(missing_ok=True)
     size, digest = sha256_file(path)
+    start_ms = first or 0
+    duration_ms = (last - first) if first is not None else 0
+    kept = [] if damage is None else damage.within(start_ms, duration_ms)
     return FileFacts(
         bytes=size,
         sha256=digest,
-        start_ms=first or 0,
-        duration_ms=(last - first) if first is not None else 0,
+        start_ms=start_ms,
+        duration_ms=duration_ms,
         video_frames=video_frames,
         audio_frames=audio_frames,
         cues=len(cues),
         decodable=_first_frames_decode(path, video=video_frames > 0, audio=audio_frames > 0),
+        damage=None if damage is None else [s.as_json(origin_ms=start_ms) for s in kept],
+        damaged_ms=union_ms(kept),
+        frames_lost=damage.frames_lost if damage is not None else 0,
     )
 
 

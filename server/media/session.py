@@ -143,6 +143,11 @@ class Leg:
     last_keyframe_request: float = 0.0
     still_waiters: list[asyncio.Future[bytes]] = field(default_factory=list)
     frames_in: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})
+    # Issue 16: RTP packets that never reached us (or were discarded with their frame),
+    # whether video is damaged now (until an intact keyframe), keyframes asked for it.
+    packets_missing: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})
+    video_damaged: bool = False
+    loss_keyframe_requests: int = 0
     closed: bool = False
 
 
@@ -307,7 +312,7 @@ class MediaSession:
             raise ValueError(f"no codec in common ({exc})") from exc
         for transceiver in pc.getTransceivers():
             kind = transceiver.kind
-            hooks.tap_receiver(transceiver.receiver, self._sink(leg, kind))
+            hooks.tap_receiver_watched(transceiver.receiver, self._sink(leg, kind))
             if kind == "video":
                 leg.video_receiver = transceiver.receiver
                 sender = transceiver.sender
@@ -326,38 +331,59 @@ class MediaSession:
         await pc.setLocalDescription(answer)
         return pc.localDescription.sdp
 
-    def _sink(self, leg: Leg, kind: str) -> hooks.FrameSink:
-        def on_frame(codec: str, data: bytes, rtp_ts: int) -> None:
+    def _sink(self, leg: Leg, kind: str) -> hooks.WatchedSink:
+        def on_frame(codec: str, data: bytes, rtp_ts: int, arrival: hooks.Arrival) -> None:
             try:
-                handle(data, rtp_ts)
+                handle(data, rtp_ts, arrival)
             except Exception:
                 # Never into aiortc's receive loop: that would close the transport and
                 # cut the call. The recorder has already marked itself failed if it was it.
                 log.exception("media frame handling failed", extra={"session": self.session_id})
 
-        def handle(data: bytes, rtp_ts: int) -> None:
+        def handle(data: bytes, rtp_ts: int, how: hooks.Arrival) -> None:
             if leg.closed:
                 return
             arrival = self.now_ms()
             leg.frames_in[kind] += 1
+            leg.packets_missing[kind] += how.packets_missing
             peer = self.legs.get(OTHER[leg.role])
             if kind == "video":
                 key = leg.video_codec.is_keyframe(data)
+                self._track_video_loss(leg, key, how)
                 if leg.writer is not None:
                     if not leg.writer.started and not key:
                         self._ask_keyframe(leg.role)
-                    leg.writer.write_video(data, rtp_ts, arrival)
+                    leg.writer.write_video(
+                        data,
+                        rtp_ts,
+                        arrival,
+                        packets_missing=how.packets_missing,
+                        incomplete=how.incomplete,
+                    )
                 if peer is not None:
                     peer.video_out.push(data, rtp_ts, leg, leg.video_codec)
-                if key:
+                if key and not how.incomplete:
                     self._keyframe_arrived(leg, data)
             else:
                 if leg.writer is not None:
-                    leg.writer.write_audio(data, rtp_ts, arrival)
+                    leg.writer.write_audio(
+                        data, rtp_ts, arrival, packets_missing=how.packets_missing
+                    )
                 if peer is not None:
                     peer.audio_out.push(data, rtp_ts, leg)
 
         return on_frame
+
+    def _track_video_loss(self, leg: Leg, key: bool, how: hooks.Arrival) -> None:
+        """Issue 16: from a lost or torn frame on, every picture refers to something
+        missing until an intact keyframe: ask the party for one at once, and again (rate
+        limited) while it has not come, since the request itself may be lost."""
+        if how.packets_missing or how.incomplete:
+            leg.video_damaged = True
+        elif key:
+            leg.video_damaged = False
+        if leg.video_damaged and self._keyframe_request(leg.role):
+            leg.loss_keyframe_requests += 1
 
     def _keyframe_arrived(self, leg: Leg, data: bytes) -> None:
         waiters, leg.still_waiters = leg.still_waiters, []
@@ -401,14 +427,19 @@ class MediaSession:
         self._ask_keyframe(OTHER[leg.role])
 
     def _ask_keyframe(self, role: str) -> None:
+        self._keyframe_request(role)
+
+    def _keyframe_request(self, role: str) -> bool:
+        """Send ``role``'s party a keyframe request unless one went within the gap."""
         leg = self.legs.get(role)
         if leg is None or leg.video_receiver is None or leg.closed:
-            return
+            return False
         now = time.monotonic()
         if now - leg.last_keyframe_request < KEYFRAME_REQUEST_GAP:
-            return
+            return False
         leg.last_keyframe_request = now
         self._spawn(hooks.request_keyframe(leg.video_receiver))
+        return True
 
     async def _periodic_keyframes(self) -> None:
         # Periodic keyframes keep recordings seekable for the reviewer and let a
@@ -535,7 +566,8 @@ class MediaSession:
             failure = leg.writer.failed
             if leg.writer.started:
                 try:
-                    facts = await asyncio.to_thread(finalize, leg.writer.path)
+                    damage = leg.writer.damage_report()
+                    facts = await asyncio.to_thread(finalize, leg.writer.path, damage)
                 except (av.error.FFmpegError, OSError) as exc:
                     failure = failure or f"finalize: {exc}"
         if leg.recording_id is not None:
@@ -549,6 +581,9 @@ class MediaSession:
                 "segment": leg.segment,
                 "reason": reason,
                 "frames_in": dict(leg.frames_in),
+                # Issue 16: what was lost on the way in, and keyframes asked for after it.
+                "packets_missing": dict(leg.packets_missing),
+                "loss_keyframe_requests": leg.loss_keyframe_requests,
                 # What the relay handed this party's sender, and dropped because the
                 # party was not keeping up (the load benchmark reads both).
                 "frames_out": {"video": leg.video_out.pushed, "audio": leg.audio_out.pushed},

@@ -60,6 +60,11 @@ async def store_facts(
         rec.video_frames = facts.video_frames
         rec.audio_frames = facts.audio_frames
         rec.cues = facts.cues
+        # Issue 16: where the file is damaged by loss (None: not measured, e.g. a file
+        # finalized after a crash, whose writer's account died with the process).
+        rec.damage = facts.damage
+        rec.damaged_ms = facts.damaged_ms
+        rec.frames_lost = facts.frames_lost
     # A15: the hash of every finished file goes into the audit chain.
     await append_audit(
         tx,
@@ -77,6 +82,10 @@ async def store_facts(
             "duration_ms": rec.duration_ms,
             "video_frames": rec.video_frames,
             "audio_frames": rec.audio_frames,
+            # The damage account is part of what the file is: chained with its hash.
+            "damaged_ms": rec.damaged_ms,
+            "frames_lost": rec.frames_lost,
+            "damaged_stretches": None if rec.damage is None else len(rec.damage),
             **({"failure": failure[:200]} if failure else {}),
         },
     )
