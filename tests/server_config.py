@@ -30,6 +30,10 @@ def server_sections(
         # Screening runs inside every identity check and approval; its sandbox latency
         # is tested in test_screening_adapter.py and would only slow every other test.
         "screening": {"sandbox_latency_ms": 0},
+        # The pre-call check (issue 16) is a few seconds of WebRTC per investor: flows that
+        # only need a queued investor skip it; its own tests, and the browser tests that
+        # walk the page (which always shows it), turn it on.
+        "intake": {"require_network_check": False},
     }
     for name, values in sections.items():
         merged.setdefault(name, {}).update(values)
