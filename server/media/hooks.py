@@ -30,6 +30,7 @@ loudly instead of silently recording nothing.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,13 @@ import aioice.ice
 import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci, unpack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RtcpPsfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 
 AIORTC_VERSION = "1.16.0"
 
@@ -46,6 +53,8 @@ _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
 _ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
+_CODECS = "_RTCRtpReceiver__codecs"
+_TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,12 @@ class Arrival:
 
 INTACT = Arrival()
 
+# How long a video gap may wait for its retransmission (aiortc NACKs it as soon as a later
+# packet shows the gap, so one round trip, or two if the first retransmission is lost)
+# before the frames after it go on without it. Longer stalls the picture (the relay and
+# the recording both wait); shorter gives up on packets that would still come.
+LOSS_WAIT_SECONDS = 0.4
+
 # (codec name, e.g. "VP8" / "opus", frame payload, RTP timestamp rebased to 0)
 FrameSink = Callable[[str, bytes, int], None]
 # The same, with how the frame arrived.
@@ -75,17 +90,82 @@ def _half_range(n: int) -> int:
 
 
 class _WatchedJitterBuffer(JitterBuffer):
-    """aiortc's jitter buffer, unchanged in behaviour, that marks every frame it hands on
-    with the sequence numbers it spans (``_remove_frame`` only ever returns the frame
-    starting at ``_origin``, and moves ``_origin`` past it)."""
+    """aiortc's jitter buffer that marks every frame it hands on with the sequence numbers
+    it spans (``_remove_frame`` only ever returns the frame starting at ``_origin``, and
+    moves ``_origin`` past it), and, for video, gives up on a lost packet in time.
 
-    def __init__(self, original: JitterBuffer) -> None:
+    aiortc's own buffer waits for a missing video packet until 512 later ones have come
+    (seconds at a browser's rate; measured: a whole 8 s call frozen after the first packet
+    lost without retransmission), so a keyframe asked for on loss would queue behind the
+    gap. Here a gap older than ``LOSS_WAIT_SECONDS`` is skipped up to the next frame start.
+
+    aiortc's receiver takes at most one frame per packet from the buffer: frames queued
+    behind a gap (waiting, or until a retransmission) would then leave one per packet,
+    and with one-packet frames never catch up (measured: the delay grew by the wait at
+    every loss). Every complete frame is handed on at once here, through ``deliver``.
+    """
+
+    def __init__(
+        self,
+        original: JitterBuffer,
+        starts: Callable[[RtpPacket], bool],
+        deliver: Callable[[JitterFrame], None],
+    ) -> None:
         super().__init__(
             capacity=original._capacity,
             prefetch=original._prefetch,
             is_video=original._is_video,
         )
+        self._starts = starts
+        self._deliver = deliver
         self._expected: int | None = None  # first sequence number of the next frame
+        self._gap_since: float | None = None  # when the oldest waiting gap was first seen
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli_flag, frame = super().add(packet)
+        if not self._is_video or self._origin is None:
+            return pli_flag, frame
+        if frame is None and self._waits_on_gap(packet.sequence_number):
+            now = time.monotonic()
+            if self._gap_since is None:
+                self._gap_since = now
+            elif now - self._gap_since >= LOSS_WAIT_SECONDS:
+                self._gap_since = None
+                self._skip_gap(packet.sequence_number)
+                frame = self._remove_frame(packet.sequence_number)
+        else:
+            self._gap_since = None
+        if frame is None:
+            return pli_flag, None
+        more = self._remove_frame(packet.sequence_number)
+        if more is None:
+            return pli_flag, frame  # the usual case: the receiver hands it on
+        self._deliver(frame)
+        while more is not None:
+            self._deliver(more)
+            more = self._remove_frame(packet.sequence_number)
+        return pli_flag, None
+
+    def _waits_on_gap(self, newest: int) -> bool:
+        """A slot between the origin and the newest packet is empty."""
+        assert self._origin is not None
+        for count in range(_half_range(newest - self._origin)):
+            if self._packets[(self._origin + count) % self._capacity] is None:
+                return True
+        return False
+
+    def _skip_gap(self, newest: int) -> None:
+        """Drop everything up to the first present packet after the (first) gap that starts
+        a frame; the frame torn by the gap goes too. Counted as missing by ``_remove_frame``."""
+        assert self._origin is not None
+        seen_gap = False
+        while self._origin != newest:
+            packet = self._packets[self._origin % self._capacity]
+            if packet is None:
+                seen_gap = True
+            elif seen_gap and self._starts(packet):
+                return
+            self.remove(1)
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         origin = self._origin
@@ -97,6 +177,7 @@ class _WatchedJitterBuffer(JitterBuffer):
         self._expected = self._origin
         frame.packets_missing = missing  # type: ignore[attr-defined]
         frame.head = first.payload[:2] if first is not None else b""  # type: ignore[attr-defined]
+        frame.payload_type = first.payload_type if first is not None else -1  # type: ignore[attr-defined]
         return frame
 
 
@@ -151,7 +232,14 @@ def check_internals() -> None:
     import inspect
 
     src = inspect.getsource(RTCRtpReceiver)
-    for needle in ("self.__decoder_queue.put((codec, encoded_frame))", "self.__decoder_queue"):
+    for needle in (
+        "self.__decoder_queue.put((codec, encoded_frame))",
+        "self.__decoder_queue",
+        # _WatchedJitterBuffer stands in for the buffer and hands frames on as the receiver
+        # would, mapping timestamps with its mapper.
+        "self.__jitter_buffer.add(packet)",
+        "self.__timestamp_mapper.map(",
+    ):
         if needle not in src:
             raise InternalsChanged(f"RTCRtpReceiver no longer contains {needle!r}")
     for name in ("_capacity", "_prefetch", "_is_video", "_origin", "_packets"):
@@ -184,10 +272,30 @@ def tap_receiver_watched(receiver: RTCRtpReceiver, sink: WatchedSink) -> None:
     if not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue):
         raise InternalsChanged("RTCRtpReceiver has no decoder queue to tap")
     jitter = getattr(receiver, _JITTER_BUFFER, None)
-    if not isinstance(jitter, JitterBuffer):
-        raise InternalsChanged("RTCRtpReceiver has no jitter buffer to watch")
-    setattr(receiver, _JITTER_BUFFER, _WatchedJitterBuffer(jitter))
-    setattr(receiver, _DECODER_QUEUE, _TapQueue(sink))
+    codecs = getattr(receiver, _CODECS, None)
+    mapper = getattr(receiver, _TIMESTAMP_MAPPER, None)
+    if (
+        not isinstance(jitter, JitterBuffer)
+        or not isinstance(codecs, dict)
+        or not callable(getattr(mapper, "map", None))
+    ):
+        raise InternalsChanged("RTCRtpReceiver has no jitter buffer, codecs or clock to watch")
+    tap = _TapQueue(sink)
+
+    def deliver(frame: JitterFrame) -> None:
+        # What the receiver does with the frame ``add`` returns (rtcrtpreceiver.py).
+        codec = codecs.get(getattr(frame, "payload_type", -1))
+        if codec is not None:
+            frame.timestamp = mapper.map(frame.timestamp)  # type: ignore[union-attr]
+            tap.put((codec, frame))
+
+    def starts(packet: RtpPacket) -> bool:
+        # The receiver fills its codecs dict when it starts; this reads it then.
+        codec = codecs.get(packet.payload_type)
+        return codec is None or starts_frame(codec.name, packet.payload[:2])
+
+    setattr(receiver, _JITTER_BUFFER, _WatchedJitterBuffer(jitter, starts, deliver))
+    setattr(receiver, _DECODER_QUEUE, tap)
 
 
 async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
