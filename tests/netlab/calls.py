@@ -142,6 +142,10 @@ async def lab_browser(pw: Playwright, lab: Lab, ns: str, directory: Path) -> Asy
             # The lab serves plain HTTP on a non-loopback address, which is not a secure
             # context: without this getUserMedia does not exist (production uses HTTPS).
             f"--unsafely-treat-insecure-origin-as-secure={server_base(lab)}",
+            # coturn's TLS certificate is self-signed, made by the lab for the run: the
+            # browser's TURN-over-TLS client verifies it like any other (a real
+            # deployment has a certificate from a public CA, docs/deployment.md).
+            "--ignore-certificate-errors",
             f"--use-file-for-fake-video-capture={clip}",
             f"--use-file-for-fake-audio-capture={tone}",
         ],

@@ -84,3 +84,23 @@ async def test_behind_nat_with_udp_open_connects(
     for side in ("investor_receives", "witness_receives"):
         assert n[side]["fps"] >= 12, (side, n[side])
     assert time.monotonic() - started < 120
+
+
+@pytest.mark.parametrize(("relay", "tls_only"), [("tcp", False), ("tls", True)])
+async def test_udp_blocked_connects_through_turn_relay(
+    clean_lab: Lab,
+    server: LabServer,
+    browsers: tuple[Browser, Browser],
+    relay: str,
+    tls_only: bool,
+) -> None:
+    # A strict network: no UDP at all from the investor's home; for TLS also no TCP 3478,
+    # so only TURN over TLS on 443 is left.
+    clean_lab.block_udp(tls_only=tls_only)
+    n = await _talk_and_measure(f"turn-{relay}", server, browsers, TALK_SECONDS)
+    pair = n["investor_pair"]
+    assert pair is not None
+    assert pair["local"]["candidateType"] == "relay", pair
+    assert pair["local"].get("relayProtocol") == relay, pair
+    for side in ("investor_receives", "witness_receives"):
+        assert n[side]["fps"] >= 12, (side, n[side])
