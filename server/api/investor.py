@@ -18,6 +18,11 @@ from server.api.schemas import (
     Disclosure,
     DisclosureAck,
     IdentityForm,
+    NetworkCheckAnswer,
+    NetworkCheckInfo,
+    NetworkCheckReport,
+    NetworkProbeAnswer,
+    NetworkProbeOffer,
     Options,
     OtpIssued,
     OtpRequest,
@@ -42,6 +47,7 @@ from server.services import rate_limit
 from server.services.intake import identity_check, investor_auth
 from server.services.intake import steps as intake
 from server.services.intake.images import ImageKind
+from server.services.intake.network_check import ClientReport
 from server.services.intake.view import application_view
 
 routes = web.RouteTableDef()
@@ -397,3 +403,46 @@ async def correct(request: web.Request) -> web.Response:
             tx=tx, application_id=current_investor(request).application_id
         )
     return await _view(request)
+
+
+# ── the pre-call check (issue 16) ─────────────────────────────────────────────────────
+
+
+@routes.get(f"{PREFIX}/application/network-check")
+@investor_only
+async def get_network_check(request: web.Request) -> web.Response:
+    """The latest check, whether one is required, and the ICE servers for the test."""
+    rt = request.config_dict[RUNTIME]
+    info = await rt.network_checks.info(current_investor(request).application_id)
+    return answer(NetworkCheckInfo.model_validate(info))
+
+
+@routes.post(f"{PREFIX}/application/network-check/probe")
+@investor_only
+async def start_network_probe(request: web.Request) -> web.Response:
+    """Answer the browser's offer with a short test connection on this node."""
+    rt = request.config_dict[RUNTIME]
+    body = await read_model(request, NetworkProbeOffer)
+    started = await rt.network_checks.start_probe(
+        current_investor(request).application_id, body.sdp
+    )
+    return answer(NetworkProbeAnswer.model_validate(started), status=201)
+
+
+@routes.post(f"{PREFIX}/application/network-check")
+@investor_only
+async def record_network_check(request: web.Request) -> web.Response:
+    """Store the check: the server's sealed figures plus what only the browser knows."""
+    await _limit_writes(request)
+    rt = request.config_dict[RUNTIME]
+    body = await read_model(request, NetworkCheckReport)
+    check = await rt.network_checks.record(
+        current_investor(request).application_id,
+        token=body.token,
+        client=ClientReport(
+            camera_ok=body.camera_ok,
+            microphone_ok=body.microphone_ok,
+            **body.client.model_dump(),
+        ),
+    )
+    return answer(NetworkCheckAnswer.model_validate({"check": check}), status=201)

@@ -23,6 +23,11 @@ from server.api.schemas import (
     ErrorAnswer,
     EvidenceKey,
     IdentityForm,
+    NetworkCheckAnswer,
+    NetworkCheckInfo,
+    NetworkCheckReport,
+    NetworkProbeAnswer,
+    NetworkProbeOffer,
     OpenedDocument,
     Options,
     OtpIssued,
@@ -543,9 +548,38 @@ SPEC: dict[str, Any] = {
                 responses_ok={"200": _APP},
             )
         },
+        f"{_INV}/application/network-check": {
+            "get": _op(
+                "The pre-call check (issue 16): the latest stored result, whether one is "
+                "required before queueing, and the ICE servers the test connection uses",
+                codes=(),
+                responses_ok={"200": _ok("latest check and set-up", NetworkCheckInfo)},
+            ),
+            "post": _op(
+                "Store a check: the sealed result the test connection sent (null when it "
+                "never connected) and the browser's own findings; the server decides the "
+                "verdict (ok, weak: may queue with a warning, failed: may not)",
+                requestBody=_json_body(NetworkCheckReport),
+                codes=(409, 429),
+                responses_ok={"201": _ok("the stored check", NetworkCheckAnswer)},
+            ),
+        },
+        f"{_INV}/application/network-check/probe": {
+            "post": _op(
+                "Start a test connection: answers the offer; once connected the node pings "
+                "on the data channel (answer each with a pong), counts the video it "
+                "receives for a few seconds, sends a sealed result and closes. Limited per "
+                "application and per node (503 network_check_busy)",
+                requestBody=_json_body(NetworkProbeOffer),
+                codes=(409, 429, 503),
+                responses_ok={"201": _ok("the answer", NetworkProbeAnswer)},
+            )
+        },
         f"{_INV}/application/queue": {
             "post": _op(
-                "Join the witness queue (identity verified first, A17.2); then follow "
+                "Join the witness queue (identity verified first, A17.2; and a recent "
+                "pre-call check that did not fail, when required: 409 "
+                "network_check_required / network_check_failed); then follow "
                 "/ws/investor for the place in the queue and the match",
                 codes=(409, 503),
                 responses_ok={"200": _json("queue status")},

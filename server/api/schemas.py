@@ -261,6 +261,99 @@ class ErrorAnswer(Body):
     error: ErrorDetail
 
 
+# ── investor: the pre-call check (issue 16) ─────────────────────────────────────────
+
+
+class NetworkProbeOffer(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"sdp": "network_check_offer_invalid"}
+    sdp: Annotated[
+        str,
+        Field(
+            min_length=10,
+            max_length=20000,
+            description="the browser's offer (a data channel and a send-only video track), "
+            "ICE gathering complete: no trickle",
+        ),
+    ]
+
+
+CandidateType = Literal["host", "srflx", "prflx", "relay"]
+WireProtocol = Literal["udp", "tcp", "tls"]
+
+
+class NetworkClientStats(Body):
+    candidate_type: Annotated[
+        CandidateType | None, Field(description="local candidate of the selected pair")
+    ] = None
+    protocol: Annotated[WireProtocol | None, Field(description="of that candidate")] = None
+    relay_protocol: Annotated[
+        WireProtocol | None, Field(description="browser to TURN, when relayed")
+    ] = None
+    rtt_ms: Annotated[StrictInt | None, Field(ge=0, le=60000)] = None
+    outgoing_kbps: Annotated[
+        StrictInt | None, Field(ge=0, le=1_000_000, description="availableOutgoingBitrate")
+    ] = None
+    error: Annotated[
+        str | None, Field(max_length=40, pattern=r"^[a-z_]+$", description="the page's code")
+    ] = None
+
+
+class NetworkCheckReport(Body):
+    field_codes: ClassVar[Mapping[str, str]] = {"token": "network_check_token_invalid"}
+    token: Annotated[
+        str | None,
+        Field(
+            max_length=4000,
+            description="the sealed result the test connection sent on its data channel; "
+            "null when it never connected",
+        ),
+    ] = None
+    camera_ok: StrictBool
+    microphone_ok: StrictBool
+    client: NetworkClientStats = NetworkClientStats()
+
+
+class NetworkCheckReason(Body):
+    code: str
+    zh: str
+    en: str
+
+
+class NetworkCheckView(Body):
+    id: str
+    created_at: str
+    verdict: Literal["ok", "weak", "failed"]
+    path: Literal["direct", "relay", "none"]
+    protocol: WireProtocol | None
+    rtt_ms: int | None
+    upstream_kbps: int | None
+    camera_ok: bool
+    microphone_ok: bool
+    reasons: list[NetworkCheckReason]
+    fresh: Annotated[bool, Field(description="recent enough to join the queue with")]
+    may_join: bool
+
+
+class NetworkCheckInfo(Body):
+    check: NetworkCheckView | None
+    required: bool
+    ice_servers: Annotated[
+        list[dict[str, Any]], Field(description="RTCPeerConnection iceServers: the call's")
+    ]
+    seconds: float
+    connect_seconds: float
+
+
+class NetworkProbeAnswer(Body):
+    probe_id: str
+    sdp: str
+    seconds: float
+
+
+class NetworkCheckAnswer(Body):
+    check: NetworkCheckView
+
+
 REQUESTS: tuple[type[Body], ...] = (
     OtpRequest,
     SignIn,
@@ -273,6 +366,8 @@ REQUESTS: tuple[type[Body], ...] = (
     ScreeningDecisionBody,
     CallbackRecord,
     AlertAction,
+    NetworkProbeOffer,
+    NetworkCheckReport,
 )
 ANSWERS: tuple[type[Body], ...] = (
     Options,
@@ -285,4 +380,7 @@ ANSWERS: tuple[type[Body], ...] = (
     Disclosure,
     EvidenceKey,
     ErrorAnswer,
+    NetworkCheckInfo,
+    NetworkProbeAnswer,
+    NetworkCheckAnswer,
 )

@@ -4,8 +4,11 @@ node, through the same ICE/TURN servers and host addresses a call would use.
 The browser offers a data channel and a send-only video track; we answer. Once connected
 we measure for a few seconds: the round trip by echo (we send ``ping``s on the data
 channel, the browser answers ``pong``; its own ``ping``s we answer at once so it can show
-a live figure) and the upstream by counting the encoded video bytes that arrive (tapped
-before aiortc would decode them: nothing is decoded, nothing is recorded). The result
+a live figure) and the upstream by counting what arrives: the encoded video (tapped
+before aiortc would decode it: nothing is decoded, nothing is recorded) and filler the
+browser sends on the data channel at a paced ~1 Mbit/s. The filler is what makes it an
+estimate of the link rather than of the encoder: a still or dark picture encodes to a
+few tens of kbit/s on any network. The result
 goes back on the data channel, sealed by the caller (the browser posts it, and the post
 may reach another worker), and the connection is closed. Every probe is bounded in time
 and in number per process.
@@ -53,6 +56,7 @@ class ProbeResult:
     upstream_avg_kbps: int | None  # over the whole window
     video_bytes: int
     video_frames: int
+    fill_bytes: int
     measured_ms: int
     connect_ms: int | None
 
@@ -64,6 +68,7 @@ class ProbeResult:
 class _Counters:
     video_bytes: int = 0
     video_frames: int = 0
+    fill_bytes: int = 0
     pings: dict[int, float] = field(default_factory=dict)
     rtts: list[float] = field(default_factory=list)
     samples: list[tuple[float, int]] = field(default_factory=list)  # (time, bytes so far)
@@ -115,7 +120,10 @@ class Probe:
             channel.on("open", self.channel_open.set)
 
     def _on_message(self, message: str | bytes) -> None:
-        if not isinstance(message, str) or len(message) > _MAX_MESSAGE:
+        if isinstance(message, bytes):
+            self.counters.fill_bytes += len(message)  # filler: counted, never kept
+            return
+        if len(message) > _MAX_MESSAGE:
             return
         try:
             data = json.loads(message)
@@ -187,14 +195,17 @@ class Probe:
             seq += 1
             self.counters.pings[seq] = now
             self._send({"type": "ping", "seq": seq})
-            self.counters.samples.append((now, self.counters.video_bytes))
+            self.counters.samples.append((now, self._received()))
             await asyncio.sleep(min(PING_INTERVAL, max(0.0, end - now)))
-        self.counters.samples.append((time.monotonic(), self.counters.video_bytes))
+        self.counters.samples.append((time.monotonic(), self._received()))
         result = self._finish(connected=True, started=started, connect_ms=connect_ms)
         self._send({"type": "result", **self.seal(result)})
         await asyncio.sleep(_FLUSH_SECONDS)
         self.result = result
         return result
+
+    def _received(self) -> int:
+        return self.counters.video_bytes + self.counters.fill_bytes
 
     def _finish(
         self, *, connected: bool, started: float | None, connect_ms: int | None = None
@@ -217,6 +228,7 @@ class Probe:
             upstream_avg_kbps=avg,
             video_bytes=c.video_bytes,
             video_frames=c.video_frames,
+            fill_bytes=c.fill_bytes,
             measured_ms=int(measured * 1000),
             connect_ms=connect_ms,
         )

@@ -28,6 +28,9 @@ routes = web.RouteTableDef()
 async def join_queue(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     application_id = current_investor(request).application_id
+    # Issue 16: a recent pre-call check that did not fail, when required. Only here: a
+    # socket's re-join after a reload or a dropped call needs no new check.
+    await rt.network_checks.require_passed(application_id)
     await rt.pairing.join_queue(application_id)
     return web.json_response(await rt.pairing.investor_status(application_id))
 
