@@ -125,25 +125,24 @@ class _WatchedJitterBuffer(JitterBuffer):
         pli_flag, frame = super().add(packet)
         if not self._is_video or self._origin is None:
             return pli_flag, frame
+        ready: list[JitterFrame] = []
         if frame is None and self._waits_on_gap(packet.sequence_number):
             now = time.monotonic()
             if self._gap_since is None:
                 self._gap_since = now
             elif now - self._gap_since >= LOSS_WAIT_SECONDS:
                 self._gap_since = None
-                self._skip_gap(packet.sequence_number)
-                frame = self._remove_frame(packet.sequence_number)
+                ready += self._skip_gap(packet.sequence_number)
         else:
             self._gap_since = None
-        if frame is None:
-            return pli_flag, None
-        more = self._remove_frame(packet.sequence_number)
-        if more is None:
-            return pli_flag, frame  # the usual case: the receiver hands it on
-        self._deliver(frame)
-        while more is not None:
-            self._deliver(more)
-            more = self._remove_frame(packet.sequence_number)
+            if frame is not None:
+                ready.append(frame)
+        while (more := self._remove_frame(packet.sequence_number)) is not None:
+            ready.append(more)
+        if len(ready) == 1:
+            return pli_flag, ready[0]  # the usual case: the receiver hands it on
+        for each in ready:
+            self._deliver(each)
         return pli_flag, None
 
     def _waits_on_gap(self, newest: int) -> bool:
@@ -154,30 +153,51 @@ class _WatchedJitterBuffer(JitterBuffer):
                 return True
         return False
 
-    def _skip_gap(self, newest: int) -> None:
+    def _skip_gap(self, newest: int) -> list[JitterFrame]:
         """Drop everything up to the first present packet after the (first) gap that starts
-        a frame; the frame torn by the gap goes too. Counted as missing by ``_remove_frame``."""
+        a frame; the frame torn by the gap goes too (counted as missing when the next frame
+        leaves). A frame just before the gap whose last packet carries the marker bit is
+        whole (only the next frame's first packet, which would have shown it, is lost):
+        it is returned, not dropped."""
         assert self._origin is not None
+        run: list[RtpPacket] = []  # the packets before the gap (one frame at most)
+        whole: list[JitterFrame] = []
         seen_gap = False
         while self._origin != newest:
             packet = self._packets[self._origin % self._capacity]
-            if packet is None:
+            if packet is None and not seen_gap:
                 seen_gap = True
-            elif seen_gap and self._starts(packet):
-                return
+                if run and run[-1].marker and self._starts(run[0]):
+                    frame = JitterFrame(
+                        data=b"".join(p._data for p in run),  # type: ignore[attr-defined]
+                        timestamp=run[0].timestamp,
+                    )
+                    self._mark(frame, run[0], self._origin)
+                    whole.append(frame)
+            elif packet is not None and seen_gap and self._starts(packet):
+                break
+            elif packet is not None and not seen_gap:
+                run.append(packet)
             self.remove(1)
+        return whole
+
+    def _mark(self, frame: JitterFrame, first: RtpPacket | None, after: int) -> None:
+        """Note on ``frame`` the packets missing before it (``first`` is its first packet,
+        ``after`` the sequence number following its last)."""
+        start = first.sequence_number if first is not None else after
+        missing = 0 if self._expected is None else _half_range(start - self._expected)
+        self._expected = after
+        frame.packets_missing = missing  # type: ignore[attr-defined]
+        frame.head = first.payload[:2] if first is not None else b""  # type: ignore[attr-defined]
+        frame.payload_type = first.payload_type if first is not None else -1  # type: ignore[attr-defined]
 
     def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
         origin = self._origin
         first = self._packets[origin % self._capacity] if origin is not None else None
         frame = super()._remove_frame(sequence_number)
-        if frame is None or origin is None:
+        if frame is None or origin is None or self._origin is None:
             return frame
-        missing = 0 if self._expected is None else _half_range(origin - self._expected)
-        self._expected = self._origin
-        frame.packets_missing = missing  # type: ignore[attr-defined]
-        frame.head = first.payload[:2] if first is not None else b""  # type: ignore[attr-defined]
-        frame.payload_type = first.payload_type if first is not None else -1  # type: ignore[attr-defined]
+        self._mark(frame, first, self._origin)
         return frame
 
 
