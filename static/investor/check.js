@@ -3,6 +3,7 @@
 import { $, $$, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { NATIONALITIES } from './idnumber.js';
+import { setupPrecall } from './precall.js';
 import { busy, clearAlert, showAlert } from './ui.js';
 
 const EARLIER = [
@@ -46,7 +47,14 @@ export function setupCheck(ctx) {
   const status = $('#check-status');
   const alertBox = $('#check-alert');
   const submitBtn = $('#check-submit');
+  const joinBtn = $('#join-queue');
   let options = null;
+  // Issue 16: joining waits for a check that did not fail (weak joins with its warning).
+  const precall = setupPrecall(ctx, {
+    onChange() {
+      joinBtn.disabled = !precall.mayJoin;
+    },
+  });
 
   async function summary(app) {
     const id = app.identity || {};
@@ -100,6 +108,9 @@ export function setupCheck(ctx) {
       $('#check-reference').replaceChildren(check && check.reference
         ? bi(`核验编号：${check.reference}`, `Check reference: ${check.reference}`) : '');
       show(verified);
+      joinBtn.disabled = true;
+      await precall.enter();
+      joinBtn.disabled = !precall.mayJoin;
       return verified;
     }
     if (app.state === 'identity_failed') {
@@ -202,6 +213,12 @@ export function setupCheck(ctx) {
       status = await ctx.api.post('/application/queue');
     } catch (err) {
       if (err.status === 401) return;
+      if (err.code === 'network_check_required' || err.code === 'network_check_failed') {
+        showAlert(box, err);
+        await precall.enter();
+        joinBtn.disabled = !precall.mayJoin;
+        return;
+      }
       if (err.status === 409) {
         // Already queued (another tab) or no longer verified: go where the server says.
         await refresh();
@@ -213,6 +230,7 @@ export function setupCheck(ctx) {
       showAlert(box, err);
       return;
     }
+    precall.leave(); // the call opens the camera again
     await refresh(); // state: queued
     await ctx.go('queue', { status });
   }
@@ -224,6 +242,9 @@ export function setupCheck(ctx) {
   return {
     async enter() {
       await render();
+    },
+    leave() {
+      precall.leave();
     },
   };
 }

@@ -53,9 +53,9 @@ def url(server: Any, path: str) -> str:
     return str(server.make_url(path))
 
 
-async def assert_fits(page: Page) -> None:
-    width = await page.evaluate("document.documentElement.scrollWidth")
-    assert width <= WIDTH, f"horizontal overflow: {width}px"
+async def assert_fits(page: Page, width: int = WIDTH) -> None:
+    scroll = await page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"horizontal overflow: {scroll}px in {width}px"
 
 
 async def sign_in(page: Page, phone: str = PHONE) -> None:
@@ -118,6 +118,16 @@ async def verified_investor(server: Any, page: Page) -> None:
     await page.reload()
     await page.click("#check-submit")
     await expect(page.locator("#check-verified")).to_be_visible(timeout=15_000)
+
+
+async def pass_precall(page: Page) -> None:
+    """The pre-call check on the verified panel (issue 16), to a verdict that may join."""
+    await page.click("#precall-start")
+    verdict = page.locator("#precall-verdict")
+    await expect(verdict).to_have_attribute(
+        "data-verdict", re.compile("^(ok|weak)$"), timeout=30_000
+    )
+    await expect(page.locator("#join-queue")).to_be_enabled()
 
 
 async def witness_desk(server: Any, page: Page, username: str) -> None:
