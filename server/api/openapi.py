@@ -189,7 +189,11 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
     "/api/v1/sessions/{id}": {
         "get": _rop(
             "A session's metadata: participants, disclosure, script, stills, identity "
-            "check, review, callback, account and recordings",
+            "check, review, callback, account and recordings. Each recording lists "
+            "damage: the stretches where loss left video or audio missing or wrong, "
+            "[{start_ms, length_ms, kind: video|audio, reason: packets_lost|"
+            "frame_incomplete}] on the recording's own clock (ms from its first frame; "
+            "null when not measured), damaged_ms (their union) and frames_lost",
             {"200": _json("session metadata")},
             _ID_PARAM,
             codes=(404,),

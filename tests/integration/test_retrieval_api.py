@@ -87,6 +87,10 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:
     assert len(detail["stills"]) >= 1 and detail["identity_check"]["result"] == "match"
     # A3: the application's screenings (clear at intake, before queueing).
     assert [(x["stage"], x["result"]) for x in detail["screenings"]] == [("intake", "clear")]
+    # Issue 16: each recording says where loss damaged it (measured: a list, maybe empty).
+    for r in detail["recordings"]:
+        assert isinstance(r["damage"], list) and 0 <= r["damaged_ms"] <= r["duration_ms"] + 1
+        assert r["frames_lost"] >= 0
 
     # A recording: whole, then reassembled from random ranges; ETag; bad ranges.
     rec = detail["recordings"][0]
@@ -157,6 +161,10 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:
         e["action"] for e in manifest["audit"]["entries"]
     }
     assert manifest["session"]["screenings"][0]["result"] == "clear"
+    # The package carries each recording's damage account (issue 16), as the API lists it.
+    assert [r["damage"] for r in manifest["session"]["recordings"]] == [
+        r["damage"] for r in detail["recordings"]
+    ]
     assert "screening.screened" in {e["action"] for e in manifest["audit"]["entries"]}
 
     ok = _verify(package, pem)

@@ -311,6 +311,12 @@ async def session_detail(
                 "cues": r.cues,
                 "sha256": r.sha256,
                 "legal_hold": r.legal_hold,
+                # Issue 16 (A15, A19): where the file is not what the party sent — stretches
+                # of missing or damaged video/audio on the file's own clock (ms from its
+                # first frame); None when not measured (finalized after a crash).
+                "damage": r.damage,
+                "damaged_ms": r.damaged_ms,
+                "frames_lost": r.frames_lost,
             }
             for r in recordings
         ],
