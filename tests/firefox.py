@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -106,10 +107,46 @@ def require_firefox() -> None:
     pytest.skip(f"{message}; install firefox-esr to run this test")
 
 
+def media_address() -> str:
+    """A non-loopback IPv4 address of this machine, for the media node's ICE candidates.
+
+    Firefox never pairs with a 127.0.0.1 candidate: it gathers no loopback candidate
+    (``media.peerconnection.ice.loopback`` has no effect in firefox-esr 153) and so forms
+    no pair with the node's. Chromium has --allow-loopback-in-peer-connection; Firefox
+    tests give the node this machine's own address instead. Its host addresses stay
+    behind mDNS names, as for real visitors: the node learns them from Firefox's checks
+    (peer-reflexive candidates)."""
+    out = subprocess.run(
+        ["ip", "-j", "-4", "addr", "show", "scope", "global", "up"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    for link in json.loads(out.stdout or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("family") == "inet" and info.get("local"):
+                return str(info["local"])
+    message = "no non-loopback IPv4 address: Firefox cannot reach a media node on 127.0.0.1"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _marionette() -> Any:
+    # mozinfo (under marionette_driver) calls distro.linux_distribution() on import,
+    # which warns; the test run turns warnings into errors.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from marionette_driver.marionette import Marionette
+
+    return Marionette
 
 
 _LIVE: set[Firefox] = set()
@@ -236,7 +273,7 @@ class Firefox:
     # ── life cycle ───────────────────────────────────────────────────────────────────
     def start(self, timeout: float = START_TIMEOUT) -> Firefox:
         require_firefox()
-        from marionette_driver.marionette import Marionette
+        Marionette = _marionette()
 
         _LIVE.add(self)
         try:
@@ -345,13 +382,17 @@ class Firefox:
         return str(self.client.get_url())
 
     def js(self, body: str, *args: Any, timeout: float = COMMAND_TIMEOUT) -> Any:
-        """Run ``body`` as a function body (``arguments`` holds args; a returned promise
-        is awaited)."""
+        """Run ``body`` as the body of an async function in the page (``arguments``
+        holds args; ``await`` may be used) and return its result."""
         return self.client.execute_script(
-            body, script_args=list(args), sandbox=None, script_timeout=int(timeout * 1000)
+            f"return (async function () {{\n{body}\n}}).apply(this, arguments);",
+            script_args=list(args),
+            sandbox=None,
+            script_timeout=int(timeout * 1000),
         )
 
     def el(self, css: str) -> Any:
+        _marionette()
         from marionette_driver.by import By
 
         return self.client.find_element(By.CSS_SELECTOR, css)
