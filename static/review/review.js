@@ -51,6 +51,28 @@ function render(status) {
       : p.startsWith('document_not_opened') ? `未查看 Not opened: ${p.split(':')[1]}` : p)));
 }
 
+// ── damaged stretches (issue 16) ─────────────────────────────────────────────────────
+// Drawn on a strip under each player, where they lie in the file (CSP: positions are
+// set from here, never in style attributes).
+for (const fig of root.querySelectorAll('[data-recording]')) {
+  const strip = fig.querySelector('.damage-strip');
+  if (!strip) continue;
+  const duration = Math.max(1, Number(fig.dataset.duration) || 1);
+  let stretches = [];
+  try {
+    stretches = JSON.parse(strip.dataset.damage || '[]');
+  } catch {
+    stretches = [];
+  }
+  for (const d of stretches) {
+    const zh = d.kind === 'video' ? '视频受损' : '音频缺失';
+    const mark = el('span', { className: `mark ${d.kind}`, title: `${zh} ${d.kind} ${d.reason} ${(d.length_ms / 1000).toFixed(1)} s` });
+    mark.style.left = `${Math.min(100, (d.start_ms / duration) * 100)}%`;
+    mark.style.width = `max(2px, ${Math.min(100, (d.length_ms / duration) * 100)}%)`;
+    strip.append(mark);
+  }
+}
+
 // ── playback reports ─────────────────────────────────────────────────────────────────
 for (const fig of root.querySelectorAll('[data-recording]')) {
   const video = fig.querySelector('video');

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
-from server.store.models import AuditEntry, Staff
+from server.store.models import AuditEntry, Recording, Staff
 from tests.call_flow import as_staff, witnessed
 from tests.helpers import add_staff
 
@@ -47,3 +47,30 @@ async def test_another_reviewers_case_is_not_shown_and_views_are_audited(mclient
     page = await mclient.get(f"/staff/review/{sid}", headers={"Accept": "text/html"})
     assert page.status == 200
     assert await _views_by(mclient, "rev.li") == 2
+
+
+async def test_damaged_stretches_are_marked_for_the_reviewer(mclient: Any) -> None:
+    """Issue 16: the reviewer sees where loss damaged a recording, and can jump there."""
+    sid = await witnessed(mclient)
+    stretch = {"start_ms": 1200, "length_ms": 500, "kind": "video", "reason": "packets_lost"}
+    async with mclient.app[RUNTIME].db.begin() as tx:
+        recs = (
+            await tx.scalars(
+                select(Recording).where(Recording.session_id == sid).order_by(Recording.participant)
+            )
+        ).all()
+        investor, witness = recs
+        assert investor.damage is not None and witness.damage is not None  # measured
+        investor.damage, investor.damaged_ms = [stretch], 500
+        witness.damage = []
+        start = investor.start_ms
+    await add_staff(mclient, "rev.wu", {Role.REVIEWER})
+    await as_staff(mclient, "rev.wu")
+    page = await mclient.get(f"/staff/review/{sid}", headers={"Accept": "text/html"})
+    html = await page.text()
+    assert page.status == 200
+    assert "受损片段 1 处，共 0.5 秒" in html and "1 damaged stretch, 0.5 s" in html
+    assert html.count(f'data-seek="{start + 1200}"') == 2  # under the player and on the timeline
+    assert "packets lost" in html and "无丢包损伤" in html  # the witness's file is clean
+    assert "视频受损：丢包后画面不正确" in html and "Audio missing: lost speech" in html
+    assert "data-damage='[{" in html
