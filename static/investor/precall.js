@@ -141,6 +141,9 @@ export function setupPrecall(ctx, { onChange }) {
     const AudioCtx = window.AudioContext || window.webkitAudioContext;
     if (!AudioCtx) return;
     audioCtx = new AudioCtx();
+    // Started from the button's click, but some browsers still create it suspended.
+    audioCtx.resume().catch(() => {});
+    meter.dataset.peak = '0';
     const source = audioCtx.createMediaStreamSource(new MediaStream([track]));
     const analyser = audioCtx.createAnalyser();
     analyser.fftSize = 1024;
@@ -154,6 +157,8 @@ export function setupPrecall(ctx, { onChange }) {
       // dBFS -60..0 onto 0..100: speech sits in the middle.
       const db = 20 * Math.log10(rms || 1e-6);
       meter.value = Math.max(0, Math.min(100, Math.round(((db + 60) / 60) * 100)));
+      // The loudest seen, for tests and support: the bar itself only shows the moment.
+      meter.dataset.peak = String(Math.max(Number(meter.dataset.peak), meter.value));
     }, 100);
   }
 
