@@ -64,6 +64,31 @@ export async function openLocalMedia() {
   }
 }
 
+// Why a connection failed, told to the person in both languages (issue 16). A TURN
+// server answers 401 to credentials that are wrong or expired; error 701 means it could
+// not be reached. Either matters only when no relayed candidate was gathered: on a
+// network that lets UDP through the call connects directly anyway.
+const TURN_AUTH_FAILED = {
+  code: 'turn_auth_failed',
+  message: 'The video relay server did not accept this call’s credentials (wrong or expired), and your network does not allow a direct connection. Reload the page to try again; if it keeps happening, contact us: it needs fixing on our side.',
+  message_zh: '视频中转服务器未接受本次通话的凭证（凭证错误或已过期），而您所在的网络不允许直接连接。请刷新页面重试；如仍无法连接，请联系我们，需由我们修复。',
+};
+const TURN_UNREACHABLE = {
+  code: 'turn_unreachable',
+  message: 'Your network blocks video calls and the video relay server cannot be reached from it. Switch to another network (mobile data or another Wi-Fi), then reload the page.',
+  message_zh: '您所在的网络阻止了视频通话，且无法连接视频中转服务器。请换用其他网络（手机流量或其他 Wi-Fi）后刷新页面重试。',
+};
+
+/** What to tell the person after a connection failed, from what ICE gathering reported;
+ * null when there is nothing they can act on (the 'reconnecting' phase says enough). */
+export function failureReason(iceServers, ice) {
+  const turnUrls = iceServers.flatMap((s) => [].concat(s.urls || []))
+    .filter((u) => /^turns?:/.test(u));
+  if (!turnUrls.length || ice.relayGathered) return null;
+  if (ice.errors.some((e) => e.errorCode === 401 && /^turns?:/.test(e.url || ''))) return TURN_AUTH_FAILED;
+  return TURN_UNREACHABLE;
+}
+
 function preferCodecs(transceiver, kind) {
   // VP8 and Opus: the node then forwards frames unchanged. A browser without VP8 offers
   // what it has, and the node falls back to H.264 for it (transcoding, docs/media.md).
@@ -202,6 +227,14 @@ export class Call {
       }
     });
     pc.addEventListener('connectionstatechange', () => this.onConnectionState(pc));
+    const ice = { errors: [], relayGathered: false };
+    this.ice = ice;
+    pc.addEventListener('icecandidate', (event) => {
+      if (event.candidate && event.candidate.type === 'relay') ice.relayGathered = true;
+    });
+    pc.addEventListener('icecandidateerror', (event) => {
+      ice.errors.push({ url: event.url, errorCode: event.errorCode });
+    });
     try {
       await pc.setLocalDescription(await pc.createOffer());
       await waitForGathering(pc);
@@ -228,6 +261,8 @@ export class Call {
     this.disconnectTimer = null;
     if (pc.connectionState === 'failed') {
       this.phase('reconnecting');
+      const reason = failureReason(this.iceServers, this.ice || { errors: [], relayGathered: false });
+      if (reason) this.h.onError?.(reason);
       this.retryLater();
     } else if (pc.connectionState === 'disconnected') {
       this.phase('reconnecting');

@@ -52,8 +52,12 @@ def clean_lab(lab: Lab) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def server(clean_lab: Lab, tmp_path: Path, sqlite_template: Path) -> Iterator[LabServer]:
-    srv = start_server(clean_lab, tmp_path / "server", sqlite_template)
+def server(
+    request: pytest.FixtureRequest, clean_lab: Lab, tmp_path: Path, sqlite_template: Path
+) -> Iterator[LabServer]:
+    """The server in the lab; ``[media]`` overrides by indirect parametrization."""
+    media = getattr(request, "param", None)
+    srv = start_server(clean_lab, tmp_path / "server", sqlite_template, media=media)
     try:
         yield srv
     finally:

@@ -3,11 +3,16 @@
 
 Topology (addresses are the same in every run: each run has its own namespaces)::
 
-    srv  10.77.1.2 ─┐                         ┌─ 192.168.77.2  home "wifi"  (NAT)
-    turn 10.77.2.2 ─┼─ rtr (forwards, NATs) ──┤
-    wit  10.77.3.2 ─┘                         └─ 100.64.7.2    home "mobile" (NAT, down)
+    srv  198.51.100.2 ─┐                         ┌─ 192.168.77.2  home "wifi"  (NAT)
+    turn 203.0.113.2  ─┼─ rtr (forwards, NATs) ──┤
+    wit  192.0.2.2    ─┘                         └─ 100.64.7.2    home "mobile" (NAT, down)
 
-* ``srv``: where ``python -m server serve`` runs (HTTP and media on 10.77.1.2).
+The "public" side uses the documentation ranges of RFC 5737: never routed anywhere, and
+not private to a browser. That matters: Chromium holds back ICE errors of a TURN server
+on a private address until gathering completes (which on a UDP-blocked network may be
+never), so a TURN server on 10.x would hide the very 401 a test checks for.
+
+* ``srv``: where ``python -m server serve`` runs (HTTP and media on 198.51.100.2).
 * ``turn``: coturn with ``use-auth-secret`` on UDP and TCP 3478 and TLS 443.
 * ``wit``: the witness's browser, on a public address (no NAT).
 * ``home``: the investor's browser behind the router's masquerade; a second link
@@ -56,9 +61,9 @@ CHROMIUM = os.environ.get("WITNESS_TEST_CHROMIUM", "/usr/bin/chromium")
 
 # role -> (router-side interface, router address, role-side interface, role address/prefix)
 LINKS: dict[str, tuple[str, str, str, str]] = {
-    "srv": ("s0", "10.77.1.1", "eth0", "10.77.1.2/24"),
-    "turn": ("t0", "10.77.2.1", "eth0", "10.77.2.2/24"),
-    "wit": ("w0", "10.77.3.1", "eth0", "10.77.3.2/24"),
+    "srv": ("s0", "198.51.100.1", "eth0", "198.51.100.2/24"),
+    "turn": ("t0", "203.0.113.1", "eth0", "203.0.113.2/24"),
+    "wit": ("w0", "192.0.2.1", "eth0", "192.0.2.2/24"),
     "home": ("h0", "192.168.77.1", "wifi", "192.168.77.2/24"),
 }
 MOBILE = ("m0", "100.64.7.1", "mobile", "100.64.7.2/24")

@@ -6,15 +6,19 @@ browsers measured (getStats) and on the recordings (PyAV decodes them end to end
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, WebSocketRoute, expect
 
+from server.services.witnessing.turn import turn_credentials
 from tests.netlab.calls import (
     LabServer,
     check_recordings,
+    diagnose,
     end_call,
     lab_context,
     lab_data,
@@ -104,3 +108,76 @@ async def test_udp_blocked_connects_through_turn_relay(
     assert pair["local"].get("relayProtocol") == relay, pair
     for side in ("investor_receives", "witness_receives"):
         assert n[side]["fps"] >= 12, (side, n[side])
+
+
+def _expire_turn_credentials(secret: str) -> Any:
+    """A WebSocket route that hands the page TURN credentials which expired an hour
+    ago (minted by the product's own function), as after a very long wait."""
+
+    def rewrite(message: str | bytes) -> str | bytes:
+        data = json.loads(message)
+        if data.get("type") == "joined":
+            for entry in data.get("ice_servers", []):
+                if "username" in entry:
+                    party = entry["username"].split(":", 1)[1]
+                    entry["username"], entry["credential"] = turn_credentials(
+                        secret, party, ttl=60, now=time.time() - 3600
+                    )
+            return json.dumps(data)
+        return message
+
+    def route(ws: WebSocketRoute) -> None:
+        upstream = ws.connect_to_server()
+        upstream.on_message(lambda message: ws.send(rewrite(message)))
+
+    return route
+
+
+AUTH_ZH, AUTH_EN = "未接受本次通话的凭证", "did not accept this call’s credentials"
+DOWN_ZH, DOWN_EN = "无法连接视频中转服务器", "relay server cannot be reached"
+
+
+@pytest.mark.parametrize(
+    ("server", "problem"),
+    [
+        ({"turn_secret": "not-the-secret-coturn-has"}, "wrong_secret"),
+        (None, "expired"),
+        (None, "turn_down"),
+    ],
+    indirect=["server"],
+)
+async def test_turn_trouble_on_a_strict_network_is_told_clearly(
+    clean_lab: Lab, server: LabServer, browsers: tuple[Browser, Browser], problem: str
+) -> None:
+    """UDP blocked, so only TURN could carry the call, and TURN refuses or is gone: the
+    investor is told why in both languages within the connection's own failure time,
+    the witness can end the session, nothing waits forever."""
+    clean_lab.block_udp()
+    if problem == "turn_down":
+        clean_lab.stop_coturn()
+    home, wit_browser = browsers
+    inv_ctx = await lab_context(home, investor=True)
+    wit_ctx = await lab_context(wit_browser, investor=False)
+    inv, wit = await inv_ctx.new_page(), await wit_ctx.new_page()
+    if problem == "expired":
+        await inv.route_web_socket(
+            re.compile(r".*/ws/session/.*"), _expire_turn_credentials(clean_lab.turn_secret)
+        )
+    call = await place_call(server, inv, wit, expect_media=False)
+    zh, en = (DOWN_ZH, DOWN_EN) if problem == "turn_down" else (AUTH_ZH, AUTH_EN)
+    alert = inv.locator("#queue-alert")
+    try:
+        await expect(alert).to_contain_text(zh, timeout=45_000)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await diagnose(call)}") from None
+    await expect(alert).to_contain_text(en)
+    told_after = time.time() * 1000 - call.accepted_at
+    data = await lab_data(inv)
+    codes = sorted({(e["url"].split("?")[0], e["code"]) for e in data["iceErrors"] if e["url"]})
+    # Never connected: no frame reached the investor.
+    assert received_numbers(data["samples"], start=call.accepted_at)["first_frame_ms"] is None
+    await call.wit.click("#session-end")
+    await expect(inv.locator("#queue-alert")).to_contain_text("队列", timeout=15_000)
+    save_numbers(f"turn-{problem}", {"told_after_ms": round(told_after), "ice_errors": codes})
+    await inv_ctx.close()
+    await wit_ctx.close()
