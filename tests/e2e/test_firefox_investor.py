@@ -21,7 +21,7 @@ from sqlalchemy import select
 from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
-from server.store.models import Application, Document, Recording, SessionEvent
+from server.store.models import Application, Document, NetworkCheck, Recording, SessionEvent
 from tests.e2e.conftest import artifact
 from tests.e2e.pages import (
     FAST,
@@ -267,6 +267,7 @@ async def test_firefox_investor_witnessed_by_chromium(
         **FAST,
         pairing=PAIRING,
         media={"host_addresses": [media_address()]},
+        intake={"require_network_check": True},
         server={"public_url": f"http://127.0.0.1:{port}"},
     )
     server = await aiohttp_server(create_app(config), port=port)
@@ -291,8 +292,20 @@ async def test_firefox_investor_witnessed_by_chromium(
     assert app.state == "identity_verified"
     assert sorted(kinds) == ["frontal_photo", "id_back", "id_front"]
 
-    # The queue, then the call.
+    # The pre-call check (a test connection to the node), the queue, then the call.
     await fx.js(KEEP_PCS)
+    await fx.click("#precall-start")
+    verdict = await fx.wait(
+        "const v = document.querySelector('#precall-verdict');"
+        "return v && !v.hidden && v.dataset.verdict;",
+        timeout=40.0,
+        what="pre-call verdict",
+    )
+    await fx.screenshot(artifact("firefox-precall.png"))
+    assert verdict in ("ok", "weak"), await fx.text("#precall")
+    async with rt.db.begin() as s:
+        check = (await s.scalars(select(NetworkCheck))).one()
+    assert check.verdict == verdict
     await fx.click("#join-queue")
     await fx.wait_text("#queue-position", "1")
     await witness_desk(server, wit, "wang.wei")
