@@ -13,6 +13,7 @@ import difflib
 import importlib.util
 import json
 import os
+import re
 import socket
 import tomllib
 import types
@@ -475,10 +476,42 @@ def _build_section(
     return cls(**values)
 
 
+# RFC 7064 (stun:) and RFC 7065 (turn:, turns:) URIs: scheme ":" host [":" port] and, for
+# TURN only, "?transport=udp|tcp". No "//", no user part: browsers refuse those, and a URL
+# a browser refuses fails every call at its start, so it is refused here at config load.
+_ICE_URL = re.compile(
+    r"(?P<scheme>stun|turns?):"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?"
+)
+
+
+def ice_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable STUN/TURN URL, or None when it is."""
+    if not url.startswith(("stun:", "turn:", "turns:")):
+        return "must start with stun:, turn: or turns:"
+    match = _ICE_URL.fullmatch(url)
+    if match is None:
+        return (
+            "is not a STUN/TURN URL: expected stun:HOST[:PORT],"
+            " turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT][?transport=tcp]"
+            " (no //, no user@, no spaces)"
+        )
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        return f"port {match['port']} is not 1..65535"
+    if match["scheme"] == "stun" and match["transport"]:
+        return "stun: URLs take no ?transport="
+    if match["scheme"] == "turns" and match["transport"] == "udp":
+        return "turns: runs over TLS, so ?transport=udp cannot work (use tcp or leave it out)"
+    return None
+
+
 def _validate(cfg: Config) -> None:
     for url in cfg.media.ice_servers:
-        if not url.startswith(("stun:", "turn:", "turns:")):
-            raise ConfigError(f"media.ice_servers: {url!r} must start with stun:, turn: or turns:")
+        problem = ice_url_problem(url)
+        if problem:
+            raise ConfigError(f"media.ice_servers: {url!r} {problem}")
     if any(u.startswith(("turn:", "turns:")) for u in cfg.media.ice_servers) and not (
         cfg.media.turn_secret
     ):
