@@ -101,11 +101,21 @@ async def firefox_intake(fx: AsyncFirefox, server: Any, tmp_path: Path) -> None:
         ".tile[data-kind=id_back] input[type=file]", jpeg_file(tmp_path / "back.jpg", "#c9d3e6")
     )
     await fx.wait_visible(".tile[data-kind=id_back].is-stored", timeout=15.0)
-    await fx.wait(
-        "const i = document.querySelector('.tile[data-kind=id_front] .tile-img');"
-        "return i && i.complete && i.naturalWidth > 0;",
-        what="front thumbnail decoded",
-    )
+    try:
+        await fx.wait(
+            "const i = document.querySelector('.tile[data-kind=id_front] .tile-img');"
+            "return i && i.complete && i.naturalWidth > 0;",
+            what="front thumbnail decoded",
+            timeout=20.0,
+        )
+    except TimeoutError as e:
+        got = await fx.js(
+            "const i = document.querySelector('.tile[data-kind=id_front] .tile-img');"
+            "const r = await fetch(i.src); const b = await r.blob();"
+            "return [i.src, i.complete, i.naturalWidth, r.status, b.type, b.size,"
+            " document.cookie, isSecureContext];"
+        )
+        raise AssertionError(f"{e}: {got}") from None
     await fx.screenshot(artifact("firefox-intake-3-id-images.png"))
     await fx.click("#step-id_images [data-next]")
     # 4 frontal photo: camera only

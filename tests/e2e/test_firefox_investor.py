@@ -6,6 +6,7 @@ media node, which records both. Firefox is Debian's firefox-esr over Marionette
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,6 +44,9 @@ async def investor_firefox() -> AsyncIterator[AsyncFirefox]:
     try:
         yield AsyncFirefox(fx)
     finally:
+        with contextlib.suppress(Exception):  # what the page showed last, pass or fail
+            shot = artifact("firefox-investor-last.png")
+            await asyncio.wait_for(asyncio.to_thread(fx.screenshot, shot), 20)
         await asyncio.wait_for(asyncio.to_thread(fx.stop), 30)
 
 
