@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, expect
 
-from tests.e2e.conftest import CHROMIUM_ARGS, artifact, write_wav, write_y4m
+from tests.e2e.conftest import CHROMIUM_ARGS, artifact, write_wav
 from tests.e2e.pages import remote_playing, verified_investor, witness_desk
 from tests.helpers import PASSWORD, decode_all
 from tests.netlab.lab import Lab
@@ -128,12 +129,36 @@ def start_server(
         time.sleep(0.3)
 
 
+def write_busy_y4m(path: Path, *, frames: int = 2 * FPS, block: int = 8) -> Path:
+    """A 640×480 @ 15 fps clip: a grey room with a 256×192 patch of random 8×8 blocks,
+    new every frame, where a face would move. It encodes to a few hundred kbit/s like a
+    real camera (the e2e tests' quiet card encodes to ~35 kbit/s and would never meet a
+    300 kbit/s cap), so bandwidth limits and loss bite."""
+    width, height = 640, 480
+    pw, ph = 256, 192
+    left, top = (width - pw) // 2, (height - ph) // 2
+    header = f"YUV4MPEG2 W{width} H{height} F{FPS}:1 Ip A1:1 C420jpeg\n".encode()
+    chroma = bytes([128]) * ((width // 2) * (height // 2))
+    plain = bytes([100]) * width
+    out = bytearray(header)
+    rnd = random.Random(16)  # the same clip every run
+    for _ in range(frames):
+        out += b"FRAME\n" + plain * top
+        for _ in range(ph // block):
+            small = rnd.randbytes(pw // block)
+            row = plain[:left] + bytes(v for v in small for _ in range(block)) + plain[left + pw :]
+            out += row * block
+        out += plain * (height - top - ph) + chroma + chroma
+    path.write_bytes(bytes(out))
+    return path
+
+
 @contextlib.asynccontextmanager
 async def lab_browser(pw: Playwright, lab: Lab, ns: str, directory: Path) -> AsyncIterator[Browser]:
     """Debian Chromium inside namespace ``ns`` with the e2e tests' flags and a 640×480
     @ 15 fps fake camera clip and a tone."""
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (before the browser runs)
-    clip = write_y4m(directory / f"{ns}.y4m", frames=FPS, fps=FPS)
+    clip = write_busy_y4m(directory / f"{ns}.y4m")
     tone = write_wav(directory / f"{ns}.wav")
     browser = await pw.chromium.launch(
         executable_path=lab.chromium_executable(ns),
@@ -319,6 +344,36 @@ def received_numbers(
         "frames_dropped": total("framesDropped"),
         "freeze_count": total("freezeCount"),
         "legs": len(last_in),
+    }
+
+
+def sent_numbers(samples: list[dict[str, Any]], *, last_ms: float = 6000.0) -> dict[str, Any]:
+    """What one party sent: video bitrate over the last ``last_ms``, the bandwidth
+    estimate the browser holds, and the repair requests it answered."""
+    outs = [s for s in samples if s.get("out")]
+    if not outs:
+        return {}
+    end = outs[-1]
+    tail = [s for s in outs if s["pc"] == end["pc"] and s["t"] >= end["t"] - last_ms]
+    first = tail[0]
+    span = max(1.0, end["t"] - first["t"])
+    kbps = (end["out"].get("bytesSent", 0) - first["out"].get("bytesSent", 0)) * 8 / span
+    estimates = [
+        s["pair"]["availableOutgoingBitrate"]
+        for s in tail
+        if s.get("pair") and s["pair"].get("availableOutgoingBitrate") is not None
+    ]
+    return {
+        "video_kbps_last": round(kbps, 1),
+        "estimate_kbps_last": round(estimates[-1] / 1000, 1) if estimates else None,
+        "estimate_kbps_max": round(max(estimates) / 1000, 1) if estimates else None,
+        "target_kbps": round(end["out"].get("targetBitrate", 0) / 1000, 1),
+        "frame_height": end["out"].get("frameHeight"),
+        "fps_sent": end["out"].get("framesPerSecond"),
+        "limited_by": end["out"].get("qualityLimitationReason"),
+        "nack_received": end["out"].get("nackCount"),
+        "pli_received": end["out"].get("pliCount"),
+        "retransmitted_sent": end["out"].get("retransmittedPacketsSent"),
     }
 
 

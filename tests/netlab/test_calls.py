@@ -26,6 +26,7 @@ from tests.netlab.calls import (
     received_numbers,
     save_numbers,
     selected_pair,
+    sent_numbers,
 )
 from tests.netlab.lab import Lab
 
@@ -35,7 +36,12 @@ RECORDING_KEYS = ("participant", "segment", "duration_ms", "decoded", "damaged_m
 
 
 async def _talk_and_measure(
-    case: str, server: LabServer, browsers: tuple[Browser, Browser], seconds: float
+    case: str,
+    server: LabServer,
+    browsers: tuple[Browser, Browser],
+    seconds: float,
+    *,
+    warmup_ms: float = 3000.0,
 ) -> dict[str, Any]:
     home, wit_browser = browsers
     inv_ctx = await lab_context(home, investor=True)
@@ -47,8 +53,14 @@ async def _talk_and_measure(
     await end_call(call)
     rows = check_recordings(server)
     numbers = {
-        "investor_receives": received_numbers(inv_data["samples"], start=call.accepted_at),
-        "witness_receives": received_numbers(wit_data["samples"], start=call.accepted_at),
+        "investor_receives": received_numbers(
+            inv_data["samples"], start=call.accepted_at, warmup_ms=warmup_ms
+        ),
+        "witness_receives": received_numbers(
+            wit_data["samples"], start=call.accepted_at, warmup_ms=warmup_ms
+        ),
+        "investor_sends": sent_numbers(inv_data["samples"]),
+        "witness_sends": sent_numbers(wit_data["samples"]),
         "investor_pair": selected_pair(inv_data["samples"]),
         "witness_pair": selected_pair(wit_data["samples"]),
         "recordings": [
@@ -181,3 +193,36 @@ async def test_turn_trouble_on_a_strict_network_is_told_clearly(
     save_numbers(f"turn-{problem}", {"told_after_ms": round(told_after), "ice_errors": codes})
     await inv_ctx.close()
     await wit_ctx.close()
+
+
+async def test_three_percent_loss_each_way_is_repaired(
+    clean_lab: Lab, server: LabServer, browsers: tuple[Browser, Browser]
+) -> None:
+    clean_lab.set_loss(3)
+    n = await _talk_and_measure("loss-3pct", server, browsers, 14)
+    inv, wit = n["investor_receives"], n["witness_receives"]
+    # After the first seconds both parties see smooth video…
+    assert inv["fps"] >= 12, inv
+    assert wit["fps"] >= 12, wit
+    # …because losses were seen and repaired: the investor's browser asked for
+    # retransmissions of what the server sent, and the server asked the investor's.
+    assert inv["packets_lost"] + inv["nack_sent"] > 0, inv
+    assert inv["nack_sent"] > 0, inv
+    assert n["investor_sends"]["nack_received"] > 0, n["investor_sends"]
+    # check_recordings() decoded every file end to end.
+    assert {r["participant"] for r in n["recordings"]} == {"investor", "witness"}
+
+
+async def test_a_300_kbit_uplink_makes_the_investor_adapt_without_freezing(
+    clean_lab: Lab, server: LabServer, browsers: tuple[Browser, Browser]
+) -> None:
+    clean_lab.cap_uplink(300)
+    n = await _talk_and_measure("cap-300kbit", server, browsers, 16, warmup_ms=0)
+    sent, wit = n["investor_sends"], n["witness_receives"]
+    # The estimate reached the sender: it holds a bandwidth estimate under the cap and
+    # sends video within it (audio and packet overhead share the 300 kbit/s).
+    assert sent["estimate_kbps_last"] is not None and sent["estimate_kbps_last"] <= 300, sent
+    assert sent["video_kbps_last"] <= 300, sent
+    # The witness never waits more than 2 s for the next frame, from the first one on.
+    assert wit["longest_freeze_ms"] <= 2000, wit
+    assert wit["fps"] >= 8, wit
