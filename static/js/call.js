@@ -13,6 +13,10 @@ import { LiveSocket } from './socket.js';
 const GATHER_TIMEOUT_MS = 3000;
 const DISCONNECTED_GRACE_MS = 5000; // 'disconnected' this long: renegotiate
 const STATS_EVERY_MS = 2000;
+// An offer unanswered this long: the signalling socket is taken for dead. When a phone
+// moves from Wi-Fi to mobile data its old TCP connection does not close, it just goes
+// quiet, and the browser may go on calling it open for minutes (issue 16 lab).
+const ANSWER_TIMEOUT_MS = 6000;
 
 /** A getUserMedia failure the person can act on, in both languages. */
 export class MediaAccessError extends Error {
@@ -143,12 +147,27 @@ export class Call {
     this.statsTimer = null;
     this.lastStats = null;
     this.negotiating = 0;
-    this.socket = new LiveSocket(url, {
+    this.answerTimer = null;
+    this.socket = this.makeSocket();
+  }
+
+  makeSocket() {
+    return new LiveSocket(this.url, {
       onMessage: (data) => this.onMessage(data),
       onDown: () => {
         if (!this.ended) this.phase('reconnecting');
       },
     });
+  }
+
+  /** Drop a socket that went quiet and open a new one; the node's 'joined' on it starts
+   * a new leg, with fresh TURN credentials. */
+  freshSocket() {
+    if (this.ended) return;
+    const old = this.socket;
+    this.socket = this.makeSocket();
+    old.stop();
+    this.socket.start();
   }
 
   start() {
@@ -240,6 +259,12 @@ export class Call {
       await waitForGathering(pc);
       if (attempt !== this.negotiating || this.ended) return;
       this.socket.send({ type: 'offer', sdp: pc.localDescription.sdp, attempt });
+      clearTimeout(this.answerTimer);
+      this.answerTimer = setTimeout(() => {
+        if (attempt === this.negotiating && this.pc === pc && pc.signalingState === 'have-local-offer') {
+          this.freshSocket();
+        }
+      }, ANSWER_TIMEOUT_MS);
     } catch (err) {
       this.h.onError?.({ code: 'webrtc_failed', message: String(err), message_zh: '建立视频连接失败，正在重试。' });
     }
@@ -248,6 +273,7 @@ export class Call {
   async applyAnswer(sdp) {
     const pc = this.pc;
     if (!pc || pc.signalingState !== 'have-local-offer') return;
+    clearTimeout(this.answerTimer);
     try {
       await pc.setRemoteDescription({ type: 'answer', sdp });
     } catch (err) {
@@ -356,6 +382,7 @@ export class Call {
   stop() {
     this.ended = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.answerTimer);
     clearInterval(this.statsTimer);
     clearInterval(this.pingTimer);
     this.closePc();
