@@ -534,6 +534,18 @@ async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], li
                             await party.start(*clip)
                             await asyncio.sleep(spec.session_seconds)
                             await run_script(party)
+                        except Exception as exc:
+                            # A failed call is counted on the investor's side; the witness
+                            # ends it and takes the next one, as a person at the desk would
+                            # (before, one failure silenced the slot for the rest of a soak).
+                            print(
+                                f"# {time.strftime('%H:%M:%S')} witness slot {slot}: "
+                                f"session failed: {exc!r}",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                            with contextlib.suppress(Exception):
+                                await ws.send_json({"type": "end", "session_id": party.session_id})
                         finally:
                             await party.close()
                 finally:
