@@ -22,7 +22,14 @@ from sqlalchemy import select
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.services import api_tokens
-from server.store.models import ApiToken, AuditEntry, Recording, utcnow
+from server.store.models import (
+    ApiToken,
+    AuditEntry,
+    NetworkCheck,
+    Recording,
+    WitnessSession,
+    utcnow,
+)
 from tests.call_flow import recorded_session
 from tests.helpers import add_staff, login
 
@@ -81,8 +88,24 @@ async def test_retrieval_api_end_to_end(mclient: Any, tmp_path: Path) -> None:
         resp = await mclient.get(f"/api/v1/sessions?{query}", headers=good)
         assert resp.status == 400, query
 
+    async with rt.db.begin() as s:
+        ws_row = await s.get(WitnessSession, sid)
+        assert ws_row is not None
+        s.add(NetworkCheck(application_id=ws_row.application_id, verdict="weak", path="relay",
+                           protocol="tcp", rtt_ms=420, upstream_kbps=250, camera_ok=True,
+                           microphone_ok=True, details={"reasons": ["upstream_low"]}))  # fmt: skip
     detail = await (await mclient.get(f"/api/v1/sessions/{sid}", headers=good)).json()
     assert detail["participants"]["witness"]["licence_number"] == "S0850120090042"
+    # Issue 16: the pre-call check the investor passed, as stored.
+    [net] = detail["network_checks"]
+    assert (net["verdict"], net["path"], net["protocol"], net["rtt_ms"], net["upstream_kbps"]) == (
+        "weak",
+        "relay",
+        "tcp",
+        420,
+        250,
+    )
+    assert net["reasons"] == ["upstream_low"]
     assert {r["participant"] for r in detail["recordings"]} == {"investor", "witness"}
     assert len(detail["stills"]) >= 1 and detail["identity_check"]["result"] == "match"
     # A3: the application's screenings (clear at intake, before queueing).

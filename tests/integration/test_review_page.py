@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
-from server.store.models import AuditEntry, Recording, Staff
+from server.store.models import AuditEntry, NetworkCheck, Recording, Staff, WitnessSession
 from tests.call_flow import as_staff, witnessed
 from tests.helpers import add_staff
 
@@ -74,3 +74,22 @@ async def test_damaged_stretches_are_marked_for_the_reviewer(mclient: Any) -> No
     assert "packets lost" in html and "无丢包损伤" in html  # the witness's file is clean
     assert "视频受损：丢包后画面不正确" in html and "Audio missing: lost speech" in html
     assert "data-damage='[{" in html
+
+
+async def test_the_investors_network_check_is_shown_to_the_reviewer(mclient: Any) -> None:
+    """Issue 16: the reviewer sees the pre-call check the investor passed (why a call may
+    have been poor), the latest one."""
+    sid = await witnessed(mclient)
+    async with mclient.app[RUNTIME].db.begin() as tx:
+        row = await tx.get(WitnessSession, sid)
+        assert row is not None
+        tx.add(NetworkCheck(application_id=row.application_id, verdict="weak", path="relay",
+                            protocol="tls", rtt_ms=640, upstream_kbps=280, camera_ok=True,
+                            microphone_ok=False))  # fmt: skip
+    await add_staff(mclient, "rev.qian", {Role.REVIEWER})
+    await as_staff(mclient, "rev.qian")
+    page = await mclient.get(f"/staff/review/{sid}", headers={"Accept": "text/html"})
+    html = await page.text()
+    assert page.status == 200
+    assert "weak · relay/tls · 640 ms · 280 kbit/s" in html
+    assert "麦克风异常" in html and "摄像头异常" not in html

@@ -28,6 +28,7 @@ from server.store.models import (
     AuditEntry,
     Callback,
     IdentityCheck,
+    NetworkCheck,
     Recording,
     Review,
     SessionEvent,
@@ -200,6 +201,13 @@ async def session_detail(
     callbacks = (await tx.scalars(select(Callback).where(Callback.application_id == app.id))).all()
     account = await tx.scalar(select(Account).where(Account.application_id == app.id))
     screenings = await screenings_of(tx, app.id)
+    network_checks = (
+        await tx.scalars(
+            select(NetworkCheck)
+            .where(NetworkCheck.application_id == app.id)
+            .order_by(NetworkCheck.created_at, NetworkCheck.id)
+        )
+    ).all()
     alerts = await alerts_about(tx, application_id=app.id, session_id=session_id)
     disclosure = next((e for e in events if e.kind == "disclosure.shown"), None)
     confirmed = next((e for e in events if e.kind == "disclosure.confirmed"), None)
@@ -272,6 +280,23 @@ async def session_detail(
         }
         if check
         else None,
+        # Issue 16: the investor's pre-call checks (devices, the path a test connection
+        # took, round trip, upstream), oldest first: why a weak call was let through.
+        "network_checks": [
+            {
+                "id": n.id,
+                "at": _iso(n.created_at),
+                "verdict": n.verdict,
+                "path": n.path,
+                "protocol": n.protocol,
+                "rtt_ms": n.rtt_ms,
+                "upstream_kbps": n.upstream_kbps,
+                "camera_ok": n.camera_ok,
+                "microphone_ok": n.microphone_ok,
+                "reasons": [r for r in (n.details or {}).get("reasons", []) if isinstance(r, str)],
+            }
+            for n in network_checks
+        ],
         # A3: every AML screening of the application, with any compliance decision.
         "screenings": [screening_summary(row) for row in screenings],
         # A23: the risk alerts raised about the application or this session.
