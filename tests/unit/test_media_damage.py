@@ -177,6 +177,117 @@ def test_a_frame_whose_head_was_lost_is_skipped_with_it(monkeypatch: pytest.Monk
     assert frames[0].packets_missing == 2  # 3 lost, 4 discarded with its torn frame
 
 
+# ── audio: a lost packet costs its own frame, nothing more ──────────────────────────
+class _Audio:
+    """The watched buffer in place of aiortc's audio one (16 slots, prefetch 4), fed
+    Opus packets 20 ms apart; ``frames`` is everything handed on, in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.frames: list[Any] = []
+        self.clock = 0.0
+        monkeypatch.setattr(hooks.time, "monotonic", lambda: self.clock)
+        self.buffer = hooks._WatchedJitterBuffer(
+            JitterBuffer(capacity=16, prefetch=4), lambda _p: True, self.frames.append
+        )
+
+    def add(self, *seqs: int) -> None:
+        for seq in seqs:
+            packet = RtpPacket(payload_type=111, sequence_number=seq, timestamp=seq * 960)
+            packet.payload = b"\xfc" + seq.to_bytes(2, "big")
+            packet._data = packet.payload  # type: ignore[attr-defined]
+            pli, frame = self.buffer.add(packet)
+            assert pli is False
+            if frame is not None:
+                self.frames.append(frame)
+            self.clock += 0.02
+
+    @property
+    def seqs(self) -> list[int]:
+        return [int.from_bytes(f.data[1:], "big") for f in self.frames]
+
+    @property
+    def missing(self) -> dict[int, int]:
+        return {s: f.packets_missing for s, f in zip(self.seqs, self.frames) if f.packets_missing}
+
+
+def test_one_lost_audio_packet_costs_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110))
+    assert audio.seqs == list(range(100, 106))  # 4 held back: aiortc's prefetch, its delay
+    audio.add(111, 112)  # 110 is lost: the queue waits for it
+    assert audio.seqs == list(range(100, 106))
+    audio.add(113)  # three behind the gap: given up; the frames before it leave
+    assert audio.seqs == list(range(100, 110))
+    audio.add(*range(114, 140))
+    assert audio.seqs == [s for s in range(100, 136) if s != 110]
+    assert audio.missing == {111: 1}
+    assert [f.timestamp for f in audio.frames] == [s * 960 for s in audio.seqs]
+    assert [f.data for f in audio.frames][:2] == [b"\xfc\x00\x64", b"\xfc\x00\x65"]
+
+
+def test_a_reordered_audio_packet_within_the_wait_costs_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110), 111, 112, 110, *range(113, 120), 121, 120, *range(122, 130))
+    assert audio.seqs == list(range(100, 126)) and audio.missing == {}
+
+
+def test_a_burst_of_three_lost_is_three_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110), *range(113, 130))
+    assert audio.seqs == [s for s in range(100, 126) if not 110 <= s <= 112]
+    assert audio.missing == {113: 3}
+
+
+def test_two_gaps_close_together_are_counted_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110), 111, 113, *range(114, 130))
+    assert audio.seqs == [s for s in range(100, 126) if s not in (110, 112)]
+    assert audio.missing == {111: 1, 113: 1}
+
+
+def test_audio_sequence_numbers_wrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = _Audio(monkeypatch)
+    before = list(range(65520, 65536))
+    audio.add(*before[:-1], *range(0, 20))  # 65535 lost, just before the wrap
+    assert audio.seqs == [*before[:-1], *range(0, 16)]
+    assert audio.missing == {0: 1}
+    audio.add(21, 22, 23, *range(24, 30))  # 20 lost, after it
+    assert audio.seqs[-9:] == [16, 17, 18, 19, 21, 22, 23, 24, 25]
+    assert audio.missing == {0: 1, 21: 1}
+
+
+def test_a_late_audio_packet_after_the_wait_is_dropped_not_counted_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110), 111, 112, 113, 110, *range(114, 120))
+    assert audio.seqs == [s for s in range(100, 116) if s != 110]
+    assert audio.missing == {111: 1}
+
+
+def test_a_slow_audio_stream_waits_by_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Packets far apart (Opus DTX in silence): the wait ends by the clock, not by count.
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110), 111)
+    audio.clock += hooks.AUDIO_LOSS_WAIT_SECONDS
+    audio.add(112)
+    assert audio.seqs == list(range(100, 110)) and audio.missing == {}
+    audio.add(*range(113, 120))
+    assert audio.missing == {111: 1}
+
+
+def test_an_audio_jump_hands_the_queue_on_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    audio = _Audio(monkeypatch)
+    audio.add(*range(100, 110), 500, *range(501, 510))  # 390 never came (an outage)
+    assert audio.seqs == [*range(100, 110), *range(500, 506)]
+    assert audio.missing == {500: 390}
+    audio.add(40000, *range(40001, 40010))  # far behind: the sender started again
+    assert audio.seqs == [*range(100, 110), *range(500, 510), *range(40000, 40006)]
+    assert 40000 not in audio.missing  # a restart is not a loss
+
+
 @pytest.mark.parametrize(
     ("codec", "head", "start"),
     [
