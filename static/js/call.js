@@ -2,16 +2,23 @@
 //
 // The browser holds a single RTCPeerConnection to the media node that owns the session
 // (server/media); the node relays the other party and records both. Signalling runs over
-// /ws/session/<id>: this page sends an offer once ICE gathering is done (no trickle) and
-// the node answers. A dropped socket reconnects with the same token, and a failed ICE
-// connection is renegotiated; the server keeps the session open for
-// media.rejoin_grace_seconds meanwhile and records the rejoin as a new segment.
+// /ws/session/<id>: this page sends one complete offer (no trickle) as soon as it holds a
+// candidate that can work, and the node answers with its own. A dropped socket
+// reconnects with the same token, and a failed ICE connection is renegotiated; the
+// server keeps the session open for media.rejoin_grace_seconds meanwhile and records the
+// rejoin as a new segment.
 
 import { bi } from './i18n.js';
 import { LiveSocket } from './socket.js';
 
-const GATHER_TIMEOUT_MS = 3000;
-const DISCONNECTED_GRACE_MS = 5000; // 'disconnected' this long: renegotiate
+const GATHER_TIMEOUT_MS = 3000; // the offer goes out by then whatever was gathered
+// After the first candidate that can carry the call, wait this long for its siblings
+// (the relay over another transport, the other interface's candidate) before sending.
+const GATHER_SETTLE_MS = 250;
+const DISCONNECTED_GRACE_MS = 5000; // 'disconnected' this long with the socket alive: renegotiate
+// ICE went 'disconnected': the signalling socket must answer a ping within this long, or
+// it is replaced at once (its 'joined' then starts a new leg).
+const SOCKET_CHECK_MS = 2000;
 const STATS_EVERY_MS = 2000;
 // An offer unanswered this long: the signalling socket is taken for dead. When a phone
 // moves from Wi-Fi to mobile data its old TCP connection does not close, it just goes
@@ -110,21 +117,69 @@ function preferCodecs(transceiver, kind) {
   }
 }
 
-function waitForGathering(pc) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', check);
-      resolve();
-    };
-    const check = () => {
-      if (pc.iceGatheringState === 'complete') done();
-    };
-    // Some networks never finish gathering: send what was found by then.
-    const timer = setTimeout(done, GATHER_TIMEOUT_MS);
-    pc.addEventListener('icegatheringstatechange', check);
+/** A candidate's type ('host', 'srflx', 'prflx', 'relay'); from the SDP line where the
+ * browser does not fill in the field. */
+export function candidateType(candidate) {
+  if (!candidate) return null;
+  if (candidate.type) return candidate.type;
+  const m = / typ (host|srflx|prflx|relay)\b/.exec(candidate.candidate || '');
+  return m ? m[1] : null;
+}
+
+/** The candidate types worth sending an offer for, given the configured ICE servers:
+ * with TURN a relayed one (the only kind that works on a network that blocks UDP, where
+ * TURN over TCP or TLS is all that comes), with STUN only a server-reflexive one (or a
+ * relayed one), with none any candidate. */
+export function usefulCandidateTypes(iceServers) {
+  const urls = (iceServers || []).flatMap((s) => [].concat(s.urls || []));
+  if (urls.some((u) => /^turns?:/.test(u))) return ['relay'];
+  if (urls.some((u) => /^stun:/.test(u))) return ['srflx', 'relay'];
+  return ['host', 'srflx', 'relay'];
+}
+
+/** Resolves when the offer is worth sending: gathering completed, or a useful candidate
+ * came in and GATHER_SETTLE_MS passed for its siblings, or GATHER_TIMEOUT_MS ran out
+ * (some networks never finish gathering: send what was found by then). Set up before
+ * setLocalDescription, so no candidate event is missed. */
+function offerReady(pc, iceServers) {
+  const useful = usefulCandidateTypes(iceServers);
+  let settle = null;
+  let timer = null;
+  let finished = false;
+  let finish;
+  const ready = new Promise((resolve) => {
+    finish = resolve;
   });
+  const done = () => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    clearTimeout(settle);
+    pc.removeEventListener('icegatheringstatechange', onState);
+    pc.removeEventListener('icecandidate', onCandidate);
+    finish();
+  };
+  const onState = () => {
+    if (pc.iceGatheringState === 'complete') done();
+  };
+  const onCandidate = (event) => {
+    if (!event.candidate) {
+      done(); // end of candidates
+    } else if (!settle && useful.includes(candidateType(event.candidate))) {
+      settle = setTimeout(done, GATHER_SETTLE_MS);
+    }
+  };
+  pc.addEventListener('icegatheringstatechange', onState);
+  pc.addEventListener('icecandidate', onCandidate);
+  return {
+    /** Called once setLocalDescription resolved: the cap runs from there. */
+    wait() {
+      if (pc.iceGatheringState === 'complete') done();
+      else if (!finished) timer = setTimeout(done, GATHER_TIMEOUT_MS);
+      return ready;
+    },
+    cancel: done,
+  };
 }
 
 /**
@@ -163,11 +218,15 @@ export class Call {
   /** Drop a socket that went quiet and open a new one; the node's 'joined' on it starts
    * a new leg, with fresh TURN credentials. */
   freshSocket() {
-    if (this.ended) return;
-    const old = this.socket;
-    this.socket = this.makeSocket();
-    old.stop();
-    this.socket.start();
+    if (!this.ended) this.socket.reconnectNow();
+  }
+
+  /** Is the signalling socket still alive? Asked the moment the connection goes
+   * 'disconnected' or fails, and when the browser reports the network back or changed:
+   * a socket silent for SOCKET_CHECK_MS is replaced at once, and its 'joined' starts a
+   * new leg (issue 16: Wi-Fi to mobile data leaves the old socket hanging). */
+  checkSignalling() {
+    if (!this.ended) this.socket.check(SOCKET_CHECK_MS);
   }
 
   start() {
@@ -179,6 +238,9 @@ export class Call {
     this.socket.start();
     this.statsTimer = setInterval(() => this.sampleQuality(), STATS_EVERY_MS);
     this.pingTimer = setInterval(() => this.socket.send({ type: 'ping' }), 10000);
+    this.onNetworkChange = () => this.checkSignalling();
+    window.addEventListener('online', this.onNetworkChange);
+    navigator.connection?.addEventListener?.('change', this.onNetworkChange);
   }
 
   phase(p) {
@@ -230,6 +292,7 @@ export class Call {
   async negotiate() {
     if (this.ended) return;
     const attempt = ++this.negotiating;
+    clearTimeout(this.retryTimer);
     this.closePc();
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
     this.pc = pc;
@@ -254,9 +317,10 @@ export class Call {
     pc.addEventListener('icecandidateerror', (event) => {
       ice.errors.push({ url: event.url, errorCode: event.errorCode });
     });
+    const gathering = offerReady(pc, this.iceServers);
     try {
       await pc.setLocalDescription(await pc.createOffer());
-      await waitForGathering(pc);
+      await gathering.wait();
       if (attempt !== this.negotiating || this.ended) return;
       this.socket.send({ type: 'offer', sdp: pc.localDescription.sdp, attempt });
       clearTimeout(this.answerTimer);
@@ -266,6 +330,7 @@ export class Call {
         }
       }, ANSWER_TIMEOUT_MS);
     } catch (err) {
+      gathering.cancel();
       this.h.onError?.({ code: 'webrtc_failed', message: String(err), message_zh: '建立视频连接失败，正在重试。' });
     }
   }
@@ -289,9 +354,14 @@ export class Call {
       this.phase('reconnecting');
       const reason = failureReason(this.iceServers, this.ice || { errors: [], relayGathered: false });
       if (reason) this.h.onError?.(reason);
+      this.checkSignalling();
       this.retryLater();
     } else if (pc.connectionState === 'disconnected') {
       this.phase('reconnecting');
+      // A network change kills the socket too: find out now, not after the grace. A dead
+      // socket is replaced and its 'joined' renegotiates at once; with the socket alive,
+      // ICE gets DISCONNECTED_GRACE_MS to come back by itself (a burst of loss).
+      this.checkSignalling();
       this.disconnectTimer = setTimeout(() => {
         if (pc === this.pc && pc.connectionState !== 'connected') this.retryLater();
       }, DISCONNECTED_GRACE_MS);
@@ -301,11 +371,12 @@ export class Call {
     }
   }
 
-  /** Renegotiate after a failure, backing off (1, 2, 4 … 15 s) while it keeps failing:
-   * with UDP blocked every attempt would otherwise open a new leg on the server at once. */
+  /** Renegotiate after a failure: the first time at once, then backing off (2, 4, 8,
+   * 15 s) while it keeps failing: with UDP blocked every attempt would otherwise open a
+   * new leg on the server at once. */
   retryLater() {
     clearTimeout(this.retryTimer);
-    const delay = Math.min(1000 * 2 ** (this.failures || 0), 15000);
+    const delay = this.failures ? Math.min(1000 * 2 ** this.failures, 15000) : 250;
     this.failures = (this.failures || 0) + 1;
     this.retryTimer = setTimeout(() => {
       if (!this.ended && this.socket.up) this.negotiate();
@@ -385,6 +456,8 @@ export class Call {
     clearTimeout(this.answerTimer);
     clearInterval(this.statsTimer);
     clearInterval(this.pingTimer);
+    window.removeEventListener('online', this.onNetworkChange);
+    navigator.connection?.removeEventListener?.('change', this.onNetworkChange);
     this.closePc();
     this.socket.stop();
     if (this.remoteVideo) this.remoteVideo.srcObject = null;

@@ -13,6 +13,7 @@ export class LiveSocket {
     this.attempt = 0;
     this.timer = null;
     this.up = false;
+    this.checking = null; // {timer, resolve} of a check() waiting to hear from the server
   }
 
   start() {
@@ -40,6 +41,7 @@ export class LiveSocket {
     });
     ws.addEventListener('message', (event) => {
       if (ws !== this.ws) return;
+      this.heard();
       let data;
       try {
         data = JSON.parse(event.data);
@@ -53,10 +55,69 @@ export class LiveSocket {
       this.ws = null;
       const wasUp = this.up;
       this.up = false;
+      this.heard(false);
       if (this.stopped) return;
       this.handlers.onDown?.(wasUp);
       this.scheduleRetry();
     });
+  }
+
+  heard(alive = true) {
+    const checking = this.checking;
+    if (!checking) return;
+    this.checking = null;
+    clearTimeout(checking.timer);
+    checking.resolve(alive);
+  }
+
+  /** Is the server still there? Sends a ping and waits up to ``timeoutMs`` for anything
+   * from it (the pong, or any other message). A socket that stays silent is taken for
+   * dead and replaced at once: after a phone moves from Wi-Fi to mobile data its old TCP
+   * connection does not close, it just goes quiet, and the browser may go on calling it
+   * open for minutes. Resolves true when the server answered, false when the socket was
+   * replaced (or was down: then it is retried now instead of after its back-off). */
+  check(timeoutMs = 2000) {
+    if (this.stopped) return Promise.resolve(false);
+    if (this.checking) return new Promise((resolve) => {
+      const prev = this.checking.resolve;
+      this.checking.resolve = (alive) => { prev(alive); resolve(alive); };
+    });
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) {
+      if (!this.ws) this.nudge();
+      return Promise.resolve(false);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        if (this.checking?.timer !== timer) return;
+        this.heard(false);
+        this.reconnectNow();
+      }, timeoutMs);
+      this.checking = { timer, resolve };
+      this.send({ type: 'ping' });
+    });
+  }
+
+  /** Give up on the current connection (without waiting for it to close: a dead one may
+   * take minutes) and open a new one now. */
+  reconnectNow() {
+    if (this.stopped) return;
+    const ws = this.ws;
+    const wasUp = this.up;
+    this.ws = null;
+    this.up = false;
+    this.heard(false);
+    if (ws) {
+      try {
+        ws.close(4000);
+      } catch {
+        // Already closing.
+      }
+      this.handlers.onDown?.(wasUp);
+    }
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.attempt = 0;
+    this.connect();
   }
 
   scheduleRetry() {
@@ -89,6 +150,7 @@ export class LiveSocket {
     const ws = this.ws;
     this.ws = null;
     this.up = false;
+    this.heard(false);
     if (ws) ws.close(1000);
   }
 }
