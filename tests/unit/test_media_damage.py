@@ -207,7 +207,11 @@ class _Audio:
 
     @property
     def missing(self) -> dict[int, int]:
-        return {s: f.packets_missing for s, f in zip(self.seqs, self.frames) if f.packets_missing}
+        return {
+            s: f.packets_missing
+            for s, f in zip(self.seqs, self.frames, strict=True)
+            if f.packets_missing
+        }
 
 
 def test_one_lost_audio_packet_costs_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
