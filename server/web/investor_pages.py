@@ -18,6 +18,7 @@ from server.web.render import render
 
 routes = web.RouteTableDef()
 
+
 @routes.get("/")
 @public
 async def index(request: web.Request) -> web.Response:
@@ -34,9 +35,7 @@ async def open_account(request: web.Request) -> web.Response:
         "sms_sandbox": config.sms.provider == "sandbox",
         "registry_sandbox": registry_sandbox,
         "sandbox_identities": (
-            tester_identities(today=today_in(config.zone))
-            if registry_sandbox
-            else []
+            tester_identities(today=today_in(config.zone)) if registry_sandbox else []
         ),
         "otp_length": config.intake.otp_length,
         "image_max_bytes": rt.image_limits.max_bytes,

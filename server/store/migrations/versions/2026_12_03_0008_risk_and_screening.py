@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["decided_by"], ["staff.id"]),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index(
-        "ix_screenings_application_id", "screenings", ["application_id"], unique=False
-    )
+    op.create_index("ix_screenings_application_id", "screenings", ["application_id"], unique=False)
     op.create_table(
         "alerts",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -95,9 +93,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("idempotency_key"),
     )
-    op.create_index(
-        "ix_webhook_deliveries_status", "webhook_deliveries", ["status"], unique=False
-    )
+    op.create_index("ix_webhook_deliveries_status", "webhook_deliveries", ["status"], unique=False)
     op.create_table(
         "application_sightings",
         sa.Column("id", sa.Integer(), nullable=False),
