@@ -11,6 +11,7 @@ from typing import Any
 
 from server.domain.application import ApplicationState
 from server.domain.errors import InvalidInput
+from server.domain.field_labels import label_en, label_zh
 from server.domain.identity_document import (
     DocumentType,
     IdNumberInfo,
@@ -95,7 +96,12 @@ def _text(data: Mapping[str, Any], field: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _invalid("field_type", f"'{field}' must be text.", f"“{field}”须为文本。", field)
+        raise _invalid(
+            "field_type",
+            f"“{label_en(field)}” must be text.",
+            f"“{label_zh(field)}”须为文本。",
+            field,
+        )
     return value.strip()
 
 
@@ -103,15 +109,20 @@ def _date(data: Mapping[str, Any], field: str, *, required: bool = True) -> date
     text = _text(data, field)
     if not text:
         if required:
-            raise _invalid("field_required", f"'{field}' is required.", f"请填写“{field}”。", field)
+            raise _invalid(
+                "field_required",
+                f"Please fill in “{label_en(field)}”.",
+                f"请填写“{label_zh(field)}”。",
+                field,
+            )
         return None
     try:
         return date.fromisoformat(text)
     except ValueError:
         raise _invalid(
             "date_invalid",
-            f"'{field}' must be a date like 2030-12-31.",
-            f"“{field}”须为日期，格式如 2030-12-31。",
+            f"“{label_en(field)}” must be a date like 2030-12-31.",
+            f"“{label_zh(field)}”须为日期，格式如 2030-12-31。",
             field,
         ) from None
 

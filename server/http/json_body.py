@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from server.domain.errors import InvalidInput
+from server.domain.field_labels import label_en, label_zh
 from server.http.bodies import read_bytes, storable, unstorable_field
 
 
@@ -131,12 +132,13 @@ async def read_model(request: web.Request, model: type[M]) -> M:
 def invalid_field(error: ErrorDetails, codes: Mapping[str, str]) -> InvalidInput:
     field = str(error["loc"][0]) if error["loc"] else "body"
     kind = error["type"]
+    zh_label, en_label = label_zh(field), label_en(field)
     if kind == "missing":
-        code, zh = "field_required", f"请填写“{field}”。"
+        code, zh, en = "field_required", f"请填写“{zh_label}”。", f"Please fill in “{en_label}”."
     elif kind.endswith(("_type", "_parsing")):
-        code, zh = "field_type", f"“{field}”的类型不正确。"
+        code, zh = "field_type", f"“{zh_label}”的类型不正确。"
+        en = f"“{en_label}”: {error['msg']}."
     else:
-        code, zh = "field_invalid", f"“{field}”的值无效。"
-    return InvalidInput(
-        codes.get(field, code), f"'{field}': {error['msg']}.", zh, details={"field": field}
-    )
+        code, zh = "field_invalid", f"“{zh_label}”的值无效。"
+        en = f"“{en_label}”: {error['msg']}."
+    return InvalidInput(codes.get(field, code), en, zh, details={"field": field})
