@@ -399,7 +399,9 @@ export class Call {
   async sampleQuality() {
     const pc = this.pc;
     if (!pc || pc.connectionState !== 'connected') {
-      this.h.onQuality?.('none', {});
+      // Issue 17: "connecting" until a first measurement; "not connected" only once a
+      // call that was measured has lost its connection.
+      this.h.onQuality?.(this.measured ? 'none' : 'connecting', {});
       return;
     }
     let lost = 0;
@@ -424,7 +426,11 @@ export class Call {
     });
     const prev = this.lastStats;
     this.lastStats = { lost, received };
-    if (!prev) return;
+    if (!prev) {
+      this.h.onQuality?.(this.measured ? 'none' : 'connecting', {});
+      return;
+    }
+    this.measured = true;
     const dLost = Math.max(0, lost - prev.lost);
     const dRecv = Math.max(0, received - prev.received);
     const loss = dLost + dRecv ? dLost / (dLost + dRecv) : 0;
@@ -473,6 +479,7 @@ export function qualityLabel(level) {
     fair: bi('网络一般', 'Fair connection'),
     poor: bi('网络较差', 'Poor connection'),
     none: bi('未连接', 'Not connected'),
+    connecting: bi('正在连接…', 'Connecting…'),
   }[level] || bi('未连接', 'Not connected');
 }
 
@@ -572,8 +579,8 @@ export async function startCallIn(root, url, handlers = {}) {
   };
   bindMute(micBtn, 'audio');
   bindMute(camBtn, 'video');
-  quality.dataset.level = 'none';
-  quality.replaceChildren(qualityLabel('none'));
+  quality.dataset.level = 'connecting';
+  quality.replaceChildren(qualityLabel('connecting'));
   call.start();
   return call;
 }
