@@ -108,9 +108,18 @@ export function createSession({ messages, send, onChange, onOver }) {
     setPhase('connecting');
     onChange();
     const wsPath = `/ws/session/${encodeURIComponent(current.id)}?token=${encodeURIComponent(message.token)}`;
+    // Issue 17: 'joined' (the investor is on the session socket) is not 'live' (their
+    // picture is arriving): the remote video's first frame says so.
+    const remote = $('#work-session .call [data-call="remote"]');
+    const hasFrames = () => remote.readyState >= 2 && remote.videoWidth > 0;
+    const onFrames = () => {
+      if (session === current && current.phase === 'joined' && hasFrames()) setPhase('live');
+    };
+    for (const kind of ['resize', 'playing', 'loadeddata']) remote.addEventListener(kind, onFrames);
     startCallIn($('#work-session .call'), nodeWs(message.node_url, wsPath), {
       onPhase(phase) {
-        if (session === current && phase in SESSION_PHASE) setPhase(phase);
+        if (session !== current || !(phase in SESSION_PHASE)) return;
+        setPhase(phase === 'live' && !hasFrames() ? 'joined' : phase);
       },
       onEnded(reason) {
         if (session && session.id === current.id) over(reason);

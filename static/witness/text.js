@@ -37,7 +37,8 @@ export const IDLE = {
 export const SESSION_PHASE = {
   connecting: ['正在连接会话…', 'Connecting to the session…'],
   waiting: ['等待投资者接入…', 'Waiting for the investor…'],
-  live: ['投资者已接入', 'The investor has joined'],
+  joined: ['投资者已接入，正在等待其音视频…', 'The investor has joined; waiting for their picture and sound…'],
+  live: ['投资者已接入，音视频已送达', 'The investor has joined; their picture and sound are arriving'],
   reconnecting: ['连接中断，正在重新连接…', 'Connection lost, reconnecting…'],
   away: ['投资者网络中断，等待其重新连接…', 'The investor lost their connection; waiting for them…'],
 };
