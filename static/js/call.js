@@ -434,6 +434,14 @@ export class Call {
     const dLost = Math.max(0, lost - prev.lost);
     const dRecv = Math.max(0, received - prev.received);
     const loss = dLost + dRecv ? dLost / (dLost + dRecv) : 0;
+    // Media stopped arriving although ICE still says 'connected' (it takes Chromium ~7 s
+    // to call a dead path 'disconnected'): ask the signalling socket now, once per stall.
+    if (dRecv === 0 && prev.received > 0) {
+      if (!this.stalled) this.checkSignalling();
+      this.stalled = true;
+    } else {
+      this.stalled = false;
+    }
     let level = 'good';
     if (loss > 0.08 || (rtt !== null && rtt > 0.6) || (fps !== null && fps < 5)) level = 'poor';
     else if (loss > 0.02 || (rtt !== null && rtt > 0.3) || (fps !== null && fps < 10)) level = 'fair';

@@ -32,6 +32,7 @@ from tests.netlab.lab import Lab
 
 pytestmark = pytest.mark.netlab
 TALK_SECONDS = 8
+RECOVERY_LIMIT_MS = 15_000  # address change: back within this (the grace is 30 s)
 RECORDING_KEYS = ("participant", "segment", "duration_ms", "decoded", "damaged_ms", "frames_lost")
 
 
@@ -244,8 +245,8 @@ async def test_the_investor_changing_address_mid_call_recovers_within_the_grace(
     clean_lab: Lab, server: LabServer, browsers: tuple[Browser, Browser]
 ) -> None:
     """Wi-Fi → mobile data: the investor's address and NAT mapping change mid-call. The
-    call comes back within media.rejoin_grace_seconds (30 s here), the witness sees the
-    investor again, and the recording goes on in a new segment."""
+    call comes back well within media.rejoin_grace_seconds (30 s here), the witness sees
+    the investor again, and the recording goes on in a new segment."""
     home, wit_browser = browsers
     inv_ctx = await lab_context(home, investor=True)
     wit_ctx = await lab_context(wit_browser, investor=False)
@@ -283,7 +284,11 @@ async def test_the_investor_changing_address_mid_call_recovers_within_the_grace(
         "recordings": [{k: r[k] for k in RECORDING_KEYS} for r in rows],
     }
     save_numbers("address-change", numbers)
-    assert back - moved_at < 30_000, numbers
+    # Well inside the grace: the page asks the signalling socket as soon as the network
+    # changes, media stops or ICE goes 'disconnected', and replaces it when it stays
+    # silent for 2 s (measured 2.8 s; 5.3 s on the media-stall path alone, 9.9 s on the
+    # 'disconnected' path alone; 25 s before, by an unanswered offer).
+    assert back - moved_at <= RECOVERY_LIMIT_MS, numbers
     assert len(segments) >= 2, numbers  # the recording continued in a new segment
     assert numbers["investor_pair_after"] is not None, numbers
     await inv_ctx.close()
