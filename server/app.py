@@ -29,6 +29,7 @@ from server.web import (
     admin_pages,
     callback_pages,
     compliance_pages,
+    favicon,
     health,
     investor_pages,
     review_pages,
@@ -183,6 +184,7 @@ def create_app(config: Config) -> web.Application:
     env.globals["agency"] = config.agency
 
     app.router.add_routes(health.routes)
+    app.router.add_routes(favicon.routes)
     app.router.add_routes(staff_pages.routes)
     app.router.add_routes(investor_pages.routes)
     app.router.add_routes(admin_pages.routes)

@@ -7,6 +7,8 @@ back to its key.
 
 from __future__ import annotations
 
+from datetime import date
+
 FIELD_LABELS: dict[str, tuple[str, str]] = {
     # Sign-in
     "phone": ("手机号码", "Mobile number"),
@@ -43,3 +45,82 @@ def label_zh(field: str) -> str:
 
 def label_en(field: str) -> str:
     return FIELD_LABELS.get(field, (field, field))[1]
+
+
+# How stored values read on staff pages (issue 17: the review page showed raw keys,
+# ISO dates, None for a long-term ID and empty rows).
+_DOCUMENT_TYPES = {
+    "resident_id": ("居民身份证", "Resident ID card"),
+    "hmt_residence_permit": ("港澳台居民居住证", "HK/Macao/Taiwan residence permit"),
+}
+_SEXES = {"M": ("男", "Male"), "F": ("女", "Female")}
+_REGIONS = {
+    "CHN": ("中国", "China"),
+    "HKG": ("中国香港", "Hong Kong, China"),
+    "MAC": ("中国澳门", "Macao, China"),
+    "TWN": ("中国台湾", "Taiwan, China"),
+}
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+# The order the identity form asks them in; name, number and type are shown above.
+APPLICATION_FIELDS = (
+    "sex",
+    "birth_date",
+    "valid_from",
+    "valid_until",
+    "nationality",
+    "address",
+    "occupation",
+    "email",
+)
+
+
+def _date_text(value: str) -> tuple[str, str]:
+    try:
+        d = date.fromisoformat(value)
+    except ValueError:
+        return value, value
+    return f"{d.year}年{d.month}月{d.day}日", f"{d.day} {_MONTHS[d.month - 1]} {d.year}"
+
+
+def value_text(field: str, value: object) -> tuple[str, str] | None:
+    """(Chinese, English) for a stored value; None when there is nothing to show."""
+    from server.domain.intake import OCCUPATIONS  # intake imports this module
+
+    if field == "valid_until" and value is None:
+        return "长期", "long-term"
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if field in ("birth_date", "valid_from", "valid_until"):
+        return _date_text(text)
+    table = {
+        "document_type": _DOCUMENT_TYPES,
+        "sex": _SEXES,
+        "nationality": _REGIONS,
+        "occupation": OCCUPATIONS,
+    }.get(field)
+    if table and text in table:
+        return table[text]
+    return text, text
+
+
+def application_rows(form: dict[str, object]) -> list[dict[str, str]]:
+    """The application data as labelled rows: label and value in both languages, dates
+    written out, "long-term" for an ID without an end date, empty fields left out."""
+    rows = []
+    for field in APPLICATION_FIELDS:
+        if field not in form:
+            continue
+        shown = value_text(field, form[field])
+        if shown is None:
+            continue
+        rows.append(
+            {
+                "field": field,
+                "label_zh": label_zh(field),
+                "label_en": label_en(field),
+                "value_zh": shown[0],
+                "value_en": shown[1],
+            }
+        )
+    return rows

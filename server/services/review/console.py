@@ -12,6 +12,7 @@ from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.application import ApplicationState
 from server.domain.errors import NotFound
+from server.domain.field_labels import application_rows, value_text
 from server.domain.recording import PLAYABLE
 from server.domain.session import Verdict
 from server.domain.suitability import Questionnaire
@@ -103,6 +104,8 @@ async def review_page(
         "detail": detail,
         "playable": playable,
         "form": form,
+        "document_type": value_text("document_type", form.get("document_type")),
+        "application_rows": application_rows(form),
         "suitability": suitability,
         "answers": answers,
     }
