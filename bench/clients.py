@@ -376,7 +376,9 @@ async def run_script(witness: Party) -> None:
         # "No picture arrived in time; try again." is what the desk tells a witness too.
         await witness.send({"type": "capture_still"})
         try:
-            await witness.next_of("still")
+            # The automatic still at session start comes this way too (issue 17).
+            while (await witness.next_of("still")).get("kind") != "manual":
+                pass
             break
         except RuntimeError as exc:
             if "still_timeout" not in str(exc) or attempt == 2:

@@ -91,7 +91,7 @@ async def recorded_session(client: Any) -> str:
     await asyncio.gather(witness.start_media(), investor.start_media())
     await wait_for(lambda: witness.received["video"] >= 20 and investor.received["video"] >= 20)
     await witness.ws.send_json({"type": "capture_still"})
-    await witness.next_of("still")
+    await witness.next_still("manual")
     await extra[2].send_json({"type": "end", "session_id": sid})
     await wait_for(lambda: sid not in rt.media.sessions)
     for party in (witness, investor):

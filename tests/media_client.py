@@ -23,6 +23,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from server.media import hooks
 
@@ -85,6 +86,11 @@ class Party:
         self.keyframes_received: list[float] = []  # when a decoded picture was a key one
         self.keyframe_requests: list[float] = []  # when the server asked our sender for one
         self.first_frame_at: float | None = None
+        # Keyframe requests to lose on the way in (issue 17): the next this many PLIs,
+        # each with the FIR sent beside it, never reach the sender (a lost request).
+        self.lose_keyframe_requests = 0
+        self.keyframe_requests_lost = 0
+        self._losing_request = False
         self.messages: list[dict[str, Any]] = []
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -127,6 +133,7 @@ class Party:
         hooks.on_keyframe_request(
             video.sender, lambda: self.keyframe_requests.append(time.monotonic())
         )
+        self._lose_requests(video.sender)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -136,6 +143,32 @@ class Party:
         await self.ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
         answer = await self.next_of("answer")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+    def _lose_requests(self, sender: RTCRtpSender) -> None:
+        handle = sender._handle_rtcp_packet
+
+        async def maybe_lose(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_PLI:
+                self._losing_request = self.lose_keyframe_requests > 0
+                if self._losing_request:
+                    self.lose_keyframe_requests -= 1
+                    self.keyframe_requests_lost += 1
+                    return
+            elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_FIR:
+                if self._losing_request:
+                    return
+            await handle(packet)
+
+        sender._handle_rtcp_packet = maybe_lose  # type: ignore[method-assign]
+
+    async def next_still(self, kind: str = "manual", within: float = 10.0) -> dict[str, Any]:
+        """The next still of a kind (the automatic one at session start comes to the
+        witness's socket too, issue 17)."""
+        deadline = time.monotonic() + within
+        while True:
+            still = await self.next_of("still", within=max(0.0, deadline - time.monotonic()))
+            if still.get("kind") == kind:
+                return still
 
     async def _consume(self, track: Any) -> None:
         with contextlib.suppress(MediaStreamError):

@@ -44,6 +44,7 @@ from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
     RtcpPsfbPacket,
     RtpPacket,
     pack_remb_fci,
@@ -58,6 +59,8 @@ _ACTIVE_SSRC = "_RTCRtpReceiver__active_ssrc"
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _CODECS = "_RTCRtpReceiver__codecs"
 _TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
+_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
+_FIR_SEQ = "_witness_fir_seq"  # ours, on the receiver: the last FIR sequence number
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +371,8 @@ def check_internals() -> None:
         raise InternalsChanged("JitterFrame no longer holds data and timestamp")
     if "self._remove_frame(packet.sequence_number)" not in inspect.getsource(JitterBuffer):
         raise InternalsChanged("JitterBuffer no longer hands frames on via _remove_frame")
+    if "self.__rtcp_ssrc = ssrc" not in src:
+        raise InternalsChanged("RTCRtpReceiver no longer keeps its RTCP SSRC (FIR needs it)")
     for cls, name in (
         (RTCRtpReceiver, "_send_rtcp_pli"),
         (RTCRtpReceiver, "_send_rtcp"),
@@ -419,12 +424,32 @@ def tap_receiver_watched(receiver: RTCRtpReceiver, sink: WatchedSink) -> None:
     setattr(receiver, _DECODER_QUEUE, tap)
 
 
-async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
-    """Send a PLI for every source the receiver is hearing; False if none yet."""
+async def request_keyframe(receiver: RTCRtpReceiver, *, fir: bool = False) -> bool:
+    """Send a PLI for every source the receiver is hearing; False if none yet.
+
+    ``fir``: a Full Intra Request (RFC 5104) too. A still must not depend on one RTCP
+    packet (issue 17): PLI and FIR are separate feedback messages a browser answers
+    alike, and each FIR carries a new sequence number, so a repeated one is a new
+    request, not a retransmission the sender may ignore."""
     ssrcs = list(getattr(receiver, _ACTIVE_SSRC, {}).keys())
     for ssrc in ssrcs:
         await receiver._send_rtcp_pli(ssrc)
+        if fir:
+            await _send_fir(receiver, ssrc)
     return bool(ssrcs)
+
+
+async def _send_fir(receiver: RTCRtpReceiver, ssrc: int) -> None:
+    rtcp_ssrc = getattr(receiver, _RTCP_SSRC, None)
+    if rtcp_ssrc is None:
+        return
+    seq = (getattr(receiver, _FIR_SEQ, -1) + 1) & 0xFF
+    setattr(receiver, _FIR_SEQ, seq)
+    # FCI: the media sender's SSRC, the command sequence number, 24 reserved bits; the
+    # packet's own media SSRC field is 0 for FIR (RFC 5104 §4.3.1.1).
+    fci = ssrc.to_bytes(4, "big") + bytes([seq, 0, 0, 0])
+    packet = RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci)
+    await receiver._send_rtcp(packet)
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

@@ -312,6 +312,15 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         concurrency=config.security.password_hash_concurrency,
         queue=config.security.password_hash_queue,
     )
+    witnessing = Witnessing(
+        placer=placer,
+        script=load_witness_script(config),
+        agency=config.agency,
+        files_root=config.recordings_path,
+        on_verdict=risk.after_verdict,
+    )
+    # The automatic still is shown on the witness's desk with its face score (issue 17).
+    media.on_auto_still = witnessing.show_auto_still
     # UNAVAILABLE screenings are retried with back-off in the background (A3).
     screening_retries = asyncio.create_task(screener.run_forever())
     try:
@@ -359,13 +368,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             documents=StaffDocuments(db=db, root=config.recordings_path),
             password_checks=password_checks,
             loop_probe=LoopLagProbe(histogram=metrics.loop_lag, max_gauge=metrics.loop_lag_max),
-            witnessing=Witnessing(
-                placer=placer,
-                script=load_witness_script(config),
-                agency=config.agency,
-                files_root=config.recordings_path,
-                on_verdict=risk.after_verdict,
-            ),
+            witnessing=witnessing,
         )
     finally:
         screener.stop()

@@ -139,7 +139,7 @@ async def test_an_h264_only_party_is_transcoded_for_a_vp8_party(mclient: Any) ->
 
     # A14 from an H.264 party: the still decodes from its keyframe.
     await witness.ws.send_json({"type": "capture_still"})
-    still = await witness.next_of("still")
+    still = await witness.next_still("manual")
     assert still["participant"] == "investor"
     talk = asyncio.get_running_loop().time() - t0
     await end_call(mclient, sid, [witness, investor], extra)

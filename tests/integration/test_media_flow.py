@@ -30,7 +30,7 @@ async def test_two_parties_see_each_other_and_both_are_recorded(mclient: Any) ->
 
     # A14: the witness takes a frontal photo of the investor from the live stream.
     await witness.ws.send_json({"type": "capture_still"})
-    still = await witness.next_of("still")
+    still = await witness.next_still("manual")
     assert still["participant"] == "investor" and still["kind"] == "manual"
     # The investor may not.
     await investor.ws.send_json({"type": "capture_still"})

@@ -78,7 +78,7 @@ async def test_disclosure_script_face_and_pass(mclient: Any) -> None:
 
     # The similarity aid runs on every still (no face in this synthetic video: no score).
     await witness.ws.send_json({"type": "capture_still"})
-    still = await witness.next_of("still")
+    still = await witness.next_still("manual")
     score = await witness.next_of("face_score")
     assert score["still"] == still["id"] and score["likely_same"] is False
     assert set(score["distances"]) == {"id_front", "frontal_photo"}

@@ -243,6 +243,18 @@ class Witnessing:
             replies.append(score)
         return replies
 
+    async def show_auto_still(self, session_id: str, still: dict[str, Any]) -> None:
+        """Issue 17: the still taken automatically at session start reaches the witness's
+        desk as the same messages a still it takes does (the still, then the face-comparison
+        advice), so the witness need not take one to get a score (A14, A17.3)."""
+        channel = session_channel(session_id, Party.WITNESS)
+        await self.placer.pairing.backend.publish(channel, {"type": "still", **still})
+        score = await self.face_score(
+            session_id=session_id, still=still, offset_ms=int(still.get("offset_ms", 0))
+        )
+        if score is not None:
+            await self.placer.pairing.backend.publish(channel, score)
+
     async def face_score(
         self, *, session_id: str, still: dict[str, Any], offset_ms: int
     ) -> dict[str, Any] | None:

@@ -152,7 +152,13 @@ class DbMediaEvents:
         jpeg: bytes,
         offset_ms: int,
         actor: str,
+        *,
+        details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        # details: how the picture was obtained and its delay (issue 17), kept in the
+        # still.taken event and audit entry (no column of its own: the still's row is
+        # the file and its hash).
+        details = details or {}
         path = self.root / rel_path
         await asyncio.to_thread(write_durably, path, jpeg)
         digest = hashlib.sha256(jpeg).hexdigest()
@@ -175,7 +181,12 @@ class DbMediaEvents:
                     offset_ms=offset_ms,
                     kind="still.taken",
                     actor=actor,
-                    payload={"still": still.id, "participant": participant, "kind": kind},
+                    payload={
+                        "still": still.id,
+                        "participant": participant,
+                        "kind": kind,
+                        **details,
+                    },
                 )
             )
             await append_audit(
@@ -184,7 +195,7 @@ class DbMediaEvents:
                 action="still.taken",
                 subject_type="still",
                 subject_id=still.id,
-                details={"session": session_id, "kind": kind, "sha256": digest},
+                details={"session": session_id, "kind": kind, "sha256": digest, **details},
             )
             return {
                 "id": still.id,
@@ -193,6 +204,7 @@ class DbMediaEvents:
                 "offset_ms": offset_ms,
                 "sha256": digest,
                 "bytes": len(jpeg),
+                **details,
             }
 
     async def event(

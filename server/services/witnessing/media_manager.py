@@ -48,7 +48,11 @@ class MediaManager:
             record=config.record,
             keyframe_interval=config.keyframe_interval_seconds,
             max_video_bitrate=config.max_video_kbps * 1000 or None,
+            on_auto_still=self._auto_still,
         )
+        # Set by the runtime once the witnessing service exists (it shows the automatic
+        # still on the desk with its face score; issue 17).
+        self.on_auto_still: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
         self.node_id = node_id
         self.events = DbMediaEvents(db, root=root, node_id=node_id, on_bytes=on_bytes)
         self.sessions: dict[str, MediaSession] = {}
@@ -59,6 +63,10 @@ class MediaManager:
         self._generation = 0
         self._opening = asyncio.Lock()
         self._detached: set[asyncio.Task[None]] = set()
+
+    async def _auto_still(self, session_id: str, still: dict[str, Any]) -> None:
+        if self.on_auto_still is not None:
+            await self.on_auto_still(session_id, still)
 
     def detach(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` outside the calling request: aiohttp cancels a WebSocket
