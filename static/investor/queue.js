@@ -182,6 +182,9 @@ export function setupQueue(ctx) {
       onError(error) {
         showAlert(alertBox, errorOf({ error }));
       },
+      onMessage(data) {
+        if (data.type === 'prompt') showPromptStep(data);
+      },
     }).then((call) => {
       if (session === current) current.call = call;
       else call.stop();
@@ -190,6 +193,25 @@ export function setupQueue(ctx) {
       // and can end the session; the investor then returns to the head of the queue.
     });
   }
+
+  /** The step number on the prompt band (call.js fills the rest), and the band in view. */
+  function showPromptStep(data) {
+    const n = Number.isInteger(data.index) ? data.index + 1 : null;
+    $('#queue-session [data-call="prompt-step"]').textContent = n && data.step ? `第 ${n} 步 · Step ${n}` : '';
+    if (data.step) requestAnimationFrame(promptInView);
+  }
+
+  /** The statement to read stays in view, also when the window changes (a phone's toolbar
+   * hiding, a rotation). */
+  function promptInView() {
+    const band = $('#queue-session [data-call="prompt"]');
+    if (!session || band.hidden) return;
+    // The picture at the top of the screen, the band under it (both fit: investor.css).
+    const call = $('#queue-session .call');
+    const bottom = band.getBoundingClientRect().bottom;
+    if (call.getBoundingClientRect().top < 0 || bottom > window.innerHeight) call.scrollIntoView({ block: 'start' });
+  }
+  window.addEventListener('resize', () => requestAnimationFrame(promptInView));
 
   function closeSession() {
     const call = session && session.call;

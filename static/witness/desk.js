@@ -67,6 +67,7 @@ export function createDesk({ messages }) {
     $('#work-offer').hidden = !hasOffer;
     $('#work-session').hidden = !inSession;
     $('#work-idle').hidden = hasOffer || inSession;
+    root.classList.toggle('in-session', inSession); // the session layout takes the page
     if (!hasOffer && !inSession) {
       const idle = $('#idle-text');
       idle.replaceChildren(bi(...(IDLE[state] || IDLE.offline)));

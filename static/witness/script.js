@@ -9,6 +9,8 @@ const PROBLEM_TEXT = {
   disclosure_not_done: '尚未完成身份告知 Disclosure not done',
   face_not_matched: '人像比对未确认一致 Face not confirmed as matching',
 };
+// Keyboard shortcuts while a session is open (shown on the buttons as <kbd>).
+const SHORTCUTS = { n: '#step-next', 1: '.marks [data-mark=clear]', 2: '.marks [data-mark=unclear]', 3: '.marks [data-mark=refused]' };
 const FAIL_RETRY_MS = 5000; // the Fail button comes back if the server refused (e.g. no notes)
 
 /** Why the witness cannot pass yet, one line per problem ("kind" or "kind:step_id"). */
@@ -67,6 +69,10 @@ export function createScriptPanel({ act, showError, showPrompt }) {
     $('#step-next').disabled = !confirmed || next >= state.steps.length || Boolean(blocked);
     for (const b of markButtons) b.disabled = !curStep || !curStep.expects_answer;
     showPrompt(curStep);
+    // The band's step label: call.js fills who speaks and the text.
+    for (const label of $$('#work-session [data-call="prompt-step"]')) {
+      label.textContent = curStep ? `第 ${cur + 1}/${state.steps.length} 步 · Step ${cur + 1} of ${state.steps.length}` : '';
+    }
     for (const radio of faceRadios) radio.checked = radio.value === state.face;
     $('#verdict-fail').disabled = false;
     const problems = state.pass_problems || [];
@@ -111,6 +117,19 @@ export function createScriptPanel({ act, showError, showPrompt }) {
       button.disabled = true;
       setTimeout(() => { button.disabled = false; }, FAIL_RETRY_MS);
     }
+  });
+
+  document.addEventListener('keydown', (event) => {
+    if (event.defaultPrevented || event.repeat || event.ctrlKey || event.metaKey || event.altKey) return;
+    if ($('#work-session').hidden) return;
+    const target = event.target;
+    // Typing a note or choosing a reason is not a shortcut.
+    if (target instanceof Element && target.closest('input:not([type=radio]):not([type=checkbox]), select, textarea, [contenteditable]')) return;
+    const selector = SHORTCUTS[event.key.toLowerCase()];
+    const button = selector && $(selector);
+    if (!button || button.disabled) return;
+    event.preventDefault();
+    button.click();
   });
 
   return { render, resetFace };

@@ -71,17 +71,45 @@ export function createSession({ messages, send, onChange, onOver }) {
     script.resetFace();
   }
 
+  /** Every still beside the video, each with its face score when it comes (issue 17): on
+   * the still message itself or as a face_score message naming the still. */
+  const pendingScores = new Map(); // still id → face_score that came before its still
+
+  function showScore(score) {
+    $('#face-score').textContent = faceScoreText(score);
+    const item = $('#still-list').querySelector(`li[data-still="${CSS.escape(String(score.still))}"]`);
+    if (!item) {
+      pendingScores.set(String(score.still), score);
+      return;
+    }
+    const d = score.distances || {};
+    const part = (v) => (v === null || v === undefined ? '— no face' : v.toFixed(2));
+    item.dataset.likely = score.likely_same ? 'same' : 'check';
+    item.querySelector('.still-score').replaceChildren(
+      el('span', {}, `证件照 ID ${part(d.id_front)}`),
+      el('span', {}, `开户照 intake ${part(d.frontal_photo)}`),
+      el('strong', {}, score.likely_same ? '可能一致 likely same' : '请核对 check'),
+    );
+  }
+
   function addStill(still) {
     const seconds = Math.round((still.offset_ms || 0) / 1000);
-    const label = `${still.kind === 'auto' ? '自动' : '手动'} ${seconds}s`;
-    $('#still-list').append(el('li', {}, figure(path(`stills/${encodeURIComponent(still.id)}`), label, '')));
+    const [zh, en] = still.kind === 'auto' ? ['自动', 'auto'] : ['手动', 'manual'];
+    const id = String(still.id);
+    $('#still-list').append(el('li', { dataset: { still: id } },
+      figure(path(`stills/${encodeURIComponent(still.id)}`), `${zh} ${seconds}s`, en),
+      el('p', { className: 'still-score small' }, '暂无比对参考 no score yet')));
+    const inline = still.face_score || still.score;
+    const score = inline && typeof inline === 'object' ? { still: still.id, ...inline } : pendingScores.get(id);
+    pendingScores.delete(id);
+    if (score) showScore(score);
   }
 
   function onSessionMessage(data) {
     if (data.type === 'still') addStill(data);
     else if (data.type === 'script_state') script.render(data);
     else if (data.type === 'id_number') $('#id-full').textContent = data.value;
-    else if (data.type === 'face_score') $('#face-score').textContent = faceScoreText(data);
+    else if (data.type === 'face_score') showScore(data);
   }
 
   function closeCall() {
@@ -100,6 +128,7 @@ export function createSession({ messages, send, onChange, onOver }) {
     session = current;
     $('#session-summary').replaceChildren(...caseRows(lastCase));
     $('#still-list').replaceChildren();
+    pendingScores.clear();
     $('#id-full').textContent = '';
     $('#face-score').textContent = '';
     renderDocs();
@@ -133,7 +162,9 @@ export function createSession({ messages, send, onChange, onOver }) {
       // The camera could not be opened: the call box says why. The witness can end the
       // session; the investor goes back to the head of the queue.
     });
-    endBtn.focus();
+    endBtn.focus({ preventScroll: true });
+    // The session takes the page: its head at the top, the video under it.
+    requestAnimationFrame(() => $('#work-session').scrollIntoView({ block: 'start' }));
   }
 
   /** The session is over (reason: an ending in SESSION_OVER, or null if unknown). */

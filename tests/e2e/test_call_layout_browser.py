@@ -1,0 +1,266 @@
+"""The call's layout, measured in the page at every step of a witnessed call (issue 17): the
+prompt band wholly in view and off the central face region of each video, no horizontal
+overflow, no label squeezed narrower than two characters, and on the desk the investor's
+video in view whenever a control is used (by mouse or by keyboard).
+
+One call covers all four sizes: the investor's phone switches between 390×844 and 360×640
+and the desk between 1280×720 and 1920×1080 at every step (the pages keep the band in view
+when the window changes, as a phone does when its toolbar hides). Screenshots of every state
+go to test-results/ when the test fails (or always with WITNESS_KEEP_LAYOUT_SHOTS=1)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page, expect
+
+from server.app import create_app
+from server.domain.staff import Role
+from server.http.keys import RUNTIME
+from tests.e2e.conftest import artifact
+from tests.e2e.pages import (
+    FAST,
+    PAIRING,
+    LiveApp,
+    Watch,
+    remote_playing,
+    short_disclosure,
+    verified_investor,
+    witness_desk,
+)
+from tests.helpers import add_staff, free_port
+from tests.server_config import make_config
+
+PHONES = ({"width": 390, "height": 844}, {"width": 360, "height": 640})
+DESKS = ({"width": 1280, "height": 720}, {"width": 1920, "height": 1080})
+INVESTOR_ROOT = "#queue-session"
+DESK_ROOT = "#work-session"
+
+# Geometry of one page, measured in the page. Rectangles are in viewport pixels.
+MEASURE = """([root, wantPrompt]) => {
+  const problems = [];
+  const vw = document.documentElement.clientWidth;
+  const vh = window.innerHeight;
+  const box = (e) => {
+    const r = e.getBoundingClientRect();
+    return { l: r.left, t: r.top, r: r.right, b: r.bottom };
+  };
+  const fmt = (b) => `[${[b.l, b.t, b.r, b.b].map(Math.round).join(',')}]`;
+  const inView = (b) => b.l >= -1 && b.t >= -1 && b.r <= vw + 1 && b.b <= vh + 1;
+  const meets = (a, b) => a.l < b.r - 1 && b.l < a.r - 1 && a.t < b.b - 1 && b.t < a.b - 1;
+  // The face region: the centre half (both ways) of the picture actually drawn.
+  const face = (v) => {
+    const b = box(v);
+    let { l, t } = b;
+    let w = b.r - b.l;
+    let h = b.b - b.t;
+    if (getComputedStyle(v).objectFit === 'contain' && v.videoWidth && v.videoHeight) {
+      const s = Math.min(w / v.videoWidth, h / v.videoHeight);
+      l += (w - v.videoWidth * s) / 2;
+      t += (h - v.videoHeight * s) / 2;
+      w = v.videoWidth * s;
+      h = v.videoHeight * s;
+    }
+    return { l: l + w / 4, t: t + h / 4, r: l + 3 * w / 4, b: t + 3 * h / 4 };
+  };
+  const scope = document.querySelector(root);
+  const remote = scope.querySelector('[data-call=remote]');
+  const local = scope.querySelector('[data-call=local]');
+  const band = scope.querySelector('[data-call=prompt]');
+  if (!inView(box(remote))) problems.push(`other party's video out of view ${fmt(box(remote))}`);
+  if (meets(box(local), face(remote))) {
+    problems.push(`own picture ${fmt(box(local))} over the other's face ${fmt(face(remote))}`);
+  }
+  if (wantPrompt) {
+    const b = box(band);
+    if (band.hidden) problems.push('prompt band hidden');
+    if (!inView(b)) problems.push(`prompt band not wholly in view ${fmt(b)} in ${vw}×${vh}`);
+    for (const v of [remote, local]) {
+      if (meets(b, face(v))) {
+        problems.push(`prompt band ${fmt(b)} over the face of ${v.dataset.call} ${fmt(face(v))}`);
+      }
+    }
+    for (const part of ['step', 'zh', 'en']) {
+      const e = band.querySelector(`[data-call=prompt-${part}]`);
+      if (!e.textContent.trim() || e.getClientRects().length === 0) {
+        problems.push(`prompt ${part} empty or not shown`);
+      }
+    }
+    const size = parseFloat(getComputedStyle(band.querySelector('[data-call=prompt-zh]')).fontSize);
+    if (size < 16) problems.push(`prompt text ${size}px, smaller than 16px`);
+  }
+  const scroll = document.documentElement.scrollWidth;
+  if (scroll > vw) problems.push(`horizontal overflow: ${scroll}px in ${vw}px`);
+  // No shown text squeezed narrower than its first two characters: the widest line of
+  // every text run must hold them (one character per line fails).
+  const ctx = document.createElement('canvas').getContext('2d');
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const range = document.createRange();
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const chars = [...n.textContent.trim()];
+    const e = n.parentElement;
+    if (chars.length < 2 || e.closest('.visually-hidden, script, style, select')) continue;
+    range.selectNodeContents(n);
+    const lines = Array.from(range.getClientRects()).filter((r) => r.width > 0);
+    if (lines.length === 0 || getComputedStyle(e).visibility === 'hidden') continue;
+    const cs = getComputedStyle(e);
+    ctx.font = `${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+    const need = ctx.measureText(chars.slice(0, 2).join('')).width;
+    const widest = Math.max(...lines.map((r) => r.width));
+    if (widest + 1 < need) {
+      problems.push(`"${chars.slice(0, 12).join('')}" at most ${Math.round(widest)}px wide`);
+    }
+  }
+  return { problems };
+}"""
+
+# The control's box and the desk video's box, after the control was brought into view the
+# way a click or a focus would.
+CONTROL_AND_VIDEO = """([sel]) => {
+  const b = (e) => {
+    const r = e.getBoundingClientRect();
+    return [r.left, r.top, r.right, r.bottom];
+  };
+  return { control: b(document.querySelector(sel)),
+           video: b(document.querySelector('#work-session [data-call=remote]')),
+           vw: document.documentElement.clientWidth, vh: window.innerHeight };
+}"""
+
+
+class Layout:
+    """Measures each state on both pages, keeps a screenshot of each state, and collects
+    the problems found (asserted empty at the end, so every size is seen in one run)."""
+
+    def __init__(self, inv: Page, wit: Page) -> None:
+        self.inv, self.wit = inv, wit
+        self.problems: list[str] = []
+        self.shots: dict[str, bytes] = {}
+        self.desk_size = DESKS[0]
+
+    async def shot(self, page: Page, name: str) -> None:
+        self.shots[name] = await page.screenshot()
+
+    async def measure(self, state: str, *, prompt: bool) -> None:
+        for phone in PHONES:
+            await self.inv.set_viewport_size(phone)
+            await self.inv.wait_for_timeout(150)  # a resize, then the page's own scroll
+            size = f"{phone['width']}x{phone['height']}"
+            got = await self.inv.evaluate(MEASURE, [INVESTOR_ROOT, prompt])
+            self.problems += [f"investor {size} {state}: {p}" for p in got["problems"]]
+            await self.shot(self.inv, f"investor-{size}-{state}")
+        for desk in DESKS:
+            await self.wit.set_viewport_size(desk)
+            await self.wit.wait_for_timeout(100)
+            size = f"{desk['width']}x{desk['height']}"
+            got = await self.wit.evaluate(MEASURE, [DESK_ROOT, prompt])
+            self.problems += [f"desk {size} {state}: {p}" for p in got["problems"]]
+            await self.shot(self.wit, f"desk-{size}-{state}")
+        await self.wit.set_viewport_size(self.desk_size)
+
+    async def use(self, selector: str, state: str, *, key: str | None = None) -> None:
+        """Click a desk control (or press its shortcut): the video must be in view."""
+        control = self.wit.locator(selector)
+        await expect(control).to_be_enabled()
+        if key is None:
+            await control.scroll_into_view_if_needed()
+        got = await self.wit.evaluate(CONTROL_AND_VIDEO, [selector])
+        vw, vh = got["vw"], got["vh"]
+        left, top, right, bottom = got["video"]
+        size = f"{vw}x{vh}"
+        if not (left >= -1 and top >= -1 and right <= vw + 1 and bottom <= vh + 1):
+            self.problems.append(f"desk {size} {state}: video out of view {got['video']}")
+            await self.shot(self.wit, f"desk-{size}-{state}-control")
+        if key is None:
+            l2, t2, r2, b2 = got["control"]
+            if not (t2 >= 0 and b2 <= vh and l2 >= 0 and r2 <= vw):
+                self.problems.append(f"desk {size} {state}: {selector} not in view")
+            await control.click()
+        else:
+            await self.wit.keyboard.press(key)
+
+    def keep_shots(self, prefix: str) -> None:
+        for name, png in self.shots.items():
+            artifact(f"{prefix}-{name}.png").write_bytes(png)
+
+
+async def test_call_layout_at_every_step(
+    aiohttp_server: Any, tmp_path: Path, sqlite_template: Path, call_browser: Browser
+) -> None:
+    db = tmp_path / "layout.db"
+    shutil.copyfile(sqlite_template, db)
+    port = free_port()
+    config = make_config(
+        tmp_path,
+        f"sqlite+aiosqlite:///{db}",
+        **FAST,
+        pairing=PAIRING,
+        server={"public_url": f"http://127.0.0.1:{port}"},
+    )
+    server = await aiohttp_server(create_app(config), port=port)
+    short_disclosure(server, 0)
+    steps = server.app[RUNTIME].witnessing.script.steps
+    await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    inv_ctx = await call_browser.new_context(
+        viewport=PHONES[0], is_mobile=True, has_touch=True, locale="zh-CN"
+    )
+    wit_ctx = await call_browser.new_context(viewport=DESKS[0], locale="zh-CN")
+    inv, wit = await inv_ctx.new_page(), await wit_ctx.new_page()
+    inv_watch, wit_watch = Watch(inv), Watch(wit)
+    layout = Layout(inv, wit)
+    try:
+        await verified_investor(server, inv)
+        await inv.click("#join-queue")
+        await witness_desk(server, wit, "wang.wei")
+        await wit.click("#toggle")
+        await expect(wit.locator("#work-offer")).to_be_visible(timeout=10_000)
+        await wit.click("#offer-accept")
+        await remote_playing(inv, INVESTOR_ROOT)
+        await remote_playing(wit, DESK_ROOT)
+        await layout.measure("live", prompt=False)
+
+        await layout.use("#disclosure-show", "disclosure-show")
+        await expect(inv.locator(f"{INVESTOR_ROOT} [data-call=disclosure]")).to_be_visible()
+        await layout.use("#disclosure-confirm", "disclosure-confirm")
+        band = inv.locator(f"{INVESTOR_ROOT} [data-call=prompt-zh]")
+        for i, step in enumerate(steps):
+            by_key = i % 2 == 1  # every other step by keyboard: N, then 1 for "clear"
+            layout.desk_size = DESKS[i % 2]
+            await wit.set_viewport_size(layout.desk_size)
+            await layout.use("#step-next", f"step{i + 1}-next", key="n" if by_key else None)
+            await expect(band).to_have_text(step.text_zh)
+            await expect(wit.locator(f"{DESK_ROOT} [data-call=prompt-zh]")).to_have_text(
+                step.text_zh
+            )
+            await expect(wit.locator(f"{DESK_ROOT} [data-call=prompt-step]")).to_contain_text(
+                f"Step {i + 1} of {len(steps)}"
+            )
+            await expect(inv.locator(f"{INVESTOR_ROOT} [data-call=prompt-en]")).to_be_visible()
+            await layout.measure(f"step{i + 1}", prompt=True)
+            if step.expects_answer:
+                await layout.use(
+                    ".marks [data-mark=clear]", f"step{i + 1}-mark", key="1" if by_key else None
+                )
+                await expect(
+                    wit.locator("#script-steps li").nth(i).locator(".mark")
+                ).to_be_visible()
+
+        await layout.use("#still-capture", "still")
+        await expect(wit.locator("#still-list li[data-still] img")).to_have_count(1, timeout=10_000)
+        await layout.use("#face-judge input[value=match]", "face-judge")
+        await layout.measure("ready-to-pass", prompt=True)
+        await layout.use("#verdict-pass", "verdict")
+        await expect(inv.locator("#done-pass")).to_be_visible(timeout=10_000)
+        assert layout.problems == [], "\n".join(layout.problems)
+        inv_watch.assert_clean()
+        wit_watch.assert_clean()
+    except BaseException:
+        layout.keep_shots("layout-failed")
+        raise
+    finally:
+        if os.environ.get("WITNESS_KEEP_LAYOUT_SHOTS"):
+            layout.keep_shots("layout")
+        await inv_ctx.close()
+        await wit_ctx.close()
