@@ -46,6 +46,7 @@ class Measurement:
     connected: bool
     rtt_ms: int | None = None
     upstream_kbps: int | None = None
+    webrtc: bool = True  # False: the browser has no RTCPeerConnection/getUserMedia
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,16 @@ class Reason:
 
 
 _REASONS = {
+    "no_webrtc": Reason(
+        "no_webrtc",
+        "此浏览器无法进行视频通话（不支持 WebRTC 或已被关闭）。请用最新版 Chrome、Edge、Safari"
+        " 或 Firefox 打开本页面；在微信等应用内打开的，请选择“在浏览器中打开”；使用 Firefox 的，"
+        "请确认没有关闭 WebRTC（about:config 中 media.peerconnection.enabled 为 true）。",
+        "This browser cannot make video calls (WebRTC is missing or turned off). Open this "
+        "page in the latest Chrome, Edge, Safari or Firefox; inside an app such as WeChat, "
+        "choose “Open in browser”; in Firefox, make sure WebRTC is on "
+        "(media.peerconnection.enabled is true in about:config).",
+    ),
     "camera": Reason(
         "camera",
         "摄像头没有画面。请允许本网站使用摄像头，并关闭其他正在使用摄像头的应用。",
@@ -113,6 +124,9 @@ def decide(m: Measurement, t: Thresholds) -> tuple[Verdict, list[Reason]]:
     """The verdict and every reason for it (all of them, so one retry can fix them all)."""
     failed: list[str] = []
     weak: list[str] = []
+    if not m.webrtc:
+        # Nothing else could be tried: the one thing to fix is the browser (issue 17).
+        return Verdict.FAILED, [_REASONS["no_webrtc"]]
     if not m.camera_ok:
         failed.append("camera")
     if not m.microphone_ok:

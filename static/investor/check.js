@@ -3,7 +3,7 @@
 import { $, $$, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { NATIONALITIES } from './idnumber.js';
-import { setupPrecall } from './precall.js';
+import { NO_WEBRTC, callSupported, setupPrecall } from './precall.js';
 import { busy, clearAlert, showAlert } from './ui.js';
 
 const EARLIER = [
@@ -208,6 +208,11 @@ export function setupCheck(ctx) {
   async function joinQueue() {
     const box = $('#join-alert');
     clearAlert(box);
+    if (!callSupported()) {
+      showAlert(box, NO_WEBRTC);
+      joinBtn.disabled = true;
+      return;
+    }
     let status;
     try {
       status = await ctx.api.post('/application/queue');

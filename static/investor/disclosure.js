@@ -29,12 +29,14 @@ export function setupDisclosure(ctx) {
   }
 
   function checkScroll() {
+    // Issue 17: an empty box (text still loading) is not "read to the end".
+    if (!doc || box.getAttribute('aria-busy') === 'true') return;
     if (box.scrollTop + box.clientHeight >= box.scrollHeight - 12) scrolledToEnd = true;
   }
 
   function render() {
     const left = secondsLeft();
-    const ready = scrolledToEnd && left === 0;
+    const ready = Boolean(doc) && scrolledToEnd && left === 0;
     hint.textContent = scrolledToEnd ? t('✓ 已阅读至文末', '✓ You have reached the end')
       : t('请向下滑动，阅读至文末', 'Scroll down to read to the end');
     hint.classList.toggle('good', scrolledToEnd);
@@ -64,6 +66,7 @@ export function setupDisclosure(ctx) {
 
   async function acknowledge() {
     clearAlert(alertBox);
+    if (!doc) return; // nothing loaded yet: nothing to confirm
     try {
       const body = await ctx.api.post('/application/disclosure', {
         version: doc.version,
@@ -88,7 +91,24 @@ export function setupDisclosure(ctx) {
   }
 
   async function load() {
-    doc = await ctx.api.get('/disclosure');
+    doc = null;
+    scrolledToEnd = false;
+    agree.checked = false;
+    box.setAttribute('aria-busy', 'true');
+    box.replaceChildren(el('p', { className: 'muted' },
+      bi('正在加载风险揭示书…', 'Loading the risk disclosure…')));
+    render();
+    let loaded;
+    try {
+      loaded = await ctx.api.get('/disclosure');
+    } catch (err) {
+      box.removeAttribute('aria-busy');
+      box.replaceChildren();
+      showAlert(alertBox, err);
+      return;
+    }
+    doc = loaded;
+    box.removeAttribute('aria-busy');
     $('#disc-title').replaceChildren(bi(doc.title_zh, doc.title_en));
     box.replaceChildren(
       el('div', { className: 'zh' }, ...paragraphs(doc.body_zh)),

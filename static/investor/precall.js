@@ -31,6 +31,22 @@ const DEVICE_PROBLEMS = {
   microphone: ['未能打开麦克风。', 'The microphone could not be opened.'],
 };
 
+// Issue 17: a browser without WebRTC (or with it turned off) is told before it queues.
+export const NO_WEBRTC = {
+  zh: '此浏览器无法进行视频通话（不支持 WebRTC 或已被关闭）。请用最新版 Chrome、Edge、Safari 或 Firefox 打开本页面；'
+    + '在微信等应用内打开的，请选择“在浏览器中打开”；使用 Firefox 的，请确认没有关闭 WebRTC'
+    + '（about:config 中 media.peerconnection.enabled 为 true）。',
+  en: 'This browser cannot make video calls (WebRTC is missing or turned off). Open this page in the latest '
+    + 'Chrome, Edge, Safari or Firefox; inside an app such as WeChat, choose “Open in browser”; in Firefox, '
+    + 'make sure WebRTC is on (media.peerconnection.enabled is true in about:config).',
+};
+
+/** Whether this browser can make the call at all. */
+export function callSupported() {
+  return Boolean(window.RTCPeerConnection && navigator.mediaDevices
+    && typeof navigator.mediaDevices.getUserMedia === 'function');
+}
+
 /** Open camera and microphone, each on its own if both at once fail (to say which). */
 async function openDevices() {
   const audio = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
@@ -117,6 +133,7 @@ export function setupPrecall(ctx, { onChange }) {
   let running = null; // { pc, timers } while a test connection is up
   let check = null; // the stored check shown
   let required = true;
+  let unsupported = false; // no WebRTC: nothing to test, no joining
 
   function stopDevices() {
     clearInterval(meterTimer);
@@ -324,6 +341,24 @@ export function setupPrecall(ctx, { onChange }) {
   return {
     /** Show the stored check (a reload keeps it) or invite a new one. */
     async enter() {
+      if (!callSupported()) {
+        unsupported = true;
+        startBtn.disabled = true;
+        box.dataset.verdict = 'failed';
+        showAlert(alertBox, NO_WEBRTC);
+        onChange(null);
+        try {
+          // Stored, so that the server refuses the join too and staff can see why.
+          const body = await ctx.api.post('/application/network-check', {
+            token: null, camera_ok: false, microphone_ok: false, client: { error: 'no_webrtc' },
+          });
+          render(body.check);
+        } catch {
+          // The message above stays.
+        }
+        startBtn.disabled = true;
+        return;
+      }
       const info = await ctx.api.get('/application/network-check');
       required = info.required;
       if (info.check) {
@@ -338,6 +373,7 @@ export function setupPrecall(ctx, { onChange }) {
       stopDevices();
     },
     get mayJoin() {
+      if (unsupported) return false;
       return Boolean(check && check.may_join) || (!required && !(check && check.verdict === 'failed'));
     },
   };

@@ -32,6 +32,12 @@ export function bi(zh, en) {
 
 /** An API error's message, both languages (message_zh / message). */
 export function biError(err) {
+  // A script error (TypeError …) is not for the person reading: they are told what to
+  // do, the details go to the console (issue 17: "Cannot read properties of null").
+  if (!err || (err.message_zh === undefined && err.code === undefined)) {
+    if (err) console.error(err);
+    return bi('页面出错，请刷新页面后重试。', 'Something went wrong on this page. Please reload it and try again.');
+  }
   const en = err?.message || err?.code || 'Something went wrong.';
   const zh = err?.message_zh || en;
   return bi(zh, en);

@@ -54,6 +54,9 @@ _SEAL_MAX_AGE = 600  # seconds: a measurement is posted right after it is taken
 _PROBE_STATES = (ApplicationState.IDENTITY_VERIFIED.value,)
 
 
+NO_WEBRTC = "no_webrtc"  # the page's code: no RTCPeerConnection or getUserMedia
+
+
 @dataclass(frozen=True)
 class ClientReport:
     """What only the browser knows; shapes checked by the API's model."""
@@ -235,6 +238,7 @@ class NetworkChecks:
                 connected=connected,
                 rtt_ms=rtt if isinstance(rtt, int) else None,
                 upstream_kbps=upstream if isinstance(upstream, int) else None,
+                webrtc=client.error != NO_WEBRTC,
             ),
             thresholds(self.intake),
         )
@@ -291,9 +295,8 @@ class NetworkChecks:
         return shown
 
     async def require_passed(self, application_id: str) -> None:
-        """Before joining the queue: a recent check that did not fail (when required)."""
-        if not self.intake.require_network_check:
-            return
+        """Before joining the queue: a recent check that did not fail (when required);
+        never with a browser whose last check found it cannot make calls (issue 17)."""
         async with self.db.begin() as tx:
             app = await get_application(tx=tx, application_id=application_id)
             if app.state == ApplicationState.QUEUED.value:
@@ -303,6 +306,13 @@ class NetworkChecks:
                 now=datetime.now(UTC),
                 valid_minutes=self.intake.network_check_valid_minutes,
             )
+        if shown is not None and any(r["code"] == NO_WEBRTC for r in shown["reasons"]):
+            no_webrtc = reason(NO_WEBRTC)
+            raise Conflict(
+                "browser_cannot_call", no_webrtc.en, no_webrtc.zh, details={"reasons": [NO_WEBRTC]}
+            )
+        if not self.intake.require_network_check:
+            return
         if shown is None or not shown["fresh"]:
             raise Conflict(
                 "network_check_required",
