@@ -11,6 +11,7 @@ import { setupIdentity } from './identity.js';
 import { setupImages } from './images.js';
 import { setupPhone } from './phone.js';
 import { setupQueue } from './queue.js';
+import { initTextSize } from './textsize.js';
 import { setupSuitability } from './suitability.js';
 import { busy, clearAlert, showAlert } from './ui.js';
 
@@ -249,4 +250,5 @@ async function boot() {
 }
 
 initLang();
+initTextSize();
 boot();

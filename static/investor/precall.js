@@ -353,6 +353,8 @@ export function setupPrecall(ctx, { onChange }) {
             token: null, camera_ok: false, microphone_ok: false, client: { error: 'no_webrtc' },
           });
           render(body.check);
+          verdictText.replaceChildren(bi('此浏览器无法进行视频见证，请按下面的提示换用浏览器。',
+            'This browser cannot make the video call; change browsers as described below.'));
         } catch {
           // The message above stays.
         }

@@ -128,6 +128,12 @@ async def test_every_investor_step_passes_axe_and_large_text(
 
     await page.goto(url(server, "/open"))
     await expect(page.locator("#step-phone")).to_be_visible()
+    # axe is really in and looking: an image without a text alternative is caught.
+    await page.evaluate(
+        "document.body.append(Object.assign(document.createElement('img'), {id: 'probe'}))"
+    )
+    assert any(v["id"] == "image-alt" for v in await violations(page))
+    await page.evaluate("document.getElementById('probe').remove()")
     await at("sign-in")
     await sign_in(page)
     await expect(page.locator("#step-identity")).to_be_visible()
