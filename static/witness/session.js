@@ -96,7 +96,7 @@ export function createSession({ messages, send, onChange, onOver }) {
     const seconds = Math.round((still.offset_ms || 0) / 1000);
     const [zh, en] = still.kind === 'auto' ? ['自动', 'auto'] : ['手动', 'manual'];
     const id = String(still.id);
-    $('#still-list').append(el('li', { dataset: { still: id } },
+    $('#still-list').append(el('li', { dataset: { still: id, kind: still.kind === 'auto' ? 'auto' : 'manual' } },
       figure(path(`stills/${encodeURIComponent(still.id)}`), `${zh} ${seconds}s`, en),
       el('p', { className: 'still-score small' }, '暂无比对参考 no score yet')));
     const inline = still.face_score || still.score;

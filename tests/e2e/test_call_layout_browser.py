@@ -248,7 +248,8 @@ async def test_call_layout_at_every_step(
                 ).to_be_visible()
 
         await layout.use("#still-capture", "still")
-        await expect(wit.locator("#still-list li[data-still] img")).to_have_count(1, timeout=10_000)
+        manual = wit.locator("#still-list li[data-kind=manual] img")
+        await expect(manual).to_have_count(1, timeout=10_000)
         await layout.use("#face-judge input[value=match]", "face-judge")
         await layout.measure("ready-to-pass", prompt=True)
         await layout.use("#verdict-pass", "verdict")
