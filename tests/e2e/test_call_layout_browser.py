@@ -89,6 +89,10 @@ MEASURE = """([root, wantPrompt]) => {
         problems.push(`prompt ${part} empty or not shown`);
       }
     }
+    for (const lang of ['zh', 'en']) {
+      const who = band.querySelector(`[data-call=prompt-who] .${lang}`);
+      if (!who || who.getClientRects().length === 0) problems.push(`who speaks: ${lang} not shown`);
+    }
     const size = parseFloat(getComputedStyle(band.querySelector('[data-call=prompt-zh]')).fontSize);
     if (size < 16) problems.push(`prompt text ${size}px, smaller than 16px`);
   }
