@@ -78,6 +78,7 @@ class Witnessing:
         self._matcher: FaceMatcher | None = None
         self._matcher_tried = False
         self._matcher_lock = asyncio.Lock()
+        self._scoring: set[asyncio.Task[None]] = set()
         self.db = placer.pairing.db
         self.script = script
         self.agency = agency
@@ -237,11 +238,28 @@ class Witnessing:
         still = await media.capture_still(
             Party.INVESTOR, kind=StillKind.MANUAL, actor=f"staff:{staff_id}"
         )
-        replies: list[dict[str, Any]] = [{"type": "still", **still}]
-        score = await self.face_score(session_id=session_id, still=still, offset_ms=media.now_ms())
-        if score is not None:
-            replies.append(score)
-        return replies
+        # Issue 17: the still is answered at once; its face score (dlib, 0.1–0.5 s per
+        # image, more on a busy node) follows on the witness's channel, naming the still,
+        # as for the automatic still: the witness no longer waits for the score to see it.
+        self._score_later(session_id, still, media.now_ms())
+        return [{"type": "still", **still}]
+
+    def _score_later(self, session_id: str, still: dict[str, Any], offset_ms: int) -> None:
+        async def score() -> None:
+            result = await self.face_score(session_id=session_id, still=still, offset_ms=offset_ms)
+            if result is not None:
+                await self.placer.pairing.backend.publish(
+                    session_channel(session_id, Party.WITNESS), result
+                )
+
+        task = asyncio.create_task(score())
+        self._scoring.add(task)
+        task.add_done_callback(self._scored)
+
+    def _scored(self, task: asyncio.Task[None]) -> None:
+        self._scoring.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("face score failed", exc_info=task.exception())
 
     async def show_auto_still(self, session_id: str, still: dict[str, Any]) -> None:
         """Issue 17: the still taken automatically at session start reaches the witness's
@@ -249,11 +267,7 @@ class Witnessing:
         advice), so the witness need not take one to get a score (A14, A17.3)."""
         channel = session_channel(session_id, Party.WITNESS)
         await self.placer.pairing.backend.publish(channel, {"type": "still", **still})
-        score = await self.face_score(
-            session_id=session_id, still=still, offset_ms=int(still.get("offset_ms", 0))
-        )
-        if score is not None:
-            await self.placer.pairing.backend.publish(channel, score)
+        self._score_later(session_id, still, int(still.get("offset_ms", 0)))
 
     async def face_score(
         self, *, session_id: str, still: dict[str, Any], offset_ms: int
