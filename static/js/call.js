@@ -126,6 +126,13 @@ export function candidateType(candidate) {
   return m ? m[1] : null;
 }
 
+/** A host candidate under an mDNS name (Firefox, Safari: 'xxxx.local') that the media
+ * node cannot resolve: it never counts as the candidate that lets the offer go. */
+function hiddenHost(candidate) {
+  const address = candidate.address || (candidate.candidate || '').split(' ')[4] || '';
+  return /\.local$/i.test(address);
+}
+
 /** The candidate types worth sending an offer for, given the configured ICE servers:
  * with TURN a relayed one (the only kind that works on a network that blocks UDP, where
  * TURN over TCP or TLS is all that comes), with STUN only a server-reflexive one (or a
@@ -165,7 +172,7 @@ function offerReady(pc, iceServers) {
   const onCandidate = (event) => {
     if (!event.candidate) {
       done(); // end of candidates
-    } else if (!settle && useful.includes(candidateType(event.candidate))) {
+    } else if (!settle && useful.includes(candidateType(event.candidate)) && !hiddenHost(event.candidate)) {
       settle = setTimeout(done, GATHER_SETTLE_MS);
     }
   };
