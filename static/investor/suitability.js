@@ -72,6 +72,7 @@ export function setupSuitability(ctx) {
 
   async function submit() {
     clearAlert(alertBox);
+    if (!questionnaire) return; // issue 17: nothing to answer until the questions are in
     clearMarks();
     const answers = {};
     let firstMissing = null;
@@ -125,8 +126,16 @@ export function setupSuitability(ctx) {
     async enter() {
       clearAlert(alertBox);
       if (!questionnaire) {
-        questionnaire = await ctx.api.get('/questionnaire');
-        render(questionnaire);
+        const submitBtn = $('#suit-submit');
+        submitBtn.disabled = true;
+        list.setAttribute('aria-busy', 'true');
+        try {
+          questionnaire = await ctx.api.get('/questionnaire');
+          render(questionnaire);
+        } finally {
+          list.removeAttribute('aria-busy');
+          submitBtn.disabled = false;
+        }
       }
       const done = ctx.app && ctx.app.suitability;
       if (done) showResult(done.level);

@@ -226,6 +226,41 @@ async def test_disclosure_cannot_be_confirmed_before_its_text_has_loaded(
     watch.assert_clean()
 
 
+async def test_questionnaire_cannot_be_sent_before_its_questions_have_loaded(
+    start_server: Any, browser: Browser
+) -> None:
+    server = await start_server(**FAST)
+    page = await phone_page(browser)
+    watch = Watch(page)
+    await page.goto(url(server, "/open"))
+    await sign_in(page)
+    await expect(page.locator("#step-identity")).to_be_visible()
+    for step in ("identity", "id_images", "frontal_photo"):
+        await page.evaluate(API_STEP, [step, ZHANG])
+    release = asyncio.Event()
+    sent: list[str] = []
+
+    async def slow(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/api/v1/investor/questionnaire", slow)
+    page.on(
+        "request",
+        lambda r: sent.append(r.method) if r.url.endswith("/application/suitability") else None,
+    )
+    await page.reload()
+    await expect(page.locator("#step-suitability")).to_be_visible()
+    await expect(page.locator("#suit-submit")).to_be_disabled()
+    await page.evaluate("document.querySelector('#suit-form').requestSubmit()")
+    await asyncio.sleep(0.5)
+    assert sent == []
+    release.set()
+    await expect(page.locator("#suit-questions fieldset").first).to_be_visible()
+    await expect(page.locator("#suit-submit")).to_be_enabled()
+    watch.assert_clean()
+
+
 async def test_a_script_error_is_never_shown_raw(start_server: Any, browser: Browser) -> None:
     server = await start_server(**FAST)
     page = await phone_page(browser)
