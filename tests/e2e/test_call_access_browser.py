@@ -136,3 +136,31 @@ async def test_desk_and_call_pass_axe_and_say_what_is_happening(
     finally:
         await inv_ctx.close()
         await wit_ctx.close()
+
+
+async def test_staff_login_and_console_pass_axe(start_server: Any, browser: Browser) -> None:
+    from tests.helpers import PASSWORD
+
+    server = await start_server(**FAST)
+    await add_staff(
+        LiveApp(server.app),  # type: ignore[arg-type]
+        "multi.li",
+        {Role.WITNESS, Role.REVIEWER, Role.CALLBACK},
+    )
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+    page = await ctx.new_page()
+    try:
+        await page.goto(str(server.make_url("/staff/login")))
+        found = await violations(page)
+        assert not found, report("staff login", found)
+        await page.fill("#username", "multi.li")
+        await page.fill("#password", PASSWORD)
+        await page.click("button[type=submit]")
+        await expect(page.locator("#review-link")).to_have_count(1)
+        await expect(page.locator("#callbacks-link")).to_have_count(1)
+        found = await violations(page)
+        assert not found, report("console", found)
+        icon = await page.request.get(str(server.make_url("/favicon.ico")))
+        assert icon.status == 200
+    finally:
+        await ctx.close()
