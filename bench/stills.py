@@ -14,8 +14,10 @@ and answers keyframe requests as a browser does. The calls cycle through conditi
   never reach the investor's sender, in turn 0, 1, 2;
 - ``loss3``: 3 % of the investor's RTP is lost and never retransmitted, and 3 % of the
   keyframe requests to it;
-- ``unanswered``: the investor's sender ignores every keyframe request (the frames kept
-  by the node are the only source).
+- ``unanswered``: every keyframe request a still sends is lost (the frames kept by the
+  node are the only source), while the periodic keyframe gets through: the sender makes
+  one by itself every ~10 s (``--never-answer``: not even that; the kept frames then run
+  out after ``GOP_MAX_FRAMES``, 15 s at 30 fps, and stills fail from then on).
 
 Printed: per condition and overall, stills asked and made, the desk's wait (from sending
 ``capture_still`` to the ``still`` message: p50/p95/max), the server's ``ready_ms`` and
@@ -109,7 +111,15 @@ async def _database(root: Path) -> str:
     return url
 
 
-async def one_call(condition: str, count: int, size: tuple[int, int], seed: int, run: Run) -> None:
+async def one_call(
+    condition: str,
+    count: int,
+    size: tuple[int, int],
+    seed: int,
+    run: Run,
+    *,
+    never_answer: bool = False,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stills-") as tmp:
         root = Path(tmp)
         cfg = make_config(
@@ -133,7 +143,14 @@ async def one_call(condition: str, count: int, size: tuple[int, int], seed: int,
             await wait_for(lambda: witness.received["video"] >= 10, within=20)
             link = LossyLink(investor, 0.03, seed=seed) if condition == "loss3" else None
             rng = random.Random(seed)  # noqa: S311 - spacing of clicks, not a secret
+            periodic = time.monotonic()
             for i in range(count):
+                if condition == "unanswered" and not never_answer:
+                    if time.monotonic() - periodic >= 10:
+                        # The periodic keyframe (media.keyframe_interval_seconds) answered.
+                        assert investor.video_transceiver is not None
+                        investor.video_transceiver.sender._send_keyframe()
+                        periodic = time.monotonic()
                 if condition == "lost_requests":
                     investor.lose_keyframe_requests = i % 3
                 elif condition == "unanswered":
@@ -225,6 +242,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=4)
     parser.add_argument("--size", default="640x480", help="the investor's picture, WxH")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument(
+        "--never-answer", action="store_true", help="unanswered: no keyframe at all"
+    )
     args = parser.parse_args(argv)
     width, height = (int(v) for v in args.size.split("x"))
     run = Run()
@@ -235,7 +255,9 @@ async def main(argv: list[str] | None = None) -> int:
     for n, count in enumerate(per_call):
         condition = CONDITIONS[n % len(CONDITIONS)]
         started = time.monotonic()
-        await one_call(condition, count, (width, height), args.seed + n, run)
+        await one_call(
+            condition, count, (width, height), args.seed + n, run, never_answer=args.never_answer
+        )
         made = sum(1 for r in run.results if r.condition == condition and r.ok)
         print(
             f"call {n + 1}/{len(per_call)} ({condition}): {count} stills in "
