@@ -34,6 +34,7 @@ async def test_review_page_labels_the_application_data(mclient: Any) -> None:
     assert "出生日期" in data and "Date of birth" in data
     assert "有效期截止" in data and "长期" in data and "long-term" in data
     assert "居民身份证" in data and "resident_id" not in data
+    assert re.search(r"核查结果.*?<dd>一致 <span lang=\"en\">match</span>", data, re.S)
     # Dates written out, not ISO keys and values.
     assert re.search(r"\d{4}年\d{1,2}月\d{1,2}日", data)
     # No row without a value.
