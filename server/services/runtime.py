@@ -321,6 +321,8 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     )
     # The automatic still is shown on the witness's desk with its face score (issue 17).
     media.on_auto_still = witnessing.show_auto_still
+    # Its models load before any call: the load stalls the event loop (face.py).
+    face_warm_up = asyncio.create_task(witnessing.warm_up())
     # UNAVAILABLE screenings are retried with back-off in the background (A3).
     screening_retries = asyncio.create_task(screener.run_forever())
     try:
@@ -371,6 +373,10 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             witnessing=witnessing,
         )
     finally:
+        face_warm_up.cancel()
+        # Without the aid, or with it broken, stills simply come without a score.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await face_warm_up
         screener.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await screening_retries

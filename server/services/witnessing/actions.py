@@ -30,7 +30,7 @@ from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
 from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.services.pairing.placement import Placer, session_channel
-from server.services.witnessing.face import SAME_PERSON_BELOW, FaceMatcher, load_matcher
+from server.services.witnessing.face import SAME_PERSON_BELOW, FaceMatcher, shared_matcher
 from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
 
 log = logging.getLogger(__name__)
@@ -227,8 +227,13 @@ class Witnessing:
         async with self._matcher_lock:
             if not self._matcher_tried and self._face_aid:
                 self._matcher_tried = True
-                self._matcher = await asyncio.to_thread(load_matcher)
+                self._matcher = await asyncio.to_thread(shared_matcher)
         return self._matcher
+
+    async def warm_up(self) -> None:
+        """Load the face aid now, before any call: its first load stalls the event loop
+        (see ``face.shared_matcher``), which at a call's start cost the recordings audio."""
+        await self._face_matcher()
 
     async def take_still(
         self, *, session_id: str, staff_id: int, media: MediaSession

@@ -62,6 +62,21 @@ class FaceMatcher:
         return float(np.linalg.norm(ea - eb))
 
 
+_shared_lock = threading.Lock()
+_shared: list[FaceMatcher | None] = []  # empty until loaded once in this process
+
+
+def shared_matcher() -> FaceMatcher | None:
+    """One matcher per process, loaded on first use (blocking: run in a thread). Loading
+    the models holds the GIL for ~0.45 s (measured here): the event loop, and with it
+    every call's media, stands still meanwhile, so it must happen once, and before calls
+    (``Witnessing.warm_up``), not at a call's first still (issue 17)."""
+    with _shared_lock:
+        if not _shared:
+            _shared.append(load_matcher())
+        return _shared[0]
+
+
 def load_matcher() -> FaceMatcher | None:
     try:
         return FaceMatcher()
