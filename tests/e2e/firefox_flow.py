@@ -289,7 +289,9 @@ async def witness_runs_the_script(
 
     # A17.3: a still from Firefox's video, the face judgement, the verdict.
     await wit.click("#still-capture")
-    await expect(wit.locator("#still-list img")).to_have_count(1, timeout=10_000)
+    await expect(wit.locator("#still-list li[data-kind=manual] img")).to_have_count(
+        1, timeout=10_000
+    )
     await wit.check("#face-judge input[value=match]")
     await expect(wit.locator("#verdict-pass")).to_be_enabled()
     late = await call_stats(fx, frames=ff_stats["inbound"]["framesDecoded"] + 30)

@@ -84,7 +84,7 @@ async def test_investor_and_witness_talk_through_the_server_and_both_are_recorde
 
     # A14: the witness takes a frontal photo from the live video.
     await wit.click("#still-capture")
-    await expect(wit.locator("#still-list li")).to_have_count(1, timeout=10_000)
+    await expect(wit.locator("#still-list li[data-kind=manual]")).to_have_count(1, timeout=10_000)
     await asyncio.sleep(max(0.0, TALK_SECONDS - (asyncio.get_running_loop().time() - started)))
     await inv.screenshot(path=artifact("call-investor.png"))
     await wit.screenshot(path=artifact("call-witness.png"))

@@ -104,7 +104,9 @@ async def test_witness_takes_a_call_to_a_pass(
 
     # A17.3: the witness compares and records the judgement; a photo for the file.
     await wit.click("#still-capture")
-    await expect(wit.locator("#still-list img")).to_have_count(1, timeout=10_000)
+    await expect(wit.locator("#still-list li[data-kind=manual] img")).to_have_count(
+        1, timeout=10_000
+    )
     await wit.check("#face-judge input[value=match]")
     await expect(wit.locator("#verdict-pass")).to_be_enabled()
     await wit.screenshot(path=artifact("witnessing-witness-ready-to-pass.png"), full_page=True)
