@@ -68,7 +68,10 @@ def coverage(merged: list[Interval], duration: int, *, max_gap_ms: int) -> Cover
     played = sum(i.length for i in clipped if i.length > 0)
     holes = gaps(merged, duration)
     largest = max((g.length for g in holes), default=0)
-    return Coverage(played, duration, largest, complete=largest < max_gap_ms)
+    # A17.5: a recording with media is never reviewed unplayed, however short (a call
+    # under max_gap_ms long would otherwise count as covered with nothing played).
+    complete = largest < max_gap_ms and (played > 0 or duration <= 0)
+    return Coverage(played, duration, largest, complete=complete)
 
 
 def accepted_span(

@@ -44,7 +44,8 @@ def test_gaps_and_played_partition_the_file(intervals: list[Interval], duration:
     cov = coverage(merged, duration, max_gap_ms=1000)
     holes = gaps(merged, duration)
     assert cov.played_ms + sum(g.length for g in holes) == duration
-    assert cov.complete == all(g.length < 1000 for g in holes)
+    small_holes = all(g.length < 1000 for g in holes)
+    assert cov.complete == (small_holes and (cov.played_ms > 0 or duration <= 0))
     assert 0.0 <= cov.fraction <= 1.0
 
 
@@ -54,6 +55,9 @@ def test_small_gaps_are_tolerated_large_ones_are_not() -> None:
     assert not coverage(played, 10_500, max_gap_ms=400).complete
     assert not coverage(merge([Interval(0, 8_000)]), 10_000, max_gap_ms=1000).complete
     assert coverage([], 0, max_gap_ms=1000).complete
+    # A17.5: a call shorter than the tolerated gap still has to be played.
+    assert not coverage([], 850, max_gap_ms=1000).complete
+    assert coverage(merge([Interval(0, 850)]), 850, max_gap_ms=1000).complete
 
 
 def test_reports_too_fast_hidden_or_beyond_real_time_do_not_count() -> None:
