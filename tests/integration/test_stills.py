@@ -125,7 +125,9 @@ async def test_stills_come_when_keyframe_requests_are_lost_or_never_answered(
         assert waited < ANSWER_WITHIN and still["ready_ms"] < READY_WITHIN_MS, (waited, still)
         # (A keyframe answering an earlier still's re-sent request may come just before.)
         assert still["source"] in ("keyframe", "recent_keyframe"), still
-        assert still["delay_ms"] >= 0
+        # A recent keyframe came before the request (negative delay), never long before.
+        floor = -250 if still["source"] == "recent_keyframe" else 0
+        assert still["delay_ms"] >= floor, still
     # A lost request costs a re-send (0.5 s later), not the still. (Not exactly ``lost``
     # re-sends each: aiortc's receiver sends a PLI of its own on loss, which the client
     # loses in their place.)
