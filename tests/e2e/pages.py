@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Page, expect
 
+from server.app import create_app
 from server.http.keys import RUNTIME
-from tests.helpers import PASSWORD
+from tests.helpers import PASSWORD, free_port
+from tests.server_config import make_config
 
 PHONE = "13800138000"
 ZHANG_SAN = "11010519491231002X"  # sandbox registry: 张三, female, born 1949-12-31
@@ -154,3 +158,22 @@ async def remote_playing(page: Page, root: str) -> None:
     assert await video.evaluate(
         "v => v.srcObject.getAudioTracks().some(t => t.readyState === 'live')"
     )
+
+
+async def call_server(aiohttp_server: Any, tmp_path: Path, sqlite_template: Path) -> Any:
+    """A server for a call between two browsers: its own copy of the migrated database,
+    fast sandboxes and pairing, its public URL on the port it listens on, a 0 s
+    disclosure."""
+    db = tmp_path / "call.db"
+    shutil.copyfile(sqlite_template, db)
+    port = free_port()
+    config = make_config(
+        tmp_path,
+        f"sqlite+aiosqlite:///{db}",
+        **FAST,
+        pairing=PAIRING,
+        server={"public_url": f"http://127.0.0.1:{port}"},
+    )
+    server = await aiohttp_server(create_app(config), port=port)
+    short_disclosure(server, 0)
+    return server

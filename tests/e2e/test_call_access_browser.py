@@ -5,28 +5,24 @@ desk tells "the investor has joined" apart from "their picture is arriving"."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, expect
 
-from server.app import create_app
 from server.domain.staff import Role
 from tests.e2e.axe import report, violations
 from tests.e2e.conftest import artifact
 from tests.e2e.pages import (
     FAST,
-    PAIRING,
     LiveApp,
     Watch,
+    call_server,
     remote_playing,
-    short_disclosure,
     verified_investor,
     witness_desk,
 )
-from tests.helpers import add_staff, free_port
-from tests.server_config import make_config
+from tests.helpers import add_staff
 
 # Every change of the session status and of the quality badge, from the page's first
 # moment (before any script of the page runs).
@@ -52,18 +48,7 @@ MEASURED = ("good", "fair", "poor")
 async def test_desk_and_call_pass_axe_and_say_what_is_happening(
     aiohttp_server: Any, tmp_path: Path, sqlite_template: Path, call_browser: Browser
 ) -> None:
-    db = tmp_path / "call.db"
-    shutil.copyfile(sqlite_template, db)
-    port = free_port()
-    config = make_config(
-        tmp_path,
-        f"sqlite+aiosqlite:///{db}",
-        **FAST,
-        pairing=PAIRING,
-        server={"public_url": f"http://127.0.0.1:{port}"},
-    )
-    server = await aiohttp_server(create_app(config), port=port)
-    short_disclosure(server, 0)
+    server = await call_server(aiohttp_server, tmp_path, sqlite_template)
     await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     # The pages' CSP allows no inline script: only this test lets axe in.
     inv_ctx = await call_browser.new_context(

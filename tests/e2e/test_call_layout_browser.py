@@ -11,28 +11,23 @@ go to test-results/ when the test fails (or always with WITNESS_KEEP_LAYOUT_SHOT
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from tests.e2e.conftest import artifact
 from tests.e2e.pages import (
-    FAST,
-    PAIRING,
     LiveApp,
     Watch,
+    call_server,
     remote_playing,
-    short_disclosure,
     verified_investor,
     witness_desk,
 )
-from tests.helpers import add_staff, free_port
-from tests.server_config import make_config
+from tests.helpers import add_staff
 
 PHONES = ({"width": 390, "height": 844}, {"width": 360, "height": 640})
 DESKS = ({"width": 1280, "height": 720}, {"width": 1920, "height": 1080})
@@ -193,18 +188,7 @@ class Layout:
 async def test_call_layout_at_every_step(
     aiohttp_server: Any, tmp_path: Path, sqlite_template: Path, call_browser: Browser
 ) -> None:
-    db = tmp_path / "layout.db"
-    shutil.copyfile(sqlite_template, db)
-    port = free_port()
-    config = make_config(
-        tmp_path,
-        f"sqlite+aiosqlite:///{db}",
-        **FAST,
-        pairing=PAIRING,
-        server={"public_url": f"http://127.0.0.1:{port}"},
-    )
-    server = await aiohttp_server(create_app(config), port=port)
-    short_disclosure(server, 0)
+    server = await call_server(aiohttp_server, tmp_path, sqlite_template)
     steps = server.app[RUNTIME].witnessing.script.steps
     await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx = await call_browser.new_context(
