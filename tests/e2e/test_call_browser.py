@@ -6,30 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import BrowserContext, expect
 from sqlalchemy import select
 
-from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Recording, Still
 from tests.e2e.conftest import artifact
 from tests.e2e.pages import (
-    FAST,
-    PAIRING,
     LiveApp,
     Watch,
+    call_server,
     remote_playing,
-    short_disclosure,
     verified_investor,
     witness_desk,
 )
-from tests.helpers import add_staff, decode_all, free_port
-from tests.server_config import make_config
+from tests.helpers import add_staff, decode_all
 
 TALK_SECONDS = 10
 FPS = 15
@@ -41,18 +36,7 @@ async def test_investor_and_witness_talk_through_the_server_and_both_are_recorde
     sqlite_template: Path,
     call_contexts: tuple[BrowserContext, BrowserContext],
 ) -> None:
-    db = tmp_path / "call.db"
-    shutil.copyfile(sqlite_template, db)
-    port = free_port()
-    config = make_config(
-        tmp_path,
-        f"sqlite+aiosqlite:///{db}",
-        **FAST,
-        pairing=PAIRING,
-        server={"public_url": f"http://127.0.0.1:{port}"},
-    )
-    server = await aiohttp_server(create_app(config), port=port)
-    short_disclosure(server, 0)
+    server = await call_server(aiohttp_server, tmp_path, sqlite_template)
     rt = server.app[RUNTIME]
     await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
     inv_ctx, wit_ctx = call_contexts

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +13,19 @@ import av
 from playwright.async_api import BrowserContext, expect
 from sqlalchemy import select
 
-from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Application, Recording, SessionEvent, Staff
 from tests.e2e.conftest import artifact
 from tests.e2e.pages import (
-    FAST,
-    PAIRING,
     LiveApp,
     Watch,
+    call_server,
     remote_playing,
-    short_disclosure,
     verified_investor,
     witness_desk,
 )
-from tests.helpers import PASSWORD, add_staff, free_port
-from tests.server_config import make_config
+from tests.helpers import PASSWORD, add_staff
 
 
 async def test_witness_takes_a_call_to_a_pass(
@@ -39,18 +34,7 @@ async def test_witness_takes_a_call_to_a_pass(
     sqlite_template: Path,
     call_contexts: tuple[BrowserContext, BrowserContext],
 ) -> None:
-    db = tmp_path / "w.db"
-    shutil.copyfile(sqlite_template, db)
-    port = free_port()
-    config = make_config(
-        tmp_path,
-        f"sqlite+aiosqlite:///{db}",
-        **FAST,
-        pairing=PAIRING,
-        server={"public_url": f"http://127.0.0.1:{port}"},
-    )
-    server = await aiohttp_server(create_app(config), port=port)
-    short_disclosure(server, 0)
+    server = await call_server(aiohttp_server, tmp_path, sqlite_template)
     rt = server.app[RUNTIME]
     steps = rt.witnessing.script.steps
     await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
