@@ -130,9 +130,13 @@ async def test_stills_come_when_keyframe_requests_are_lost_or_never_answered(
         assert still["delay_ms"] >= floor, still
     # A lost request costs a re-send (0.5 s later), not the still. (Not exactly ``lost``
     # re-sends each: aiortc's receiver sends a PLI of its own on loss, which the client
-    # loses in their place.)
-    assert investor.keyframe_requests_lost >= 24
-    resent = [s["keyframe_requests"] for s, _w, lost in taken if lost]
+    # loses in their place.) A still served by a recent keyframe sent no request, so its
+    # planned losses never happened (on a loaded box an earlier re-send's keyframe can
+    # arrive just before the next still is asked for).
+    requested = [(s, lost) for s, _w, lost in taken if s["source"] == "keyframe"]
+    assert len(requested) >= 16, [s["source"] for s, _w, _l in taken]
+    assert investor.keyframe_requests_lost >= sum(lost for _s, lost in requested)
+    resent = [s["keyframe_requests"] for s, lost in requested if lost]
     assert sum(resent) > len(resent), resent
 
     # The investor's sender never answers: the picture of now from the frames kept.
