@@ -25,6 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from server.adapters.catalogue import adapter_problem
+from server.domain.business import ServiceOffer, parse_offer
 
 ENV_PREFIX = "WITNESS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -279,6 +280,32 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class ServicesConfig:
+    # A20–A22: the businesses offered, by method (server/domain/business.py). A22: with
+    # "open" witnessed, "cancel" must be witnessed too. Online services serve only
+    # accounts that were opened online.
+    witnessed: tuple[str, ...] = (
+        "open",
+        "cancel",
+        "change_info",
+        "reactivate",
+        "query",
+        "lift_loss_report",
+        "transfer_relationship",
+        "beijing_mark",
+    )
+    online: tuple[str, ...] = ("cancel",)
+    # Services whose result waits for a phone callback, as an opening does (A8).
+    callback: tuple[str, ...] = ("cancel", "transfer_relationship")
+    # A directory of per-business scripts ("cancel.toml"…) overriding the built-in ones.
+    scripts_dir: str = ""
+
+    @property
+    def offer(self) -> ServiceOffer:
+        return parse_offer(witnessed=self.witnessed, online=self.online, callback=self.callback)
+
+
+@dataclass(frozen=True)
 class ReviewConfig:
     # A17.5: playback faster than this does not count as reviewed.
     max_rate: float = 2.0
@@ -316,6 +343,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
     callback: CallbackConfig = field(default_factory=CallbackConfig)
+    services: ServicesConfig = field(default_factory=ServicesConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
@@ -521,6 +549,10 @@ def _validate(cfg: Config) -> None:
     if cfg.callback.max_attempts < 1:
         raise ConfigError("callback.max_attempts: must be at least 1")
     _validate_risk(cfg.risk)
+    try:
+        cfg.services.offer  # noqa: B018 - parsing is the check
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     # The outside services' sections ([identity], [sms], [accounts], the email part of
     # [notices]): provider, gateway settings and their ranges, as each adapter declares.
     problem = adapter_problem(cfg)

@@ -110,6 +110,13 @@ class Application(Base):
     risk_level: Mapped[str | None] = mapped_column(String(4))
     suitability: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     disclosure: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A20–A22: what the application is for (domain/business.py) and by which method; for
+    # a holder's service, the accounts named and the account system's answer (encrypted).
+    business_type: Mapped[str] = mapped_column(
+        String(32), default="open", server_default="open", index=True
+    )
+    method: Mapped[str] = mapped_column(String(16), default="witnessed", server_default="witnessed")
+    service_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
     # Optimistic lock: a state change that lost a race fails instead of overwriting.
@@ -214,6 +221,8 @@ class WitnessSession(Base):
     witness_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
     node_id: Mapped[str] = mapped_column(String(100), default="")
     state: Mapped[str] = mapped_column(String(32))
+    # The application's business type, copied so sessions and recordings are found by it.
+    business_type: Mapped[str] = mapped_column(String(32), default="open", server_default="open")
     verdict: Mapped[str | None] = mapped_column(String(16))
     reason_code: Mapped[str | None] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)
@@ -372,6 +381,27 @@ class Account(Base):
     opening_method: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # A22, A26: cancelled through this system: when, and by which method.
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closing_method: Mapped[str | None] = mapped_column(String(32))
+
+
+class ServiceOutcome(Base):
+    """What the account system did for one account of a holder's service (A20–A22);
+    a partial outcome (one of two accounts cancelled) is one row per account."""
+
+    __tablename__ = "service_outcomes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
+    business_type: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(16))
+    account_masked: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # done | refused | failed
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    reference: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    details_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Notification(Base):

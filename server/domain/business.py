@@ -1,0 +1,155 @@
+"""Business types and the methods they are offered by (A20, A21, A22). Pure.
+
+Every application, and so every session, recording and evidence package, is for one
+business: opening an account (``open``) or one of the account services an existing
+holder asks for. Which services the agency offers, and by which method, is
+configuration (``[services]``), checked here:
+
+- A22: an agency that opens accounts by witnessed video must offer cancellation by
+  witnessed video too (at least the method the account was opened by);
+- an online (non-video) service is only for accounts that were opened online: an
+  account opened under a witness is not closed with less.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from server.domain.errors import Conflict, Forbidden
+
+
+class BusinessType(StrEnum):
+    OPEN = "open"
+    CANCEL = "cancel"
+    CHANGE_INFO = "change_info"
+    REACTIVATE = "reactivate"
+    QUERY = "query"
+    LIFT_LOSS_REPORT = "lift_loss_report"
+    TRANSFER_RELATIONSHIP = "transfer_relationship"
+    BEIJING_MARK = "beijing_mark"
+
+
+class ServiceMethod(StrEnum):
+    WITNESSED = "witnessed"  # two-way video, a witness on the call
+    ONLINE = "online"  # no video: identity check and OTP only
+
+
+# (zh, en) as investors and staff read them.
+LABELS: dict[BusinessType, tuple[str, str]] = {
+    BusinessType.OPEN: ("开立证券账户", "Open a securities account"),
+    BusinessType.CANCEL: ("注销证券账户", "Cancel a securities account"),
+    BusinessType.CHANGE_INFO: ("变更账户信息", "Change account information"),
+    BusinessType.REACTIVATE: ("休眠账户激活", "Reactivate a dormant account"),
+    BusinessType.QUERY: ("账户查询", "Account query"),
+    BusinessType.LIFT_LOSS_REPORT: ("账户解挂", "Lift a loss report"),
+    BusinessType.TRANSFER_RELATIONSHIP: (
+        "使用信息/关联关系转移",
+        "Transfer the associated relationship",
+    ),
+    BusinessType.BEIJING_MARK: ("北交所权限标识加挂/撤销", "Add or remove the Beijing-market mark"),
+}
+
+HOLDER_SERVICES = tuple(t for t in BusinessType if t is not BusinessType.OPEN)
+
+# How an account was opened (the account system's word) → the remote methods that may
+# serve it. A22 sets the floor: the opening method itself. Video serves any account.
+OPENED_BY: dict[str, frozenset[ServiceMethod]] = {
+    "two_way_video_witnessing": frozenset({ServiceMethod.WITNESSED}),
+    "one_way_video": frozenset({ServiceMethod.WITNESSED}),
+    "online": frozenset({ServiceMethod.ONLINE, ServiceMethod.WITNESSED}),
+    "counter": frozenset({ServiceMethod.WITNESSED}),
+}
+
+# The services that change an account at the account system (a query changes nothing).
+CHANGES_ACCOUNTS = frozenset(HOLDER_SERVICES) - {BusinessType.QUERY}
+
+
+def label(kind: BusinessType | str) -> tuple[str, str]:
+    return LABELS[BusinessType(kind)]
+
+
+@dataclass(frozen=True)
+class ServiceOffer:
+    """What ``[services]`` allows: types by method, and which need a callback first."""
+
+    witnessed: frozenset[BusinessType]
+    online: frozenset[BusinessType]
+    callback: frozenset[BusinessType]
+
+    def methods(self, kind: BusinessType) -> tuple[ServiceMethod, ...]:
+        out = []
+        if kind in self.witnessed:
+            out.append(ServiceMethod.WITNESSED)
+        if kind in self.online:
+            out.append(ServiceMethod.ONLINE)
+        return tuple(out)
+
+    def offered(self) -> tuple[BusinessType, ...]:
+        return tuple(t for t in BusinessType if self.methods(t))
+
+    def needs_callback(self, kind: BusinessType) -> bool:
+        # A8, A17.6: an opening always has its callback; services where configured.
+        return kind is BusinessType.OPEN or kind in self.callback
+
+    def check(self, kind: str, method: ServiceMethod) -> BusinessType:
+        """The business type asked for, if offered by that method; else a bilingual 403."""
+        try:
+            business = BusinessType(kind)
+        except ValueError:
+            business = None
+        if business is None or method not in self.methods(business):
+            raise Forbidden(
+                "service_not_offered",
+                "This service is not offered here by this method.",
+                "本机构不通过此方式办理该业务。",
+                details={"business_type": str(kind)[:40], "method": method.value},
+            )
+        return business
+
+
+def check_accounts_method(opened_methods: Iterable[str], method: ServiceMethod) -> None:
+    """A22: each account named must allow ``method`` given how it was opened."""
+    for opened in opened_methods:
+        if method not in OPENED_BY.get(opened, frozenset({ServiceMethod.WITNESSED})):
+            raise Conflict(
+                "method_not_allowed",
+                "An account opened by video must be served by video: join the video "
+                "witnessing instead.",
+                "通过视频见证开立的账户须以视频见证方式办理，请改用视频见证。",
+                details={"opened_by": opened, "method": method.value},
+            )
+
+
+def parse_offer(
+    *, witnessed: Iterable[str], online: Iterable[str], callback: Iterable[str]
+) -> ServiceOffer:
+    """``[services]``; ValueError names the key at fault."""
+
+    def kinds(key: str, values: Iterable[str]) -> frozenset[BusinessType]:
+        out = set()
+        for value in values:
+            try:
+                out.add(BusinessType(value))
+            except ValueError:
+                known = ", ".join(t.value for t in BusinessType)
+                raise ValueError(
+                    f"services.{key}: unknown business type {value!r} ({known})"
+                ) from None
+        return frozenset(out)
+
+    offer = ServiceOffer(
+        witnessed=kinds("witnessed", witnessed),
+        online=kinds("online", online),
+        callback=kinds("callback", callback),
+    )
+    if BusinessType.OPEN in offer.online:
+        raise ValueError("services.online: opening needs a witness here (A17); remove 'open'")
+    if BusinessType.OPEN in offer.witnessed and BusinessType.CANCEL not in offer.witnessed:
+        # A22: remote cancellation at least by the method accounts are opened by.
+        raise ValueError(
+            "services.witnessed: accounts are opened by witnessed video, so 'cancel' must "
+            "be offered by witnessed video too (A22)"
+        )
+    return offer
