@@ -153,3 +153,50 @@ def parse_offer(
             "be offered by witnessed video too (A22)"
         )
     return offer
+
+
+# The account system's reasons for refusing a service (server/adapters/account_system.py),
+# as the investor and the witness read them: (zh, en).
+REFUSALS: dict[str, tuple[str, str]] = {
+    "holdings_remain": (
+        "账户内仍有证券持仓，请先卖出或转出后再办理。",
+        "The account still holds securities: sell or transfer them first.",
+    ),
+    "unsettled_trades": (
+        "账户有未了结的交易或资金，请待交收完成后再办理。",
+        "The account has unsettled trades or funds: wait until settlement is complete.",
+    ),
+    "designated_trading": (
+        "账户存在指定交易或托管关系，请先撤销后再办理。",
+        "The account has a designated-trading or custody relationship: revoke it first.",
+    ),
+    "sub_accounts_open": (
+        "一码通账户下仍有未注销的证券账户，请一并注销。",
+        "Securities accounts under the unified account are still open: cancel them too.",
+    ),
+    "already_cancelled": ("该账户已注销。", "The account has already been cancelled."),
+    "not_dormant": ("该账户不是休眠账户，无需激活。", "The account is not dormant."),
+    "not_loss_reported": ("该账户未挂失，无需解挂。", "The account has no loss report to lift."),
+    "already_marked": (
+        "该账户已有北交所权限标识。",
+        "The account already has the Beijing-market mark.",
+    ),
+    "not_marked": ("该账户没有北交所权限标识。", "The account has no Beijing-market mark."),
+    "not_holder": (
+        "账户与身份信息不符。",
+        "The account does not belong to this identity.",
+    ),
+    "unavailable": (
+        "账户系统暂时无法办理，请稍后再试。",
+        "The account system is unavailable; try again later.",
+    ),
+    "rejected": ("账户系统拒绝了该业务。", "The account system refused the request."),
+    "bad_response": (
+        "账户系统应答异常，请稍后再试。",
+        "The account system gave an unusable answer; try again later.",
+    ),
+}
+
+
+def refusal(code: str | None) -> tuple[str, str]:
+    return REFUSALS.get(code or "rejected", REFUSALS["rejected"])
