@@ -1,7 +1,8 @@
 """The call's layout, measured in the page at every step of a witnessed call (issue 17): the
 prompt band wholly in view and off the central face region of each video, no horizontal
 overflow, no label squeezed narrower than two characters, and on the desk the investor's
-video in view whenever a control is used (by mouse or by keyboard).
+video and the ID front image in view whenever a control is used (by mouse, after scrolling
+the wheel far down, or by keyboard).
 
 One call covers all four sizes: the investor's phone switches between 390×844 and 360×640
 and the desk between 1280×720 and 1920×1080 at every step (the pages keep the band in view
@@ -116,8 +117,9 @@ MEASURE = """([root, wantPrompt]) => {
   return { problems };
 }"""
 
-# The control's box and the desk video's box, after the control was brought into view the
-# way a click or a focus would.
+# The control's box, the desk video's box and the ID front image's box (the witness
+# compares the face on the video with it), after the control was brought into view the way
+# a click or a focus would.
 CONTROL_AND_VIDEO = """([sel]) => {
   const b = (e) => {
     const r = e.getBoundingClientRect();
@@ -125,6 +127,7 @@ CONTROL_AND_VIDEO = """([sel]) => {
   };
   return { control: b(document.querySelector(sel)),
            video: b(document.querySelector('#work-session [data-call=remote]')),
+           front: b(document.querySelector('#docs figure:first-child img')),
            vw: document.documentElement.clientWidth, vh: window.innerHeight };
 }"""
 
@@ -159,19 +162,35 @@ class Layout:
             await self.shot(self.wit, f"desk-{size}-{state}")
         await self.wit.set_viewport_size(self.desk_size)
 
+    async def in_view(self, selector: str, state: str) -> dict[str, Any]:
+        """The desk's video and the ID front image must be wholly in view."""
+        got = await self.wit.evaluate(CONTROL_AND_VIDEO, [selector])
+        vw, vh = got["vw"], got["vh"]
+        size = f"{vw}x{vh}"
+        for what in ("video", "front"):
+            left, top, right, bottom = got[what]
+            if not (left >= -1 and top >= -1 and right <= vw + 1 and bottom <= vh + 1):
+                self.problems.append(f"desk {size} {state}: {what} out of view {got[what]}")
+                await self.shot(self.wit, f"desk-{size}-{state}-{what}")
+        return got
+
     async def use(self, selector: str, state: str, *, key: str | None = None) -> None:
-        """Click a desk control (or press its shortcut): the video must be in view."""
+        """Click a desk control (or press its shortcut): the video and the ID front image
+        must be in view. Before a click the witness scrolls with the mouse wheel over the
+        control's column, far down (as to reach the verdict), then to the control."""
         control = self.wit.locator(selector)
         await expect(control).to_be_enabled()
         if key is None:
+            box = await control.bounding_box()
+            assert box is not None, selector
+            await self.wit.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            await self.wit.mouse.wheel(0, 3000)
+            await self.wit.wait_for_timeout(100)
+            await self.in_view(selector, f"{state}-wheel")
             await control.scroll_into_view_if_needed()
-        got = await self.wit.evaluate(CONTROL_AND_VIDEO, [selector])
+        got = await self.in_view(selector, state)
         vw, vh = got["vw"], got["vh"]
-        left, top, right, bottom = got["video"]
         size = f"{vw}x{vh}"
-        if not (left >= -1 and top >= -1 and right <= vw + 1 and bottom <= vh + 1):
-            self.problems.append(f"desk {size} {state}: video out of view {got['video']}")
-            await self.shot(self.wit, f"desk-{size}-{state}-control")
         if key is None:
             l2, t2, r2, b2 = got["control"]
             if not (t2 >= 0 and b2 <= vh and l2 >= 0 and r2 <= vw):
