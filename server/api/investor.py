@@ -23,18 +23,21 @@ from server.api.schemas import (
     NetworkCheckReport,
     NetworkProbeAnswer,
     NetworkProbeOffer,
+    OnlineConfirmation,
     Options,
     OtpIssued,
     OtpRequest,
     Question,
     QuestionnaireAnswer,
     QuestionOption,
+    ServiceChoice,
     SignedIn,
     SignedOut,
     SignIn,
     SuitabilityAnswers,
     answer,
 )
+from server.domain.business import ServiceMethod, label
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.identity_document import DocumentType
 from server.domain.intake import OCCUPATIONS, parse_identity_form
@@ -44,7 +47,7 @@ from server.http.cookies import INVESTOR_COOKIE, cookie_secure, investor_token
 from server.http.json_body import read_model
 from server.http.keys import RUNTIME
 from server.services import rate_limit
-from server.services.intake import identity_check, investor_auth
+from server.services.intake import holder, identity_check, investor_auth
 from server.services.intake import steps as intake
 from server.services.intake.images import ImageKind
 from server.services.intake.network_check import ClientReport
@@ -85,6 +88,7 @@ async def _view(request: web.Request, *, with_csrf: bool = False) -> web.Respons
 @routes.get(f"{PREFIX}/options")
 @public
 async def options(request: web.Request) -> web.Response:
+    offer = request.config_dict[RUNTIME].config.services.offer
     return answer(
         Options(
             document_types=[
@@ -96,6 +100,15 @@ async def options(request: web.Request) -> web.Response:
                 ),
             ],
             occupations=[Choice(id=k, zh=zh, en=en) for k, (zh, en) in OCCUPATIONS.items()],
+            services=[
+                ServiceChoice(
+                    id=kind.value,
+                    zh=label(kind)[0],
+                    en=label(kind)[1],
+                    methods=[m.value for m in offer.methods(kind)],
+                )
+                for kind in offer.offered()
+            ],
         )
     )
 
@@ -132,6 +145,18 @@ async def sign_in(request: web.Request) -> web.Response:
             f"请输入短信中的{rt.config.intake.otp_length}位验证码。",
             details={"field": "code"},
         )
+    try:
+        method = ServiceMethod(body.method)
+    except ValueError:
+        raise InvalidInput(
+            "method_invalid",
+            "method must be 'witnessed' or 'online'.",
+            "办理方式须为视频见证（witnessed）或网上办理（online）。",
+            details={"field": "method"},
+        ) from None
+    # A20–A22: a business the agency does not offer by this method is refused before the
+    # code is used, so the investor can pick another without a new SMS.
+    business = rt.config.services.offer.check(body.business_type, method)
     login = await investor_auth.verify_otp(
         db=rt.db,
         config=rt.config,
@@ -139,6 +164,8 @@ async def sign_in(request: web.Request) -> web.Response:
         phone=body.phone,
         code=code,
         ip=request.remote or "",
+        business_type=business.value,
+        method=method.value,
     )
     await rt.risk.saw_phone(login.application_id)  # A23; never raises
     await rt.risk.saw_device(login.application_id, request.headers.get(DEVICE_HEADER))
@@ -195,10 +222,26 @@ async def put_identity(request: web.Request) -> web.Response:
         today=intake.today_in(rt.config.zone),
         min_age=rt.config.intake.min_age,
     )
+    application_id = current_investor(request).application_id
+    async with rt.db.begin() as tx:
+        business_type = (await intake.load_draft(tx, application_id)).business_type
+    if business_type != "open":
+        # A21: a holder's identity counts only with an account of theirs behind it.
+        await holder.save_holder_identity(
+            db=rt.db,
+            accounts=rt.accounts,
+            protector=rt.protector,
+            application_id=application_id,
+            data=data,
+            account_number=body.account_number or "",
+            named=body.accounts or (),
+            details=body.details,
+        )
+        return await _view(request)
     async with rt.db.begin() as tx:
         await intake.save_identity(
             tx=tx,
-            application_id=current_investor(request).application_id,
+            application_id=application_id,
             data=data,
             protector=rt.protector,
         )
@@ -390,6 +433,26 @@ async def submit(request: web.Request) -> web.Response:
         )
     finally:
         await rt.risk.after_identity_check(application_id)  # A23; never raises
+    return await _view(request)
+
+
+@routes.post(f"{PREFIX}/application/online-confirmation")
+@investor_only
+async def confirm_online(request: web.Request) -> web.Response:
+    """A22: confirm an online service (accounts opened online; no video call)."""
+    await _limit_writes(request)
+    rt = request.config_dict[RUNTIME]
+    body = await read_model(request, OnlineConfirmation)
+    if not body.confirm:
+        raise InvalidInput(
+            "confirmation_required",
+            "Tick the box to confirm the service.",
+            "请勾选确认办理该业务。",
+            details={"field": "confirm"},
+        )
+    application_id = current_investor(request).application_id
+    await holder.confirm_online(db=rt.db, application_id=application_id)
+    await rt.aftercare.after_approval(application_id, actor="investor")
     return await _view(request)
 
 

@@ -28,6 +28,7 @@ from server.api.schemas import (
     NetworkCheckReport,
     NetworkProbeAnswer,
     NetworkProbeOffer,
+    OnlineConfirmation,
     OpenedDocument,
     Options,
     OtpIssued,
@@ -542,6 +543,16 @@ SPEC: dict[str, Any] = {
                 "is unavailable",
                 parameters=[_DEVICE],
                 codes=(400, 409, 429, 503),
+                responses_ok={"200": _APP},
+            )
+        },
+        f"{_INV}/application/online-confirmation": {
+            "post": _op(
+                "A22: confirm an online account service (accounts opened online; no video "
+                "call); it is then carried out as configured (callback first where "
+                "services.callback names it)",
+                requestBody=_json_body(OnlineConfirmation),
+                codes=(409, 422, 429, 503),
                 responses_ok={"200": _APP},
             )
         },

@@ -48,6 +48,12 @@ class SignIn(Body):
     phone: Phone
     code: Annotated[str, Field(max_length=12, description="the code from the SMS")]
     want_token: Annotated[StrictBool, Field(description="apps: return a bearer token")] = False
+    business_type: Annotated[
+        str, Field(max_length=32, description="A20: open, or a holder's service (GET /options)")
+    ] = "open"
+    method: Annotated[
+        str, Field(max_length=16, description="witnessed (video) or online (A22)")
+    ] = "witnessed"
 
 
 class IdentityForm(Body):
@@ -71,6 +77,23 @@ class IdentityForm(Body):
     address: Annotated[str, Field(max_length=400)]
     occupation: Annotated[str, Field(max_length=40, description="an id from GET /options")]
     email: Annotated[str | None, Field(max_length=260)] = None
+    # A20–A22, a holder's service only: an account of theirs (the unified number or a
+    # securities account), the accounts the service is for, and what it changes.
+    account_number: Annotated[
+        str | None, Field(max_length=20, description="holder's services: an account of theirs")
+    ] = None
+    accounts: Annotated[
+        list[Annotated[str, Field(max_length=20)]] | None,
+        Field(max_length=10, description="the accounts the service is for (default by service)"),
+    ] = None
+    details: Annotated[
+        dict[Annotated[str, Field(max_length=40)], Annotated[str, Field(max_length=400)]] | None,
+        Field(max_length=10, description="change_info, transfer_relationship, beijing_mark"),
+    ] = None
+
+
+class OnlineConfirmation(Body):
+    confirm: Annotated[StrictBool, Field(description="the holder confirms the online service")]
 
 
 class SuitabilityAnswers(Body):
@@ -100,9 +123,17 @@ class Choice(Body):
     en: str
 
 
+class ServiceChoice(Body):
+    id: str
+    zh: str
+    en: str
+    methods: list[str]
+
+
 class Options(Body):
     document_types: list[Choice]
     occupations: list[Choice]
+    services: list[ServiceChoice] = Field(default_factory=list)
 
 
 class OtpIssued(Body):
@@ -124,6 +155,12 @@ class ApplicationView(Body):
     suitability: dict[str, Any] | None
     disclosure: dict[str, Any] | None
     identity_check: dict[str, Any] | None
+    business_type: str = "open"
+    method: str = "witnessed"
+    service: Annotated[
+        dict[str, Any] | None,
+        Field(description="a holder's service: accounts (masked) and the account system's check"),
+    ] = None
 
 
 class ApplicationAnswer(Body):

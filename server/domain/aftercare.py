@@ -14,6 +14,7 @@ class CallbackOutcome(StrEnum):
 class AccountStatus(StrEnum):
     ACTIVE = "active"
     BLOCKED = "blocked"  # A17.6: opened first, unusable until the callback confirms
+    CANCELLED = "cancelled"  # A22: closed by a holder's cancellation here
 
 
 class NoticeStatus(StrEnum):

@@ -36,6 +36,10 @@ class ApplicationState(StrEnum):
     SCREENING_HOLD = "screening_hold"
     APPROVAL_HOLD = "approval_hold"
     SCREENING_REFUSED = "screening_refused"  # a match, or a possible match confirmed
+    # A20–A22: a holder's service carried out by the account system (wholly or in part),
+    # or refused by it for every account named.
+    COMPLETED = "completed"
+    SERVICE_REFUSED = "service_refused"
 
 
 class ApplicationEvent(StrEnum):
@@ -62,6 +66,9 @@ class ApplicationEvent(StrEnum):
     SCREENING_REFUSED = "screening_refused"
     COMPLIANCE_CLEARED = "compliance_cleared"
     COMPLIANCE_CONFIRMED = "compliance_confirmed"
+    SERVICE_DONE = "service_done"
+    SERVICE_DECLINED = "service_declined"  # the account system refused every account
+    CONFIRM_ONLINE = "confirm_online"  # A22: an online service, confirmed without video
 
 
 class CallbackOrder(StrEnum):
@@ -108,6 +115,16 @@ _COMMON: dict[tuple[ApplicationState, ApplicationEvent], ApplicationState] = {
     (S.APPROVAL_HOLD, E.SCREENING_REFUSED): S.SCREENING_REFUSED,
     (S.APPROVAL_HOLD, E.COMPLIANCE_CLEARED): S.IN_REVIEW,
     (S.APPROVAL_HOLD, E.COMPLIANCE_CONFIRMED): S.SCREENING_REFUSED,
+    # A20–A22, holders' services only (the service layer checks the business type): no
+    # account is opened, so there is nothing to block; a callback, where the agency's
+    # rules want one, always comes first.
+    (S.APPROVED, E.SERVICE_DONE): S.COMPLETED,
+    (S.APPROVED, E.SERVICE_DECLINED): S.SERVICE_REFUSED,
+    (S.CALLBACK_CONFIRMED, E.SERVICE_DONE): S.COMPLETED,
+    (S.CALLBACK_CONFIRMED, E.SERVICE_DECLINED): S.SERVICE_REFUSED,
+    # Online (no video) service for an account opened online: the identity check, the
+    # holder check and the investor's confirmation stand in for the witnessed call.
+    (S.IDENTITY_VERIFIED, E.CONFIRM_ONLINE): S.APPROVED,
 }
 
 _CALLBACK_FIRST: dict[tuple[ApplicationState, ApplicationEvent], ApplicationState] = {
@@ -136,6 +153,8 @@ TERMINAL = frozenset(
         S.CALLBACK_FAILED,
         S.ABANDONED,
         S.SCREENING_REFUSED,
+        S.COMPLETED,
+        S.SERVICE_REFUSED,
     }
 )
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from server.domain.errors import Conflict, Forbidden
+from server.domain.errors import Conflict, Forbidden, InvalidInput
 
 
 class BusinessType(StrEnum):
@@ -200,3 +200,56 @@ REFUSALS: dict[str, tuple[str, str]] = {
 
 def refusal(code: str | None) -> tuple[str, str]:
     return REFUSALS.get(code or "rejected", REFUSALS["rejected"])
+
+
+# What a holder may ask to change, per business type (A20); values are checked for size
+# only: the account system is the authority on what it accepts.
+_DETAIL_KEYS: dict[BusinessType, frozenset[str]] = {
+    BusinessType.CHANGE_INFO: frozenset({"phone", "address", "email", "occupation"}),
+    BusinessType.TRANSFER_RELATIONSHIP: frozenset({"to_agency"}),
+    BusinessType.BEIJING_MARK: frozenset({"action"}),
+}
+_REQUIRED_KEYS: dict[BusinessType, frozenset[str]] = {
+    BusinessType.TRANSFER_RELATIONSHIP: frozenset({"to_agency"}),
+    BusinessType.BEIJING_MARK: frozenset({"action"}),
+}
+
+
+def check_details(kind: BusinessType, details: dict[str, str] | None) -> dict[str, str]:
+    """The details a service needs, cleaned; a bilingual 422 naming the field otherwise."""
+
+    given = {k: (v or "").strip() for k, v in (details or {}).items()}
+    allowed = _DETAIL_KEYS.get(kind, frozenset())
+    for key, value in given.items():
+        if key not in allowed:
+            raise InvalidInput(
+                "service_detail_unknown",
+                f"'{key[:40]}' cannot be given for this service.",
+                f"该业务不接受“{key[:40]}”。",
+                details={"field": f"details.{key[:40]}"},
+            )
+        if not value or len(value) > 200:
+            raise InvalidInput(
+                "service_detail_invalid",
+                f"Fill in '{key}' (at most 200 characters).",
+                f"请填写“{key}”（不超过200个字符）。",
+                details={"field": f"details.{key}"},
+            )
+    missing = sorted(_REQUIRED_KEYS.get(kind, frozenset()) - given.keys())
+    if kind is BusinessType.CHANGE_INFO and not given:
+        missing = ["phone|address|email|occupation"]
+    if missing:
+        raise InvalidInput(
+            "service_detail_missing",
+            f"This service needs: {', '.join(missing)}.",
+            f"该业务须填写：{'、'.join(missing)}。",
+            details={"field": f"details.{missing[0]}"},
+        )
+    if kind is BusinessType.BEIJING_MARK and given["action"] not in ("add", "remove"):
+        raise InvalidInput(
+            "service_detail_invalid",
+            "action must be 'add' or 'remove'.",
+            "操作须为加挂（add）或撤销（remove）。",
+            details={"field": "details.action"},
+        )
+    return given

@@ -218,6 +218,19 @@ STEP_ORDER = (
     IntakeStep.DISCLOSURE,
     IntakeStep.CHECK,
 )
+# A21: a holder's service verifies the identity (and that the accounts are theirs) with
+# the same checks as an opening; the questionnaire and the opening's risk disclosure are
+# for new investors (A4), so they are not asked again.
+SERVICE_STEP_ORDER = (
+    IntakeStep.IDENTITY,
+    IntakeStep.ID_IMAGES,
+    IntakeStep.FRONTAL_PHOTO,
+    IntakeStep.CHECK,
+)
+
+
+def step_order(business_type: str) -> tuple[IntakeStep, ...]:
+    return STEP_ORDER if business_type == "open" else SERVICE_STEP_ORDER
 
 
 @dataclass(frozen=True)
@@ -229,6 +242,7 @@ class IntakeProgress:
     frontal_photo: bool
     suitability: bool
     disclosure: bool
+    business_type: str = "open"
 
 
 def completed_steps(p: IntakeProgress) -> frozenset[IntakeStep]:
@@ -255,7 +269,7 @@ def next_step(p: IntakeProgress) -> IntakeStep:
     if p.state is not ApplicationState.DRAFT and p.state is not ApplicationState.SUBMITTED:
         return IntakeStep.BEYOND
     done = completed_steps(p)
-    for step in STEP_ORDER:
+    for step in step_order(p.business_type):
         if step not in done:
             return step
     return IntakeStep.CHECK
@@ -264,4 +278,4 @@ def next_step(p: IntakeProgress) -> IntakeStep:
 def missing_before_check(p: IntakeProgress) -> list[str]:
     """A17.1, A4: every earlier step must be complete before the registry check."""
     done = completed_steps(p)
-    return [s.value for s in STEP_ORDER[:-1] if s not in done]
+    return [s.value for s in step_order(p.business_type)[:-1] if s not in done]

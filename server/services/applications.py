@@ -23,12 +23,20 @@ def _not_found() -> NotFound:
 
 
 async def create_application(
-    *, tx: AsyncSession, phone: str, protector: DataProtector, actor: str
+    *,
+    tx: AsyncSession,
+    phone: str,
+    protector: DataProtector,
+    actor: str,
+    business_type: str = "open",
+    method: str = "witnessed",
 ) -> Application:
     app = Application(
         state=ApplicationState.DRAFT.value,
         phone_hash=protector.lookup_hash(phone, kind="phone"),
         phone_enc=protector.encrypt(phone, context="applications.phone"),
+        business_type=business_type,
+        method=method,
     )
     tx.add(app)
     await tx.flush()
@@ -38,7 +46,7 @@ async def create_application(
         action="application.create",
         subject_type="application",
         subject_id=app.id,
-        details={"state": app.state},
+        details={"state": app.state, "business_type": business_type, "method": method},
     )
     return app
 

@@ -32,6 +32,7 @@ from server.domain.suitability import DisclosureDocument, Questionnaire
 from server.evidence import signing_key
 from server.queue import create_backend
 from server.queue.base import NodeInfo, QueueBackend
+from server.services.aftercare.account_services import AccountServices
 from server.services.aftercare.callback import Aftercare
 from server.services.aftercare.confirmation import Notices
 from server.services.compliance.alert_desk import AlertDesk
@@ -267,6 +268,13 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         accounts=accounts,
         config=config.callback,
         on_active=notices.account_opened,
+        services=AccountServices(
+            db=db,
+            protector=protector,
+            accounts=accounts,
+            offer=config.services.offer,
+            on_concluded=notices.service_concluded,
+        ),
     )
     queue = create_backend(
         config.queue.backend, redis_url=config.redis.url, key_prefix=config.redis.key_prefix

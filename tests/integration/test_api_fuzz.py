@@ -287,7 +287,17 @@ async def test_every_api_operation_survives_fuzzing(
         identity={"sandbox_latency_ms": 0},
         # The fuzzer is one address sending hundreds of writes; the limits have their
         # own tests (429 stays documented and accepted here).
-        intake={"writes_per_ip_per_minute": 100_000, "otp_per_ip_per_hour": 100_000},
+        # So are the pre-call check's: a fuzzed offer that parses holds a test connection
+        # until it times out, and enough of them answer 503 network_check_busy (by design,
+        # tested in test_network_check.py) for the server-error check to count them.
+        intake={
+            "writes_per_ip_per_minute": 100_000,
+            "otp_per_ip_per_hour": 100_000,
+            "network_checks_per_hour": 100_000,
+            "network_check_max_concurrent": 1000,
+            "network_check_connect_seconds": 1.0,
+        },
+        accounts={"sandbox_latency_ms": 0},
     )
     app = create_app(config)
     server = await aiohttp_server(app)

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.adapters.account_system import OPENING_METHOD, AccountSystem
@@ -25,8 +25,10 @@ from server.config import CallbackConfig
 from server.crypto import DataProtector, mask_id_number
 from server.domain.aftercare import AccountStatus, CallbackOutcome
 from server.domain.application import ApplicationEvent, ApplicationState, CallbackOrder
+from server.domain.business import BusinessType
 from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.files import write_durably
+from server.services.aftercare.account_services import AccountServices
 from server.services.applications import apply_event, get_application
 from server.services.compliance.holds import ensure_not_held
 from server.services.intake.steps import ID_CONTEXT
@@ -60,7 +62,10 @@ class Aftercare:
         config: CallbackConfig,
         on_active: Callable[[str], Awaitable[None]] | None = None,
         on_callback: Callable[[str], Awaitable[object]] | None = None,
+        services: AccountServices | None = None,
     ) -> None:
+        # A20–A22: a holder's service is carried out here instead of an opening.
+        self.services = services
         self.on_active = on_active
         # A23: risk rules evaluated once a callback is recorded (never raises).
         self.on_callback = on_callback
@@ -78,6 +83,22 @@ class Aftercare:
             else ApplicationState.ACCOUNT_OPENED
         )
 
+    def _service_callbacks(self) -> list[str]:
+        return sorted(t.value for t in self.services.offer.callback) if self.services else []
+
+    def _awaiting(self, app: Application) -> bool:
+        """Whether a callback is due: an opening as A8 orders it; a holder's service
+        after approval, where ``services.callback`` names it (nothing to block first)."""
+        if app.business_type == "open":
+            return app.state == self._awaiting_callback.value
+        return (
+            app.business_type in self._service_callbacks()
+            and app.state == ApplicationState.APPROVED.value
+        )
+
+    def _order_of(self, app: Application) -> CallbackOrder:
+        return self.order if app.business_type == "open" else CallbackOrder.CALLBACK_FIRST
+
     async def account_of(self, application_id: str) -> Account | None:
         """The account opened for an application (A9), if any."""
         async with self.db.begin() as tx:
@@ -89,7 +110,18 @@ class Aftercare:
             apps = (
                 await tx.scalars(
                     select(Application)
-                    .where(Application.state == self._awaiting_callback.value)
+                    .where(
+                        or_(
+                            and_(
+                                Application.business_type == "open",
+                                Application.state == self._awaiting_callback.value,
+                            ),
+                            and_(
+                                Application.business_type.in_(self._service_callbacks()),
+                                Application.state == ApplicationState.APPROVED.value,
+                            ),
+                        )
+                    )
                     .order_by(Application.updated_at)
                 )
             ).all()
@@ -112,13 +144,24 @@ class Aftercare:
                 if a.id_number_enc
                 else None,
                 "state": a.state,
+                "business_type": a.business_type,
                 "attempts": counts.get(a.id, 0),
             }
             for a in apps
         ]
 
     async def after_approval(self, application_id: str, *, actor: str) -> None:
-        """Called once a review approved: with ``open_first`` the account opens now."""
+        """Called once a review approved: with ``open_first`` the account opens now; a
+        holder's service without a callback is carried out now."""
+        async with self.db.begin() as tx:
+            app = await get_application(tx=tx, application_id=application_id)
+            business_type = app.business_type
+        if business_type != "open":
+            if self.services is not None and not self.services.offer.needs_callback(
+                BusinessType(business_type)
+            ):
+                await self.services.carry_out(application_id, actor=actor)
+            return
         if self.order is CallbackOrder.OPEN_FIRST:
             await self.open_account(application_id, actor=actor)
 
@@ -149,7 +192,9 @@ class Aftercare:
         actor = f"staff:{staff_id}"
         async with self.db.begin() as tx:
             app = await get_application(tx=tx, application_id=application_id)
-            if app.state != self._awaiting_callback.value:
+            order = self._order_of(app)
+            is_service = app.business_type != "open"
+            if not self._awaiting(app):
                 raise Conflict(
                     "not_awaiting_callback",
                     "No callback is due for this application.",
@@ -194,7 +239,7 @@ class Aftercare:
                     application=app,
                     event=event,
                     actor=actor,
-                    order=self.order,
+                    order=order,
                     details={"outcome": outcome, "attempts": attempts},
                 )
             else:
@@ -206,10 +251,7 @@ class Aftercare:
                     subject_id=application_id,
                     details={"outcome": outcome, "attempts": attempts},
                 )
-            if (
-                event is ApplicationEvent.CALLBACK_CONFIRMED
-                and self.order is CallbackOrder.OPEN_FIRST
-            ):
+            if event is ApplicationEvent.CALLBACK_CONFIRMED and order is CallbackOrder.OPEN_FIRST:
                 # A17.6: the blocked account becomes usable only now.
                 account = await tx.scalar(
                     select(Account).where(Account.application_id == application_id)
@@ -217,7 +259,12 @@ class Aftercare:
                 if account is not None:
                     account.status = AccountStatus.ACTIVE
             state = app.state
-        if (
+        if event is ApplicationEvent.CALLBACK_CONFIRMED and is_service:
+            if self.services is not None:
+                await self.services.carry_out(application_id, actor=actor)
+            async with self.db.begin() as tx:
+                state = (await get_application(tx=tx, application_id=application_id)).state
+        elif (
             event is ApplicationEvent.CALLBACK_CONFIRMED
             and self.order is CallbackOrder.CALLBACK_FIRST
         ):
@@ -233,6 +280,13 @@ class Aftercare:
         method (A26); blocked until the callback with ``open_first``."""
         async with self.db.begin() as tx:
             app = await get_application(tx=tx, application_id=application_id)
+            if app.business_type != "open":
+                raise Conflict(
+                    "not_an_opening",
+                    "This application is for an account service, not an opening.",
+                    "该申请为账户业务，不是开户。",
+                    details={"business_type": app.business_type},
+                )
             ready = (
                 ApplicationState.CALLBACK_CONFIRMED
                 if self.order is CallbackOrder.CALLBACK_FIRST

@@ -21,9 +21,10 @@ from server.adapters.email import EmailSender
 from server.adapters.sms import SmsSender
 from server.crypto import DataProtector, mask_id_number, mask_phone
 from server.domain.aftercare import NoticeStatus
+from server.domain.business import label, refusal
 from server.domain.errors import NotFound, Unavailable
 from server.services.intake.steps import ID_CONTEXT, PROFILE_CONTEXT
-from server.store.models import Account, Application, Notification, utcnow
+from server.store.models import Account, Application, Notification, ServiceOutcome, utcnow
 
 log = logging.getLogger(__name__)
 PHONE_CONTEXT = "applications.phone"
@@ -108,9 +109,59 @@ class Notices:
                     )
                 )
 
+    async def _send(self, app: Application, text: str, subject: str, purpose: str) -> None:
+        phone = (
+            self.protector.decrypt(app.phone_enc, context=PHONE_CONTEXT) if app.phone_enc else ""
+        )
+        profile = (
+            self.protector.decrypt_json(app.profile_enc, context=PROFILE_CONTEXT)
+            if app.profile_enc
+            else {}
+        )
+        email = str(profile.get("email") or "")
+        outcomes: list[tuple[str, str, bool, str | None]] = []
+        if phone:
+            receipt = await self.sms.send(phone=phone, text=text, purpose=purpose)
+            outcomes.append(("sms", mask_phone(phone), receipt.accepted, receipt.error_code))
+        if email:
+            sent = await self.email.send(to=email, subject=f"{self.agency} {subject}", text=text)
+            local, _, domain = email.partition("@")
+            outcomes.append(("email", f"{local[:1]}***@{domain}", sent.accepted, sent.error_code))
+        async with self.db.begin() as tx:
+            for channel, to, ok, error in outcomes:
+                tx.add(
+                    Notification(
+                        application_id=app.id,
+                        channel=channel,
+                        recipient_masked=to,
+                        subject=purpose,
+                        body=text,
+                        status=NoticeStatus.SENT if ok else NoticeStatus.FAILED,
+                        error=error,
+                        sent_at=utcnow() if ok else None,
+                    )
+                )
+
+    async def service_concluded(self, application_id: str) -> None:
+        """A20–A22: tell the holder what was done, account by account, naming the
+        business; a refusal with its reason, so they know what to do next."""
+        async with self.db.begin() as tx:
+            app = await tx.get(Application, application_id)
+            if app is None:
+                return
+            rows = await _outcomes(tx, application_id)
+        if not rows:
+            return
+        text = service_notice_text(self.agency, app.business_type, rows)
+        await self._send(
+            app, text, f"{label(app.business_type)[0]}办理结果通知", "service_concluded"
+        )
+
     async def confirmation_pdf(self, application_id: str) -> bytes:
         async with self.db.begin() as tx:
             app = await tx.get(Application, application_id)
+            if app is not None and app.business_type != "open":
+                return await self._service_pdf(tx, app)
             account = await tx.scalar(
                 select(Account).where(Account.application_id == application_id)
             )
@@ -136,6 +187,99 @@ class Notices:
                 "服务器缺少中文字体，暂时无法生成确认书。",
             )
         return _render(self.agency, self.font_path, data)
+
+    async def _service_pdf(self, tx: AsyncSession, app: Application) -> bytes:
+        rows = await _outcomes(tx, app.id)
+        if not rows:
+            raise NotFound(
+                "no_outcome", "The service has not been carried out yet.", "业务尚未办理完成。"
+            )
+        masked = (
+            mask_id_number(self.protector.decrypt(app.id_number_enc, context=ID_CONTEXT))
+            if app.id_number_enc
+            else ""
+        )
+        zh, en = label(app.business_type)
+        lines = [
+            f"投资者姓名：{app.investor_name or ''}",
+            f"证件号码：{masked}",
+            f"业务类型：{zh}（{en}）",
+            f"办理方式：{METHOD_NAMES_ZH.get(app.method, app.method)}",
+            *(
+                f"账户 {r.account_masked}：{_STATUS_ZH.get(r.status, r.status)}"
+                + (f"（{refusal(r.error_code)[0]}）" if r.status != "done" else "")
+                for r in rows
+            ),
+            f"办理时间：{_utc(rows[-1].created_at):%Y-%m-%d %H:%M} UTC",
+            f"生成时间：{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        ]
+        if not self.font_path.is_file():
+            raise Unavailable(
+                "pdf_font_missing",
+                f"The PDF font {self.font_path} is not installed (Debian: fonts-wqy-microhei).",
+                "服务器缺少中文字体，暂时无法生成确认书。",
+            )
+        return _render_lines(
+            self.font_path, f"{self.agency} {zh}确认书", f"{zh}确认书 {en} confirmation", lines
+        )
+
+
+METHOD_NAMES_ZH = {
+    "witnessed": "双向视频见证（two-way video witnessing）",
+    "online": "网上办理（online）",
+}
+_STATUS_ZH = {"done": "已办理", "refused": "未办理", "failed": "未办理"}
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def _outcomes(tx: AsyncSession, application_id: str) -> list[ServiceOutcome]:
+    rows = await tx.scalars(
+        select(ServiceOutcome)
+        .where(ServiceOutcome.application_id == application_id)
+        .order_by(ServiceOutcome.created_at, ServiceOutcome.id)
+    )
+    return list(rows.all())
+
+
+def service_notice_text(agency: str, business_type: str, rows: list[ServiceOutcome]) -> str:
+    zh = label(business_type)[0]
+    parts = "；".join(
+        f"账户{r.account_masked}"
+        + ("已办理" if r.status == "done" else f"未办理：{refusal(r.error_code)[0]}")
+        for r in rows
+    )
+    return f"【{agency}】您申请的“{zh}”业务已处理：{parts}。如非本人操作请立即致电客服。"
+
+
+def _render_lines(font_path: Path, heading: str, title: str, lines: list[str]) -> bytes:
+    from reportlab.lib.pagesizes import A4  # type: ignore[import-untyped]
+    from reportlab.pdfbase import pdfmetrics  # type: ignore[import-untyped]
+    from reportlab.pdfbase.ttfonts import TTFont  # type: ignore[import-untyped]
+    from reportlab.pdfgen import canvas  # type: ignore[import-untyped]
+
+    font = "WitnessCJK"
+    if font not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(TTFont(font, str(font_path), subfontIndex=0))
+    buf = io.BytesIO()
+    pdf = canvas.Canvas(buf, pagesize=A4, invariant=True)
+    pdf.setTitle(title)
+    _width, height = A4
+    y = height - 80
+    pdf.setFont(font, 18)
+    pdf.drawString(60, y, heading)
+    pdf.setFont(font, 11)
+    y -= 40
+    for line in lines:
+        pdf.drawString(60, y, line[:70])
+        y -= 22
+    pdf.setFont(font, 9)
+    pdf.drawString(60, 60, "本确认书由系统生成。如有疑问，请致电客服热线。")
+    pdf.showPage()
+    pdf.save()
+    return buf.getvalue()
 
 
 def _render(agency: str, font_path: Path, data: dict[str, Any]) -> bytes:

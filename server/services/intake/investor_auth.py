@@ -180,8 +180,11 @@ async def verify_otp(
     phone: str,
     code: str,
     ip: str,
+    business_type: str = "open",
+    method: str = "witnessed",
 ) -> InvestorLogin:
-    """Check the code; on success resume or create the application and open a session."""
+    """Check the code; on success resume or create the application (of the business type
+    asked for, A20) and open a session."""
     cfg = config.intake
     now = utcnow()
     phone_hash = protector.lookup_hash(phone, kind="phone")
@@ -223,7 +226,15 @@ async def verify_otp(
             )
         else:
             challenge.consumed_at = now
-            login = await _open(tx, config=config, protector=protector, phone=phone, ip=ip)
+            login = await _open(
+                tx,
+                config=config,
+                protector=protector,
+                phone=phone,
+                ip=ip,
+                business_type=business_type,
+                method=method,
+            )
     if error is not None:
         raise error
     assert login is not None
@@ -231,21 +242,39 @@ async def verify_otp(
 
 
 async def _open(
-    tx: AsyncSession, *, config: Config, protector: DataProtector, phone: str, ip: str
+    tx: AsyncSession,
+    *,
+    config: Config,
+    protector: DataProtector,
+    phone: str,
+    ip: str,
+    business_type: str,
+    method: str,
 ) -> InvestorLogin:
     phone_hash = protector.lookup_hash(phone, kind="phone")
+    # Resumes only an application for the same business by the same method: a holder
+    # who opened an account here and now cancels it starts a new application.
     app = await tx.scalar(
         select(Application)
         .where(
             Application.phone_hash == phone_hash,
             Application.state.in_([s.value for s in RESUMABLE]),
+            Application.business_type == business_type,
+            Application.method == method,
         )
         .order_by(Application.created_at.desc())
         .limit(1)
     )
     resumed = app is not None
     if app is None:
-        app = await create_application(tx=tx, phone=phone, protector=protector, actor="investor")
+        app = await create_application(
+            tx=tx,
+            phone=phone,
+            protector=protector,
+            actor="investor",
+            business_type=business_type,
+            method=method,
+        )
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
     now = utcnow()
@@ -265,7 +294,13 @@ async def _open(
         action="investor.login",
         subject_type="application",
         subject_id=app.id,
-        details={"phone": mask_phone(phone), "resumed": resumed, "ip": ip},
+        details={
+            "phone": mask_phone(phone),
+            "resumed": resumed,
+            "ip": ip,
+            "business_type": business_type,
+            "method": method,
+        },
     )
     return InvestorLogin(
         token=token,

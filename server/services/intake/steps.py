@@ -52,6 +52,8 @@ _ACTIVE_STATES = [
         ApplicationState.CALLBACK_FAILED,
         ApplicationState.IDENTITY_FAILED,
         ApplicationState.ACTIVE,
+        ApplicationState.COMPLETED,
+        ApplicationState.SERVICE_REFUSED,
     )
 ]
 
@@ -87,9 +89,14 @@ async def active_documents(tx: AsyncSession, application_id: str) -> list[Docume
 
 async def progress_of(tx: AsyncSession, app: Application) -> IntakeProgress:
     kinds = {d.kind for d in await active_documents(tx, app.id)}
+    holder_service = app.business_type != "open"
     return IntakeProgress(
         state=ApplicationState(app.state),
-        identity=app.id_number_enc is not None,
+        business_type=app.business_type,
+        # A21: a holder's identity step is done only once the account system confirmed
+        # the accounts are theirs (the request is kept with the identity).
+        identity=app.id_number_enc is not None
+        and (not holder_service or app.service_enc is not None),
         id_front=ImageKind.ID_FRONT.value in kinds,
         id_back=ImageKind.ID_BACK.value in kinds,
         frontal_photo=ImageKind.FRONTAL_PHOTO.value in kinds,

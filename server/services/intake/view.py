@@ -8,10 +8,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.crypto import DataProtector
+from server.domain.business import refusal
 from server.domain.intake import completed_steps, next_step
 from server.services.applications import get_application
 from server.services.intake.steps import active_documents, identity_summary, progress_of
-from server.store.models import IdentityCheck
+from server.services.service_requests import service_view
+from server.store.models import IdentityCheck, ServiceOutcome
 
 
 async def application_view(
@@ -36,6 +38,25 @@ async def application_view(
         .limit(1)
     )
     suitability = app.suitability or None
+    outcomes = [
+        {
+            "account_masked": o.account_masked,
+            "status": o.status,
+            "error_code": o.error_code,
+            **(
+                dict(zip(("message_zh", "message_en"), refusal(o.error_code), strict=True))
+                if o.status != "done"
+                else {}
+            ),
+        }
+        for o in (
+            await tx.scalars(
+                select(ServiceOutcome)
+                .where(ServiceOutcome.application_id == app.id)
+                .order_by(ServiceOutcome.created_at, ServiceOutcome.id)
+            )
+        ).all()
+    ]
     return {
         "id": app.id,
         "state": app.state,
@@ -48,6 +69,15 @@ async def application_view(
         ),
         "disclosure": (
             app.disclosure if app.disclosure and app.disclosure.get("acknowledged_at") else None
+        ),
+        "business_type": app.business_type,
+        "method": app.method,
+        # The holder sees their own accounts masked like staff lists do; the precheck's
+        # refusals (holdings remain…) in both languages.
+        "service": (
+            {**service_view(app, protector), "outcomes": outcomes}
+            if app.business_type != "open"
+            else None
         ),
         "identity_check": (
             {

@@ -73,6 +73,13 @@ class Pairing:
         now = time.time()
         async with self.db.begin() as tx:
             app = await get_application(tx=tx, application_id=application_id)
+            if app.method != "witnessed":
+                raise Conflict(
+                    "online_service_no_call",
+                    "This service was chosen to be done online: confirm it on the page, "
+                    "no video call is needed.",
+                    "您选择了网上办理该业务，请在页面上确认，无需视频见证。",
+                )
             if app.state == ApplicationState.QUEUED.value:
                 entry = _entry(app, now)
                 # Self-healing: a restarted in-process queue forgets; the database does not.
