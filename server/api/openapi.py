@@ -42,6 +42,7 @@ from server.api.schemas import (
     SuitabilityAnswers,
 )
 from server.domain.alerts import AlertState
+from server.domain.business import BusinessType
 from server.domain.session import SessionState
 from server.http.access import public
 from server.http.json_body import Body
@@ -178,6 +179,11 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
                 {"type": "integer", "minimum": 1, "maximum": INT32_MAX},
             ),
             _query("application", "application id"),
+            _query(
+                "business_type",
+                "A20–A22: the business witnessed",
+                {"type": "string", "enum": sorted(BusinessType)},
+            ),
             _query("cursor", "next_cursor of the previous page"),
             _query(
                 "limit",
@@ -194,7 +200,10 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
             "damage: the stretches where loss left video or audio missing or wrong, "
             "[{start_ms, length_ms, kind: video|audio, reason: packets_lost|"
             "frame_incomplete}] on the recording's own clock (ms from its first frame; "
-            "null when not measured), damaged_ms (their union) and frames_lost",
+            "null when not measured), damaged_ms (their union) and frames_lost. business: "
+            "the business type (A20–A22) with its labels and method, the accounts a "
+            "holder's service was for (masked) with the account system's check before the "
+            "call, and the outcome per account",
             {"200": _json("session metadata")},
             _ID_PARAM,
             codes=(404,),

@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.crypto import DataProtector, mask_id_number
+from server.domain.business import BusinessType
 from server.domain.errors import InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
 from server.domain.session import SessionState
@@ -22,6 +23,7 @@ from server.evidence import PackageFile
 from server.services.compliance.alerts import alert_view, alerts_about
 from server.services.compliance.screening import screening_summary, screenings_of
 from server.services.intake.steps import ID_CONTEXT, active_documents
+from server.services.service_requests import service_view
 from server.store.models import (
     Account,
     Application,
@@ -31,6 +33,7 @@ from server.store.models import (
     NetworkCheck,
     Recording,
     Review,
+    ServiceOutcome,
     SessionEvent,
     Staff,
     Still,
@@ -77,6 +80,7 @@ class SessionQuery:
     status: str | None = None
     witness_id: int | None = None
     application_id: str | None = None
+    business_type: str | None = None
     cursor: str | None = None
     limit: int = 50
 
@@ -86,6 +90,13 @@ class SessionQuery:
         if status is not None and status not in frozenset(SessionState):
             raise InvalidInput(
                 "bad_status", f"status: one of {', '.join(sorted(SessionState))}.", "状态无效。"
+            )
+        business_type = params.get("business_type") or None
+        if business_type is not None and business_type not in frozenset(BusinessType):
+            raise InvalidInput(
+                "bad_business_type",
+                f"business_type: one of {', '.join(BusinessType)}.",
+                "业务类型无效。",
             )
         witness = params.get("witness")
         try:
@@ -103,6 +114,7 @@ class SessionQuery:
             status=status,
             witness_id=witness_id,
             application_id=params.get("application") or None,
+            business_type=business_type,
             cursor=params.get("cursor") or None,
             limit=limit,
         )
@@ -130,6 +142,8 @@ async def list_sessions(
         stmt = stmt.where(WitnessSession.witness_id == query.witness_id)
     if query.application_id:
         stmt = stmt.where(WitnessSession.application_id == query.application_id)
+    if query.business_type:
+        stmt = stmt.where(WitnessSession.business_type == query.business_type)
     if query.cursor:
         created, sid = _uncursor(query.cursor)
         stmt = stmt.where(
@@ -149,6 +163,7 @@ async def list_sessions(
             "started_at": _iso(witness_session.started_at),
             "ended_at": _iso(witness_session.ended_at),
             "witness_id": witness_session.witness_id,
+            "business_type": witness_session.business_type,  # A20–A22
             "application": {
                 "id": app.id,
                 "state": app.state,
@@ -201,6 +216,13 @@ async def session_detail(
     callbacks = (await tx.scalars(select(Callback).where(Callback.application_id == app.id))).all()
     account = await tx.scalar(select(Account).where(Account.application_id == app.id))
     screenings = await screenings_of(tx, app.id)
+    outcomes = (
+        await tx.scalars(
+            select(ServiceOutcome)
+            .where(ServiceOutcome.application_id == app.id)
+            .order_by(ServiceOutcome.created_at, ServiceOutcome.id)
+        )
+    ).all()
     network_checks = (
         await tx.scalars(
             select(NetworkCheck)
@@ -229,6 +251,21 @@ async def session_detail(
         "clock_started_at": _iso(
             next((e.at for e in events if e.kind == "media.clock_started"), None)
         ),
+        # A20–A22: the business the session witnessed, the accounts it was for (masked)
+        # with the account system's check before the call, and what was done after.
+        "business": {
+            **service_view(app, protector),
+            "outcomes": [
+                {
+                    "account_masked": o.account_masked,
+                    "status": o.status,
+                    "error_code": o.error_code,
+                    "reference": o.reference,
+                    "at": _iso(o.created_at),
+                }
+                for o in outcomes
+            ],
+        },
         "participants": {
             "investor": {
                 "application_id": app.id,
