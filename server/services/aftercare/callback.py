@@ -25,7 +25,7 @@ from server.config import CallbackConfig
 from server.crypto import DataProtector, mask_id_number
 from server.domain.aftercare import AccountStatus, CallbackOutcome
 from server.domain.application import ApplicationEvent, ApplicationState, CallbackOrder
-from server.domain.business import BusinessType
+from server.domain.business import BusinessType, label
 from server.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.files import write_durably
 from server.services.aftercare.account_services import AccountServices
@@ -145,6 +145,7 @@ class Aftercare:
                 else None,
                 "state": a.state,
                 "business_type": a.business_type,
+                "business_label": label(a.business_type),
                 "attempts": counts.get(a.id, 0),
             }
             for a in apps

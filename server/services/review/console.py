@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.application import ApplicationState
+from server.domain.business import label
 from server.domain.errors import NotFound
 from server.domain.field_labels import application_rows, value_text
 from server.domain.recording import PLAYABLE
@@ -50,6 +51,7 @@ async def review_queue(
             "id": witness_session.id,
             "ended_at": witness_session.ended_at,
             "name": app.investor_name,
+            "business": label(app.business_type),  # A20–A22: (zh, en)
             "own": witness_session.witness_id == staff_id,
         }
         for witness_session, app in rows
