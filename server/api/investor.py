@@ -156,7 +156,14 @@ async def sign_in(request: web.Request) -> web.Response:
         ) from None
     # A20–A22: a business the agency does not offer by this method is refused before the
     # code is used, so the investor can pick another without a new SMS.
-    business = rt.config.services.offer.check(body.business_type, method)
+    business = await holder.check_offered(
+        db=rt.db,
+        protector=rt.protector,
+        offer=rt.config.services.offer,
+        phone=body.phone,
+        business_type=body.business_type,
+        method=method,
+    )
     login = await investor_auth.verify_otp(
         db=rt.db,
         config=rt.config,

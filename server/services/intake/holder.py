@@ -26,11 +26,12 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.audit import append_audit
-from server.crypto import DataProtector, mask_id_number
+from server.crypto import DataProtector, mask_id_number, mask_phone
 from server.domain.application import ApplicationEvent
 from server.domain.business import (
     BusinessType,
     ServiceMethod,
+    ServiceOffer,
     check_accounts_method,
     check_details,
     refusal,
@@ -201,3 +202,34 @@ async def confirm_online(*, db: async_sessionmaker[AsyncSession], application_id
             actor="investor",
             details={"business_type": app.business_type, "method": app.method},
         )
+
+
+async def check_offered(
+    *,
+    db: async_sessionmaker[AsyncSession],
+    protector: DataProtector,
+    offer: ServiceOffer,
+    phone: str,
+    business_type: str,
+    method: ServiceMethod,
+) -> BusinessType:
+    """The business asked for at sign-in, if offered by that method; a refusal is audited
+    (against the phone's keyed hash: there is no application yet) and changes nothing."""
+    try:
+        return offer.check(business_type, method)
+    except Forbidden:
+        async with db.begin() as tx:
+            await append_audit(
+                tx,
+                actor="investor",
+                action="intake.service_refused",
+                subject_type="phone",
+                subject_id=protector.lookup_hash(phone, kind="phone"),
+                details={
+                    "phone": mask_phone(phone),
+                    "business_type": business_type[:32],
+                    "method": method.value,
+                    "reason": "service_not_offered",
+                },
+            )
+        raise
