@@ -463,8 +463,20 @@ class Firefox:
             )
         )
 
-    def screenshot(self, path: Path) -> Path:
-        path.write_bytes(self.client.screenshot(format="binary", full=True))
+    def set_viewport(self, width: int, height: int) -> tuple[int, int]:
+        """Size the window so the page gets ``width``×``height`` (the toolbar's height is
+        added to the window's); returns what the page got (window.innerWidth/innerHeight).
+        Headless firefox-esr makes no window narrower than 500 px: asked for less, the page
+        gets 500."""
+        inner = self.js("return [window.innerWidth, window.innerHeight, window.outerHeight]")
+        chrome = int(inner[2]) - int(inner[1])
+        self.client.set_window_rect(width=width, height=height + chrome)
+        got = self.js("return [window.innerWidth, window.innerHeight]")
+        return int(got[0]), int(got[1])
+
+    def screenshot(self, path: Path, *, full: bool = True) -> Path:
+        """The whole page (``full``) or what the window shows."""
+        path.write_bytes(self.client.screenshot(format="binary", full=full))
         return path
 
     def problems(self) -> dict[str, list[str]]:

@@ -16,7 +16,7 @@ from playwright.async_api import Page, expect
 
 from server.domain.script import ScriptStep
 from tests.e2e.conftest import artifact
-from tests.e2e.pages import PHONE, ZHANG_SAN, url, witness_desk
+from tests.e2e.pages import API_INTAKE, PHONE, ZHANG, ZHANG_SAN, url, witness_desk
 from tests.firefox import AsyncFirefox
 
 # Every RTCPeerConnection the page makes, kept where the test can read its stats. Put in
@@ -71,10 +71,8 @@ async def photograph(fx: AsyncFirefox, kind: str) -> None:
     await fx.wait_visible(f".tile[data-kind={kind}].is-stored", timeout=15.0)
 
 
-async def firefox_intake(fx: AsyncFirefox, server: Any, tmp_path: Path) -> None:
-    """Every intake step through the investor pages, as a person would, in Firefox."""
-    await fx.goto(url(server, "/open"))
-    # 1 phone
+async def firefox_sign_in(fx: AsyncFirefox) -> None:
+    """The phone step: the number, the sandbox's one-time code."""
     await fx.fill("#phone", PHONE)
     await fx.click("#otp-send")
     code = await fx.wait(
@@ -84,6 +82,25 @@ async def firefox_intake(fx: AsyncFirefox, server: Any, tmp_path: Path) -> None:
     )
     await fx.fill("#code", code)
     await fx.click("#phone-submit")
+
+
+async def firefox_verified_investor(fx: AsyncFirefox, server: Any) -> None:
+    """Sign in, the intake through the page's own API, the registry check: what
+    tests/e2e/pages.verified_investor does in Chromium."""
+    await fx.goto(url(server, "/open"))
+    await firefox_sign_in(fx)
+    await fx.wait_visible("#step-identity")
+    await fx.js(f"return await ({API_INTAKE})(arguments[0]);", ZHANG)
+    await fx.reload()
+    await fx.click("#check-submit")
+    await fx.wait_visible("#check-verified", timeout=15.0)
+
+
+async def firefox_intake(fx: AsyncFirefox, server: Any, tmp_path: Path) -> None:
+    """Every intake step through the investor pages, as a person would, in Firefox."""
+    await fx.goto(url(server, "/open"))
+    # 1 phone
+    await firefox_sign_in(fx)
     # 2 identity: the sandbox registry's 张三
     await fx.click("#sandbox-identities summary")
     await fx.click(f"[data-fill-identity][data-id-number='{ZHANG_SAN}']")

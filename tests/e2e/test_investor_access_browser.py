@@ -18,10 +18,10 @@ from server.store.models import NetworkCheck
 from tests.e2e.axe import report, violations
 from tests.e2e.conftest import artifact
 from tests.e2e.pages import (
+    API_STEP,
     FAST,
-    ZHANG_SAN,
+    ZHANG,
     Watch,
-    identity,
     pass_precall,
     short_disclosure,
     sign_in,
@@ -30,42 +30,6 @@ from tests.e2e.pages import (
 
 WIDTH = 360
 QUICK_CHECK = {"require_network_check": True, "network_check_seconds": 2.0}
-
-# One step's data through the page's own API (the UI of each step is walked elsewhere).
-API_STEP = """async ([step, identity]) => {
-  const base = '/api/v1/investor';
-  const app = await (await fetch(base + '/application')).json();
-  const headers = { 'X-CSRF-Token': app.csrf_token, 'Content-Type': 'application/json' };
-  const ok = async (r) => { if (!r.ok) throw new Error(await r.text()); return r; };
-  const jpeg = async () => {
-    const canvas = document.createElement('canvas');
-    canvas.width = 640; canvas.height = 480;
-    canvas.getContext('2d').fillRect(0, 0, 640, 480);
-    return new Promise((r) => canvas.toBlob(r, 'image/jpeg'));
-  };
-  const image = async (kind) => ok(await fetch(`${base}/application/documents/${kind}`,
-    { method: 'PUT', headers: { 'X-CSRF-Token': app.csrf_token, 'Content-Type': 'image/jpeg' },
-      body: await jpeg() }));
-  if (step === 'identity') {
-    await ok(await fetch(base + '/application/identity',
-      { method: 'PUT', headers, body: JSON.stringify(identity) }));
-  } else if (step === 'id_images') {
-    await image('id_front'); await image('id_back');
-  } else if (step === 'frontal_photo') {
-    await image('frontal_photo');
-  } else if (step === 'suitability') {
-    const q = await (await fetch(base + '/questionnaire')).json();
-    const answers = Object.fromEntries(q.questions.map((x) => [x.id, [x.options[0].id]]));
-    await ok(await fetch(base + '/application/suitability',
-      { method: 'PUT', headers, body: JSON.stringify({ answers }) }));
-  } else if (step === 'disclosure') {
-    const doc = await (await fetch(base + '/disclosure')).json();
-    await ok(await fetch(base + '/application/disclosure', { method: 'POST', headers,
-      body: JSON.stringify({ version: doc.version, scrolled_to_end: true }) }));
-  }
-}"""
-
-ZHANG = identity("张三", ZHANG_SAN, "1949-12-31", "F")
 
 
 async def phone_page(browser: Browser, **extra: Any) -> Page:
