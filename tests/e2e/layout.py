@@ -96,6 +96,21 @@ MEASURE = """([root, wantPrompt]) => {
 }"""
 
 
+# The control's box, the desk video's box and the ID front image's box (the witness
+# compares the face on the video with it), after the control was brought into view the way
+# a click or a focus would.
+CONTROL_AND_VIDEO = """([sel]) => {
+  const b = (e) => {
+    const r = e.getBoundingClientRect();
+    return [r.left, r.top, r.right, r.bottom];
+  };
+  return { control: b(document.querySelector(sel)),
+           video: b(document.querySelector('#work-session [data-call=remote]')),
+           front: b(document.querySelector('#docs figure:first-child img')),
+           vw: document.documentElement.clientWidth, vh: window.innerHeight };
+}"""
+
+
 async def firefox_measure(fx: Any, root: str, *, prompt: bool) -> list[str]:
     """The problems MEASURE finds in Firefox's page (``fx``: tests.firefox.AsyncFirefox)."""
     got = await fx.js(f"return ({MEASURE})([arguments[0], arguments[1]]);", root, prompt)

@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, expect
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from tests.e2e.conftest import artifact
-from tests.e2e.layout import DESK_ROOT, DESKS, INVESTOR_ROOT, MEASURE, PHONES
+from tests.e2e.layout import CONTROL_AND_VIDEO, DESK_ROOT, DESKS, INVESTOR_ROOT, MEASURE, PHONES
 from tests.e2e.pages import (
     LiveApp,
     Watch,
@@ -30,20 +30,6 @@ from tests.e2e.pages import (
     witness_desk,
 )
 from tests.helpers import add_staff
-
-# The control's box, the desk video's box and the ID front image's box (the witness
-# compares the face on the video with it), after the control was brought into view the way
-# a click or a focus would.
-CONTROL_AND_VIDEO = """([sel]) => {
-  const b = (e) => {
-    const r = e.getBoundingClientRect();
-    return [r.left, r.top, r.right, r.bottom];
-  };
-  return { control: b(document.querySelector(sel)),
-           video: b(document.querySelector('#work-session [data-call=remote]')),
-           front: b(document.querySelector('#docs figure:first-child img')),
-           vw: document.documentElement.clientWidth, vh: window.innerHeight };
-}"""
 
 
 class Layout:

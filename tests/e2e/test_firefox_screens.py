@@ -3,13 +3,16 @@ has added it"): the investor's call page in Firefox measured at every step of a 
 call (the same in-page geometry as tests/e2e/test_call_layout_browser.py: the prompt band
 wholly in view and off the face region of each video, no horizontal overflow, no label
 narrower than two characters), and axe-core on the investor's pages and on the call page
-(no serious or critical violation). The witness is Chromium, as in the other Firefox tests.
+(no serious or critical violation), with the witness on Chromium as in the other Firefox
+tests; and the witness desk in Firefox (the investor on Chromium): the same geometry at
+every step, the video and the ID front image in view whenever a control is clicked after
+scrolling far down, axe on the desk idle, with an offer and in a call.
 
-Sizes: 1280×720 and 1920×1080 as asked. Headless firefox-esr makes no window narrower than
-500 px, so the phone sizes (390×844, 360×640) are measured at 500×844 and 500×640, the
-narrowest Firefox gives, and the exact phone widths are reported as skipped by
-``test_firefox_phone_widths`` (with the width Firefox gave); the phone widths themselves are
-measured in Chromium."""
+Sizes: 1280×720 and 1920×1080 (the desk's only sizes). Headless firefox-esr makes no
+window narrower than 500 px, so for the investor the phone sizes (390×844, 360×640) are
+measured at 500×844 and 500×640, the narrowest Firefox gives, and the exact phone widths
+are reported as skipped by ``test_firefox_phone_widths`` (with the width Firefox gave);
+the phone widths themselves are measured in Chromium (test_call_layout_browser.py)."""
 
 from __future__ import annotations
 
@@ -36,10 +39,28 @@ from tests.e2e.firefox_flow import (
     firefox_verified_investor,
     witness_takes_the_call,
 )
-from tests.e2e.layout import DESKS, INVESTOR_ROOT, PHONES, firefox_measure
-from tests.e2e.pages import API_STEP, FAST, PAIRING, ZHANG, LiveApp, Watch, short_disclosure, url
+from tests.e2e.layout import (
+    CONTROL_AND_VIDEO,
+    DESK_ROOT,
+    DESKS,
+    INVESTOR_ROOT,
+    PHONES,
+    firefox_measure,
+)
+from tests.e2e.pages import (
+    API_STEP,
+    FAST,
+    PAIRING,
+    ZHANG,
+    LiveApp,
+    Watch,
+    remote_playing,
+    short_disclosure,
+    url,
+    verified_investor,
+)
 from tests.firefox import AsyncFirefox, Firefox, media_address
-from tests.helpers import add_staff, free_port
+from tests.helpers import PASSWORD, add_staff, free_port
 from tests.server_config import make_config
 
 pytestmark = pytest.mark.browser
@@ -110,11 +131,14 @@ class FirefoxLayout:
         self.sizes.add(label)
         return label
 
-    async def measure(self, state: str, *, prompt: bool) -> None:
-        for want in (*PHONES, *DESKS):
+    async def measure(
+        self, state: str, *, prompt: bool, root: str = INVESTOR_ROOT, sizes: Any = (*PHONES, *DESKS)
+    ) -> None:
+        who = "investor" if root == INVESTOR_ROOT else "desk"
+        for want in sizes:
             label = await self.size(want)
-            found = await firefox_measure(self.fx, INVESTOR_ROOT, prompt=prompt)
-            self.problems += [f"investor firefox {label} {state}: {p}" for p in found]
+            found = await firefox_measure(self.fx, root, prompt=prompt)
+            self.problems += [f"{who} firefox {label} {state}: {p}" for p in found]
             if found:
                 name = f"firefox-layout-failed-{label}-{state}.png"
                 await self.fx.screenshot(artifact(name), full=False)
@@ -269,3 +293,136 @@ async def test_firefox_phone_widths(phone: dict[str, int]) -> None:
             "Chromium (test_call_layout_browser.py)"
         )
     assert (w, h) == (phone["width"], phone["height"])
+
+
+# Scroll every box holding the control, and the page, as far down as they go: what the
+# mouse wheel does over the checklist (Chromium's test turns the wheel itself).
+SCROLL_FAR_DOWN = """
+for (let p = document.querySelector(arguments[0]).parentElement; p; p = p.parentElement) {
+  if (p.scrollHeight > p.clientHeight && getComputedStyle(p).overflowY !== 'visible') {
+    p.scrollTop = p.scrollHeight;
+  }
+}
+window.scrollTo(0, document.documentElement.scrollHeight);
+"""
+
+
+async def desk_use(fx: AsyncFirefox, layout: FirefoxLayout, selector: str, state: str) -> None:
+    """Click a desk control in Firefox after scrolling far down: the investor's video and
+    the ID front image stay in view, and the control is in view when clicked."""
+    await fx.wait(
+        "const e = document.querySelector(arguments[0]); return !!e && !e.disabled;",
+        selector,
+        what=f"{selector} enabled",
+    )
+    for when in ("wheel", "click"):
+        if when == "wheel":
+            await fx.js(SCROLL_FAR_DOWN, selector)
+        else:
+            await fx.js(
+                "document.querySelector(arguments[0]).scrollIntoView({block: 'nearest'})", selector
+            )
+        got = await fx.js(f"return ({CONTROL_AND_VIDEO})([arguments[0]]);", selector)
+        vw, vh = got["vw"], got["vh"]
+        wanted = ("video", "front") if when == "wheel" else ("video", "front", "control")
+        for what in wanted:
+            left, top, right, bottom = got[what]
+            if not (left >= -1 and top >= -1 and right <= vw + 1 and bottom <= vh + 1):
+                layout.problems.append(
+                    f"desk firefox {vw}x{vh} {state}-{when}: {what} out of view {got[what]}"
+                )
+                await fx.screenshot(
+                    artifact(f"firefox-desk-failed-{vw}x{vh}-{state}.png"), full=False
+                )
+    await fx.click(selector)
+
+
+async def test_firefox_desk_layout_and_axe_at_every_step(
+    aiohttp_server: Any,
+    tmp_path: Path,
+    sqlite_template: Path,
+    firefox: AsyncFirefox,
+    call_browser: Browser,
+) -> None:
+    """The witness desk in Firefox (the investor on Chromium) at 1280×720 and 1920×1080:
+    the same geometry at every step, the video and the ID front image in view whenever a
+    control is clicked, and axe on the desk idle, ready and in a call."""
+    server = await firefox_server(
+        aiohttp_server, tmp_path, sqlite_template, intake={"require_network_check": False}
+    )
+    steps = server.app[RUNTIME].witnessing.script.steps
+    await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    fx = firefox
+    inv_ctx = await call_browser.new_context(
+        viewport=PHONES[0], is_mobile=True, has_touch=True, locale="zh-CN"
+    )
+    inv = await inv_ctx.new_page()
+    inv_watch = Watch(inv)
+    layout = FirefoxLayout(fx)
+    severe: list[str] = []
+    log: list[str] = []
+
+    async def axe(where: str) -> None:
+        found = await firefox_violations(fx)
+        log.append(report(where, found))
+        if found:
+            severe.append(report(where, found))
+
+    try:
+        await layout.size(DESKS[0])
+        await fx.goto(url(server, "/staff/login"))
+        await fx.fill("#username", "wang.wei")
+        await fx.fill("#password", PASSWORD)
+        await fx.click("button[type=submit]")
+        await fx.wait("return location.pathname === '/staff/';", what="the console")
+        await fx.goto(url(server, "/staff/witness"))
+        await fx.wait(
+            "return document.querySelector('#conn').dataset.conn === 'up';", what="desk up"
+        )
+        await axe("firefox desk idle")
+        await verified_investor(server, inv)
+        await inv.click("#join-queue")
+        await fx.click("#toggle")
+        await fx.wait_visible("#work-offer", timeout=15.0)
+        await axe("firefox desk offer")
+        await fx.click("#offer-accept")
+        await remote_playing(inv, INVESTOR_ROOT)
+        await fx.wait(
+            f"return document.querySelector('{DESK_ROOT} [data-call=remote]').readyState === 4;",
+            timeout=20.0,
+            what="the investor's video on the desk",
+        )
+        await fx.wait_visible("#docs figure img")
+        await layout.measure("live", prompt=False, root=DESK_ROOT, sizes=DESKS)
+        await axe("firefox desk in a call 1280x720")
+
+        await desk_use(fx, layout, "#disclosure-show", "disclosure-show")
+        await expect(inv.locator(f"{INVESTOR_ROOT} [data-call=disclosure]")).to_be_visible()
+        await desk_use(fx, layout, "#disclosure-confirm", "disclosure-confirm")
+        for i, step in enumerate(steps):
+            await layout.size(DESKS[i % 2])
+            await desk_use(fx, layout, "#step-next", f"step{i + 1}-next")
+            await expect(inv.locator(f"{INVESTOR_ROOT} [data-call=prompt-zh]")).to_have_text(
+                step.text_zh
+            )
+            await fx.wait_text(f"{DESK_ROOT} [data-call=prompt-zh]", step.text_zh)
+            await layout.measure(f"step{i + 1}", prompt=True, root=DESK_ROOT, sizes=DESKS)
+            if step.expects_answer:
+                await layout.size(DESKS[i % 2])
+                await desk_use(fx, layout, ".marks [data-mark=clear]", f"step{i + 1}-mark")
+                await fx.wait_visible(f"#script-steps li:nth-child({i + 1}) .mark")
+        await desk_use(fx, layout, "#still-capture", "still")
+        await fx.wait_visible("#still-list li[data-kind=manual] img", timeout=10.0)
+        await desk_use(fx, layout, "#face-judge input[value=match]", "face-judge")
+        await layout.measure("ready-to-pass", prompt=True, root=DESK_ROOT, sizes=DESKS)
+        await axe("firefox desk ready to pass 1280x720")
+        await desk_use(fx, layout, "#verdict-pass", "verdict")
+        await expect(inv.locator("#done-pass")).to_be_visible(timeout=10_000)
+        print("sizes measured:", sorted(layout.sizes))
+        print("\n".join(log))
+        assert layout.problems == [], "\n".join(layout.problems)
+        assert not severe, "\n".join(severe)
+        assert (await fx.problems()) == {"errors": [], "csp": []}
+        inv_watch.assert_clean()
+    finally:
+        await inv_ctx.close()
