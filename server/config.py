@@ -177,7 +177,9 @@ class IdentityConfig(GatewayConfig):
 
 @dataclass(frozen=True)
 class AccountsConfig(GatewayConfig):
-    pass
+    # Sandbox only: a TOML file of test holders for account services (A20–A22), format at
+    # the top of server/content/sandbox_holders.toml; "" = that built-in file.
+    sandbox_holders_file: str = ""
 
 
 @dataclass(frozen=True)
