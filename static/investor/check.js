@@ -4,7 +4,8 @@ import { $, $$, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { NATIONALITIES } from './idnumber.js';
 import { NO_WEBRTC, callSupported, setupPrecall } from './precall.js';
-import { busy, clearAlert, showAlert } from './ui.js';
+import { isService, showService } from './service.js';
+import { busy, clearAlert, clearFieldErrors, showAlert, showFieldError } from './ui.js';
 
 const EARLIER = [
   ['identity', '身份信息', 'identity'],
@@ -30,6 +31,16 @@ const STATES = {
   screening_refused: ['很抱歉，我们暂时无法受理您的开户申请。如有疑问，请联系客服。',
     'We are sorry, we cannot proceed with your application. Please contact customer service.'],
 };
+// A holder's service (A20–A22) words some states differently.
+const SERVICE_STATES = {
+  ...STATES,
+  approved: ['复核已通过，等待回访或办理。', 'Approved; awaiting the callback or the account system.'],
+  callback_confirmed: ['回访已确认，正在办理。', 'Callback confirmed; your request is being carried out.'],
+  completed: ['业务已办理。', 'Your request has been carried out.'],
+  service_refused: ['账户系统未能办理您的业务。', 'The account system could not carry out your request.'],
+  screening_refused: ['很抱歉，我们暂时无法受理您的申请。如有疑问，请联系客服。',
+    'We are sorry, we cannot proceed with your request. Please contact customer service.'],
+};
 const DOCS = [
   ['id_front', '人像面', 'Photo side'],
   ['id_back', '国徽面', 'Emblem side'],
@@ -48,6 +59,7 @@ export function setupCheck(ctx) {
   const alertBox = $('#check-alert');
   const submitBtn = $('#check-submit');
   const joinBtn = $('#join-queue');
+  const online = $('#check-online');
   let options = null;
   // Issue 16: joining waits for a check that did not fail (weak joins with its warning).
   const precall = setupPrecall(ctx, {
@@ -67,6 +79,7 @@ export function setupCheck(ctx) {
     const job = options && options.occupations.find((o) => o.id === id.occupation);
     const nation = NATIONALITIES[id.nationality];
     const ack = app.disclosure && app.disclosure.acknowledged_at;
+    const service = isService(app);
     const rows = [
       ['姓名', 'Name', id.name],
       ['证件类型', 'Document', docType ? bi(docType.zh, docType.en) : id.document_type],
@@ -79,9 +92,12 @@ export function setupCheck(ctx) {
       ['联系地址', 'Address', id.address],
       ['职业', 'Occupation', job ? bi(job.zh, job.en) : id.occupation],
       ['电子邮箱', 'Email', id.email || '—'],
-      ['风险等级', 'Risk level', app.suitability ? app.suitability.level : '—'],
-      ['风险揭示', 'Disclosure', ack ? bi('已阅读并确认', 'Read and confirmed') : '—'],
+      ...(service ? [] : [
+        ['风险等级', 'Risk level', app.suitability ? app.suitability.level : '—'],
+        ['风险揭示', 'Disclosure', ack ? bi('已阅读并确认', 'Read and confirmed') : '—'],
+      ]),
     ];
+    showService($('#check-service'), app);
     $('#check-summary').replaceChildren(...rows.flatMap(([zh, en, value]) => [
       el('dt', {}, bi(zh, en)), el('dd', {}, value ?? ''),
     ]));
@@ -96,14 +112,28 @@ export function setupCheck(ctx) {
   }
 
   function show(panel) {
-    for (const p of [review, verified, failed, status]) p.hidden = p !== panel;
+    for (const p of [review, verified, online, failed, status]) p.hidden = p !== panel;
   }
 
   async function render() {
     const app = ctx.app;
     clearAlert(alertBox);
+    if (app.state === 'identity_verified' && isService(app) && app.method === 'online') {
+      // A22: accounts opened online may be served online: a confirmation, no call.
+      clearAlert($('#online-alert'));
+      clearFieldErrors(online);
+      showService($('#online-service'), app);
+      $('#online-confirm').checked = false;
+      $('#online-confirm-text').replaceChildren(bi(
+        `我确认办理“${app.service.label_zh}”，涉及上述账户，并已了解办理后的后果。`,
+        `I confirm I want to “${app.service.label_en.toLowerCase()}” for the accounts above and understand the consequences.`,
+      ));
+      show(online);
+      return online;
+    }
     if (app.state === 'identity_verified') {
       clearAlert($('#join-alert'));
+      showService($('#verified-service'), app);
       const check = app.identity_check;
       $('#check-reference').replaceChildren(check && check.reference
         ? bi(`核验编号：${check.reference}`, `Check reference: ${check.reference}`) : '');
@@ -119,7 +149,8 @@ export function setupCheck(ctx) {
       return failed;
     }
     if (app.state !== 'draft' && app.state !== 'submitted') {
-      const text = STATES[app.state] || [`当前状态：${app.state}`, `Current state: ${app.state}`];
+      const text = (isService(app) ? SERVICE_STATES : STATES)[app.state]
+        || [`当前状态：${app.state}`, `Current state: ${app.state}`];
       $('#check-status-text').replaceChildren(bi(...text));
       show(status);
       return status;
@@ -128,7 +159,8 @@ export function setupCheck(ctx) {
     await summary(app);
     for (const b of $$('[data-back]', review)) b.hidden = app.state !== 'draft';
     const done = new Set(app.completed);
-    const missing = EARLIER.filter(([step]) => !done.has(step));
+    const skipped = isService(app) ? ['suitability', 'disclosure'] : [];
+    const missing = EARLIER.filter(([step]) => !done.has(step) && !skipped.includes(step));
     submitBtn.disabled = missing.length > 0;
     if (missing.length) {
       showAlert(alertBox, {
@@ -240,7 +272,38 @@ export function setupCheck(ctx) {
     await ctx.go('queue', { status });
   }
 
+  /** POST /application/online-confirmation, then where the application stands. */
+  async function confirmOnline() {
+    const box = $('#online-alert');
+    clearAlert(box);
+    clearFieldErrors(online);
+    if (!$('#online-confirm').checked) {
+      showFieldError(online, 'confirm', {
+        zh: '请勾选确认后再提交。', en: 'Tick the box to confirm first.',
+      });
+      $('#online-confirm').focus();
+      return;
+    }
+    let body;
+    try {
+      body = await ctx.api.post('/application/online-confirmation', { confirm: true }, { timeoutMs: 60000 });
+    } catch (err) {
+      if (err.status === 401) return;
+      if (err.status === 409) {
+        await refresh();
+        if (ctx.app && ctx.app.state !== 'identity_verified') {
+          await ctx.resume(ctx.app);
+          return;
+        }
+      }
+      showAlert(box, err);
+      return;
+    }
+    await ctx.resume(body.application);
+  }
+
   submitBtn.addEventListener('click', () => busy(submitBtn, submit));
+  $('#online-submit').addEventListener('click', (e) => busy(e.currentTarget, confirmOnline));
   $('#join-queue').addEventListener('click', (e) => busy(e.currentTarget, joinQueue));
   $('#check-correct').addEventListener('click', (e) => busy(e.currentTarget, correct));
 

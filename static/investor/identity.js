@@ -3,6 +3,7 @@
 import { $, $$, el } from '../js/dom.js';
 import { bi, onLangChange, t } from '../js/i18n.js';
 import { NATIONALITIES, decodeIdNumber, nationalityOf } from './idnumber.js';
+import { isService, serviceName, showService } from './service.js';
 import {
   busy, clearAlert, clearFieldErrors, focusControl, showAlert, showFieldError,
 } from './ui.js';
@@ -69,6 +70,47 @@ export function setupIdentity(ctx) {
     );
     f('occupation').options[0].disabled = true;
     f('occupation').value = '';
+    f('details.occupation').replaceChildren(
+      option('', '不变更', 'No change'),
+      ...options.occupations.map((o) => option(o.id, o.zh, o.en)),
+    );
+  }
+
+  // ── A21: a holder's service also needs an account of theirs and its own details ──
+  const holder = $('#holder-fields');
+  const DETAIL_FIELDS = {
+    change_info: ['phone', 'address', 'email', 'occupation'],
+    transfer_relationship: ['to_agency'],
+    beijing_mark: ['action'],
+  };
+
+  function renderHolder() {
+    const app = ctx.app;
+    const service = isService(app);
+    holder.hidden = !service;
+    f('account_number').required = service;
+    if (!service) return;
+    $('#holder-service-name').replaceChildren(app.service ? serviceName(app.service)
+      : app.business_type);
+    for (const block of $$('[data-service]', holder)) {
+      block.hidden = block.dataset.service !== app.business_type;
+    }
+  }
+
+  function collectDetails() {
+    const keys = DETAIL_FIELDS[ctx.app.business_type] || [];
+    const details = {};
+    for (const key of keys) {
+      let value;
+      if (key === 'action') {
+        const radio = $('input[name="details.action"]:checked', form);
+        value = radio ? radio.value : '';
+      } else {
+        value = f(`details.${key}`).value.trim();
+      }
+      if (value) details[key] = value;
+    }
+    return details;
   }
 
   function collect() {
@@ -86,18 +128,40 @@ export function setupIdentity(ctx) {
       address: f('address').value.trim(),
       occupation: f('occupation').value,
       email: f('email').value.trim(),
+      ...(isService(ctx.app) ? {
+        account_number: f('account_number').value.replace(/\s+/g, '').toUpperCase(),
+        details: collectDetails(),
+      } : {}),
     };
+  }
+
+  /** Where the server's error goes: A21's refusals belong to the account number. */
+  function fieldOf(err) {
+    const field = err.details && err.details.field;
+    if (field) return field;
+    if (['not_account_holder', 'account_already_cancelled', 'method_not_allowed'].includes(err.code)) {
+      return 'account_number';
+    }
+    return null;
   }
 
   async function save() {
     clearFieldErrors(form);
     clearAlert(alertBox);
+    if (isService(ctx.app) && ctx.app.business_type === 'change_info'
+      && !Object.keys(collectDetails()).length) {
+      focusControl(showFieldError(form, 'details', {
+        zh: '请至少填写一项要变更的信息。', en: 'Fill in at least one detail to change.',
+      }));
+      return;
+    }
     try {
       const body = await ctx.api.put('/application/identity', collect());
       f('id_number').value = '';
+      f('account_number').value = '';
       await ctx.resume(body.application);
     } catch (err) {
-      const field = err.details && err.details.field;
+      const field = fieldOf(err);
       const control = field ? showFieldError(form, field, err) : null;
       if (control) focusControl(control);
       else {
@@ -126,6 +190,7 @@ export function setupIdentity(ctx) {
     $('#identity-saved-list').replaceChildren(...rows.flatMap(([[zh, en], value]) => [
       el('dt', {}, bi(zh, en)), el('dd', {}, value),
     ]));
+    showService($('#identity-service'), ctx.app);
   }
 
   function showForm(identity) {
@@ -144,6 +209,10 @@ export function setupIdentity(ctx) {
       note.hidden = true;
     }
     $('#identity-cancel').hidden = !identity;
+    renderHolder();
+    if (identity && isService(ctx.app)) {
+      note.append(' ', bi('请同时重新填写账户号码。', 'Enter the account number again too.'));
+    }
   }
 
   // Typing a complete number fills birth date and sex (the number encodes both).

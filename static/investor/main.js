@@ -11,13 +11,17 @@ import { setupIdentity } from './identity.js';
 import { setupImages } from './images.js';
 import { setupPhone } from './phone.js';
 import { setupQueue } from './queue.js';
+import { isService } from './service.js';
 import { initTextSize } from './textsize.js';
 import { setupSuitability } from './suitability.js';
 import { busy, clearAlert, showAlert } from './ui.js';
 
 export const API_BASE = '/api/v1/investor';
 
-const STEPS = ['phone', 'identity', 'id_images', 'frontal_photo', 'suitability', 'disclosure', 'check'];
+const OPEN_STEPS = ['phone', 'identity', 'id_images', 'frontal_photo', 'suitability', 'disclosure', 'check'];
+// A holder's service (A20–A22) has no suitability or disclosure (server/domain/intake.py).
+const SERVICE_STEPS = ['phone', 'identity', 'id_images', 'frontal_photo', 'check'];
+let STEPS = OPEN_STEPS;
 const TITLES = {
   phone: ['手机验证', 'Phone'],
   identity: ['身份信息', 'Identity'],
@@ -41,7 +45,8 @@ const SECTION_OF = {
 };
 // Application states handled by the queue section rather than a numbered step.
 const QUEUE_STATES = new Set(['queued', 'witnessing', 'witnessed', 'witness_failed', 'in_review',
-  'approved', 'callback_confirmed', 'account_opened', 'active', 'review_rejected', 'callback_failed']);
+  'approved', 'callback_confirmed', 'account_opened', 'active', 'review_rejected', 'callback_failed',
+  'completed', 'service_refused']);
 
 const root = $('#intake');
 const api = new Api(API_BASE);
@@ -67,6 +72,7 @@ const ctx = {
   notify,
   options,
   isDraft: () => Boolean(ctx.app && ctx.app.state === 'draft'),
+  setBusiness,
 };
 
 const steps = {
@@ -98,9 +104,20 @@ function notify(zh, en) {
   notify.timer = setTimeout(() => { notice.hidden = true; }, 6000);
 }
 
+/** An opening or a holder's service: the steps, and what the page says (.for-open /
+ * .for-service in investor.css). Before sign-in the phone step's choice decides. */
+function setBusiness(businessType, method = 'witnessed') {
+  const service = Boolean(businessType) && businessType !== 'open';
+  STEPS = service ? SERVICE_STEPS : OPEN_STEPS;
+  document.documentElement.dataset.business = service ? 'service' : 'open';
+  document.documentElement.dataset.method = service ? method : 'witnessed';
+  renderProgress();
+}
+
 function setApp(app) {
   ctx.app = app;
-  renderProgress();
+  if (app) setBusiness(app.business_type || 'open', app.method || 'witnessed');
+  else renderProgress();
 }
 
 function renderProgress() {
@@ -112,6 +129,8 @@ function renderProgress() {
   for (const li of $$('#progress-steps li')) {
     const step = li.dataset.step;
     const position = STEPS.indexOf(step);
+    if (position < 0) continue; // not a step of this business (hidden by investor.css)
+    $('.dot', li).textContent = String(position + 1);
     li.classList.toggle('is-done', done.has(step));
     li.classList.toggle('is-current', position === index);
     if (position === index) li.setAttribute('aria-current', 'step');
@@ -122,7 +141,9 @@ function renderProgress() {
   }
   const label = $('#progress-label');
   if (current === 'queue') {
-    label.replaceChildren(bi('资料已全部提交 · 视频见证', 'All steps done · Video witnessing'));
+    const online = ctx.app && isService(ctx.app) && ctx.app.method === 'online';
+    label.replaceChildren(online ? bi('资料已全部提交 · 网上办理', 'All steps done · Online')
+      : bi('资料已全部提交 · 视频见证', 'All steps done · Video witnessing'));
     return;
   }
   if (index < 0) {
@@ -174,7 +195,11 @@ async function signIn(body) {
   ctx.signedIn = true;
   await resume(body.application);
   if (body.resumed) {
-    notify('欢迎回来，已为您恢复上次的开户进度。', 'Welcome back: your application continues where you left off.');
+    if (isService(body.application)) {
+      notify('欢迎回来，已为您恢复上次的办理进度。', 'Welcome back: your request continues where you left off.');
+    } else {
+      notify('欢迎回来，已为您恢复上次的开户进度。', 'Welcome back: your application continues where you left off.');
+    }
   }
 }
 

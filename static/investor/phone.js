@@ -1,6 +1,6 @@
 // Step 1: phone number + SMS one-time code -> investor session (POST /otp, POST /session).
 
-import { $ } from '../js/dom.js';
+import { $, $$, el } from '../js/dom.js';
 import { onLangChange, t } from '../js/i18n.js';
 import {
   busy, clearAlert, clearFieldErrors, focusControl, showAlert, showFieldError,
@@ -16,6 +16,57 @@ export function setupPhone(ctx) {
   let sending = false;
   let resendAt = 0; // ms timestamp before which no new code can be asked for
   let timer = null;
+  const business = $('#business');
+  const methodBox = $('#method');
+  let services = []; // GET /options: [{id, zh, en, methods}]
+
+  // ── A20–A22: which business (an opening, or a holder's service) and by which method ──
+  function chosenMethod() {
+    const service = services.find((s) => s.id === business.value);
+    const methods = service ? service.methods : ['witnessed'];
+    if (methods.length === 1) return methods[0];
+    const radio = $('input[name=method]:checked', methodBox);
+    return radio && methods.includes(radio.value) ? radio.value : methods[0];
+  }
+
+  function renderBusiness() {
+    const service = services.find((s) => s.id === business.value);
+    const methods = service ? service.methods : ['witnessed'];
+    methodBox.hidden = business.value === 'open' || methods.length < 2;
+    for (const radio of $$('input[name=method]', methodBox)) {
+      radio.closest('label').hidden = !methods.includes(radio.value);
+    }
+    if (!ctx.signedIn) ctx.setBusiness(business.value, chosenMethod());
+  }
+
+  async function loadServices() {
+    if (services.length) return;
+    let options;
+    try {
+      options = await ctx.options();
+    } catch {
+      return; // an opening still works without the list
+    }
+    services = options.services || [];
+    const others = services.filter((s) => s.id !== 'open');
+    if (!others.length) return;
+    const open = services.find((s) => s.id === 'open');
+    const keep = business.value;
+    business.replaceChildren(
+      ...(open || !services.length ? [el('option', { value: 'open', dataset: { zh: '开立证券账户', en: 'Open an account' } },
+        t('开立证券账户', 'Open an account'))] : []),
+      ...others.map((s) => el('option', { value: s.id, dataset: { zh: s.zh, en: s.en } }, t(s.zh, s.en))),
+    );
+    if (services.some((s) => s.id === keep)) business.value = keep;
+    $('#business-choice').hidden = false;
+    renderBusiness();
+  }
+
+  business.addEventListener('change', () => {
+    clearFieldErrors(form);
+    renderBusiness();
+  });
+  methodBox.addEventListener('change', renderBusiness);
 
   function renderSend() {
     const left = Math.ceil((resendAt - Date.now()) / 1000);
@@ -43,6 +94,10 @@ export function setupPhone(ctx) {
   }
 
   function problem(err) {
+    if (err.code === 'service_not_offered') {
+      focusControl(showFieldError(form, 'business', err));
+      return;
+    }
     const field = err.details && err.details.field;
     const control = field ? showFieldError(form, field, err) : null;
     if (control) focusControl(control);
@@ -98,7 +153,12 @@ export function setupPhone(ctx) {
       return;
     }
     try {
-      const body = await ctx.api.post('/session', { phone: phone.value.trim(), code: digits });
+      const body = await ctx.api.post('/session', {
+        phone: phone.value.trim(),
+        code: digits,
+        business_type: business.value || 'open',
+        method: chosenMethod(),
+      });
       code.value = '';
       await ctx.signIn(body);
     } catch (err) {
@@ -122,10 +182,12 @@ export function setupPhone(ctx) {
   renderSend();
 
   return {
-    enter() {
+    async enter() {
       clearFieldErrors(form);
       clearAlert(alertBox);
       renderSend();
+      await loadServices();
+      renderBusiness();
     },
   };
 }

@@ -9,6 +9,7 @@ import { $ } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { startCallIn } from '../js/call.js';
 import { LiveSocket } from '../js/socket.js';
+import { isService, serviceBox, showService } from './service.js';
 import { busy, clearAlert, showAlert } from './ui.js';
 
 const DEFAULT_HEARTBEAT = 10; // seconds, until the server's first message says otherwise
@@ -38,6 +39,19 @@ const SESSION_TEXT = {
   reconnecting: ['网络中断，正在重新连接…请勿关闭页面', 'Connection lost, reconnecting… keep this page open'],
   away: ['见证人员网络中断，请稍候…', 'The witness lost their connection; please wait…'],
 };
+// A holder's service after the call (or the online confirmation): where it stands.
+const SERVICE_PROGRESS = {
+  witnessed: ['视频见证已完成，正在复核', 'Witnessing complete; your request is being reviewed'],
+  in_review: ['正在复核', 'Your request is being reviewed'],
+  approved: ['复核已通过，等待回访或办理', 'Approved; awaiting our callback or the account system'],
+  callback_confirmed: ['回访已确认，正在办理', 'Callback confirmed; your request is being carried out'],
+};
+const SERVICE_PROGRESS_TEXT = {
+  zh: '我们会在办理完成后以短信通知您，届时可在本页查看结果。',
+  en: 'We will send you a text message when it is done; the result then shows on this page.',
+};
+const SERVICE_PASSED = ['witnessed', 'in_review', 'approved', 'callback_confirmed', 'completed',
+  'service_refused'];
 const BACK_AT_FRONT = {
   zh: '连接中断，您已回到队列最前。请保持本页面打开，稍后将再次为您连线。',
   en: 'The connection dropped; you are back at the front of the queue. Keep this page open: you will be connected again shortly.',
@@ -105,15 +119,63 @@ export function setupQueue(ctx) {
     $('#done-account').hidden = false;
   }
 
+  /** A holder's service once past the call: in progress, or the outcome per account. */
+  function showServiceDone(app) {
+    const state = app.state;
+    const done = state === 'completed';
+    const refused = state === 'service_refused';
+    const partly = done && (app.service.outcomes || []).some((o) => o.status !== 'done');
+    const panel = $('#done-service');
+    panel.dataset.state = state;
+    panel.classList.toggle('is-ok', done && !partly);
+    panel.classList.toggle('is-fail', refused);
+    const icon = $('#service-icon');
+    icon.classList.toggle('tick', done && !partly);
+    icon.textContent = refused || partly ? '!' : '';
+    icon.hidden = !done && !refused;
+    let title;
+    let text;
+    if (done) {
+      title = partly ? ['业务已部分办理', 'Your request was carried out in part']
+        : ['业务已办理完成', 'Your request has been carried out'];
+      text = partly ? ['以下为各账户的办理结果；未办理的账户请按提示处理后重新申请。',
+        'The result for each account is below; for an account not done, follow the advice and apply again.']
+        : ['办理结果如下，我们已向您发送通知。', 'The result is below; we have sent you a notice.'];
+    } else if (refused) {
+      title = ['账户系统未能办理您的业务', 'The account system could not carry out your request'];
+      text = ['以下为各账户未能办理的原因。请按提示处理后重新申请，如有疑问请致电客服热线。',
+        'Below is the reason for each account. Deal with it and apply again; questions? Call our hotline.'];
+    } else {
+      title = SERVICE_PROGRESS[state] || ['业务正在办理', 'Your request is being carried out'];
+      text = [SERVICE_PROGRESS_TEXT.zh, SERVICE_PROGRESS_TEXT.en];
+    }
+    $('#service-title').replaceChildren(bi(...title));
+    $('#service-text').replaceChildren(bi(...text));
+    $('#service-result').replaceChildren(serviceBox(app, { withOutcomes: done || refused }));
+    $('#service-pdf').hidden = !done;
+    panel.hidden = false;
+  }
+
   /** The witness reached a verdict: the call is over for good. */
   function showDone(result) {
     stop();
     active = false;
     showPanel('done');
-    $('#done-pass').hidden = result !== 'pass';
+    const service = isService(ctx.app);
+    $('#done-pass').hidden = result !== 'pass' || service;
     $('#done-fail').hidden = result === 'pass';
     $('#done-account').hidden = true;
-    if (result === 'pass') showAccount();
+    $('#done-service').hidden = true;
+    if (result === 'pass' && service) {
+      showServiceDone({ ...ctx.app, state: SERVICE_PASSED.includes(ctx.app.state) ? ctx.app.state : 'witnessed' });
+      // The verdict arrived over the socket: the application says where things stand now.
+      ctx.api.get('/application').then((body) => {
+        ctx.setApp(body.application);
+        if (isService(body.application) && SERVICE_PASSED.includes(body.application.state)) {
+          showServiceDone(body.application);
+        }
+      }).catch(() => {});
+    } else if (result === 'pass') showAccount();
     leaveBtn.hidden = true;
     confirmBox.hidden = true;
     $('#h-queue').focus();
@@ -375,7 +437,8 @@ export function setupQueue(ctx) {
     /** opts.status: the POST /queue answer, shown before the socket's first message. */
     async enter(opts = {}) {
       clearAlert(alertBox);
-      const PASSED = ['witnessed', 'in_review', 'approved', 'callback_confirmed', 'account_opened', 'active'];
+      const PASSED = ['witnessed', 'in_review', 'approved', 'callback_confirmed', 'account_opened', 'active',
+        'completed', 'service_refused'];
       const FAILED = ['witness_failed', 'review_rejected', 'callback_failed'];
       if (ctx.app && (PASSED.includes(ctx.app.state) || FAILED.includes(ctx.app.state))) {
         showDone(PASSED.includes(ctx.app.state) ? 'pass' : 'fail');
@@ -383,6 +446,7 @@ export function setupQueue(ctx) {
       }
       confirmBox.hidden = true;
       leaveBtn.hidden = false;
+      showService($('#queue-service'), ctx.app);
       showPanel('waiting');
       start();
       if (opts.status && opts.status.queued) renderStatus(opts.status);

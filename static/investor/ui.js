@@ -19,7 +19,13 @@ export function clearAlert(box) {
 }
 
 // The server reports some fields under other names than the form uses.
-const FIELD_ALIASES = { doc_type: 'document_type', valid_until_long_term: 'valid_until' };
+const FIELD_ALIASES = {
+  doc_type: 'document_type',
+  valid_until_long_term: 'valid_until',
+  // A20–A22: a change of information needs at least one of them; the accounts named.
+  'details.phone|address|email|occupation': 'details',
+  accounts: 'account_number',
+};
 
 /** Put an error under its field; returns the field's control, or null if unknown. */
 export function showFieldError(form, field, problem) {
