@@ -131,6 +131,10 @@ DEFAULT_SANDBOX_IDENTITIES: tuple[tuple[str, str], ...] = (
     ("王五", "440306199001011236"),
     ("赵六", "310104197506150045"),
     ("陈大文", "810000198503150033"),
+    # Account holders of the sandbox account system (server/content/sandbox_holders.toml),
+    # on no screening list: 孙七's accounts are all clean, 周八's Shanghai one holds shares.
+    ("孙七", "320102198807070026"),
+    ("周八", "330106197203180059"),
 )
 
 

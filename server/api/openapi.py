@@ -561,7 +561,7 @@ SPEC: dict[str, Any] = {
                 "call); it is then carried out as configured (callback first where "
                 "services.callback names it)",
                 requestBody=_json_body(OnlineConfirmation),
-                codes=(409, 422, 429, 503),
+                codes=(400, 409, 429, 503),
                 responses_ok={"200": _APP},
             )
         },

@@ -15,7 +15,7 @@ from pytest_aiohttp import AiohttpServer
 
 from server.adapters.account_system import HolderAccount, HttpAccountSystem, ServiceResult
 
-WANG = "440306199001011236"
+WANG = "330106197203180059"
 UNIFIED, SH, SZ = "181000000101", "A100000101", "0100000101"
 
 

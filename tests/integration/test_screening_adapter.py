@@ -85,6 +85,8 @@ async def test_built_in_lists_hold_two_sandbox_identities_and_clear_the_others()
         "王五": (ScreeningResult.POSSIBLE_MATCH, [("sanctions", "SBX-S-0002", MatchBasis.NAME)]),
         "赵六": (ScreeningResult.MATCH, [("blocklist", "SBX-B-0001", MatchBasis.ID_NUMBER)]),
         "陈大文": (ScreeningResult.CLEAR, []),
+        "孙七": (ScreeningResult.CLEAR, []),
+        "周八": (ScreeningResult.CLEAR, []),
     }
     await screening.close()
 

@@ -26,8 +26,8 @@ from server.adapters.kinds import AdapterConfigError, BuildContext, build
 from server.config import AccountsConfig
 from server.domain.business import OPENED_BY, REFUSALS
 
-WANG = "440306199001011236"  # unified + sh with holdings + sz clean
-ZHAO = "310104197506150045"  # unified + sh + sz, all clean
+WANG = "330106197203180059"  # unified + sh with holdings + sz clean
+ZHAO = "320102198807070026"  # unified + sh + sz, all clean
 CHEN = "810000198503150033"  # sh dormant, sz loss-reported, opened at the counter
 LI = "110101200001010010"  # opened online; sz has unsettled trades
 ZHANG = "11010519491231002X"  # sh designated trading, sz Beijing mark, one-way video
@@ -426,11 +426,11 @@ async def test_same_request_id_gives_the_same_results_without_a_second_change() 
 async def test_an_account_opened_by_the_sandbox_can_be_served() -> None:
     accounts = _sandbox()
     opened = await accounts.open_account(
-        application_id="app-1", id_number=ZHAO, name="赵六", document_type="resident_id"
+        application_id="app-1", id_number=ZHAO, name="孙七", document_type="resident_id"
     )
     assert opened.ok and opened.unified_account_number is not None
     same = await accounts.open_account(
-        application_id="app-1", id_number=ZHAO, name="赵六", document_type="resident_id"
+        application_id="app-1", id_number=ZHAO, name="孙七", document_type="resident_id"
     )
     assert same == opened  # the same application again: the same numbers
     lookup = await accounts.find_holder(id_number=ZHAO, account_number=opened.sub_accounts["sz"])
@@ -460,8 +460,8 @@ async def test_no_holders_at_all() -> None:
 
 _GOOD = """
 [[holders]]
-name = "王五"
-id_number = "440306199001011236"
+name = "周八"
+id_number = "330106197203180059"
 opening_method = "online"
 associated_agency = "甲证券"
 
@@ -494,14 +494,14 @@ def test_a_holders_file_of_ones_own(tmp_path: Path) -> None:
     [
         (("[[holders]]", "[holders]"), r"holders: must be an array"),
         (
-            ('id_number = "440306199001011236"', 'id_number = "440306199001011237"'),
+            ('id_number = "330106197203180059"', 'id_number = "440306199001011237"'),
             r"holders\[0\]\.id_number",
         ),
         (
             ('opening_method = "online"', 'opening_method = "pigeon"'),
             r"holders\[0\]\.opening_method: must be one of",
         ),
-        (('name = "王五"', 'nom = "王五"'), r"holders\[0\]\.nom: unknown key"),
+        (('name = "周八"', 'nom = "周八"'), r"holders\[0\]\.nom: unknown key"),
         (('market = "sh"', 'market = "bj"'), r"holders\[0\]\.accounts\[0\]\.market"),
         (
             ('number = "A000000001"', 'number = "A00000001"'),
@@ -521,7 +521,7 @@ def test_a_holders_file_of_ones_own(tmp_path: Path) -> None:
             r"holders\[0\]\.accounts\[1\]\.number",
         ),
         (("[[holders.accounts]]", "[[holders.acounts]]"), r"holders\[0\]\.acounts: unknown key"),
-        (('name = "王五"', 'name = "王五"\nname2 = ['), r"invalid TOML"),
+        (('name = "周八"', 'name = "周八"\nname2 = ['), r"invalid TOML"),
     ],
 )
 def test_a_bad_holders_file_names_the_file_and_key(
@@ -538,7 +538,7 @@ def test_duplicates_in_a_holders_file(tmp_path: Path) -> None:
     path.write_text(_GOOD + _GOOD, encoding="utf-8")
     with pytest.raises(ValueError, match=r"holders\[1\]\.id_number: already given"):
         load_sandbox_holders(path)
-    other = _GOOD.replace("440306199001011236", "310104197506150045")
+    other = _GOOD.replace("330106197203180059", "320102198807070026")
     path.write_text(_GOOD + other, encoding="utf-8")
     with pytest.raises(
         ValueError, match=r"holders\[1\]\.accounts\[0\]\.number: A000000001 is already"
