@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from server.domain.staff import Role
@@ -51,10 +52,14 @@ def keep_alive(*sockets: Any) -> asyncio.Task[None]:
     return asyncio.create_task(beat())
 
 
-async def paired(client: Any) -> tuple[str, str, str, list[Any]]:
+async def paired(
+    client: Any, before_queue: Callable[[], Awaitable[None]] | None = None
+) -> tuple[str, str, str, list[Any]]:
     """Queue an investor, have a witness accept: (session id, witness token, investor
-    token, sockets to close)."""
+    token, sockets to close). ``before_queue`` runs once the application is verified."""
     investor = await verified_investor(client, "13800138000", ZHANG_SAN)
+    if before_queue is not None:
+        await before_queue()
     assert (await investor.post("/application/queue")).status == 200
     inv_ws = await client.ws_connect("/ws/investor")
     await add_staff(client, "wang.wei", {Role.WITNESS})

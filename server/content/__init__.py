@@ -26,7 +26,9 @@ from server.domain.suitability import (
 __all__ = [
     "DEFAULT_INTAKE_PATH",
     "DEFAULT_RISK_RULES_PATH",
+    "DEFAULT_SCRIPTS_DIR",
     "DEFAULT_SCRIPT_PATH",
+    "builtin_script_path",
     "load_intake_content",
     "load_risk_rules",
     "load_script",
@@ -37,6 +39,16 @@ T = TypeVar("T")
 DEFAULT_INTAKE_PATH = Path(__file__).with_name("intake.toml")
 DEFAULT_SCRIPT_PATH = Path(__file__).with_name("script.toml")
 DEFAULT_RISK_RULES_PATH = Path(__file__).with_name("risk_rules.toml")
+# One witnessing script per holder's service (A20, A17.4): ``<business type>.toml``.
+DEFAULT_SCRIPTS_DIR = Path(__file__).with_name("scripts")
+
+
+def builtin_script_path(business_type: str) -> Path:
+    """The built-in script of a business: ``script.toml`` for an opening, else
+    ``scripts/<type>.toml``."""
+    if business_type == "open":
+        return DEFAULT_SCRIPT_PATH
+    return DEFAULT_SCRIPTS_DIR / f"{business_type}.toml"
 
 
 def load_script(path: Path | None = None) -> Script:

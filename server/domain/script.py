@@ -45,6 +45,16 @@ FAIL_REASONS: dict[str, tuple[str, str]] = {
     "refused_to_answer": ("拒绝回答", "Refused to answer"),
     "unclear_answers": ("回答不清", "Answers unclear"),
     "technical_problem": ("音视频质量无法完成见证", "Audio/video too poor to witness"),
+    # A holder's service (A20–A22).
+    "not_account_holder": ("非账户本人", "Not the account holder"),
+    "service_not_understood": (
+        "不了解业务后果",
+        "Does not understand what the service does",
+    ),
+    "accounts_not_settled": (
+        "账户证券或资金未处理完毕",
+        "Holdings or funds in the account not dealt with",
+    ),
     "other": ("其他", "Other"),
 }
 
@@ -76,6 +86,19 @@ class Script:
         if not 0 <= index < len(self.steps):
             raise InvalidInput("bad_step", "No such script step.", "没有该话术步骤。")
         return self.steps[index]
+
+
+def script_for(scripts: Mapping[str, Script], business_type: str) -> Script:
+    """The script a session of this business is witnessed with (A17.4, A20)."""
+    script = scripts.get(business_type)
+    if script is None:
+        raise Conflict(
+            "no_script",
+            f"No witnessing script for the business '{business_type[:40]}'.",
+            "该业务没有见证话术，无法见证。",
+            details={"business_type": business_type[:40]},
+        )
+    return script
 
 
 def parse_script(data: Mapping[str, Any], *, where: str) -> Script:

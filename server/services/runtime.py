@@ -24,8 +24,14 @@ from server.adapters.kinds import AdapterConfigError, AdapterKind, BuildContext,
 from server.adapters.screening import SCREENING
 from server.adapters.sms import SMS, SmsSender
 from server.config import Config, ConfigError
-from server.content import load_intake_content, load_risk_rules, load_script
+from server.content import (
+    builtin_script_path,
+    load_intake_content,
+    load_risk_rules,
+    load_script,
+)
 from server.crypto import DataProtector, decode_key, load_or_create_key
+from server.domain.business import BusinessType
 from server.domain.risk_rules import RuleSet
 from server.domain.script import Script
 from server.domain.suitability import DisclosureDocument, Questionnaire
@@ -216,12 +222,32 @@ def load_content(config: Config) -> tuple[Questionnaire, DisclosureDocument]:
         raise ConfigError(f"intake.content_file: {exc}") from None
 
 
-def load_witness_script(config: Config) -> Script:
+def load_witness_scripts(config: Config) -> dict[BusinessType, Script]:
+    """The witnessing script of every business offered by witnessed video (A17.4, A20):
+    the opening one from ``media.script_file`` (else the built-in ``script.toml``), each
+    service's from ``<services.scripts_dir>/<type>.toml`` where that file exists (else the
+    built-in one). A broken file stops the start, naming the file and the key."""
+    scripts: dict[BusinessType, Script] = {}
     path = config.resolve_path(config.media.script_file) if config.media.script_file else None
     try:
-        return load_script(path)
+        scripts[BusinessType.OPEN] = load_script(path)
     except ValueError as exc:
         raise ConfigError(f"media.script_file: {exc}") from None
+    directory = (
+        config.resolve_path(config.services.scripts_dir) if config.services.scripts_dir else None
+    )
+    if directory is not None and not directory.is_dir():
+        raise ConfigError(f"services.scripts_dir: {directory}: not a directory")
+    for kind in config.services.offer.witnessed:
+        if kind is BusinessType.OPEN:
+            continue
+        own = directory / f"{kind.value}.toml" if directory is not None else None
+        source = own if own is not None and own.is_file() else builtin_script_path(kind.value)
+        try:
+            scripts[kind] = load_script(source)
+        except ValueError as exc:
+            raise ConfigError(f"services.scripts_dir: {exc}") from None
+    return scripts
 
 
 def load_rule_set(config: Config) -> RuleSet:
@@ -322,7 +348,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
     )
     witnessing = Witnessing(
         placer=placer,
-        script=load_witness_script(config),
+        scripts=load_witness_scripts(config),
         agency=config.agency,
         files_root=config.recordings_path,
         on_verdict=risk.after_verdict,

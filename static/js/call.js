@@ -547,6 +547,14 @@ export async function startCallIn(root, url, handlers = {}) {
     }
     disclosure.hidden = false;
   };
+  // A20: which of a holder's services the call is for (an opening's page says so already).
+  const business = q('[data-call="business"]');
+  const showBusiness = (data) => {
+    if (!business || !data.label_zh || data.business_type === 'open') return;
+    business.replaceChildren(bi(data.label_zh, data.label_en));
+    business.dataset.business = data.business_type || '';
+    business.hidden = false;
+  };
   const call = new Call({
     url,
     stream,
@@ -579,6 +587,7 @@ export async function startCallIn(root, url, handlers = {}) {
         if (data.type === 'prompt') showPrompt(data.step);
         else if (data.type === 'disclosure') showCard(data.card || {});
         else if (data.type === 'disclosure_done') q('[data-call="disclosure-done"]').hidden = false;
+        else if (data.type === 'business') showBusiness(data);
         handlers.onMessage?.(data);
       },
     },

@@ -6,6 +6,7 @@ import { startCallIn } from '../js/call.js';
 import { $, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { nodeWs } from '../js/socket.js';
+import { renderBusiness } from './business.js';
 import { createScriptPanel } from './script.js';
 import { CHOSEN_ENDINGS, SESSION_OVER, SESSION_PHASE, caseRows } from './text.js';
 
@@ -107,7 +108,10 @@ export function createSession({ messages, send, onChange, onOver }) {
 
   function onSessionMessage(data) {
     if (data.type === 'still') addStill(data);
-    else if (data.type === 'script_state') script.render(data);
+    else if (data.type === 'script_state') {
+      script.render(data);
+      if (data.business) renderBusiness($('#session-business'), $('#session-summary'), data.business);
+    }
     else if (data.type === 'id_number') $('#id-full').textContent = data.value;
     else if (data.type === 'face_score') showScore(data);
   }
@@ -127,6 +131,7 @@ export function createSession({ messages, send, onChange, onOver }) {
     const current = { id: message.session_id, phase: 'connecting', call: null };
     session = current;
     $('#session-summary').replaceChildren(...caseRows(lastCase));
+    renderBusiness($('#session-business'), $('#session-summary'), null);
     $('#still-list').replaceChildren();
     pendingScores.clear();
     $('#id-full').textContent = '';

@@ -80,6 +80,8 @@ export function caseRows(application) {
   const risk = RISK[a.risk_level];
   const rows = [
     ['姓名', 'Name', a.name || '—', 'name'],
+    // A20: the business, beside the name (the session's own view replaces it: business.js).
+    ['办理业务', 'Business', a.business_label ? bi(...a.business_label) : '—', 'business'],
     ['证件类型', 'Document', doc ? bi(...doc) : (a.document_type || '—'), 'document_type'],
     ['证件号码', 'ID number', a.id_number_masked || '—', 'id_number'],
     ['风险等级', 'Risk level', a.risk_level ? bi(`${a.risk_level}${risk ? ` ${risk[0]}` : ''}`,

@@ -82,6 +82,8 @@ class Placer:
             )
             witness_session = WitnessSession(
                 application_id=app.id,
+                # A20: the business travels with the session (its script, the desk).
+                business_type=app.business_type,
                 witness_id=staff_id,
                 node_id=node.node_id,
                 state=SessionState.PLACED,

@@ -19,6 +19,7 @@ from server.audit import append_audit
 from server.config import PairingConfig
 from server.crypto import mask_id_number
 from server.domain.application import ApplicationEvent, ApplicationState
+from server.domain.business import label
 from server.domain.errors import Conflict, Forbidden, NotFound
 from server.domain.pairing import (
     WaitingInvestor,
@@ -268,8 +269,12 @@ class Pairing:
 
 def required_skills(app: Application) -> frozenset[str]:
     """What a witness must be able to handle for this investor (when matching skills):
-    residence-permit holders from Hong Kong, Macau or Taiwan need a witness marked "hmt"."""
-    return frozenset({"hmt"}) if app.document_type == "hmt_residence_permit" else frozenset()
+    residence-permit holders from Hong Kong, Macau or Taiwan need a witness marked "hmt";
+    a holder's service (A20) a witness marked "svc:<business type>" ("svc:cancel")."""
+    skills = {"hmt"} if app.document_type == "hmt_residence_permit" else set()
+    if app.business_type and app.business_type != "open":
+        skills.add(f"svc:{app.business_type}")
+    return frozenset(skills)
 
 
 def _entry(app: Application, now: float) -> WaitingInvestor:
@@ -292,4 +297,7 @@ async def offer_summary(tx: AsyncSession, application_id: str, protector: Any) -
         "document_type": app.document_type,
         "id_number_masked": mask_id_number(number) if number else None,
         "risk_level": app.risk_level,
+        # A20: which business the investor comes for, named before the witness accepts.
+        "business_type": app.business_type,
+        "business_label": list(label(app.business_type)),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,23 @@ from server.audit import append_audit
 from server.config import AgencyConfig
 from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent
+from server.domain.business import BusinessType
 from server.domain.errors import Conflict, InvalidInput, NotFound
 from server.domain.recording import StillKind
-from server.domain.script import FACE_JUDGEMENTS, Progress, Script, check_verdict, progress_from
+from server.domain.script import (
+    FACE_JUDGEMENTS,
+    Progress,
+    Script,
+    check_verdict,
+    progress_from,
+    script_for,
+)
 from server.domain.session import Party, SessionState, Verdict
 from server.media.session import MediaSession
 from server.services.applications import apply_event, get_application
 from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.services.pairing.placement import Placer, session_channel
+from server.services.service_requests import service_view
 from server.services.witnessing.face import SAME_PERSON_BELOW, FaceMatcher, shared_matcher
 from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
 
@@ -64,7 +73,7 @@ class Witnessing:
         self,
         *,
         placer: Placer,
-        script: Script,
+        scripts: Mapping[BusinessType, Script],
         agency: AgencyConfig,
         files_root: Path,
         face_aid: bool = True,
@@ -80,8 +89,20 @@ class Witnessing:
         self._matcher_lock = asyncio.Lock()
         self._scoring: set[asyncio.Task[None]] = set()
         self.db = placer.pairing.db
-        self.script = script
+        # A20: one script per business type; a session is witnessed with its business's.
+        self.scripts: dict[str, Script] = {str(k): v for k, v in scripts.items()}
         self.agency = agency
+
+    @property
+    def script(self) -> Script:
+        """The opening script (most sessions are openings)."""
+        return script_for(self.scripts, BusinessType.OPEN)
+
+    async def script_of(self, tx: AsyncSession, session_id: str) -> Script:
+        business_type = await tx.scalar(
+            select(WitnessSession.business_type).where(WitnessSession.id == session_id)
+        )
+        return script_for(self.scripts, business_type or BusinessType.OPEN)
 
     async def _session_for(
         self, tx: AsyncSession, session_id: str, staff_id: int
@@ -103,7 +124,8 @@ class Witnessing:
             .where(SessionEvent.session_id == session_id, SessionEvent.kind.in_(SCRIPT_KINDS))
             .order_by(SessionEvent.id)
         )
-        return progress_from(self.script, ((o, k, p or {}) for o, k, p in rows.all()))
+        script = await self.script_of(tx, session_id)
+        return progress_from(script, ((o, k, p or {}) for o, k, p in rows.all()))
 
     async def _record(
         self,
@@ -137,8 +159,8 @@ class Witnessing:
         """The desk's view of where the session stands (after every action)."""
         return {
             "type": "script_state",
-            "script_version": self.script.version,
-            "steps": [s.as_dict() for s in self.script.steps],
+            "script_version": progress.script.version,
+            "steps": [s.as_dict() for s in progress.script.steps],
             "disclosure_shown": progress.disclosure_shown_ms is not None,
             "disclosure_confirmed": progress.disclosure_confirmed_ms is not None,
             "current": progress.current,
@@ -163,7 +185,7 @@ class Witnessing:
                 staff = await tx.get(Staff, staff_id)
                 assert staff is not None
                 card = disclosure_card(staff, self.agency)
-                record = ("disclosure.shown", {"script_version": self.script.version, **card})
+                record = ("disclosure.shown", {"script_version": progress.script.version, **card})
                 broadcast = {"type": "disclosure", "card": card}
             elif kind == "disclosure_confirm":
                 if progress.disclosure_shown_ms is None:
@@ -177,7 +199,7 @@ class Witnessing:
             elif kind == "step_start":
                 index = _int(message.get("index"))
                 progress.check_start(index)
-                step = self.script.step(index)
+                step = progress.script.step(index)
                 record = ("script.step_started", {"index": index, "step": step.id})
                 broadcast = {"type": "prompt", "index": index, "step": step.as_dict()}
             elif kind == "step_mark":
@@ -189,7 +211,7 @@ class Witnessing:
                     "script.step_marked",
                     {
                         "index": index,
-                        "step": self.script.step(index).id,
+                        "step": progress.script.step(index).id,
                         "mark": mark,
                         "note": note,
                     },
@@ -343,6 +365,7 @@ class Witnessing:
         screen should show now (the disclosure card until it was read out, the prompt)."""
         async with self.db.begin() as tx:
             progress = await self.progress(tx, session_id)
+            business = await self._business(tx, session_id)
             card: dict[str, Any] | None = None
             if progress.disclosure_shown_ms is not None:
                 row = await tx.scalar(
@@ -355,15 +378,24 @@ class Witnessing:
                     .limit(1)
                 )
                 card = {k: v for k, v in (row or {}).items() if k != "script_version"}
-        investor: list[dict[str, Any]] = []
+        # The investor's call screen names the business (A20); the desk also lists its
+        # accounts with the account system's precheck.
+        investor: list[dict[str, Any]] = [business_message(business)]
         if card is not None:
             investor.append({"type": "disclosure", "card": card})
             if progress.disclosure_confirmed_ms is not None:
                 investor.append({"type": "disclosure_done"})
         if progress.current is not None:
-            step = self.script.steps[progress.current]
+            step = progress.script.steps[progress.current]
             investor.append({"type": "prompt", "index": progress.current, "step": step.as_dict()})
-        return self.state_message(progress), investor
+        return {**self.state_message(progress), "business": business}, investor
+
+    async def _business(self, tx: AsyncSession, session_id: str) -> dict[str, Any]:
+        witness_session = await tx.get(WitnessSession, session_id)
+        if witness_session is None:
+            raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
+        app = await get_application(tx=tx, application_id=witness_session.application_id)
+        return service_view(app, self.placer.protector)
 
     async def conclude(
         self,
@@ -407,7 +439,7 @@ class Witnessing:
                 payload={
                     "result": result,
                     "reason_code": witness_session.reason_code,
-                    "script_version": self.script.version,
+                    "script_version": progress.script.version,
                     "has_notes": bool(notes),
                 },
             )
@@ -427,6 +459,16 @@ class Witnessing:
         if self.on_verdict is not None:
             await self.on_verdict(session_id)
         return ended
+
+
+def business_message(view: dict[str, Any]) -> dict[str, Any]:
+    """What the investor's call screen shows of the business: its name only."""
+    return {
+        "type": "business",
+        "business_type": view["business_type"],
+        "label_zh": view["label_zh"],
+        "label_en": view["label_en"],
+    }
 
 
 def _int(value: Any) -> int:
