@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
-from server.domain.business import BusinessType
+from server.domain.business import HOLDER_SERVICES, BusinessType
 from server.http.keys import RUNTIME
 from server.services.service_requests import ServiceRequest, write_service
 from server.store.models import Application, SessionEvent, WitnessSession
@@ -148,6 +149,51 @@ async def test_a_service_fails_with_a_service_reason(mclient: Any) -> None:
     async with rt.db.begin() as tx:
         witness_session = await tx.get(WitnessSession, sid)
     assert witness_session is not None and witness_session.reason_code == "not_account_holder"
+    for party in (witness, investor):
+        await party.close()
+    extra[0].cancel()
+    for sock in extra[1:]:
+        await sock.close()
+
+
+@pytest.mark.parametrize("kind", [t.value for t in HOLDER_SERVICES if t is not BusinessType.CANCEL])
+async def test_every_other_service_is_witnessed_to_a_pass_with_its_script(
+    mclient: Any, kind: str
+) -> None:
+    """A20: each service the agency offers runs through the witness flow on its own
+    script (the cancellation, with its accounts, above)."""
+    rt = mclient.app[RUNTIME]
+    script = rt.witnessing.scripts[BusinessType(kind)]
+
+    async def as_service() -> None:
+        async with rt.db.begin() as tx:
+            app = (await tx.scalars(select(Application))).one()
+            app.business_type = kind
+
+    sid, w_token, i_token, extra = await paired(mclient, before_queue=as_service)
+    witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
+    await witness.join()
+    state = await witness.next_of("script_state")
+    await investor.join()
+    assert state["script_version"] == script.version != rt.witnessing.script.version
+    assert state["business"]["business_type"] == kind
+    assert (await investor.next_of("business"))["business_type"] == kind
+    await _state(witness, {"type": "disclosure_show"})
+    await _state(witness, {"type": "disclosure_confirm"})
+    for i, step in enumerate(script.steps):
+        await _state(witness, {"type": "step_start", "index": i})
+        assert (await investor.next_of("prompt"))["step"]["id"] == step.id
+        if step.expects_answer:
+            state = await _state(witness, {"type": "step_mark", "index": i, "mark": "clear"})
+    state = await _state(witness, {"type": "face_judge", "judgement": "match"})
+    assert state["pass_problems"] == []
+    await witness.ws.send_json({"type": "verdict", "result": "pass"})
+    assert (await investor.next_of("session_ended"))["result"] == "pass"
+    async with rt.db.begin() as tx:
+        witness_session = await tx.get(WitnessSession, sid)
+        app = await tx.get(Application, witness_session.application_id if witness_session else "")
+    assert witness_session is not None and witness_session.business_type == kind
+    assert app is not None and app.state == "witnessed"  # on to review, as an opening
     for party in (witness, investor):
         await party.close()
     extra[0].cancel()
