@@ -46,3 +46,14 @@ async def open_account(request: web.Request) -> web.Response:
         path_id(request), actor=f"staff:{current_staff(request).id}"
     )
     return web.json_response(body)
+
+
+@routes.post("/services/{id}/carry-out")
+@allow(Role.CALLBACK, Role.ADMIN)
+async def carry_out(request: web.Request) -> web.Response:
+    """A20–A22: retry a holder's approved service the account system could not take."""
+    rt = request.config_dict[RUNTIME]
+    body = await rt.aftercare.carry_out(
+        path_id(request), actor=f"staff:{current_staff(request).id}"
+    )
+    return web.json_response(body)

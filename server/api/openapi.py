@@ -296,6 +296,16 @@ _RETRIEVAL_PATHS: dict[str, Any] = {
             codes=(404, 409, 503),
         )
     },
+    "/api/v1/services/{id}/carry-out": {
+        "post": _sop(
+            "Carry out an approved account service (A20–A22) with the account system: "
+            "the retry when it could not be reached at approval or after the callback. "
+            "Idempotent at the account system (one request id per application)",
+            {"200": _json("state and the outcome per account (masked)")},
+            _ID_PARAM,
+            codes=(404, 409, 503),
+        )
+    },
     "/api/v1/review/recordings/{id}": {
         "get": _sop(
             "A recording for the reviewer holding its session (Range, ETag)",

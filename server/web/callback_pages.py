@@ -49,3 +49,16 @@ async def record(request: web.Request) -> web.StreamResponse:
         files_root=rt.config.recordings_path,
     )
     raise web.HTTPSeeOther(f"/staff/callbacks?done={result['state']}")
+
+
+@routes.post("/staff/callbacks/{application_id}/carry-out")
+@allow(Role.CALLBACK)
+async def carry_out(request: web.Request) -> web.StreamResponse:
+    """A20–A22: retry a service the account system could not take."""
+    rt = request.app[RUNTIME]
+    await read_form(request)  # the CSRF token travels in the form
+    app_id = request.match_info["application_id"]
+    if len(app_id) != 32 or not app_id.isalnum():
+        raise InvalidInput("bad_id", "Unknown application.", "未知的申请。")
+    result = await rt.aftercare.carry_out(app_id, actor=f"staff:{current_staff(request).id}")
+    raise web.HTTPSeeOther(f"/staff/callbacks?done={result['state']}")

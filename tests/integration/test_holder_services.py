@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from server.app import create_app
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
+from server.services.intake.view import application_view
 from server.store.models import (
     Application,
     AuditEntry,
@@ -274,22 +275,36 @@ async def test_account_system_down_changes_nothing_and_the_retry_succeeds(
     assert pdf.status == 404
     services = client.app[RUNTIME].aftercare.services
     services.accounts._failure_rate = 1.0  # the sandbox answers "unavailable"
-    with pytest.raises(Exception) as err:
-        await approve(client, app_id)
-    assert getattr(err.value, "code", None) == "account_system_error"
+    await approve(client, app_id)  # the approval stands; the service waits for a retry
     assert await state_of(client, app_id) == "approved" and await outcomes(client, app_id) == []
     assert len(await audits(client, "service.attempt_failed")) == 1
+    h = await callback_staff(client)
+    work = await (await client.get("/api/v1/callbacks")).json()
+    assert [(i["application_id"], i["carry_out_due"]) for i in work["items"]] == [(app_id, True)]
+    page = await (await client.get("/staff/callbacks", headers={"Accept": "text/html"})).text()
+    assert f"/staff/callbacks/{app_id}/carry-out" in page
+    retry = await client.post(f"/api/v1/services/{app_id}/carry-out", headers=h)
+    assert retry.status == 503
+    assert (await retry.json())["error"]["code"] == "account_system_error"
+    assert len(await audits(client, "service.attempt_failed")) == 2
     services.accounts._failure_rate = 0.0
-    result = await services.carry_out(app_id, actor="staff:test")
-    assert result["state"] == "completed"
+    retry = await client.post(f"/api/v1/services/{app_id}/carry-out", headers=h)
+    assert retry.status == 200, await retry.text()
+    assert (await retry.json())["state"] == "completed"
+    again = await client.post(f"/api/v1/services/{app_id}/carry-out", headers=h)
+    assert again.status == 409  # done once: never twice
     assert await outcomes(client, app_id) == [("01****0201", "done", None)]
-    pdf = await client.get(f"{API}/application/confirmation.pdf")
-    assert pdf.status == 200 and (await pdf.read()).startswith(b"%PDF")
-    view = await inv.app()
+    assert (await (await client.get("/api/v1/callbacks")).json())["items"] == []
+    # What the holder's page shows (their cookie went with the staff login above).
+    rt = client.app[RUNTIME]
+    async with rt.db.begin() as tx:
+        view = await application_view(tx=tx, application_id=app_id, protector=rt.protector)
     assert view["state"] == "completed"
     assert view["service"]["outcomes"] == [
         {"account_masked": "01****0201", "status": "done", "error_code": None}
     ]
+    pdf = await rt.notices.confirmation_pdf(app_id)
+    assert pdf.startswith(b"%PDF")
 
 
 async def test_a22_online_cancellation_only_for_accounts_opened_online(

@@ -118,6 +118,18 @@ class Aftercare:
                             ),
                             and_(
                                 Application.business_type.in_(self._service_callbacks()),
+                                Application.state.in_(
+                                    [
+                                        ApplicationState.APPROVED.value,
+                                        ApplicationState.CALLBACK_CONFIRMED.value,
+                                    ]
+                                ),
+                            ),
+                            # A service with no callback still approved: the account
+                            # system could not take it at approval (a retry is due).
+                            and_(
+                                Application.business_type != "open",
+                                Application.business_type.not_in(self._service_callbacks()),
                                 Application.state == ApplicationState.APPROVED.value,
                             ),
                         )
@@ -146,10 +158,18 @@ class Aftercare:
                 "state": a.state,
                 "business_type": a.business_type,
                 "business_label": label(a.business_type),
+                # A20–A22: called back (or none needed), but not yet carried out.
+                "carry_out_due": a.business_type != "open" and not self._awaiting(a),
                 "attempts": counts.get(a.id, 0),
             }
             for a in apps
         ]
+
+    async def carry_out(self, application_id: str, *, actor: str) -> dict[str, Any]:
+        """Carry out a holder's approved service (A20–A22); the retry path too."""
+        if self.services is None:
+            raise Conflict("services_off", "Account services are not set up.", "未启用账户业务。")
+        return await self.services.carry_out(application_id, actor=actor)
 
     async def after_approval(self, application_id: str, *, actor: str) -> None:
         """Called once a review approved: with ``open_first`` the account opens now; a
@@ -161,7 +181,12 @@ class Aftercare:
             if self.services is not None and not self.services.offer.needs_callback(
                 BusinessType(business_type)
             ):
-                await self.services.carry_out(application_id, actor=actor)
+                try:
+                    await self.services.carry_out(application_id, actor=actor)
+                except Unavailable:
+                    # The approval stands; the attempt is audited and listed for a retry
+                    # (worklist "carry_out_due", POST /api/v1/services/{id}/carry-out).
+                    log.warning("service left for a retry after approval")
             return
         if self.order is CallbackOrder.OPEN_FIRST:
             await self.open_account(application_id, actor=actor)
@@ -262,7 +287,11 @@ class Aftercare:
             state = app.state
         if event is ApplicationEvent.CALLBACK_CONFIRMED and is_service:
             if self.services is not None:
-                await self.services.carry_out(application_id, actor=actor)
+                try:
+                    await self.services.carry_out(application_id, actor=actor)
+                except Unavailable:
+                    # The callback stands; the service is listed for a retry.
+                    log.warning("service left for a retry after its callback")
             async with self.db.begin() as tx:
                 state = (await get_application(tx=tx, application_id=application_id)).state
         elif (
