@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from server.domain.errors import Conflict, Forbidden, InvalidInput
+from server.domain.field_labels import label_en, label_zh
 
 
 class BusinessType(StrEnum):
@@ -216,8 +217,8 @@ _REQUIRED_KEYS: dict[BusinessType, frozenset[str]] = {
 
 
 def check_details(kind: BusinessType, details: dict[str, str] | None) -> dict[str, str]:
-    """The details a service needs, cleaned; a bilingual 422 naming the field otherwise."""
-
+    """The details a service needs, cleaned; a bilingual 400 naming the field as the
+    page labels it (field_labels.py) otherwise."""
     given = {k: (v or "").strip() for k, v in (details or {}).items()}
     allowed = _DETAIL_KEYS.get(kind, frozenset())
     for key, value in given.items():
@@ -228,28 +229,35 @@ def check_details(kind: BusinessType, details: dict[str, str] | None) -> dict[st
                 f"该业务不接受“{key[:40]}”。",
                 details={"field": f"details.{key[:40]}"},
             )
+        field = f"details.{key}"
         if not value or len(value) > 200:
             raise InvalidInput(
                 "service_detail_invalid",
-                f"Fill in '{key}' (at most 200 characters).",
-                f"请填写“{key}”（不超过200个字符）。",
-                details={"field": f"details.{key}"},
+                f"Fill in '{label_en(field)}' (at most 200 characters).",
+                f"请填写“{label_zh(field)}”（不超过200个字符）。",
+                details={"field": field},
             )
     missing = sorted(_REQUIRED_KEYS.get(kind, frozenset()) - given.keys())
     if kind is BusinessType.CHANGE_INFO and not given:
-        missing = ["phone|address|email|occupation"]
-    if missing:
         raise InvalidInput(
             "service_detail_missing",
-            f"This service needs: {', '.join(missing)}.",
-            f"该业务须填写：{'、'.join(missing)}。",
-            details={"field": f"details.{missing[0]}"},
+            f"Fill in at least one item of '{label_en('details')}'.",
+            f"请至少填写一项“{label_zh('details')}”。",
+            details={"field": "details"},
+        )
+    if missing:
+        field = f"details.{missing[0]}"
+        raise InvalidInput(
+            "service_detail_missing",
+            f"Fill in '{label_en(field)}'.",
+            f"请填写“{label_zh(field)}”。",
+            details={"field": field},
         )
     if kind is BusinessType.BEIJING_MARK and given["action"] not in ("add", "remove"):
         raise InvalidInput(
             "service_detail_invalid",
-            "action must be 'add' or 'remove'.",
-            "操作须为加挂（add）或撤销（remove）。",
+            f"'{label_en('details.action')}': choose add or remove.",
+            f"“{label_zh('details.action')}”请选择加挂或撤销。",
             details={"field": "details.action"},
         )
     return given

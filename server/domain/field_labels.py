@@ -26,6 +26,22 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "address": ("联系地址", "Address"),
     "occupation": ("职业", "Occupation"),
     "email": ("电子邮箱", "Email"),
+    # A holder's service (A20–A22): the phone step's choice and the identity step's extras
+    "business": ("办理业务", "What would you like to do?"),
+    "method": ("办理方式", "How"),
+    "account_number": (
+        "一码通账户号码或证券账户号码",
+        "Unified account number or a securities account number",
+    ),
+    "accounts": ("办理的账户", "Accounts"),
+    "details": ("要变更的信息", "What to change"),
+    "details.phone": ("新手机号码", "New mobile number"),
+    "details.address": ("新联系地址", "New address"),
+    "details.email": ("新电子邮箱", "New email"),
+    "details.occupation": ("新职业", "New occupation"),
+    "details.to_agency": ("转入机构", "Agency to transfer to"),
+    "details.action": ("北交所权限标识", "Beijing-market mark"),
+    "confirm": ("确认办理", "Confirm"),
     # Questionnaire and disclosure
     "answers": ("问卷答案", "Questionnaire answers"),
     "version": ("风险揭示书版本", "Disclosure version"),

@@ -22,8 +22,7 @@ export function clearAlert(box) {
 const FIELD_ALIASES = {
   doc_type: 'document_type',
   valid_until_long_term: 'valid_until',
-  // A20–A22: a change of information needs at least one of them; the accounts named.
-  'details.phone|address|email|occupation': 'details',
+  // A20–A22: the accounts named belong to the account number's field.
   accounts: 'account_number',
 };
 

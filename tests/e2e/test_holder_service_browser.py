@@ -281,10 +281,10 @@ async def test_holder_cancels_by_video_end_to_end(
 
 
 async def test_precheck_refusal_shows_before_the_call(
-    aiohttp_server: Any, tmp_path: Path, sqlite_template: Path, browser: Browser
+    aiohttp_server: Any, tmp_path: Path, sqlite_template: Path, call_browser: Browser
 ) -> None:
     server = await holder_server(aiohttp_server, tmp_path, sqlite_template)
-    page = await phone_page(browser)
+    page = await phone_page(call_browser)
     watch = Watch(page)
     await choose_service(page, server, "cancel", "witnessed")
     await sign_in(page, "13900139002")
@@ -312,6 +312,26 @@ async def test_precheck_refusal_shows_before_the_call(
     await page.click("[data-set-lang=en]")
     await expect(ready).to_contain_text("The account still holds securities")
     watch.assert_clean()
+
+    # The witness sees the same refusal on the desk once the call is taken (A22).
+    await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
+    wit_ctx = await call_browser.new_context(viewport={"width": 1280, "height": 860})
+    wit = await wit_ctx.new_page()
+    await page.click("#join-queue")
+    await expect(page.locator("#queue-waiting")).to_be_visible()
+    await witness_desk(server, wit, "wang.wei")
+    await wit.click("#toggle")
+    await expect(wit.locator("#work-offer")).to_be_visible(timeout=10_000)
+    await wit.click("#offer-accept")
+    desk = wit.locator("#session-business")
+    await expect(desk).to_be_visible(timeout=10_000)
+    refused = desk.locator("li[data-precheck=refused]")
+    await expect(refused).to_have_count(2)  # Shanghai (holdings) and the unified account
+    await expect(desk.locator("li[data-account='A1****0101']")).to_contain_text("holdings_remain")
+    await expect(desk.locator("li[data-account='01****0101']")).to_have_attribute(
+        "data-precheck", "ok"
+    )
+    await expect(wit.locator("#session-summary")).to_contain_text("注销证券账户")
 
 
 async def test_wrong_account_number_is_refused_next_to_the_field(

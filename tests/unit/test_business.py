@@ -105,7 +105,9 @@ def test_details_refused_with_the_field(
 ) -> None:
     with pytest.raises(InvalidInput) as err:
         check_details(kind, details)
-    assert err.value.code == code and err.value.details["field"].startswith("details.")
+    assert err.value.code == code and err.value.details["field"].startswith("details")
+    # Named as the page labels it, never by the internal key (issue 17).
+    assert "'address'" not in err.value.message and "“address”" not in err.value.message_zh
 
 
 def test_details_cleaned() -> None:
