@@ -30,6 +30,8 @@ class ServiceRequest:
     # The account system's dry run: [{"account_number", "ok", "error_code"}].
     precheck: list[dict[str, Any]] = field(default_factory=list)
     lookup_reference: str = ""
+    # When the account system last answered the precheck (ISO 8601, UTC).
+    checked_at: str | None = None
 
 
 def mask_account(number: str) -> str:
@@ -65,10 +67,12 @@ def service_view(
         "method": app.method,
         "accounts": [],
         "details": {},
+        "checked_at": None,
     }
     request = read_service(app, protector)
     if request is None:
         return view
+    view["checked_at"] = request.checked_at
     checks = {c["account_number"]: c for c in request.precheck}
     by_number = {a["number"]: a for a in request.accounts}
     for number in request.chosen:

@@ -16,6 +16,7 @@ from server.domain.staff import Role
 from server.http.access import allow, current_investor, current_staff, investor_only
 from server.http.keys import RUNTIME
 from server.services.applications import get_application
+from server.services.intake import holder
 from server.services.pairing.queueing import QUEUE_CHANGED, investor_channel, witness_channel
 from server.web.ws_common import check_ws_origin, open_socket, run_socket, send
 from server.web.ws_frames import text_field
@@ -31,6 +32,10 @@ async def join_queue(request: web.Request) -> web.Response:
     # Issue 16: a recent pre-call check that did not fail, when required. Only here: a
     # socket's re-join after a reload or a dropped call needs no new check.
     await rt.network_checks.require_passed(application_id)
+    # A20–A22: the desk shows the account system's answer as of now, not of intake.
+    await holder.refresh_precheck(
+        db=rt.db, accounts=rt.accounts, protector=rt.protector, application_id=application_id
+    )
     await rt.pairing.join_queue(application_id)
     return web.json_response(await rt.pairing.investor_status(application_id))
 

@@ -6,6 +6,7 @@ e2e/test_holder_service_browser.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -439,3 +440,30 @@ async def test_each_other_service_runs_through_to_the_account_system(
         assert details["changes"] == changed
     if kind == "query":
         assert details["info"]["number"] == "0100000201"
+
+
+async def test_the_precheck_is_asked_again_as_the_holder_joins_the_queue(
+    aiohttp_client: Any, tmp_path: Path, db_url: str
+) -> None:
+    client = await _client(aiohttp_client, tmp_path, db_url)
+    inv = await holder(client, "13900139005", "cancel")
+    view = await verified(inv, ZHOU_BA, account_number="181000000101", accounts=["A100000101"])
+    assert view["service"]["accounts"][0]["precheck"]["error_code"] == "holdings_remain"
+    first_checked = view["service"]["checked_at"]
+    # The holder sells the shares before joining the queue.
+    records = client.app[RUNTIME].accounts._records
+    sold = dataclasses.replace(records["A100000101"].account, holdings=False)
+    records["A100000101"] = dataclasses.replace(records["A100000101"], account=sold)
+    resp = await inv.post("/application/queue")
+    assert resp.status == 200, await resp.text()
+    view = await inv.app()
+    assert view["service"]["accounts"][0]["precheck"] == {"ok": True, "error_code": None}
+    assert view["service"]["checked_at"] > first_checked
+    assert len(await audits(client, "intake.precheck_changed")) == 1
+    # Asked again while the account system is down: the last answer stays, with its time.
+    resp = await client.delete(f"{API}/application/queue", headers={"X-CSRF-Token": inv.csrf})
+    assert resp.status == 200, await resp.text()
+    client.app[RUNTIME].accounts._failure_rate = 1.0
+    assert (await inv.post("/application/queue")).status == 200
+    assert (await inv.app())["service"]["accounts"][0]["precheck"]["ok"] is True
+    assert len(await audits(client, "intake.precheck_changed")) == 1

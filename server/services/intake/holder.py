@@ -39,8 +39,14 @@ from server.domain.business import (
 from server.domain.errors import Conflict, Forbidden, InvalidInput, Unavailable
 from server.domain.intake import IdentityData
 from server.services.applications import apply_event, get_application
-from server.services.intake.steps import load_draft, save_identity
-from server.services.service_requests import ServiceRequest, mask_account, write_service
+from server.services.intake.steps import ID_CONTEXT, load_draft, save_identity
+from server.services.service_requests import (
+    ServiceRequest,
+    mask_account,
+    read_service,
+    write_service,
+)
+from server.store.models import utcnow
 
 
 def _audit_details(data: IdentityData, account_number: str, reason: str) -> dict[str, str]:
@@ -157,6 +163,7 @@ async def save_holder_identity(
             for c in checks
         ],
         lookup_reference=lookup.reference or request_id,
+        checked_at=utcnow().isoformat(),
     )
     async with db.begin() as tx:
         app = await save_identity(
@@ -233,3 +240,55 @@ async def check_offered(
                 },
             )
         raise
+
+
+_TRANSIENT = frozenset({"unavailable", "bad_response"})
+
+
+async def refresh_precheck(
+    *,
+    db: async_sessionmaker[AsyncSession],
+    accounts: AccountSystem,
+    protector: DataProtector,
+    application_id: str,
+) -> None:
+    """Ask the account system again as the holder joins the queue, so the desk shows
+    today's answer (holdings sold since intake, or bought). Never fails the join: an
+    account system that cannot answer leaves the earlier answer, with its time."""
+    async with db.begin() as tx:
+        app = await get_application(tx=tx, application_id=application_id)
+        request = read_service(app, protector)
+        if request is None or app.id_number_enc is None:
+            return
+        id_number = protector.decrypt(app.id_number_enc, context=ID_CONTEXT)
+    checks = await accounts.precheck(
+        business_type=request.business_type,
+        id_number=id_number,
+        account_numbers=request.chosen,
+        details=request.details,
+    )
+    if not checks or all(c.error_code in _TRANSIENT for c in checks):
+        return
+    fresh = [
+        {"account_number": c.account_number, "ok": c.ok, "error_code": c.error_code} for c in checks
+    ]
+    async with db.begin() as tx:
+        app = await get_application(tx=tx, application_id=application_id)
+        changed = fresh != request.precheck
+        request.precheck, request.checked_at = fresh, utcnow().isoformat()
+        write_service(app, request, protector)
+        if changed:
+            await append_audit(
+                tx,
+                actor="system",
+                action="intake.precheck_changed",
+                subject_type="application",
+                subject_id=application_id,
+                details={
+                    "refused": [
+                        {"account": mask_account(c.account_number), "code": c.error_code}
+                        for c in checks
+                        if not c.ok
+                    ]
+                },
+            )
