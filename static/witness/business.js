@@ -20,26 +20,32 @@ const STATUSES = {
 };
 
 const pair = (table, key) => (table[key] ? bi(...table[key]) : String(key ?? '—'));
+const refusedBy = (a) => Boolean(a.precheck && !a.precheck.ok);
 
-/** One account of the service, with the precheck's word on it. */
+/** One account of the service, with the precheck's word on it: a refusal names its reason
+ *  in both languages on lines of their own, the code after the heading. */
 function accountItem(account) {
   const check = account.precheck;
-  const refused = Boolean(check && !check.ok);
-  const verdict = !check
-    ? el('span', { className: 'precheck' }, bi('未预检', 'not prechecked'))
-    : check.ok
-      ? el('span', { className: 'precheck' }, bi('✓ 账户系统预检通过', '✓ Account system precheck passed'))
-      : el('span', { className: 'precheck precheck-refused', role: 'alert' },
-        el('strong', {}, bi('✗ 账户系统将拒绝办理：', '✗ The account system would refuse: ')),
-        el('span', { lang: 'zh' }, check.message_zh || ''), ' ',
-        el('span', { lang: 'en' }, check.message_en || ''),
-        check.error_code ? el('code', {}, ` ${check.error_code}`) : '');
-  return el('li', { className: refused ? 'is-refused' : 'is-ok',
-    dataset: { account: account.number_masked, precheck: !check ? 'none' : (check.ok ? 'ok' : 'refused') } },
-  el('span', { className: 'mono' }, account.number_masked),
-  ' · ', pair(MARKETS, account.market),
-  ' · ', pair(STATUSES, account.status),
-  el('br'), verdict);
+  const state = !check ? 'none' : check.ok ? 'ok' : 'refused';
+  const head = el('span', { className: 'account-head' },
+    el('span', { className: 'mono' }, account.number_masked),
+    ' ', pair(MARKETS, account.market),
+    ' · ', pair(STATUSES, account.status));
+  let verdict;
+  if (state === 'none') {
+    verdict = el('span', { className: 'precheck' }, bi('未预检', 'not prechecked'));
+  } else if (state === 'ok') {
+    verdict = el('span', { className: 'precheck precheck-ok' }, '✓ ', bi('预检通过', 'precheck passed'));
+  } else {
+    verdict = el('div', { className: 'precheck precheck-refused' },
+      el('p', { className: 'refusal-head' },
+        el('strong', {}, '✗ ', bi('账户系统将拒绝办理', 'The account system would refuse')),
+        check.error_code ? el('code', {}, check.error_code) : ''),
+      check.message_zh ? el('p', { lang: 'zh' }, check.message_zh) : '',
+      check.message_en ? el('p', { lang: 'en' }, check.message_en) : '');
+  }
+  return el('li', { className: state === 'refused' ? 'is-refused' : 'is-ok',
+    dataset: { account: account.number_masked, precheck: state } }, head, verdict);
 }
 
 /** The business name as a row value (the case summary) and the block under it. */
@@ -47,12 +53,21 @@ export function businessLabel(view) {
   return view && view.label_zh ? bi(view.label_zh, view.label_en) : '—';
 }
 
-/** Fill ``box`` with the accounts of a holder's service (empty and hidden for an opening). */
+/** Fill ``box`` with the accounts of a holder's service (empty and hidden for an opening).
+ *  Compact, so that it never pushes the desk's controls far down its column: a <details>
+ *  whose summary gives the count and how many the precheck refused, the refused accounts
+ *  first inside. Open by itself only on a window with room for it. */
 export function renderBusiness(box, summary, view) {
   const dd = summary.querySelector('dd[data-field="business"]');
   if (dd && view) {
     dd.replaceChildren(businessLabel(view));
     dd.dataset.business = view.business_type;
+  }
+  // A holder's service has no suitability: its empty risk-level row is left out.
+  const risk = summary.querySelector('dd[data-field="risk_level"]');
+  if (risk && view && view.business_type !== 'open' && risk.textContent.trim() === '—') {
+    risk.hidden = true;
+    if (risk.previousElementSibling) risk.previousElementSibling.hidden = true;
   }
   const accounts = (view && view.accounts) || [];
   if (!accounts.length) {
@@ -60,16 +75,25 @@ export function renderBusiness(box, summary, view) {
     box.hidden = true;
     return;
   }
-  const refused = accounts.filter((a) => a.precheck && !a.precheck.ok).length;
-  box.replaceChildren(
-    el('h5', {}, bi('办理账户', 'Accounts for this service')),
-    el('ul', { className: 'business-accounts' }, ...accounts.map(accountItem)),
-    refused
-      ? el('p', { className: 'small precheck-refused' },
-        bi(`${refused} 个账户预检未通过：请向投资者说明原因。`,
-          `${refused} account(s) failed the precheck: tell the investor why.`))
-      : '',
-  );
-  box.dataset.refused = String(refused);
+  const refused = accounts.filter(refusedBy);
+  const ordered = [...refused, ...accounts.filter((a) => !refusedBy(a))];
+  const n = accounts.length;
+  const verdict = refused.length
+    ? el('span', { className: 'business-verdict precheck-refused' },
+      '✗ ', bi(`${refused.length} 个预检未通过`, `${refused.length} refused by the precheck`))
+    : el('span', { className: 'business-verdict precheck-ok' },
+      '✓ ', bi('均已通过预检', 'all passed the precheck'));
+  const roomy = window.matchMedia('(min-width: 1600px) and (min-height: 900px)').matches;
+  box.replaceChildren(el('details', { className: 'business-details', open: roomy },
+    el('summary', {},
+      el('strong', {}, bi(`办理账户 ${n} 个`, `${n} account${n === 1 ? '' : 's'}`)),
+      ' · ', verdict),
+    el('ul', { className: 'business-accounts' }, ...ordered.map(accountItem)),
+    refused.length
+      ? el('p', { className: 'small business-hint' },
+        bi('请向投资者说明原因；继续办理时，这些账户将保持原状。',
+          'Tell the investor why; if they go on, these accounts are left as they are.'))
+      : ''));
+  box.dataset.refused = String(refused.length);
   box.hidden = false;
 }

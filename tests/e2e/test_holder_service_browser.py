@@ -24,6 +24,7 @@ from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.store.models import Application, Notification, Staff
 from tests.e2e.axe import report, violations
+from tests.e2e.layout import CONTROL_AND_VIDEO, DESK_ROOT, DESKS, MEASURE
 from tests.e2e.pages import (
     API_STEP,
     FAST,
@@ -315,7 +316,10 @@ async def test_precheck_refusal_shows_before_the_call(
 
     # The witness sees the same refusal on the desk once the call is taken (A22).
     await add_staff(LiveApp(server.app), "wang.wei", {Role.WITNESS})  # type: ignore[arg-type]
-    wit_ctx = await call_browser.new_context(viewport={"width": 1280, "height": 860})
+    wit_ctx = await call_browser.new_context(
+        viewport={"width": 1280, "height": 860},
+        bypass_csp=True,  # axe (tests/e2e/axe.py)
+    )
     wit = await wit_ctx.new_page()
     await page.click("#join-queue")
     await expect(page.locator("#queue-waiting")).to_be_visible()
@@ -332,6 +336,38 @@ async def test_precheck_refusal_shows_before_the_call(
         "data-precheck", "ok"
     )
     await expect(wit.locator("#session-summary")).to_contain_text("注销证券账户")
+    # Compact on the desk: a <details> whose summary gives the count, refused accounts first.
+    # Closed or open, at desk sizes it leaves the investor's video and the ID front image in
+    # view while the accounts and the first control under them are brought into view.
+    summary = desk.locator("details > summary")
+    await expect(summary).to_contain_text("办理账户 3 个")
+    await expect(summary).to_contain_text("2 个预检未通过")
+    await expect(desk.locator("li").first).to_have_attribute("data-precheck", "refused")
+    await expect(desk.locator("li").last).to_have_attribute("data-precheck", "ok")
+    found = await violations(wit, include="#session-business")
+    assert not found, report("the desk's accounts box", found)
+    await expect(wit.locator("#docs figure:first-child img")).to_be_visible()
+    out_of_view: list[str] = []
+    for size in DESKS:
+        await wit.set_viewport_size(size)
+        for opened in (False, True):
+            await desk.locator("details").evaluate("(d, o) => { d.open = o; }", opened)
+            for control in ("#session-business summary", "#disclosure-show"):
+                await wit.locator(control).scroll_into_view_if_needed()
+                got = await wit.evaluate(CONTROL_AND_VIDEO, [control])
+                vw, vh = got["vw"], got["vh"]
+                for what in ("video", "front", "control"):
+                    left, top, right, bottom = got[what]
+                    if not (left >= -1 and top >= -1 and right <= vw + 1 and bottom <= vh + 1):
+                        where = f"{vw}x{vh} open={opened} {control}"
+                        out_of_view.append(f"{where}: {what} out of view {got[what]}")
+            problems = (await wit.evaluate(MEASURE, [DESK_ROOT, False]))["problems"]
+            out_of_view += [
+                f"{size['width']}x{size['height']} open={opened}: {p}" for p in problems
+            ]
+    assert out_of_view == [], "\n".join(out_of_view)
+    found = await violations(wit, include="#session-business")
+    assert not found, report("the desk's accounts box, open", found)
 
 
 async def test_wrong_account_number_is_refused_next_to_the_field(
