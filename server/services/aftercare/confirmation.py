@@ -74,40 +74,8 @@ class Notices:
             )
             if app is None or account is None:
                 return
-            phone = (
-                self.protector.decrypt(app.phone_enc, context=PHONE_CONTEXT)
-                if app.phone_enc
-                else ""
-            )
-            profile = (
-                self.protector.decrypt_json(app.profile_enc, context=PROFILE_CONTEXT)
-                if app.profile_enc
-                else {}
-            )
             text = notice_text(self.agency, account)
-        email = str(profile.get("email") or "")
-        outcomes: list[tuple[str, str, bool, str | None]] = []
-        if phone:
-            receipt = await self.sms.send(phone=phone, text=text, purpose="account_opened")
-            outcomes.append(("sms", mask_phone(phone), receipt.accepted, receipt.error_code))
-        if email:
-            sent = await self.email.send(to=email, subject=f"{self.agency} 开户成功通知", text=text)
-            local, _, domain = email.partition("@")
-            outcomes.append(("email", f"{local[:1]}***@{domain}", sent.accepted, sent.error_code))
-        async with self.db.begin() as tx:
-            for channel, to, ok, error in outcomes:
-                tx.add(
-                    Notification(
-                        application_id=application_id,
-                        channel=channel,
-                        recipient_masked=to,
-                        subject="account_opened",
-                        body=text,
-                        status=NoticeStatus.SENT if ok else NoticeStatus.FAILED,
-                        error=error,
-                        sent_at=utcnow() if ok else None,
-                    )
-                )
+        await self._send(app, text, "开户成功通知", "account_opened")
 
     async def _send(self, app: Application, text: str, subject: str, purpose: str) -> None:
         phone = (
