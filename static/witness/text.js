@@ -87,7 +87,11 @@ export function caseRows(application) {
     ['风险等级', 'Risk level', a.risk_level ? bi(`${a.risk_level}${risk ? ` ${risk[0]}` : ''}`,
       `${a.risk_level}${risk ? ` ${risk[1]}` : ''}`) : '—', 'risk_level'],
   ];
-  return rows.flatMap(([zh, en, value, key]) => [
+  // A holder's service (A20) has no suitability assessment: its empty risk-level row is left
+  // out of the offer card as it is of the session summary (business.js).
+  const service = a.business_type && a.business_type !== 'open';
+  const shown = service && !a.risk_level ? rows.filter((r) => r[3] !== 'risk_level') : rows;
+  return shown.flatMap(([zh, en, value, key]) => [
     el('dt', {}, bi(zh, en)),
     el('dd', { dataset: { field: key } }, value),
   ]);

@@ -96,6 +96,40 @@ MEASURE = """([root, wantPrompt]) => {
 }"""
 
 
+# On a desk the whole call must fit the window at every step (issue 17): every control of
+# the call bar (mute, camera, hang-up, ...) wholly inside the viewport, not cut at its foot.
+CALL_BAR = """([root]) => {
+  const vw = document.documentElement.clientWidth;
+  const vh = window.innerHeight;
+  const problems = [];
+  const bar = document.querySelector(root).querySelector('.call-bar');
+  const controls = bar ? Array.from(bar.querySelectorAll('button, [data-call=quality]')) : [];
+  if (controls.length === 0) problems.push('call bar: no controls');
+  // As the page is now, and with the session's top at the window's top (where the desk puts
+  // it as the call starts, session.js): the page scrolls only by its heading, so the bar
+  // must fit both ways.
+  const { scrollX, scrollY } = window;
+  const check = (where) => { for (const c of controls) {
+    if (c.getClientRects().length === 0) continue;  // hidden (e.g. a button not offered)
+    const r = c.getBoundingClientRect();
+    if (!(r.left >= -1 && r.top >= -1 && r.right <= vw + 1 && r.bottom <= vh + 1)) {
+      const name = c.dataset.call || c.textContent.trim().slice(0, 12);
+      problems.push(`call bar control ${name} not wholly in view (${where}) ` +
+        `[${[r.left, r.top, r.right, r.bottom].map(Math.round).join(',')}] in ${vw}×${vh}`);
+    }
+  } };
+  check('as scrolled');
+  const v = document.querySelector(root).querySelector('[data-call=remote]').getBoundingClientRect();
+  const b = bar ? bar.getBoundingClientRect() : null;
+  document.querySelector(root).scrollIntoView({ block: 'start' });
+  check('session at top');
+  const top = bar ? bar.getBoundingClientRect().bottom : null;
+  window.scrollTo(scrollX, scrollY);
+  return { problems, bar_bottom: b ? b.bottom : null, bar_bottom_at_top: top,
+           video: [v.width, v.height] };
+}"""
+
+
 # The control's box, the desk video's box and the ID front image's box (the witness
 # compares the face on the video with it), after the control was brought into view the way
 # a click or a focus would.

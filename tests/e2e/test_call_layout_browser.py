@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Page, expect
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from tests.e2e.conftest import artifact
-from tests.e2e.layout import CONTROL_AND_VIDEO, DESK_ROOT, DESKS, INVESTOR_ROOT, MEASURE, PHONES
+from tests.e2e.layout import CALL_BAR, CONTROL_AND_VIDEO, DESK_ROOT, DESKS, INVESTOR_ROOT, MEASURE, PHONES
 from tests.e2e.pages import (
     LiveApp,
     Watch,
@@ -59,6 +59,12 @@ class Layout:
             size = f"{desk['width']}x{desk['height']}"
             got = await self.wit.evaluate(MEASURE, [DESK_ROOT, prompt])
             self.problems += [f"desk {size} {state}: {p}" for p in got["problems"]]
+            bar = await self.wit.evaluate(CALL_BAR, [DESK_ROOT])
+            self.problems += [f"desk {size} {state}: {p}" for p in bar["problems"]]
+            if os.environ.get("WITNESS_LAYOUT_LOG"):
+                print(f"desk {size} {state}: bar bottom {bar['bar_bottom']:.0f} "
+                      f"(session at top {bar['bar_bottom_at_top']:.0f}), "
+                      f"video {bar['video'][0]:.0f}x{bar['video'][1]:.0f}")
             await self.shot(self.wit, f"desk-{size}-{state}")
         await self.wit.set_viewport_size(self.desk_size)
 
