@@ -119,7 +119,8 @@ CALL_BAR = """([root]) => {
     }
   } };
   check('as scrolled');
-  const v = document.querySelector(root).querySelector('[data-call=remote]').getBoundingClientRect();
+  const v = document.querySelector(root)
+    .querySelector('[data-call=remote]').getBoundingClientRect();
   const b = bar ? bar.getBoundingClientRect() : null;
   document.querySelector(root).scrollIntoView({ block: 'start' });
   check('session at top');

@@ -20,7 +20,15 @@ from playwright.async_api import Browser, Page, expect
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from tests.e2e.conftest import artifact
-from tests.e2e.layout import CALL_BAR, CONTROL_AND_VIDEO, DESK_ROOT, DESKS, INVESTOR_ROOT, MEASURE, PHONES
+from tests.e2e.layout import (
+    CALL_BAR,
+    CONTROL_AND_VIDEO,
+    DESK_ROOT,
+    DESKS,
+    INVESTOR_ROOT,
+    MEASURE,
+    PHONES,
+)
 from tests.e2e.pages import (
     LiveApp,
     Watch,
@@ -62,9 +70,11 @@ class Layout:
             bar = await self.wit.evaluate(CALL_BAR, [DESK_ROOT])
             self.problems += [f"desk {size} {state}: {p}" for p in bar["problems"]]
             if os.environ.get("WITNESS_LAYOUT_LOG"):
-                print(f"desk {size} {state}: bar bottom {bar['bar_bottom']:.0f} "
-                      f"(session at top {bar['bar_bottom_at_top']:.0f}), "
-                      f"video {bar['video'][0]:.0f}x{bar['video'][1]:.0f}")
+                print(
+                    f"desk {size} {state}: bar bottom {bar['bar_bottom']:.0f} "
+                    f"(session at top {bar['bar_bottom_at_top']:.0f}), "
+                    f"video {bar['video'][0]:.0f}x{bar['video'][1]:.0f}"
+                )
             await self.shot(self.wit, f"desk-{size}-{state}")
         await self.wit.set_viewport_size(self.desk_size)
 
