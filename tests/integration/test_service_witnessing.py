@@ -17,7 +17,9 @@ from server.store.models import Application, SessionEvent, WitnessSession
 from tests.call_flow import paired
 from tests.media_client import Party
 
-UNIFIED, SHANGHAI = "180000000042", "A000000042"
+# 张三's accounts in the sandbox account system (server/content/sandbox_holders.toml): the
+# precheck is asked again as the holder joins the queue, so they must be real ones there.
+UNIFIED, SHANGHAI = "181000000501", "A100000501"
 
 
 async def _state(party: Party, message: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +42,7 @@ async def test_a_cancellation_is_witnessed_with_its_script(mclient: Any) -> None
                 {"number": UNIFIED, "market": "unified", "status": "normal",
                  "opening_method": "two_way_video_witnessing"},
                 {"number": SHANGHAI, "market": "sh", "status": "normal",
-                 "opening_method": "two_way_video_witnessing", "holdings": True},
+                 "opening_method": "two_way_video_witnessing", "designated_trading": True},
             ]  # fmt: skip
             write_service(
                 app,
@@ -50,7 +52,11 @@ async def test_a_cancellation_is_witnessed_with_its_script(mclient: Any) -> None
                     accounts=accounts,
                     chosen=[SHANGHAI, UNIFIED],
                     precheck=[
-                        {"account_number": SHANGHAI, "ok": False, "error_code": "holdings_remain"},
+                        {
+                            "account_number": SHANGHAI,
+                            "ok": False,
+                            "error_code": "designated_trading",
+                        },
                         {"account_number": UNIFIED, "ok": True, "error_code": None},
                     ],
                 ),
@@ -79,11 +85,14 @@ async def test_a_cancellation_is_witnessed_with_its_script(mclient: Any) -> None
     )
     sh, unified = business["accounts"]
     assert sh["market"] == "sh" and sh["status"] == "normal"
-    assert sh["number_masked"] != SHANGHAI and sh["number_masked"].endswith("0042")
+    assert sh["number_masked"] != SHANGHAI and sh["number_masked"].endswith("0501")
     assert "number" not in sh
-    assert sh["precheck"]["ok"] is False and sh["precheck"]["error_code"] == "holdings_remain"
-    assert "持仓" in sh["precheck"]["message_zh"] and "holds" in sh["precheck"]["message_en"]
-    assert unified["precheck"] == {"ok": True, "error_code": None}
+    assert sh["precheck"]["ok"] is False and sh["precheck"]["error_code"] == "designated_trading"
+    assert (
+        "指定交易" in sh["precheck"]["message_zh"] and "designated" in sh["precheck"]["message_en"]
+    )
+    # Asked again at the queue: the unified account waits for its Shanghai account.
+    assert unified["precheck"]["error_code"] == "sub_accounts_open"
     # The investor's call screen names the business.
     named = await investor.next_of("business")
     assert named["label_zh"] == "注销证券账户" and "accounts" not in named
