@@ -48,7 +48,8 @@ _NUMBER_FORMS = {"unified": ("18", 10), "sh": ("A", 9), "sz": ("0", 9)}
 _FLAGS = ("holdings", "unsettled_trades", "designated_trading", "beijing_mark")
 _INFO_FIELDS = ("phone", "address", "email", "occupation")
 # Answers that say nothing about the account.
-_TRANSIENT = ("unavailable", "bad_response")
+# Answers that say nothing about the account: the same request may simply be retried.
+TRANSIENT_ERRORS = frozenset({"unavailable", "bad_response"})
 
 
 @dataclass(frozen=True)
@@ -761,7 +762,7 @@ class HttpAccountSystem(GatewayClient):
         body, failure = await self._ask({"operation": operation, **payload})
         if body is not None and body.get("ok") is False and "results" not in body:
             failure = _code(body.get("code"))
-            if body.get("code") in _TRANSIENT:
+            if body.get("code") in TRANSIENT_ERRORS:
                 failure = str(body["code"])
         elif body is not None:
             results = _service_results(body, numbers)

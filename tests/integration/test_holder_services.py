@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from server.app import create_app
-from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.services.intake.view import application_view
 from server.store.models import (
@@ -24,8 +23,8 @@ from server.store.models import (
     Notification,
     ServiceOutcome,
 )
-from tests.helpers import add_staff, csrf_from, login
 from tests.intake_flow import API, Investor, jpeg
+from tests.integration.test_callbacks import callback_staff, state_of
 from tests.server_config import make_config
 
 
@@ -122,20 +121,6 @@ async def approve(client: Any, app_id: str) -> None:
         assert app is not None
         app.state = "approved"
     await rt.aftercare.after_approval(app_id, actor="staff:test")
-
-
-async def callback_staff(client: Any) -> dict[str, str]:
-    await add_staff(client, "cb.wu", {Role.CALLBACK})
-    client.session.cookie_jar.clear()
-    await login(client, "cb.wu")
-    return {"X-CSRF-Token": csrf_from(await (await client.get("/staff/")).text())}
-
-
-async def state_of(client: Any, app_id: str) -> str:
-    async with client.app[RUNTIME].db.begin() as s:
-        app = await s.get(Application, app_id)
-        assert app is not None
-        return app.state
 
 
 async def audits(client: Any, action: str) -> list[AuditEntry]:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.adapters.account_system import TRANSIENT_ERRORS
 from server.audit import append_audit
 from server.crypto import DataProtector
 from server.domain.aftercare import AccountStatus
@@ -35,15 +36,13 @@ from server.services.service_requests import SERVICE_CONTEXT, mask_account, read
 from server.store.models import Account, ServiceOutcome, utcnow
 
 log = logging.getLogger(__name__)
-# Answers that say nothing about the account: the request may be retried as it is.
-_TRANSIENT = frozenset({"unavailable", "bad_response"})
 METHOD_NAMES = {"witnessed": "two_way_video_witnessing", "online": "online"}
 
 
 def outcome_status(result: ServiceResult) -> str:
     if result.ok:
         return "done"
-    return "failed" if result.error_code in _TRANSIENT else "refused"
+    return "failed" if result.error_code in TRANSIENT_ERRORS else "refused"
 
 
 class AccountServices:

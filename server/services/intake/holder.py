@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.adapters.account_system import TRANSIENT_ERRORS
 from server.audit import append_audit
 from server.crypto import DataProtector, mask_id_number, mask_phone
 from server.domain.application import ApplicationEvent
@@ -242,9 +243,6 @@ async def check_offered(
         raise
 
 
-_TRANSIENT = frozenset({"unavailable", "bad_response"})
-
-
 async def refresh_precheck(
     *,
     db: async_sessionmaker[AsyncSession],
@@ -267,7 +265,7 @@ async def refresh_precheck(
         account_numbers=request.chosen,
         details=request.details,
     )
-    if not checks or all(c.error_code in _TRANSIENT for c in checks):
+    if not checks or all(c.error_code in TRANSIENT_ERRORS for c in checks):
         return
     fresh = [
         {"account_number": c.account_number, "ok": c.ok, "error_code": c.error_code} for c in checks
