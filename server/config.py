@@ -308,6 +308,29 @@ class ServicesConfig:
 
 
 @dataclass(frozen=True)
+class OneWayConfig:
+    # A18: the investor records alone and the machine checks liveness, face and the
+    # statement; a witness then reviews the recording. Off unless the agency turns it on.
+    enabled: bool = False
+    # Who may choose it (the agency's rule; everyone else joins the two-way queue).
+    min_age: int = 18
+    max_age: int = 60
+    # A18.3: instructions drawn per attempt, seconds allowed for each, attempts allowed.
+    instructions: int = 3
+    instruction_seconds: float = 8.0
+    attempts: int = 3
+    # A18.5: statement takes allowed within one attempt (each failed take is redone).
+    statement_takes: int = 3
+    statement_max_seconds: float = 60.0
+    # A18.4: largest dlib embedding distance counted as the same person (same person
+    # measured 0.14–0.42, different people 0.61–0.91 on test images; tune on real data).
+    face_threshold: float = 0.45
+    # Attempts running at once on one node (each decodes video and runs dlib: ~0.3 of a
+    # core while it lasts; see docs/one-way.md).
+    max_concurrent: int = 2
+
+
+@dataclass(frozen=True)
 class ReviewConfig:
     # A17.5: playback faster than this does not count as reviewed.
     max_rate: float = 2.0
@@ -346,6 +369,7 @@ class Config:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     callback: CallbackConfig = field(default_factory=CallbackConfig)
     services: ServicesConfig = field(default_factory=ServicesConfig)
+    oneway: OneWayConfig = field(default_factory=OneWayConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     screening: ScreeningConfig = field(default_factory=ScreeningConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
@@ -551,6 +575,7 @@ def _validate(cfg: Config) -> None:
     if cfg.callback.max_attempts < 1:
         raise ConfigError("callback.max_attempts: must be at least 1")
     _validate_risk(cfg.risk)
+    _validate_oneway(cfg.oneway)
     try:
         cfg.services.offer  # noqa: B018 - parsing is the check
     except ValueError as exc:
@@ -672,6 +697,22 @@ def _validate(cfg: Config) -> None:
     for origin in cfg.server.cluster_origins:
         if not origin.startswith(("https://", "http://")) or any(c in origin for c in " ;,'\""):
             raise ConfigError(f"server.cluster_origins: {origin!r} must be an http(s):// origin")
+
+
+def _validate_oneway(o: OneWayConfig) -> None:
+    checks = [
+        (16 <= o.min_age <= o.max_age <= 120, "min_age/max_age: need 16 <= min_age <= max_age"),
+        (1 <= o.instructions <= 6, "instructions: must be 1..6 (there are 6 kinds)"),
+        (3.0 <= o.instruction_seconds <= 30.0, "instruction_seconds: must be 3..30"),
+        (1 <= o.attempts <= 10, "attempts: must be 1..10"),
+        (1 <= o.statement_takes <= 10, "statement_takes: must be 1..10"),
+        (10.0 <= o.statement_max_seconds <= 300.0, "statement_max_seconds: must be 10..300"),
+        (0.2 <= o.face_threshold <= 0.8, "face_threshold: must be 0.2..0.8"),
+        (1 <= o.max_concurrent <= 64, "max_concurrent: must be 1..64"),
+    ]
+    for ok, problem in checks:
+        if not ok:
+            raise ConfigError(f"oneway.{problem}")
 
 
 def _validate_risk(risk: RiskConfig) -> None:

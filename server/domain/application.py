@@ -40,6 +40,9 @@ class ApplicationState(StrEnum):
     # or refused by it for every account named.
     COMPLETED = "completed"
     SERVICE_REFUSED = "service_refused"
+    # A18: a one-way recording whose machine checks passed, waiting for a witness to
+    # review it in full (A18.6) before the reviewer's review.
+    ONE_WAY_RECORDED = "one_way_recorded"
 
 
 class ApplicationEvent(StrEnum):
@@ -69,6 +72,12 @@ class ApplicationEvent(StrEnum):
     SERVICE_DONE = "service_done"
     SERVICE_DECLINED = "service_declined"  # the account system refused every account
     CONFIRM_ONLINE = "confirm_online"  # A22: an online service, confirmed without video
+    # A18: one-way video. An attempt that fails (liveness, face, statement, or the
+    # investor leaving) puts the application back where it may try again or queue for a
+    # two-way call (A18.4); one that passes waits for the witness's review.
+    START_ONE_WAY = "start_one_way"
+    ONE_WAY_FAILED = "one_way_failed"
+    ONE_WAY_RECORDED = "one_way_recorded"
 
 
 class CallbackOrder(StrEnum):
@@ -95,6 +104,12 @@ _COMMON: dict[tuple[ApplicationState, ApplicationEvent], ApplicationState] = {
     (S.WITNESSING, E.SESSION_INTERRUPTED): S.QUEUED,
     (S.WITNESSING, E.WITNESS_PASSED): S.WITNESSED,
     (S.WITNESSING, E.WITNESS_FAILED): S.WITNESS_FAILED,
+    (S.IDENTITY_VERIFIED, E.START_ONE_WAY): S.WITNESSING,
+    (S.WITNESSING, E.ONE_WAY_FAILED): S.IDENTITY_VERIFIED,
+    (S.WITNESSING, E.ONE_WAY_RECORDED): S.ONE_WAY_RECORDED,
+    # A18.6: the witness's review of the recording stands in for the witnessed call.
+    (S.ONE_WAY_RECORDED, E.WITNESS_PASSED): S.WITNESSED,
+    (S.ONE_WAY_RECORDED, E.WITNESS_FAILED): S.WITNESS_FAILED,
     (S.WITNESSED, E.START_REVIEW): S.IN_REVIEW,
     (S.IN_REVIEW, E.RELEASE_REVIEW): S.WITNESSED,
     (S.IN_REVIEW, E.APPROVE): S.APPROVED,

@@ -20,6 +20,13 @@ class SessionState(StrEnum):
 OPEN_STATES = frozenset({SessionState.PLACED, SessionState.LIVE})
 
 
+class SessionMode(StrEnum):
+    """A17: a witness on the call; A18: the investor records alone, a witness reviews."""
+
+    TWO_WAY = "two_way"
+    ONE_WAY = "one_way"
+
+
 class Party(StrEnum):
     """The two ends of a witness session's call."""
 

@@ -99,6 +99,10 @@ class MediaEvents(Protocol):
     ) -> None: ...
 
 
+# (role, kind, codec name, encoded frame, session-clock ms, keyframe)
+FrameObserver = Callable[[str, str, str, bytes, int, bool], None]
+
+
 @dataclass(frozen=True)
 class MediaSettings:
     recordings_root: Path
@@ -226,6 +230,9 @@ class MediaSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing_legs: set[asyncio.Future[None]] = set()
         self._keyframe_task = asyncio.create_task(self._periodic_keyframes())
+        # A18: the one-way checks watch the investor's frames as they arrive (called on
+        # the event loop for every frame: an observer must only queue work).
+        self.observers: list[FrameObserver] = []
 
     def now_ms(self) -> int:
         return int((time.monotonic() - self.origin) * 1000)
@@ -417,6 +424,8 @@ class MediaSession:
                     peer.video_out.push(data, rtp_ts, leg, leg.video_codec)
                 if key and not how.incomplete:
                     self._keyframe_arrived(leg, data)
+                for observe in self.observers:
+                    observe(leg.role, "video", leg.video_codec.name, data, arrival, key)
             else:
                 if leg.writer is not None:
                     leg.writer.write_audio(
@@ -424,6 +433,8 @@ class MediaSession:
                     )
                 if peer is not None:
                     peer.audio_out.push(data, rtp_ts, leg)
+                for observe in self.observers:
+                    observe(leg.role, "audio", "opus", data, arrival, False)
 
         return on_frame
 

@@ -78,6 +78,8 @@ async def _facts(tx: AsyncSession, *, first_day: date, last_day: date, zone: tzi
             )
         )
     ).all()
+    # A18: a one-way session counts for the witness who reviewed it, once one has.
+    sessions = [row for row in sessions if row.witness_id is not None]
     witness_ids = {row.witness_id for row in sessions}
     names: dict[int, str] = {}
     if witness_ids:
@@ -87,7 +89,7 @@ async def _facts(tx: AsyncSession, *, first_day: date, last_day: date, zone: tzi
         names = {row.id: row.display_name for row in staff}
     return Facts(
         application_times=list(app_times),
-        sessions=[SessionFact(*row) for row in sessions],
+        sessions=[SessionFact(*row) for row in sessions],  # type: ignore[arg-type]
         reviews=[ReviewFact(claimed_at=r.created_at, decided_at=r.decided_at) for r in reviews],
         callbacks=[CallbackFact(at=c.created_at, outcome=c.outcome) for c in callbacks],
         witness_names=names,

@@ -218,9 +218,12 @@ class WitnessSession(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
-    witness_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), index=True)
+    # A18: a one-way session has no witness on the call; the witness who reviews its
+    # recording is set when they take it (so four eyes hold against the reviewer).
+    witness_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
     node_id: Mapped[str] = mapped_column(String(100), default="")
     state: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(16), default="two_way", server_default="two_way")
     # The application's business type, copied so sessions and recordings are found by it.
     business_type: Mapped[str] = mapped_column(String(32), default="open", server_default="open")
     verdict: Mapped[str | None] = mapped_column(String(16))
@@ -402,6 +405,28 @@ class ServiceOutcome(Base):
     reference: Mapped[str] = mapped_column(String(100), default="", server_default="")
     details_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class OneWayAttempt(Base):
+    """One try at the one-way checks (A18.3–A18.5): its own session and recording, the
+    instructions drawn, what was measured, and why it ended."""
+
+    __tablename__ = "oneway_attempts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("witness_sessions.id"), unique=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, … within the application
+    # running | passed | failed
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    sequence: Mapped[list[str]] = mapped_column(JSON)
+    liveness: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    face: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Each statement take's quality report, in order.
+    statement: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Notification(Base):

@@ -250,6 +250,8 @@ async def witness_stats(
         ).all()
         per: dict[int, list[tuple[bool, float]]] = defaultdict(list)
         for witness, verdict, started, ended in rows:
+            if witness is None:  # A18: a one-way session not yet reviewed by a witness
+                continue
             seconds = (_utc(ended) - _utc(started)).total_seconds() if started and ended else 0.0
             per[witness].append((verdict == Verdict.PASS.value, seconds))
         out.extend(

@@ -100,7 +100,7 @@ class ScreeningDesk:
         reviewers = await tx.scalars(
             select(Review.reviewer_id).where(Review.application_id == application_id)
         )
-        return set(witnesses) | set(reviewers)
+        return {w for w in witnesses if w is not None} | set(reviewers)
 
     async def decide(
         self, *, screening_id: str, staff_id: int, decision: str, reason: str

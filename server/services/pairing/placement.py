@@ -20,7 +20,7 @@ from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.errors import Conflict, NotFound
 from server.domain.pairing import WaitingInvestor, WitnessState
-from server.domain.session import OPEN_STATES, Party, SessionState
+from server.domain.session import OPEN_STATES, Party, SessionMode, SessionState
 from server.queue.base import NodeInfo
 from server.services.applications import apply_event, get_application
 from server.services.pairing import session_tokens
@@ -31,7 +31,7 @@ from server.services.pairing.queueing import (
     required_skills,
     witness_channel,
 )
-from server.store.models import WitnessSession, utcnow
+from server.store.models import OneWayAttempt, WitnessSession, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ class Placer:
                 .where(
                     column == value,
                     WitnessSession.state.in_((SessionState.PLACED, SessionState.LIVE)),
+                    WitnessSession.mode == SessionMode.TWO_WAY,
                 )
                 .order_by(WitnessSession.created_at.desc())
                 .limit(1)
@@ -234,15 +235,28 @@ class Placer:
             witness_session.ended_at = utcnow()
             witness_session.notes = reason
             app = await get_application(tx=tx, application_id=witness_session.application_id)
-            requeue = app.state == ApplicationState.WITNESSING.value
-            if requeue:
+            one_way = witness_session.mode == SessionMode.ONE_WAY
+            requeue = app.state == ApplicationState.WITNESSING.value and not one_way
+            if app.state == ApplicationState.WITNESSING.value:
                 await apply_event(
                     tx=tx,
                     application=app,
-                    event=ApplicationEvent.SESSION_INTERRUPTED,
+                    # A18.4: a one-way attempt cut short may be tried again or turned into
+                    # a place in the two-way queue; it never queues by itself.
+                    event=(
+                        ApplicationEvent.ONE_WAY_FAILED
+                        if one_way
+                        else ApplicationEvent.SESSION_INTERRUPTED
+                    ),
                     actor="system",
                     details={"session": session_id, "reason": reason},
                 )
+            if one_way:
+                attempt = await tx.scalar(
+                    select(OneWayAttempt).where(OneWayAttempt.session_id == session_id)
+                )
+                if attempt is not None and attempt.state == "running":
+                    attempt.state, attempt.reason, attempt.ended_at = "failed", reason, utcnow()
             await append_audit(
                 tx,
                 actor="system",
@@ -317,7 +331,7 @@ class Placer:
         session_id: str,
         *,
         application_id: str,
-        staff_id: int,
+        staff_id: int | None,
         witness_after: WitnessState,
         notice: dict[str, Any],
         investor_notice: dict[str, Any],
@@ -326,7 +340,7 @@ class Placer:
         """A session is over: its witness leaves BUSY, and everyone watching is told (both
         session sockets, the investor's queue page, the witness's desk, the dispatcher)."""
         backend = self.pairing.backend
-        witness = await backend.get_witness(staff_id)
+        witness = None if staff_id is None else await backend.get_witness(staff_id)
         if witness is not None and witness.state is WitnessState.BUSY:
             await backend.set_witness(
                 replace(
@@ -341,7 +355,8 @@ class Placer:
         for party in Party:
             await backend.publish(session_channel(session_id, party), notice)
         await backend.publish(investor_channel(application_id), investor_notice)
-        await backend.publish(witness_channel(staff_id), notice)
+        if staff_id is not None:
+            await backend.publish(witness_channel(staff_id), notice)
         await backend.publish(QUEUE_CHANGED, {"reason": queue_reason})
 
     async def stale_placements(self, *, older_than: datetime) -> list[str]:
@@ -351,6 +366,8 @@ class Placer:
                 select(WitnessSession.id).where(
                     WitnessSession.state == SessionState.PLACED,
                     WitnessSession.created_at < older_than,
+                    # A18: one-way attempts time out on their own terms (services/oneway).
+                    WitnessSession.mode == SessionMode.TWO_WAY,
                 )
             )
             return list(rows.all())
