@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,32 @@ log = logging.getLogger(__name__)
 # Euclidean distance between embeddings. Measured here: same person 0.14–0.42, different
 # people 0.61–0.91 (WEBRTC-NOTES); below this we say "likely the same person".
 SAME_PERSON_BELOW = 0.5
+
+# A18.3: live frames are measured many times a second, so the detector runs on a small
+# copy. Unless upsampled, dlib's detector finds only faces whose box is ~70 px or more
+# in the picture it is given: at 320 px wide that is a face box of ~22 % of the frame's
+# width, a selfie's (measured here, 640×480: 10–15 ms at 320 px, 35–45 ms at 640 px,
+# 125–170 ms at 640 px upsampled). A frame without a face at that size is looked at once
+# more at up to 640 px (boxes from ~11 % of the width).
+DETECT_WIDTH = 320
+FALLBACK_WIDTH = 640
+
+
+@dataclass(frozen=True)
+class FaceMeasure:
+    """What one picture shows of faces, in the given picture's pixels."""
+
+    faces: int
+    # The largest face's box (left, top, right, bottom) and its 5 landmarks in dlib's
+    # order (two corners of one eye, two of the other, the base of the nose).
+    box: tuple[int, int, int, int] | None = None
+    points: list[tuple[float, float]] | None = None
+    # The largest face's 128-d embedding (numpy array), when asked for.
+    embedding: Any | None = None
+    # The largest face aligned and cropped as the embedding network takes it (150 × 150
+    # RGB numpy array), when asked for: ``embed_chip`` gives its embedding, in another
+    # process if need be (see ``embed_chip``'s note on the GIL).
+    chip: Any | None = None
 
 
 class FaceMatcher:
@@ -53,6 +81,72 @@ class FaceMatcher:
             shape = self._landmarks(pixels, face)
             return np.array(self._net.compute_face_descriptor(pixels, shape))
 
+    def measure(
+        self,
+        pixels: Any,
+        *,
+        embed: bool = False,
+        chip: bool = False,
+        detect_width: int = DETECT_WIDTH,
+        fallback_width: int = FALLBACK_WIDTH,
+    ) -> FaceMeasure:
+        """Faces in an RGB picture (numpy array, height × width × 3, uint8): how many, and
+        the largest one's box, landmarks, (``embed``) embedding and (``chip``) aligned
+        face for ``embed_chip``. Detection runs on a copy at most ``detect_width`` wide,
+        then, if it finds nothing, at most ``fallback_width``; landmarks, chip and
+        embedding on the full picture. Blocking: run it in a thread. Detection and
+        landmarks (~10–50 ms) let other threads run; ``embed`` adds ~140 ms holding the
+        GIL (see ``embed_chip``): beside live calls ask for the chip instead."""
+        import dlib  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        import numpy as np
+
+        width = int(pixels.shape[1])
+        tries = [max(1, math.ceil(width / detect_width))]
+        if fallback_width > detect_width:
+            tries.append(max(1, math.ceil(width / fallback_width)))
+        found: list[Any] = []
+        factor = 1
+        for factor in dict.fromkeys(tries):  # each distinct factor once, coarse first
+            small = _reduced(pixels, factor)
+            with self._lock:
+                found = list(self._detector(small, 0))
+            if found:
+                break
+        if not found:
+            return FaceMeasure(faces=0)
+        face = max(found, key=lambda r: r.area())
+        rect = dlib.rectangle(
+            int(face.left() * factor),
+            int(face.top() * factor),
+            int(face.right() * factor),
+            int(face.bottom() * factor),
+        )
+        with self._lock:
+            shape = self._landmarks(pixels, rect)
+            embedding = (
+                np.array(self._net.compute_face_descriptor(pixels, shape)) if embed else None
+            )
+            # What compute_face_descriptor(pixels, shape) crops inside (same vector).
+            aligned = dlib.get_face_chip(pixels, shape, size=150, padding=0.25) if chip else None
+        return FaceMeasure(
+            faces=len(found),
+            box=(rect.left(), rect.top(), rect.right(), rect.bottom()),
+            points=[(float(p.x), float(p.y)) for p in shape.parts()],
+            embedding=embedding,
+            chip=aligned,
+        )
+
+    def embed_chip(self, chip: Any) -> Any:
+        """The 128-d embedding of an aligned face from ``measure(..., chip=True)``.
+        Blocking, ~140 ms, and dlib holds the GIL all that time (measured: a thread
+        computing embeddings delays the event loop by up to 280 ms), so a thread does not
+        keep the event loop free: for live frames run ``embed_chip_here`` in another
+        process."""
+        import numpy as np
+
+        with self._lock:
+            return np.array(self._net.compute_face_descriptor(chip))
+
     def distance(self, a: bytes, b: bytes) -> float | None:
         import numpy as np
 
@@ -60,6 +154,36 @@ class FaceMatcher:
         if ea is None or eb is None:
             return None
         return float(np.linalg.norm(ea - eb))
+
+
+def _reduced(pixels: Any, factor: int) -> Any:
+    """The picture shrunk by a whole factor, averaging each factor × factor block (PIL's
+    reduce: ~1 ms for 640×480; plain striding would alias fine detail away)."""
+    if factor <= 1:
+        return pixels
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(pixels).reduce(factor))
+
+
+def embed_chip_here(chip: Any) -> list[float]:
+    """``FaceMatcher.embed_chip`` with this process's matcher, as a plain list: the job a
+    process pool runs (the one-way analysis, A18.3). RuntimeError without the models."""
+    matcher = shared_matcher()
+    if matcher is None:
+        raise RuntimeError("the face models are not installed")
+    return [float(v) for v in matcher.embed_chip(chip)]
+
+
+def embedding_here(image_bytes: bytes) -> list[float] | None:
+    """``FaceMatcher.embedding`` with this process's matcher, as a plain list (None: no
+    face): for a process pool, where the GIL it holds stalls no event loop."""
+    matcher = shared_matcher()
+    if matcher is None:
+        raise RuntimeError("the face models are not installed")
+    found = matcher.embedding(image_bytes)
+    return None if found is None else [float(v) for v in found]
 
 
 _shared_lock = threading.Lock()
