@@ -3,6 +3,7 @@
 import { $, $$, el } from '../js/dom.js';
 import { bi } from '../js/i18n.js';
 import { NATIONALITIES } from './idnumber.js';
+import { setupOnewayChoice } from './oneway.js';
 import { NO_WEBRTC, callSupported, setupPrecall } from './precall.js';
 import { isService, showService } from './service.js';
 import { busy, clearAlert, clearFieldErrors, showAlert, showFieldError } from './ui.js';
@@ -20,6 +21,7 @@ const STATES = {
   witnessed: ['视频见证已完成，资料正在复核。', 'Witnessing is done; your application is being reviewed.'],
   in_review: ['资料正在复核。', 'Your application is being reviewed.'],
   approved: ['复核已通过，等待回访或开户。', 'Approved; awaiting the callback or account opening.'],
+  one_way_recorded: ['录制已提交，等待见证人员审核。', 'Recording submitted; a witness will review it.'],
   callback_confirmed: ['回访已确认，正在开立账户。', 'Callback confirmed; your account is being opened.'],
   account_opened: ['账户已开立，回访确认后即可使用。', 'Your account is opened and will be usable after the callback.'],
   active: ['账户已开立并可以使用。', 'Your account is open and ready to use.'],
@@ -61,6 +63,7 @@ export function setupCheck(ctx) {
   const joinBtn = $('#join-queue');
   const online = $('#check-online');
   let options = null;
+  const oneway = setupOnewayChoice(ctx); // A18: one-way beside the two-way queue
   // Issue 16: joining waits for a check that did not fail (weak joins with its warning).
   const precall = setupPrecall(ctx, {
     onChange() {
@@ -139,7 +142,7 @@ export function setupCheck(ctx) {
         ? bi(`核验编号：${check.reference}`, `Check reference: ${check.reference}`) : '');
       show(verified);
       joinBtn.disabled = true;
-      await precall.enter();
+      await Promise.all([oneway.render(), precall.enter()]);
       joinBtn.disabled = !precall.mayJoin;
       return verified;
     }

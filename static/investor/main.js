@@ -9,6 +9,7 @@ import { deviceId } from './device.js';
 import { setupDisclosure } from './disclosure.js';
 import { setupIdentity } from './identity.js';
 import { setupImages } from './images.js';
+import { setupOneway } from './oneway.js';
 import { setupPhone } from './phone.js';
 import { setupQueue } from './queue.js';
 import { isService } from './service.js';
@@ -84,6 +85,7 @@ const steps = {
   disclosure: setupDisclosure(ctx),
   check: setupCheck(ctx),
   queue: setupQueue(ctx),
+  oneway: setupOneway(ctx), // A18: recorded alone, reviewed by a witness later
 };
 
 /** GET /options once (document types, occupations). */
@@ -125,7 +127,7 @@ function renderProgress() {
   const done = new Set(ctx.app ? ctx.app.completed : []);
   if (ctx.signedIn) done.add('phone');
   if (ctx.app && ['ready', 'beyond'].includes(ctx.app.next_step)) done.add('check');
-  if (current === 'queue') done.add('check');
+  if (current === 'queue' || current === 'oneway') done.add('check');
   for (const li of $$('#progress-steps li')) {
     const step = li.dataset.step;
     const position = STEPS.indexOf(step);
@@ -140,6 +142,10 @@ function renderProgress() {
     li.setAttribute('aria-label', `${position + 1} ${t(zh, en)} ${state}`.trim());
   }
   const label = $('#progress-label');
+  if (current === 'oneway') {
+    label.replaceChildren(bi('资料已全部提交 · 单向视频见证', 'All steps done · One-way video'));
+    return;
+  }
   if (current === 'queue') {
     const online = ctx.app && isService(ctx.app) && ctx.app.method === 'online';
     label.replaceChildren(online ? bi('资料已全部提交 · 网上办理', 'All steps done · Online')
@@ -186,6 +192,7 @@ async function go(step, opts = {}) {
 /** Go where the application stands. */
 function resume(app, opts = {}) {
   setApp(app);
+  if (app.state === 'one_way_recorded') return go('oneway', opts); // A18: awaiting the witness's review
   if (QUEUE_STATES.has(app.state)) return go('queue', opts);
   return go(SECTION_OF[app.next_step] || 'identity', opts);
 }
