@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -204,6 +205,7 @@ async def test_oneway_recorded_and_submitted(start_server: Any, tmp_path: Path) 
         shots = Shots(page, tmp_path / "shots")
         try:
             await verified_with_portrait(server, page)
+            console.errors.clear()  # the signed-out page's first 401 is expected
             choice = page.locator("#oneway-choice")
             await expect(choice).to_be_visible()
             await expect(page.locator("#oneway-attempts .zh")).to_have_text("还可尝试 3 次")
@@ -244,22 +246,34 @@ async def test_oneway_recorded_and_submitted(start_server: Any, tmp_path: Path) 
             await shots("4-statement-en")
             await page.click("[data-set-lang=zh]")
 
+            # A take stopped too soon fails quality control: the reasons, then a redo.
             await start.click()
             finish = page.locator("#ow-statement-done")
             await expect(finish).to_be_visible()
+            await expect(finish).to_be_focused()
+            await page.wait_for_timeout(2_000)
+            await finish.click()
+            findings = page.locator("#ow-findings")
+            await expect(findings).to_be_visible(timeout=15_000)
+            await expect(findings).to_contain_text("录制时间太短")
+            await expect(page.locator("#ow-takes .zh")).to_have_text("可录制 2 次")
+            await expect(start).to_be_focused()
+            await shots("5-take-refused")
+
+            await start.click()
+            await expect(finish).to_be_visible()
             await expect(page.locator("#ow-rec")).to_contain_text("正在录制")
-            await shots("5-recording")
+            await shots("6-recording")
             await page.wait_for_timeout(8_000)
             await finish.click()
             timings["statement finished"] = time.monotonic() - t0
             passed = page.locator("#ow-passed")
-            findings = page.locator("#ow-findings")
             outcome = page.locator("#ow-passed:visible, #ow-findings:visible")
             await expect(outcome).to_be_visible(timeout=20_000)
             assert await findings.is_hidden(), await findings.inner_text()
             timings["submitted"] = time.monotonic() - t0
             await expect(passed).to_contain_text("录制已提交，等待见证人员审核")
-            await shots("6-submitted")
+            await shots("7-submitted")
             assert await page.evaluate(STATE) == "one_way_recorded"
             # A return visit shows where it stands.
             await page.reload()
@@ -273,6 +287,7 @@ async def test_oneway_recorded_and_submitted(start_server: Any, tmp_path: Path) 
     instructions = socket.of("oneway.instruction")
     assert [m["instruction"] for m in instructions] == SEQUENCE
     assert [m["index"] for m in socket.of("oneway.instruction_passed")] == [0, 1, 2]
+    assert [m["takes_left"] for m in socket.of("oneway.statement_result")] == [2]
     assert socket.of("oneway.done") == [{"type": "oneway.done", "passed": True, "reason": None}]
 
 
@@ -292,6 +307,7 @@ async def test_oneway_still_camera_fails_then_joins_the_queue(
         shots = Shots(page, tmp_path / "shots")
         try:
             await verified_with_portrait(server, page)
+            console.errors.clear()  # the signed-out page's first 401 is expected
             await expect(page.locator("#oneway-choice")).to_be_visible()
             t0 = time.monotonic()
             await page.click("#oneway-start")
@@ -310,19 +326,19 @@ async def test_oneway_still_camera_fails_then_joins_the_queue(
             two_way = page.locator("#ow-two-way")
             await expect(two_way).to_be_visible()
             await expect(two_way).to_contain_text("改为与见证人员视频连线")
-            await shots("7-failed")
+            await shots("8-failed")
             assert await page.evaluate(STATE) == "identity_verified"
             # The choice again shows one attempt fewer.
             await page.click("[data-set-lang=en]")
             await expect(retry.locator(".en")).to_have_text("Try again (2 left)")
-            await shots("7-failed-en")
+            await shots("8-failed-en")
             await page.click("[data-set-lang=zh]")
 
             await two_way.click()
             await expect(page.locator("#step-queue")).to_be_visible()
             await expect(page.locator("#queue-waiting")).to_be_visible()
             assert await page.evaluate(STATE) == "queued"
-            await shots("8-queued")
+            await shots("9-queued")
             watch.assert_clean()
             assert console.errors == []
         finally:
@@ -330,4 +346,41 @@ async def test_oneway_still_camera_fails_then_joins_the_queue(
             await ctx.close()
     assert socket.of("oneway.done") == [
         {"type": "oneway.done", "passed": False, "reason": "liveness_not_performed"}
+    ]
+
+
+async def test_oneway_other_face_is_sent_to_a_witness(start_server: Any, tmp_path: Path) -> None:
+    """A18.4: the movements are right but the face is someone else's: the page leads to
+    a video call with a witness (or a branch) first, another attempt second."""
+    clip = write_clip(tmp_path / "other.y4m", HAPPY_CLIP, swap_face_at=0.0)
+    server = await start_server(**FAST, oneway=ONEWAY)
+    short_disclosure(server, 0)
+    quick_shutdown(server)
+    async with camera(clip) as browser:
+        ctx = await phone(browser)
+        page = await ctx.new_page()
+        watch = Watch(page)
+        console = Console(page)
+        socket = Socket(page)
+        shots = Shots(page, tmp_path / "shots")
+        try:
+            await verified_with_portrait(server, page)
+            console.errors.clear()  # the signed-out page's first 401 is expected
+            await page.click("#oneway-start")
+            failed = page.locator("#ow-failed")
+            await expect(failed).to_be_visible(timeout=60_000)
+            await expect(failed).to_have_attribute("data-reason", "face_mismatch")
+            await expect(page.locator("#ow-fail-reason")).to_contain_text("比对未通过")
+            await expect(page.locator("#ow-counter")).to_be_visible()
+            await expect(page.locator("#ow-two-way")).to_have_class(re.compile(r"\bprimary\b"))
+            await expect(page.locator("#ow-retry")).to_have_class(re.compile(r"\bsecondary\b"))
+            await shots("10-face-mismatch")
+            assert await page.evaluate(STATE) == "identity_verified"
+            watch.assert_clean()
+            assert console.errors == []
+        finally:
+            print(f"\nsocket messages:\n{socket.log()}\nshots: {shots.root}")
+            await ctx.close()
+    assert socket.of("oneway.done") == [
+        {"type": "oneway.done", "passed": False, "reason": "face_mismatch"}
     ]
