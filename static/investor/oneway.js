@@ -397,6 +397,8 @@ export function setupOneway(ctx) {
     }
   }
   window.addEventListener('resize', () => requestAnimationFrame(keepInView));
+  // Larger text (issue 17) or a longer instruction grows the band: still in view.
+  if (window.ResizeObserver) new ResizeObserver(() => requestAnimationFrame(keepInView)).observe(band);
 
   function setPhase(phase) {
     section.dataset.phase = phase;
@@ -541,6 +543,7 @@ export function setupOneway(ctx) {
     doneBtn.hidden = true;
     recNote.hidden = true;
     startBtn.focus({ preventScroll: true });
+    requestAnimationFrame(() => startBtn.scrollIntoView({ block: 'nearest' }));
   }
 
   function onMessage(data) {
@@ -649,6 +652,9 @@ export function setupOneway(ctx) {
     twoWay.classList.toggle('secondary', !(face || !may));
     retry.classList.toggle('primary', !face);
     retry.classList.toggle('secondary', face);
+    // The first choice first.
+    if (face || !may) retry.before(twoWay);
+    else twoWay.before(retry);
     $('#ow-counter').hidden = !face;
     $('#ow-failed h3').focus();
   }

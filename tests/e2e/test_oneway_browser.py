@@ -24,6 +24,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from server.http.keys import RUNTIME
+from tests.e2e import axe
 from tests.e2e.conftest import CHROMIUM_ARGS, _launch
 from tests.e2e.pages import (
     API_INTAKE,
@@ -99,9 +100,16 @@ async def camera(clip: Path, wav: Path = STATEMENT_WAV) -> AsyncIterator[Browser
         yield browser
 
 
-async def phone(browser: Browser) -> BrowserContext:
+async def phone(browser: Browser, *, bypass_csp: bool = False) -> BrowserContext:
+    """A phone-sized page; ``bypass_csp`` only for axe (tests/e2e/axe.py), which loses the
+    CSP check."""
     return await browser.new_context(
-        viewport=PHONE, is_mobile=True, has_touch=True, locale="zh-CN", device_scale_factor=1
+        viewport=PHONE,
+        is_mobile=True,
+        has_touch=True,
+        locale="zh-CN",
+        device_scale_factor=1,
+        bypass_csp=bypass_csp,
     )
 
 
@@ -229,6 +237,10 @@ async def test_oneway_recorded_and_submitted(start_server: Any, tmp_path: Path) 
                 if i == 0:
                     await expect(page.locator("#ow-countdown")).to_contain_text("剩余")
                     await shots("2-instruction")
+                    # Large text (issue 17): still nothing sideways, band under the picture.
+                    await page.click("#text-size")
+                    await shots("2-instruction-large-text")
+                    await page.click("#text-size")
                 done = page.locator("#ow-steps li").nth(i)
                 await expect(done).to_have_class("is-done", timeout=30_000)
                 timings[f"instruction {i + 1} passed"] = time.monotonic() - t0
@@ -351,13 +363,14 @@ async def test_oneway_still_camera_fails_then_joins_the_queue(
 
 async def test_oneway_other_face_is_sent_to_a_witness(start_server: Any, tmp_path: Path) -> None:
     """A18.4: the movements are right but the face is someone else's: the page leads to
-    a video call with a witness (or a branch) first, another attempt second."""
+    a video call with a witness (or a branch) first, another attempt second. axe-core
+    checks the choice, the recording and the result."""
     clip = write_clip(tmp_path / "other.y4m", HAPPY_CLIP, swap_face_at=0.0)
     server = await start_server(**FAST, oneway=ONEWAY)
     short_disclosure(server, 0)
     quick_shutdown(server)
     async with camera(clip) as browser:
-        ctx = await phone(browser)
+        ctx = await phone(browser, bypass_csp=True)
         page = await ctx.new_page()
         watch = Watch(page)
         console = Console(page)
@@ -366,7 +379,15 @@ async def test_oneway_other_face_is_sent_to_a_witness(start_server: Any, tmp_pat
         try:
             await verified_with_portrait(server, page)
             console.errors.clear()  # the signed-out page's first 401 is expected
+            await expect(page.locator("#oneway-choice")).to_be_visible()
+            found = await axe.violations(page)
+            assert not found, axe.report("one-way choice", found)
             await page.click("#oneway-start")
+            await expect(page.locator("#ow-band")).to_have_attribute(
+                "data-instruction", SEQUENCE[0], timeout=30_000
+            )
+            found = await axe.violations(page)
+            assert not found, axe.report("one-way recording", found)
             failed = page.locator("#ow-failed")
             await expect(failed).to_be_visible(timeout=60_000)
             await expect(failed).to_have_attribute("data-reason", "face_mismatch")
@@ -375,6 +396,8 @@ async def test_oneway_other_face_is_sent_to_a_witness(start_server: Any, tmp_pat
             await expect(page.locator("#ow-two-way")).to_have_class(re.compile(r"\bprimary\b"))
             await expect(page.locator("#ow-retry")).to_have_class(re.compile(r"\bsecondary\b"))
             await shots("10-face-mismatch")
+            found = await axe.violations(page)
+            assert not found, axe.report("one-way result", found)
             assert await page.evaluate(STATE) == "identity_verified"
             watch.assert_clean()
             assert console.errors == []
