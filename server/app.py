@@ -36,6 +36,7 @@ from server.web import (
     staff_pages,
     supervision_pages,
     witness_pages,
+    ws_oneway,
     ws_queue,
     ws_session,
 )
@@ -132,6 +133,7 @@ def create_app(config: Config) -> web.Application:
         recovery.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await recovery
+        await rt.oneway.close_all()
         await rt.media.close_all()
 
     async def loop_probe_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -194,6 +196,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_routes(supervision_pages.routes)
     app.router.add_routes(ws_queue.routes)
     app.router.add_routes(ws_session.routes)
+    app.router.add_routes(ws_oneway.routes)
     app.router.add_routes(witness_pages.routes)
     app.router.add_static("/static/", STATIC, name="static", append_version=False)
     app.add_subapp(API_PREFIX, create_api_app())

@@ -328,6 +328,9 @@ class OneWayConfig:
     # Attempts running at once on one node (each decodes video and runs dlib: ~0.3 of a
     # core while it lasts; see docs/one-way.md).
     max_concurrent: int = 2
+    # Sandbox only (identity.provider = "sandbox"): every attempt gets these instructions
+    # instead of a random draw, so a test camera video can perform them. Refused otherwise.
+    sandbox_sequence: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -576,6 +579,11 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("callback.max_attempts: must be at least 1")
     _validate_risk(cfg.risk)
     _validate_oneway(cfg.oneway)
+    if cfg.oneway.sandbox_sequence and cfg.identity.provider != "sandbox":
+        raise ConfigError(
+            "oneway.sandbox_sequence: only in a sandbox (identity.provider = 'sandbox');"
+            " A18.3 wants a random sequence for every attempt"
+        )
     try:
         cfg.services.offer  # noqa: B018 - parsing is the check
     except ValueError as exc:
@@ -713,6 +721,10 @@ def _validate_oneway(o: OneWayConfig) -> None:
     for ok, problem in checks:
         if not ok:
             raise ConfigError(f"oneway.{problem}")
+    known = {"turn_left", "turn_right", "tilt", "nod", "closer", "back"}
+    unknown = [s for s in o.sandbox_sequence if s not in known]
+    if unknown:
+        raise ConfigError(f"oneway.sandbox_sequence: unknown {unknown}; use {sorted(known)}")
 
 
 def _validate_risk(risk: RiskConfig) -> None:

@@ -28,6 +28,8 @@ from server.api.schemas import (
     NetworkCheckReport,
     NetworkProbeAnswer,
     NetworkProbeOffer,
+    OneWayOffer,
+    OneWayStarted,
     OnlineConfirmation,
     OpenedDocument,
     Options,
@@ -574,6 +576,19 @@ SPEC: dict[str, Any] = {
                 codes=(400, 409, 429, 503),
                 responses_ok={"200": _APP},
             )
+        },
+        f"{_INV}/application/one-way": {
+            "get": _op(
+                "A18: whether the investor may record alone (one-way video) now, attempts left",
+                codes=(),
+                responses_ok={"200": _ok("the offer", OneWayOffer)},
+            ),
+            "post": _op(
+                "A18: start a one-way attempt: random instructions are drawn and a session is "
+                "placed; open socket_url with the token to run it (no file upload exists)",
+                codes=(409, 429, 503),
+                responses_ok={"201": _ok("the attempt", OneWayStarted)},
+            ),
         },
         f"{_INV}/application/correct": {
             "post": _op(

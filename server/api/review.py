@@ -1,4 +1,6 @@
-"""The reviewer's JSON API (A17.5). Staff of role ``reviewer``; writes need the session's
+"""The reviewer's JSON API (A17.5), also the witness's review of a one-way recording
+(A18.6: the desk checks at the claim which role may take which session). Staff of role
+``reviewer`` or ``witness``; writes need the session's
 CSRF token (header ``X-CSRF-Token``). The reviewer console (issue 7) drives it: the
 player posts playback reports while it plays, the page posts each document it opens,
 and approval is refused here until ``status`` shows no ``approve_problems``."""
@@ -19,15 +21,16 @@ _BASE = "/review/sessions/{id}"
 
 
 @routes.post(_BASE + "/claim")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def claim(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
-    body = await rt.review.claim(staff_id=current_staff(request).id, session_id=path_id(request))
+    staff = current_staff(request)
+    body = await rt.review.claim(staff_id=staff.id, session_id=path_id(request), roles=staff.roles)
     return web.json_response(body)
 
 
 @routes.get(_BASE + "/status")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def status(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     body = await rt.review.status(staff_id=current_staff(request).id, session_id=path_id(request))
@@ -35,7 +38,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 @routes.post(_BASE + "/playback")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def playback(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     span = await read_model(request, PlaybackReport)
@@ -52,7 +55,7 @@ async def playback(request: web.Request) -> web.Response:
 
 
 @routes.post(_BASE + "/opened")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def opened(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     data = await read_model(request, OpenedDocument)
@@ -63,7 +66,7 @@ async def opened(request: web.Request) -> web.Response:
 
 
 @routes.post(_BASE + "/decision")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def decision(request: web.Request) -> web.Response:
     rt = request.config_dict[RUNTIME]
     data = await read_model(request, Decision)
@@ -78,7 +81,7 @@ async def decision(request: web.Request) -> web.Response:
 
 
 @routes.get("/review/recordings/{id}", allow_head=False)
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def recording(request: web.Request) -> web.StreamResponse:
     """A recording for the reviewer who holds its session's open review (Range, ETag)."""
     stored = await request.config_dict[RUNTIME].review.recording_for(

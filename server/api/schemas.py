@@ -391,6 +391,29 @@ class NetworkCheckAnswer(Body):
     check: NetworkCheckView
 
 
+class OneWayOffer(Body):
+    """A18: whether the investor may record alone now, and if not why."""
+
+    offered: bool
+    reason: Annotated[
+        str | None,
+        Field(description="not_enabled | opening_only | attempts_used | not_eligible"),
+    ]
+    attempts_left: int
+    message: str | None = None
+    message_zh: str | None = None
+
+
+class OneWayStarted(Body):
+    """A18: an attempt placed on a media node; open ``socket_url`` with the token."""
+
+    session_id: str
+    attempt: int
+    token: str
+    socket_url: str
+    instructions: int
+
+
 REQUESTS: tuple[type[Body], ...] = (
     OtpRequest,
     SignIn,
@@ -420,4 +443,6 @@ ANSWERS: tuple[type[Body], ...] = (
     NetworkCheckInfo,
     NetworkProbeAnswer,
     NetworkCheckAnswer,
+    OneWayOffer,
+    OneWayStarted,
 )

@@ -29,3 +29,5 @@ FINISHED = frozenset(
 class StillKind(StrEnum):
     AUTO = "auto"  # taken at the investor's first keyframe
     MANUAL = "manual"  # the witness pressed "take frontal photo"
+    # A18.4: frontal photos the system took during a one-way attempt's instructions.
+    LIVENESS = "liveness"

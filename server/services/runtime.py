@@ -51,6 +51,8 @@ from server.services.intake.decode_budget import DecodeBudget
 from server.services.intake.images import ImageLimits
 from server.services.intake.network_check import NetworkChecks
 from server.services.loop_probe import LoopLagProbe
+from server.services.oneway.analysis import close_embedder
+from server.services.oneway.service import OneWay, default_analyzer_factory
 from server.services.pairing.dispatcher import Dispatcher
 from server.services.pairing.placement import Placer
 from server.services.pairing.queueing import Pairing
@@ -161,6 +163,8 @@ class Runtime:
     screening_desk: ScreeningDesk
     # The investor's pre-call check: test connections on this node, results, the gate.
     network_checks: NetworkChecks
+    # A18: one-way video attempts on this node.
+    oneway: OneWay
 
 
 def open_protector(config: Config) -> DataProtector:
@@ -353,6 +357,15 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         files_root=config.recordings_path,
         on_verdict=risk.after_verdict,
     )
+    oneway = OneWay(
+        config=config,
+        db=db,
+        protector=protector,
+        media=media,
+        files_root=config.recordings_path,
+        analyzer_factory=default_analyzer_factory,
+        session_token_ttl=config.pairing.session_token_ttl_seconds,
+    )
     # The automatic still is shown on the witness's desk with its face score (issue 17).
     media.on_auto_still = witnessing.show_auto_still
     # Its models load before any call: the load stalls the event loop (face.py).
@@ -405,6 +418,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
             password_checks=password_checks,
             loop_probe=LoopLagProbe(histogram=metrics.loop_lag, max_gauge=metrics.loop_lag_max),
             witnessing=witnessing,
+            oneway=oneway,
         )
     finally:
         face_warm_up.cancel()
@@ -415,7 +429,9 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         with contextlib.suppress(asyncio.CancelledError):
             await screening_retries
         await network_checks.close()
+        await oneway.close_all()
         await media.close_all()
+        await asyncio.to_thread(close_embedder)
         await accounts.close()
         await queue.close()
         await registry.close()

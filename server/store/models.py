@@ -322,6 +322,8 @@ class Review(Base):
     application_id: Mapped[str] = mapped_column(ForeignKey("applications.id"), index=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("witness_sessions.id"), index=True)
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("staff.id"))
+    # reviewer (A17.5), or witness: a one-way recording's first review (A18.6)
+    stage: Mapped[str] = mapped_column(String(16), default="reviewer", server_default="reviewer")
     decision: Mapped[str | None] = mapped_column(String(16))
     reason_code: Mapped[str | None] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)

@@ -17,14 +17,17 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/staff/review")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def review_queue(request: web.Request) -> web.Response:
-    items = await console.review_queue(request.app[RUNTIME].db, staff_id=current_staff(request).id)
+    staff = current_staff(request)
+    items = await console.review_queue(
+        request.app[RUNTIME].db, staff_id=staff.id, roles=staff.roles
+    )
     return render("review_queue.html", request, {"items": items})
 
 
 @routes.get("/staff/review/{id}")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def review_session(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     page = await console.review_page(
@@ -33,12 +36,13 @@ async def review_session(request: web.Request) -> web.Response:
         session_id=request.match_info["id"],
         protector=rt.protector,
         questionnaire=rt.questionnaire,
+        roles=current_staff(request).roles,
     )
     return render("review.html", request, {**page, "reasons": sorted(REJECT_REASONS)})
 
 
 @routes.get("/staff/review/{id}/documents/{kind}")
-@allow(Role.REVIEWER)
+@allow(Role.REVIEWER, Role.WITNESS)
 async def review_document(request: web.Request) -> web.StreamResponse:
     """An ID image for the reviewer holding the session's open review; audited (A25)."""
     opened = await request.app[RUNTIME].documents.for_reviewer(

@@ -149,4 +149,7 @@ async def console_home(request: web.Request) -> web.Response:
         async with rt.db.begin() as tx:
             me = await staff_service.get_staff_by_username(tx=tx, username=current.username)
             problems = staff_service.witness_problems(me)
-    return render("console.html", request, {"witness_problems": problems})
+    oneway = request.app[RUNTIME].config.oneway.enabled
+    return render(
+        "console.html", request, {"witness_problems": problems, "oneway_enabled": oneway}
+    )

@@ -153,7 +153,13 @@ async function decide(body) {
   try {
     const result = await call('/decision', 'POST', body);
     const done = $('#decision-done');
-    done.textContent = result.decision === 'approve' ? '已复核通过 Approved' : '已驳回 Rejected';
+    const witnessStage = done.dataset.stage === 'witness'; // A18.6: a witness's review
+    if (witnessStage) {
+      done.textContent = result.decision === 'approve'
+        ? '审核通过，待复核 Passed; a reviewer reviews it next' : '审核不通过 Failed';
+    } else {
+      done.textContent = result.decision === 'approve' ? '已复核通过 Approved' : '已驳回 Rejected';
+    }
     done.hidden = false;
     $('#approve').disabled = true;
     $('#reject').disabled = true;

@@ -31,6 +31,7 @@ from server.store.models import (
     Callback,
     IdentityCheck,
     NetworkCheck,
+    OneWayAttempt,
     Recording,
     Review,
     ServiceOutcome,
@@ -178,6 +179,17 @@ async def list_sessions(
     return {"items": items, "next_cursor": _cursor(last.created_at, last.id) if last else None}
 
 
+def _review_view(review: Review | None) -> dict[str, Any] | None:
+    if review is None:
+        return None
+    return {
+        "decision": review.decision,
+        "reason_code": review.reason_code,
+        "coverage": review.coverage,
+        "decided_at": _iso(review.decided_at),
+    }
+
+
 async def session_detail(
     tx: AsyncSession, session_id: str, protector: DataProtector
 ) -> dict[str, Any]:
@@ -185,8 +197,13 @@ async def session_detail(
     if witness_session is None:
         raise NotFound("not_found", "Not found.", "未找到。")
     app = await tx.get(Application, witness_session.application_id)
-    witness = await tx.get(Staff, witness_session.witness_id)
-    assert app is not None and witness is not None
+    # A18: a one-way session has a witness only once one has taken its recording.
+    witness = (
+        await tx.get(Staff, witness_session.witness_id)
+        if witness_session.witness_id is not None
+        else None
+    )
+    assert app is not None
     events = (
         await tx.scalars(
             select(SessionEvent)
@@ -212,7 +229,15 @@ async def session_detail(
         .order_by(IdentityCheck.created_at.desc())
         .limit(1)
     )
-    review = await tx.scalar(select(Review).where(Review.session_id == session_id).limit(1))
+    reviews = (
+        await tx.scalars(
+            select(Review).where(Review.session_id == session_id).order_by(Review.created_at)
+        )
+    ).all()
+    # The reviewer's review (A17.5); a one-way session's witness review (A18.6) apart.
+    review = next((r for r in reviews if r.stage != "witness"), None)
+    witness_review = next((r for r in reviews if r.stage == "witness"), None)
+    attempt = await tx.scalar(select(OneWayAttempt).where(OneWayAttempt.session_id == session_id))
     callbacks = (await tx.scalars(select(Callback).where(Callback.application_id == app.id))).all()
     account = await tx.scalar(select(Account).where(Account.application_id == app.id))
     screenings = await screenings_of(tx, app.id)
@@ -279,7 +304,9 @@ async def session_detail(
                 "name": witness.display_name,
                 "employee_number": witness.employee_number,
                 "licence_number": witness.licence_number,
-            },
+            }
+            if witness is not None
+            else None,
         },
         "disclosure": {
             "shown_offset_ms": disclosure.offset_ms if disclosure else None,
@@ -338,13 +365,24 @@ async def session_detail(
         "screenings": [screening_summary(row) for row in screenings],
         # A23: the risk alerts raised about the application or this session.
         "alerts": [alert_view(row, datetime.now(UTC)) for row in alerts],
-        "review": {
-            "decision": review.decision,
-            "reason_code": review.reason_code,
-            "coverage": review.coverage,
-            "decided_at": _iso(review.decided_at),
+        "review": _review_view(review),
+        # A18: how the session was held; for one-way, the attempt's instructions as drawn,
+        # what the liveness check, the face comparison and each statement take found, and
+        # the witness's review of the recording.
+        "mode": witness_session.mode,
+        "oneway": {
+            "attempt": attempt.number,
+            "state": attempt.state,
+            "reason": attempt.reason,
+            "sequence": attempt.sequence,
+            "liveness": attempt.liveness,
+            "face": attempt.face,
+            "statement": attempt.statement,
+            "started_at": _iso(attempt.started_at),
+            "ended_at": _iso(attempt.ended_at),
+            "witness_review": _review_view(witness_review),
         }
-        if review
+        if attempt is not None
         else None,
         "callbacks": [
             {"outcome": c.outcome, "attempts": c.attempts, "at": _iso(c.created_at)}

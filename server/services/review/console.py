@@ -15,7 +15,8 @@ from server.domain.business import label
 from server.domain.errors import NotFound
 from server.domain.field_labels import application_rows, value_text
 from server.domain.recording import PLAYABLE
-from server.domain.session import Verdict
+from server.domain.session import SessionMode, Verdict
+from server.domain.staff import Role
 from server.domain.suitability import Questionnaire
 from server.services.intake.steps import identity_summary
 from server.services.retrieval.queries import session_detail
@@ -23,10 +24,17 @@ from server.store.models import Application, Review, WitnessSession
 
 
 async def review_queue(
-    db: async_sessionmaker[AsyncSession], *, staff_id: int
+    db: async_sessionmaker[AsyncSession],
+    *,
+    staff_id: int,
+    roles: frozenset[str] = frozenset({Role.REVIEWER}),
 ) -> list[dict[str, Any]]:
     """Passed sessions waiting for a reviewer, plus those this reviewer holds; the
-    reviewer's own witnessed sessions are listed but marked (four eyes: not reviewable)."""
+    reviewer's own witnessed sessions are listed but marked (four eyes: not reviewable).
+    A witness sees the one-way recordings waiting for their review (A18.6) first."""
+    items = await _recordings_for_witness(db, staff_id) if Role.WITNESS in roles else []
+    if Role.REVIEWER not in roles:
+        return items
     async with db.begin() as tx:
         mine = select(Review.session_id).where(
             Review.reviewer_id == staff_id, Review.decision.is_(None)
@@ -46,13 +54,47 @@ async def review_queue(
                 .order_by(WitnessSession.ended_at)
             )
         ).all()
-    return [
+    return items + [
         {
             "id": witness_session.id,
             "ended_at": witness_session.ended_at,
             "name": app.investor_name,
             "business": label(app.business_type),  # A20–A22: (zh, en)
             "own": witness_session.witness_id == staff_id,
+            "stage": "reviewer",
+        }
+        for witness_session, app in rows
+    ]
+
+
+async def _recordings_for_witness(
+    db: async_sessionmaker[AsyncSession], staff_id: int
+) -> list[dict[str, Any]]:
+    async with db.begin() as tx:
+        rows = (
+            await tx.execute(
+                select(WitnessSession, Application)
+                .join(Application, Application.id == WitnessSession.application_id)
+                .where(
+                    WitnessSession.mode == SessionMode.ONE_WAY,
+                    WitnessSession.verdict.is_(None),
+                    Application.state == ApplicationState.ONE_WAY_RECORDED,
+                    or_(
+                        WitnessSession.witness_id.is_(None),
+                        WitnessSession.witness_id == staff_id,
+                    ),
+                )
+                .order_by(WitnessSession.ended_at)
+            )
+        ).all()
+    return [
+        {
+            "id": witness_session.id,
+            "ended_at": witness_session.ended_at,
+            "name": app.investor_name,
+            "business": label(app.business_type),
+            "own": False,
+            "stage": "witness",
         }
         for witness_session, app in rows
     ]
@@ -65,20 +107,36 @@ async def review_page(
     session_id: str,
     protector: DataProtector,
     questionnaire: Questionnaire,
+    roles: frozenset[str] = frozenset({Role.REVIEWER}),
 ) -> dict[str, Any]:
     """A session's page for a reviewer: while it waits for one, or when this reviewer
     holds (or held) its review; never a session another reviewer holds. The page shows
     personal data (address, birth date, email), so every view is audited (A25)."""
     async with db.begin() as tx:
         witness_session = await tx.get(WitnessSession, session_id)
-        if witness_session is None or witness_session.verdict != Verdict.PASS:
+        if witness_session is None:
+            raise NotFound("not_found", "Not found.", "未找到。")
+        # A18.6: a one-way recording not yet passed is a witness's to review.
+        stage = (
+            "witness"
+            if witness_session.mode == SessionMode.ONE_WAY and witness_session.verdict is None
+            else "reviewer"
+        )
+        if Role(stage) not in roles or (
+            stage == "reviewer" and witness_session.verdict != Verdict.PASS
+        ):
             raise NotFound("not_found", "Not found.", "未找到。")
         app = await tx.get(Application, witness_session.application_id)
         assert app is not None
         mine = await tx.scalar(
             select(Review.id).where(Review.session_id == session_id, Review.reviewer_id == staff_id)
         )
-        if mine is None and app.state != ApplicationState.WITNESSED:
+        waiting = (
+            ApplicationState.ONE_WAY_RECORDED
+            if stage == "witness" and witness_session.witness_id in (None, staff_id)
+            else ApplicationState.WITNESSED
+        )
+        if mine is None and app.state != waiting:
             # Same answer as "no such session": another reviewer's case is not shown.
             raise NotFound("not_found", "Not found.", "未找到。")
         detail = await session_detail(tx, session_id, protector)
@@ -103,6 +161,7 @@ async def review_page(
     # The players show what can be played; the page never compares statuses itself.
     playable = [r for r in detail["recordings"] if r["status"] in PLAYABLE]
     return {
+        "stage": stage,
         "detail": detail,
         "playable": playable,
         "form": form,

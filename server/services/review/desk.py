@@ -23,11 +23,17 @@ from server.domain.coverage import Interval, accepted_span, coverage, merge, pla
 from server.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
 from server.domain.review import ReviewDecision
-from server.domain.session import Verdict
+from server.domain.session import SessionMode, Verdict
+from server.domain.staff import Role
 from server.services.aftercare.callback import Aftercare
 from server.services.applications import apply_event, get_application
 from server.services.compliance.holds import ensure_not_held
 from server.services.retrieval.queries import StoredFile, playable_recording
+from server.services.review.oneway_stage import (
+    REVIEW_STAGE_WITNESS,
+    claim_recording,
+    decide_recording,
+)
 from server.store.models import (
     Recording,
     Review,
@@ -101,9 +107,29 @@ class ReviewDesk:
             raise NotFound("not_found", "Not found.", "未找到。")
         return stored
 
-    async def claim(self, *, staff_id: int, session_id: str) -> dict[str, Any]:
+    async def claim(
+        self,
+        *,
+        staff_id: int,
+        session_id: str,
+        roles: frozenset[str] = frozenset({Role.REVIEWER}),
+    ) -> dict[str, Any]:
         async with self.db.begin() as tx:
             witness_session = await tx.get(WitnessSession, session_id, with_for_update=True)
+            if (
+                witness_session is not None
+                and witness_session.mode == SessionMode.ONE_WAY
+                and witness_session.verdict is None
+            ):
+                # A18.6: a one-way recording is first reviewed by a witness.
+                await claim_recording(tx, witness_session, staff_id=staff_id, roles=roles)
+                return await self._status(tx, staff_id, session_id)
+            if Role.REVIEWER not in roles:
+                raise Forbidden(
+                    "reviewer_only",
+                    "Only a reviewer may review a witnessed session.",
+                    "仅复核人员可复核见证会话。",
+                )
             if witness_session is None or witness_session.verdict != Verdict.PASS:
                 raise NotFound("not_found", "No such witnessed session.", "未找到该见证会话。")
             if witness_session.witness_id == staff_id:
@@ -295,12 +321,25 @@ class ReviewDesk:
             async with self.db.begin() as tx:
                 review = await self._open_review(tx, staff_id, session_id)
                 problems = (await self._status(tx, staff_id, session_id))["approve_problems"]
-            if not problems:
+            if not problems and review.stage != REVIEW_STAGE_WITNESS:
                 # The screening's own transaction: a hold or refusal stays when this raises.
                 await self.before_approval(review.application_id)
         async with self.db.begin() as tx:
             review = await self._open_review(tx, staff_id, session_id)
             status = await self._status(tx, staff_id, session_id)
+            if review.stage == REVIEW_STAGE_WITNESS:
+                # A18.6: the witness's verdict on a one-way recording, under the same
+                # coverage rule; the reviewer's review follows (four eyes).
+                state = await decide_recording(
+                    tx,
+                    review,
+                    staff_id=staff_id,
+                    passed=decision == ReviewDecision.APPROVE,
+                    reason_code=reason_code,
+                    notes=notes,
+                    status=status,
+                )
+                return {"decision": decision, "application_state": state}
             if decision == ReviewDecision.APPROVE and status["approve_problems"]:
                 # Enforced here, not only by a disabled button (A17.5).
                 raise Conflict(

@@ -26,6 +26,11 @@ def upgrade() -> None:
         )
         # A18: no witness on a one-way call; the reviewing witness is set later.
         batch_op.alter_column("witness_id", existing_type=sa.Integer(), nullable=True)
+    with op.batch_alter_table("reviews", schema=None) as batch_op:
+        # A18.6: a witness reviews a one-way recording before the reviewer does.
+        batch_op.add_column(
+            sa.Column("stage", sa.String(length=16), server_default="reviewer", nullable=False)
+        )
     op.create_table(
         "oneway_attempts",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -63,6 +68,8 @@ def downgrade() -> None:
     with op.batch_alter_table("oneway_attempts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_oneway_attempts_application_id"))
     op.drop_table("oneway_attempts")
+    with op.batch_alter_table("reviews", schema=None) as batch_op:
+        batch_op.drop_column("stage")
     with op.batch_alter_table("witness_sessions", schema=None) as batch_op:
         batch_op.alter_column("witness_id", existing_type=sa.Integer(), nullable=False)
         batch_op.drop_column("mode")
