@@ -150,6 +150,4 @@ async def console_home(request: web.Request) -> web.Response:
             me = await staff_service.get_staff_by_username(tx=tx, username=current.username)
             problems = staff_service.witness_problems(me)
     oneway = request.app[RUNTIME].config.oneway.enabled
-    return render(
-        "console.html", request, {"witness_problems": problems, "oneway_enabled": oneway}
-    )
+    return render("console.html", request, {"witness_problems": problems, "oneway_enabled": oneway})
