@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from server.app import create_app
+from server.domain.session import SessionState
 from server.domain.staff import Role
 from server.http.keys import RUNTIME
 from server.services.witnessing import face
@@ -297,3 +298,27 @@ async def test_no_upload_path_and_offer_rules(client: Any) -> None:
     msg = await bad.receive_json()
     assert msg["type"] == "error"
     await bad.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_crash_mid_attempt_fails_it_and_never_queues(oclient: Any) -> None:
+    """Crash recovery ends a one-way session as the restart's sweep does (placer.abort
+    with the media node gone): the attempt fails, the investor is not put in the two-way
+    queue behind their back, and may try again."""
+    rt = oclient.app[RUNTIME]
+    inv = await _verified(oclient)
+    started = await (await inv.post("/application/one-way")).json()
+    sid = started["session_id"]
+    assert (await inv.app())["state"] == "witnessing"
+    ended = await rt.placer.abort(
+        sid, reason="media_node_stopped", left_role=None, final_state=SessionState.INTERRUPTED
+    )
+    assert ended
+    assert (await inv.app())["state"] == "identity_verified"
+    assert await rt.queue.get_entry((await inv.app())["id"]) is None
+    async with rt.db.begin() as s:
+        attempt = await s.scalar(select(OneWayAttempt).where(OneWayAttempt.session_id == sid))
+        assert attempt is not None
+        assert (attempt.state, attempt.reason) == ("failed", "media_node_stopped")
+    offer = await (await oclient.get(f"{API}/application/one-way")).json()
+    assert offer["offered"] and offer["attempts_left"] == 2
