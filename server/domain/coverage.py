@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -96,3 +97,13 @@ def accepted_span(
 
 def play_budget(*, elapsed_ms: int, max_rate: float, counted_ms: int, slack_ms: int = 1500) -> int:
     return int(elapsed_ms * max_rate) + slack_ms - counted_ms
+
+
+def coverage_record(status: dict[str, Any]) -> dict[str, Any]:
+    """What a review decision stores of the coverage that backed it (A17.5, A18.6): each
+    recording's covered share and largest gap, and the documents opened."""
+    recordings = {
+        r["id"]: {"fraction": r["fraction"], "largest_gap_ms": r["largest_gap_ms"]}
+        for r in status["recordings"]
+    }
+    return {"recordings": recordings, "opened": status["opened"]}

@@ -19,7 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.audit import append_audit
 from server.config import ReviewConfig
 from server.domain.application import ApplicationEvent, ApplicationState
-from server.domain.coverage import Interval, accepted_span, coverage, merge, play_budget
+from server.domain.coverage import (
+    Interval,
+    accepted_span,
+    coverage,
+    coverage_record,
+    merge,
+    play_budget,
+)
 from server.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.domain.recording import PLAYABLE
 from server.domain.review import ReviewDecision
@@ -360,14 +367,10 @@ class ReviewDesk:
                 actor=f"staff:{staff_id}",
                 details={"session": session_id, "reason": reason_code},
             )
-            snapshot = {
-                r["id"]: {"fraction": r["fraction"], "largest_gap_ms": r["largest_gap_ms"]}
-                for r in status["recordings"]
-            }
             review.decision = decision
             review.reason_code = reason_code if decision == ReviewDecision.REJECT else None
             review.notes = notes[:1000] or None
-            review.coverage = {"recordings": snapshot, "opened": status["opened"]}
+            review.coverage = coverage_record(status)
             review.decided_at = utcnow()
             await append_audit(
                 tx,

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import append_audit
 from server.domain.application import ApplicationEvent, ApplicationState
+from server.domain.coverage import coverage_record
 from server.domain.errors import Conflict, Forbidden
 from server.domain.session import Verdict
 from server.domain.staff import Role
@@ -102,14 +103,10 @@ async def decide_recording(
     witness_session.verdict = Verdict.PASS if passed else Verdict.FAIL
     witness_session.reason_code = None if passed else reason_code
     witness_session.notes = notes[:1000] or witness_session.notes
-    snapshot = {
-        r["id"]: {"fraction": r["fraction"], "largest_gap_ms": r["largest_gap_ms"]}
-        for r in status["recordings"]
-    }
     review.decision = "approve" if passed else "reject"
     review.reason_code = None if passed else reason_code
     review.notes = notes[:1000] or None
-    review.coverage = {"recordings": snapshot, "opened": status["opened"]}
+    review.coverage = coverage_record(status)
     review.decided_at = utcnow()
     await append_audit(
         tx,
