@@ -397,7 +397,7 @@ class OneWayOffer(Body):
     offered: bool
     reason: Annotated[
         str | None,
-        Field(description="not_enabled | opening_only | attempts_used | not_eligible"),
+        Field(description="not_enabled | not_ready | opening_only | attempts_used | not_eligible"),
     ]
     attempts_left: int
     message: str | None = None

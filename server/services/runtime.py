@@ -402,6 +402,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
                 aftercare=aftercare,
                 before_approval=screener.before_approval,
                 on_decided=risk.after_review,
+                on_verdict=risk.after_verdict,
             ),
             risk=risk,
             alert_desk=AlertDesk(db=db, rule_set=rule_set, counters=risk.counters),

@@ -78,9 +78,9 @@ async def oneway_socket(request: web.Request) -> web.StreamResponse:
             answer = await rt.media.answer(session_id, Party.INVESTOR, sdp)
             await send(socket, {"type": "answer", "sdp": answer})
         elif kind == "statement_start":
-            await director.statement_start()
+            director.statement_start()
         elif kind == "statement_done":
-            await director.statement_done()
+            director.statement_done()
         else:
             raise bad_message("Unknown message type.", "未知的消息类型。")
 

@@ -310,6 +310,10 @@ async def test_a_crash_mid_attempt_fails_it_and_never_queues(oclient: Any) -> No
     started = await (await inv.post("/application/one-way")).json()
     sid = started["session_id"]
     assert (await inv.app())["state"] == "witnessing"
+    # Its token opens nothing on the two-way session socket.
+    two_way = await oclient.ws_connect(f"/ws/session/{sid}?token={started['token']}")
+    assert (await two_way.receive_json())["type"] == "error"
+    await two_way.close()
     ended = await rt.placer.abort(
         sid, reason="media_node_stopped", left_role=None, final_state=SessionState.INTERRUPTED
     )
@@ -322,3 +326,45 @@ async def test_a_crash_mid_attempt_fails_it_and_never_queues(oclient: Any) -> No
         assert (attempt.state, attempt.reason) == ("failed", "media_node_stopped")
     offer = await (await oclient.get(f"{API}/application/one-way")).json()
     assert offer["offered"] and offer["attempts_left"] == 2
+
+    # A failed attempt's recording is evidence of the failure: no witness may pass it.
+    await add_staff(oclient, "wit.zhao", {Role.WITNESS})
+    h = await as_staff(oclient, "wit.zhao")
+    assert sid not in await (await oclient.get("/staff/review")).text()
+    resp = await oclient.post(f"/api/v1/review/sessions/{sid}/claim", headers=h)
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "review_taken"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_no_models_no_attempt_used_and_no_picture_times_out(
+    oclient: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.services.oneway import analysis, director
+
+    rt = oclient.app[RUNTIME]
+    inv = await _verified(oclient)
+
+    def missing() -> None:
+        raise analysis.OneWayUnavailable("dlib missing")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(analysis, "load_models", missing)
+        resp = await inv.post("/application/one-way")
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "oneway_unavailable"
+    assert (await inv.app())["state"] == "identity_verified"
+    offer = await (await oclient.get(f"{API}/application/one-way")).json()
+    assert offer["attempts_left"] == 3
+
+    # A page that joins but never sends a picture does not hold the attempt (and a place
+    # among the node's max_concurrent) for as long as the tab stays open.
+    monkeypatch.setattr(director, "FIRST_PICTURE_MS", 1500)
+    started = await (await inv.post("/application/one-way")).json()
+    party = OneWayParty(oclient, started["session_id"], started["token"], [(NEUTRAL, 1.0)])
+    await party.join()
+    try:
+        done = await _done(party, within=15)
+    finally:
+        await party.close()
+    assert (done["passed"], done["reason"]) == (False, "no_video")
+    await wait_for(lambda: started["session_id"] not in rt.media.sessions, within=15)
+    assert not rt.oneway._active

@@ -34,6 +34,7 @@ RESUMABLE = (
     ApplicationState.SCREENING_HOLD,  # A3: shown a neutral "further checks" message
     ApplicationState.QUEUED,
     ApplicationState.WITNESSING,
+    ApplicationState.ONE_WAY_RECORDED,  # A18: waiting for the witness's review
     ApplicationState.WITNESSED,
     ApplicationState.IN_REVIEW,
     ApplicationState.APPROVAL_HOLD,

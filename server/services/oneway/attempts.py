@@ -89,6 +89,8 @@ async def offer_for(
     reason: str | None = None
     if not config.enabled:
         reason = "not_enabled"
+    elif app.state != ApplicationState.IDENTITY_VERIFIED.value:
+        reason = "not_ready"  # in the queue, in an attempt or a call, or past them
     elif app.business_type != "open":
         reason = "opening_only"
     elif left == 0:
@@ -109,6 +111,10 @@ REFUSALS: dict[str, tuple[str, str]] = {
     "attempts_used": (
         "You have used every one-way attempt; please join a video call with a witness.",
         "单向视频尝试次数已用完，请通过双向视频与见证人员连线办理。",
+    ),
+    "not_ready": (
+        "One-way video can be started once the identity check has passed, outside the queue.",
+        "身份核验通过且未在排队时，方可开始单向视频。",
     ),
     "not_eligible": (
         "One-way video is not available for you; please join a video call with a witness.",

@@ -37,6 +37,15 @@ TICK_SECONDS = 0.25
 # judged this much behind now, so its lag never shortens the investor's time; if frames
 # stop altogether an instruction still times out, this much later.
 ANALYSIS_LAG_MS = 1500
+# An attempt never hangs: the first picture must come, the statement must be started,
+# and the whole attempt must end, within these (the socket's heartbeat alone would keep
+# an idle tab's attempt, its recording and its analyzer running).
+FIRST_PICTURE_MS = 20_000
+STATEMENT_START_MS = 180_000
+ATTEMPT_MAX_MS = 15 * 60_000
+# A18.5: the statement is the investor's: another face reading it (drift above the
+# liveness limit in this many samples in a row) fails the attempt.
+DRIFT_SAMPLES = 2
 # Frontal photos kept for the comparison and as evidence (A18.4, A19).
 STILLS_COMPARED = 3
 
@@ -102,7 +111,7 @@ class Director:
         store_still: StillSink,
         compare: Comparer,
         face_threshold: float,
-        on_done: Callable[[Outcome], Awaitable[None]],
+        on_done: Callable[[Outcome], Awaitable[bool]],
     ) -> None:
         self.session_id = session_id
         self.sequence = sequence
@@ -130,6 +139,9 @@ class Director:
         # must see "passed" before the next "started".
         self._inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._runner: asyncio.Task[None] | None = None
+        self._opened_ms = media.now_ms()
+        self._ready_since: int | None = None
+        self._drifted = 0
 
     # ── frames in (event loop; cheap) ───────────────────────────────────────────────
     def observe(self, role: str, kind: str, codec: str, data: bytes, at_ms: int, key: bool) -> None:
@@ -156,13 +168,54 @@ class Director:
             events = self.check.feed(sample)
             if events:
                 self._inbox.put_nowait(events)
+        elif self.phase in (Phase.STATEMENT_READY, Phase.STATEMENT, Phase.CHECKING):
+            changed = sample.drift is not None and sample.drift > self.policy.drift_limit
+            self._drifted = self._drifted + 1 if changed else 0
+            if self._drifted == DRIFT_SAMPLES:
+                self._inbox.put_nowait([_Request("face_changed")])
 
     def on_voice(self, sample: VoiceSample) -> None:
         if self.phase in (Phase.STATEMENT, Phase.STATEMENT_READY):
             self.voices.append(sample)
 
     # ── the investor's page ─────────────────────────────────────────────────────────
-    async def statement_start(self) -> None:
+    # Requests are queued for the director's own task: a socket handler may be cancelled
+    # (the page went away) and must never be the one storing the outcome.
+    def statement_start(self) -> None:
+        self._inbox.put_nowait([_Request("statement_start")])
+
+    def statement_done(self) -> None:
+        self._inbox.put_nowait([_Request("statement_done")])
+
+    def abandon(self, reason: str) -> None:
+        """The investor left the page or the call dropped: the attempt ends (A18: they may
+        try again up to the limit)."""
+        self._inbox.put_nowait([_Request("abandon", reason)])
+
+    async def finished(self) -> None:
+        if self._runner is not None:
+            await asyncio.wait([self._runner])
+
+    async def _handle(self, request: _Request) -> None:
+        if request.kind == "statement_start":
+            await self._statement_start()
+        elif request.kind == "statement_done":
+            if self.phase is Phase.STATEMENT:
+                await self._check_take()
+        elif request.kind == "face_changed":
+            now = self.media.now_ms()
+            self.media.close_cue(now)
+            await self._event("oneway.face_changed", now, {"phase": self.phase.value})
+            await self._finish(Outcome(False, "face_changed", *self._so_far()))
+        else:  # abandon
+            if self.check is not None and self.phase is Phase.LIVENESS:
+                self.check.abandon()  # the liveness check's own reason: left
+            await self._finish(Outcome(False, request.detail, *self._so_far()))
+
+    def _so_far(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, list[Any]]:
+        return self._liveness_dict(), self._face, self.takes
+
+    async def _statement_start(self) -> None:
         if self.phase is not Phase.STATEMENT_READY:
             return
         now = self.media.now_ms()
@@ -172,17 +225,6 @@ class Director:
         self.media.open_cue(now, f"陈述 statement (take {take})")
         await self._event("oneway.statement_started", now, {"take": take})
         await self._say({"type": "oneway.phase", "phase": "statement", "take": take})
-
-    async def statement_done(self) -> None:
-        if self.phase is Phase.STATEMENT:
-            await self._check_take()
-
-    async def abandon(self, reason: str) -> None:
-        """The investor left the page or the call dropped: the attempt ends (A18: they may
-        try again up to the limit)."""
-        if self.check is not None and self.phase is Phase.LIVENESS:
-            self.check.abandon(reason)
-        await self._finish(Outcome(False, reason, self._liveness_dict(), None, self.takes))
 
     # ── the checks ──────────────────────────────────────────────────────────────────
     async def _run(self) -> None:
@@ -200,6 +242,11 @@ class Director:
 
     async def _tick(self) -> None:
         now = self.media.now_ms()
+        timeout = self._timed_out(now)
+        if timeout is not None:
+            await self._event("oneway.timed_out", now, {"phase": self.phase.value})
+            await self._finish(Outcome(False, timeout, *self._so_far()))
+            return
         if self.phase is Phase.LIVENESS and self.check is not None:
             await self._progress(self.check.tick(now - ANALYSIS_LAG_MS))
         elif (
@@ -215,8 +262,23 @@ class Director:
                 return
             if isinstance(progress, _Say):
                 await self._say(progress.message)
+            elif isinstance(progress, _Request):
+                await self._handle(progress)
             else:
                 await self._on_progress(progress)
+
+    def _timed_out(self, now: int) -> str | None:
+        if self.phase is Phase.WAITING and now - self._opened_ms > FIRST_PICTURE_MS:
+            return "no_video"
+        if (
+            self.phase is Phase.STATEMENT_READY
+            and self._ready_since is not None
+            and now - self._ready_since > STATEMENT_START_MS
+        ):
+            return "statement_not_started"
+        if now - self._opened_ms > ATTEMPT_MAX_MS:
+            return "too_long"
+        return None
 
     async def _on_progress(self, progress: Any) -> None:
         kind = progress.kind
@@ -275,6 +337,8 @@ class Director:
         for at_ms, jpeg in stills:
             stored.append(await self._store_still(jpeg, at_ms, {"purpose": "oneway_compare"}))
         result = await asyncio.to_thread(self._compare, [jpeg for _at, jpeg in stills])
+        if self._outcome is not None:
+            return  # ended meanwhile (the investor left)
         result = {**result, "threshold": self.face_threshold, "stills": len(stills)}
         await self._event("oneway.face_compared", self.media.now_ms(), result)
         if not stills or not result.get("passed"):
@@ -285,6 +349,7 @@ class Director:
             return
         self._face = result
         self.phase = Phase.STATEMENT_READY
+        self._ready_since = self.media.now_ms()
         await self._say(
             {
                 "type": "oneway.statement",
@@ -305,6 +370,8 @@ class Director:
         await self._say({"type": "oneway.phase", "phase": "checking"})
         # The analyzer runs a little behind the frames: let it catch up with the take.
         await asyncio.sleep(0.6)
+        if self._outcome is not None:
+            return
         faces = [s for s in self.faces if start <= s.at_ms <= end]
         voices = [v for v in self.voices if start <= v.at_ms <= end]
         report = assess_statement(
@@ -337,18 +404,28 @@ class Director:
             return
         self.voices.clear()
         self.phase = Phase.STATEMENT_READY
+        self._ready_since = self.media.now_ms()
 
     async def _finish(self, outcome: Outcome) -> None:
         if self._outcome is not None:
             return
         self._outcome = outcome
         self.phase = Phase.DONE
-        # Stored first: a page that reloads on "done" must find the new state.
-        await self._on_done(outcome)
+        # Stored first: a page that reloads on "done" must find the new state. What the
+        # investor is told is what was stored: an attempt already ended elsewhere (the
+        # join timer, a crash sweep) or a failed write is not a pass.
+        try:
+            stored = await self._on_done(outcome)
+        except Exception:
+            log.exception("one-way outcome not stored", extra={"session": self.session_id})
+            stored = False
+        told = (
+            {"passed": outcome.passed, "reason": outcome.reason}
+            if stored
+            else {"passed": False, "reason": "attempt_over"}
+        )
         with contextlib.suppress(Exception):
-            await self._say(
-                {"type": "oneway.done", "passed": outcome.passed, "reason": outcome.reason}
-            )
+            await self._say({"type": "oneway.done", **told})
 
     @property
     def outcome(self) -> Outcome | None:
@@ -374,6 +451,12 @@ class Director:
 @dataclass(frozen=True)
 class _Say:
     message: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Request:
+    kind: str  # statement_start | statement_done | face_changed | abandon
+    detail: str = ""
 
 
 __all__ = ["Director", "Outcome", "Phase", "StillKind"]

@@ -8,6 +8,7 @@ recording, as in a two-way call), ``analysis`` (frames → samples, in a thread)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -107,7 +108,11 @@ class OneWay:
         self.analyzer_factory = analyzer_factory
         self.session_token_ttl = session_token_ttl
         self.directors: dict[str, Director] = {}
-        self._starting = 0
+        # Attempts of this node from their start until they end or expire: what
+        # ``max_concurrent`` counts (each one, once joined, decodes and runs dlib).
+        self._active: set[str] = set()
+        # Sockets being admitted: a second one for the same attempt is refused at once.
+        self._opening: set[str] = set()
         self.join_within = JOIN_WITHIN_SECONDS
         self._timers: set[asyncio.Task[None]] = set()
 
@@ -118,16 +123,26 @@ class OneWay:
                 tx, app, config=self.settings, protector=self.protector, today=date.today()
             )
 
-    def _busy(self) -> bool:
-        return len(self.directors) + self._starting >= self.settings.max_concurrent
+    def _busy(self) -> Unavailable | None:
+        if len(self._active) < self.settings.max_concurrent:
+            return None
+        return Unavailable(
+            "oneway_busy",
+            "One-way video is busy; try again in a minute or join a video call.",
+            "单向视频繁忙，请稍后再试或通过双向视频办理。",
+        )
 
     async def start(self, application_id: str) -> attempts.Started:
-        if self._busy():
-            raise Unavailable(
-                "oneway_busy",
-                "One-way video is busy; try again in a minute or join a video call.",
-                "单向视频繁忙，请稍后再试或通过双向视频办理。",
-            )
+        busy = self._busy()
+        if busy is not None:
+            raise busy
+        # The models before anything is written: a server without them must not use up
+        # an attempt (nor hold the application in "witnessing").
+        try:
+            await asyncio.to_thread(analysis.load_models)
+        except analysis.OneWayUnavailable:
+            log.warning("one-way checks unavailable: models missing", exc_info=True)
+            raise _unavailable() from None
         started = await attempts.start(
             self.db,
             application_id=application_id,
@@ -136,6 +151,7 @@ class OneWay:
             node_id=self.media.node_id,
             token_ttl=self.session_token_ttl,
         )
+        self._active.add(started.session_id)
         timer = asyncio.create_task(self._expire_unjoined(started.session_id))
         self._timers.add(timer)
         timer.add_done_callback(self._timers.discard)
@@ -143,38 +159,43 @@ class OneWay:
 
     async def _expire_unjoined(self, session_id: str) -> None:
         await asyncio.sleep(self.join_within)
-        if session_id in self.directors:
+        if session_id in self.directors or session_id in self._opening:
             return
-        async with self.db.begin() as tx:
-            witness_session = await tx.get(WitnessSession, session_id)
-            joined = witness_session is not None and witness_session.investor_joined_at
-        if not joined:
-            await attempts.finish(
-                self.db,
-                session_id=session_id,
-                passed=False,
-                reason="not_joined",
-                liveness=None,
-                face=None,
-                statement=None,
-            )
+        try:
+            async with self.db.begin() as tx:
+                witness_session = await tx.get(WitnessSession, session_id)
+                joined = witness_session is not None and witness_session.investor_joined_at
+            if not joined:
+                await attempts.finish(
+                    self.db,
+                    session_id=session_id,
+                    passed=False,
+                    reason="not_joined",
+                    liveness=None,
+                    face=None,
+                    statement=None,
+                )
+                self._active.discard(session_id)
+        except Exception:
+            # A restart's crash sweep (placer.abort) ends it if this could not.
+            log.exception("one-way join expiry failed", extra={"session": session_id})
 
     async def open(
         self, session_id: str, send: Callable[[dict[str, Any]], Awaitable[None]]
     ) -> Director:
         """The investor's socket arrived: run the attempt. One socket per attempt; a
         second one (or a reconnect) finds the attempt over, as A18 wants a retry."""
-        if session_id in self.directors:
+        if session_id in self.directors or session_id in self._opening:
             raise Conflict(
                 "oneway_in_progress",
                 "This attempt is already running in another window.",
                 "该次录制已在其他窗口进行。",
             )
-        self._starting += 1
+        self._opening.add(session_id)  # before any await: two sockets cannot both pass
         try:
             return await self._open(session_id, send)
         finally:
-            self._starting -= 1
+            self._opening.discard(session_id)
 
     async def _open(
         self, session_id: str, send: Callable[[dict[str, Any]], Awaitable[None]]
@@ -190,11 +211,20 @@ class OneWay:
             docs = await active_documents(tx, app.id)
             name = app.investor_name or ""
             sequence = tuple(Instruction(i) for i in attempt.sequence)
+            drawn = list(attempt.sequence)
+        if session_id not in self._active:
+            # Started on this node before a restart, or by a sibling: counted from now.
+            busy = self._busy()
+            if busy is not None:
+                raise busy
+            self._active.add(session_id)
         references = {
             d.kind: await asyncio.to_thread((self.files_root / d.path).read_bytes)
             for d in docs
             if d.kind in ("id_front", "frontal_photo")
         }
+        media = await self.media.session(session_id)
+        await attempts.mark_joined(self.db, session_id)
         holder: list[Director] = []
         try:
             analyzer = await self.analyzer_factory(
@@ -202,13 +232,33 @@ class OneWay:
             )
         except analysis.OneWayUnavailable:
             log.warning("one-way checks unavailable: models missing", exc_info=True)
-            raise Unavailable(
-                "oneway_unavailable",
-                "One-way video is unavailable on this server; please join a video call.",
-                "本服务器暂不支持单向视频，请通过双向视频办理。",
-            ) from None
-        media = await self.media.session(session_id)
-        await attempts.mark_joined(self.db, session_id)
+            await self._end(session_id, "unavailable", None)
+            raise _unavailable() from None
+        try:
+            director = self._director(session_id, sequence, name, media, analyzer, send, references)
+        except Exception:
+            await analyzer.close()
+            await self._end(session_id, "server_error", None)
+            raise
+        holder.append(director)
+        self.directors[session_id] = director
+        media.observers.append(director.observe)
+        director.start()
+        await media.events.event(session_id, media.now_ms(), "oneway.started", "system", {
+            "sequence": drawn
+        })  # fmt: skip
+        return director
+
+    def _director(
+        self,
+        session_id: str,
+        sequence: tuple[Instruction, ...],
+        name: str,
+        media: Any,
+        analyzer: Analyzer,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        references: dict[str, bytes],
+    ) -> Director:
         threshold = self.settings.face_threshold
         agency = self.config.agency
 
@@ -228,7 +278,7 @@ class OneWay:
         async def event(kind: str, at_ms: int, payload: dict[str, Any]) -> None:
             await self.media.events.event(session_id, at_ms, kind, "system", payload)
 
-        director = Director(
+        return Director(
             session_id=session_id,
             sequence=sequence,
             policy=attempts.policy_of(self.settings),
@@ -247,25 +297,40 @@ class OneWay:
             face_threshold=threshold,
             on_done=lambda outcome: self._done(session_id, outcome),
         )
-        holder.append(director)
-        self.directors[session_id] = director
-        media.observers.append(director.observe)
-        director.start()
-        await event("oneway.started", media.now_ms(), {"sequence": list(attempt.sequence)})
-        return director
 
-    async def _done(self, session_id: str, outcome: Outcome) -> None:
-        await attempts.finish(
-            self.db,
-            session_id=session_id,
-            passed=outcome.passed,
-            reason=outcome.reason,
-            liveness=outcome.liveness,
-            face=outcome.face,
-            statement=outcome.statement,
-        )
-        director = self.directors.pop(session_id, None)
-        self.media.detach(self._wind_up(session_id, director))
+    async def _done(self, session_id: str, outcome: Outcome) -> bool:
+        """Store the outcome; whatever happens, the attempt's resources are released."""
+        director = self.directors.get(session_id)
+        try:
+            return await attempts.finish(
+                self.db,
+                session_id=session_id,
+                passed=outcome.passed,
+                reason=outcome.reason,
+                liveness=outcome.liveness,
+                face=outcome.face,
+                statement=outcome.statement,
+            )
+        finally:
+            self.directors.pop(session_id, None)
+            self._active.discard(session_id)
+            self.media.detach(self._wind_up(session_id, director))
+
+    async def _end(self, session_id: str, reason: str, director: Director | None) -> None:
+        """An attempt that could not run: failed, and its media closed."""
+        try:
+            await attempts.finish(
+                self.db,
+                session_id=session_id,
+                passed=False,
+                reason=reason,
+                liveness=None,
+                face=None,
+                statement=None,
+            )
+        finally:
+            self._active.discard(session_id)
+            self.media.detach(self._wind_up(session_id, director))
 
     async def _wind_up(self, session_id: str, director: Director | None) -> None:
         if director is not None:
@@ -277,13 +342,27 @@ class OneWay:
         try again up to the limit)."""
         director = self.directors.get(session_id)
         if director is not None and director.outcome is None:
-            await director.abandon("left")
+            director.abandon("left")
 
     async def close_all(self) -> None:
         for timer in list(self._timers):
             timer.cancel()  # a restart's crash recovery ends attempts never joined
-        for session_id in list(self.directors):
-            await self.left(session_id)
+        running = list(self.directors.values())
+        for director in running:
+            director.abandon("server_shutdown")
+        # Their outcomes stored before the media closes (else the restart's sweep will).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                for director in running:
+                    await director.finished()
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable(
+        "oneway_unavailable",
+        "One-way video is unavailable on this server; please join a video call.",
+        "本服务器暂不支持单向视频，请通过双向视频办理。",
+    )
 
 
 async def _attempt_of(tx: AsyncSession, session_id: str) -> OneWayAttempt | None:

@@ -171,7 +171,12 @@ class Placer:
             # Row lock: two parties arriving at once must not both read "the other is
             # not here yet" and so neither learn that both have joined.
             witness_session = await tx.get(WitnessSession, session_id, with_for_update=True)
-            if witness_session is None or witness_session.state not in OPEN_STATES:
+            if (
+                witness_session is None
+                or witness_session.state not in OPEN_STATES
+                # A one-way attempt runs on its own socket (web/ws_oneway.py) only.
+                or witness_session.mode != SessionMode.TWO_WAY
+            ):
                 raise NotFound("session_not_found", "Session not found.", "未找到该见证会话。")
             now = utcnow()
             if role == Party.INVESTOR and witness_session.investor_joined_at is None:

@@ -15,7 +15,7 @@ from server.domain.business import label
 from server.domain.errors import NotFound
 from server.domain.field_labels import application_rows, value_text
 from server.domain.recording import PLAYABLE
-from server.domain.session import SessionMode, Verdict
+from server.domain.session import SessionMode, SessionState, Verdict
 from server.domain.staff import Role
 from server.domain.suitability import Questionnaire
 from server.services.intake.steps import identity_summary
@@ -77,6 +77,9 @@ async def _recordings_for_witness(
                 .join(Application, Application.id == WitnessSession.application_id)
                 .where(
                     WitnessSession.mode == SessionMode.ONE_WAY,
+                    # A passed attempt only: a failed one's recording is evidence of the
+                    # failure, never something to pass.
+                    WitnessSession.state == SessionState.ENDED,
                     WitnessSession.verdict.is_(None),
                     Application.state == ApplicationState.ONE_WAY_RECORDED,
                     or_(
@@ -122,8 +125,10 @@ async def review_page(
             if witness_session.mode == SessionMode.ONE_WAY and witness_session.verdict is None
             else "reviewer"
         )
-        if Role(stage) not in roles or (
-            stage == "reviewer" and witness_session.verdict != Verdict.PASS
+        if (
+            Role(stage) not in roles
+            or (stage == "reviewer" and witness_session.verdict != Verdict.PASS)
+            or (stage == "witness" and witness_session.state != SessionState.ENDED)
         ):
             raise NotFound("not_found", "Not found.", "未找到。")
         app = await tx.get(Application, witness_session.application_id)

@@ -77,6 +77,7 @@ class ReviewDesk:
         aftercare: Aftercare | None = None,
         before_approval: Callable[[str], Awaitable[None]] | None = None,
         on_decided: Callable[[str], Awaitable[object]] | None = None,
+        on_verdict: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.db = db
         self.config = config
@@ -85,6 +86,8 @@ class ReviewDesk:
         self.before_approval = before_approval
         # A23: risk rules evaluated once the decision is recorded (never raises).
         self.on_decided = on_decided
+        # A23: risk rules on a witness's verdict, as for a two-way call's (A18.6).
+        self.on_verdict = on_verdict
 
     async def _open_review(self, tx: AsyncSession, staff_id: int, session_id: str) -> Review:
         review = await tx.scalar(
@@ -331,22 +334,28 @@ class ReviewDesk:
             if not problems and review.stage != REVIEW_STAGE_WITNESS:
                 # The screening's own transaction: a hold or refusal stays when this raises.
                 await self.before_approval(review.application_id)
+        witness_state: str | None = None
         async with self.db.begin() as tx:
             review = await self._open_review(tx, staff_id, session_id)
-            status = await self._status(tx, staff_id, session_id)
             if review.stage == REVIEW_STAGE_WITNESS:
                 # A18.6: the witness's verdict on a one-way recording, under the same
                 # coverage rule; the reviewer's review follows (four eyes).
-                state = await decide_recording(
+                witness_state = await decide_recording(
                     tx,
                     review,
                     staff_id=staff_id,
                     passed=decision == ReviewDecision.APPROVE,
                     reason_code=reason_code,
                     notes=notes,
-                    status=status,
+                    status=await self._status(tx, staff_id, session_id),
                 )
-                return {"decision": decision, "application_state": state}
+        if witness_state is not None:
+            if self.on_verdict is not None:
+                await self.on_verdict(session_id)
+            return {"decision": decision, "application_state": witness_state}
+        async with self.db.begin() as tx:
+            review = await self._open_review(tx, staff_id, session_id)
+            status = await self._status(tx, staff_id, session_id)
             if decision == ReviewDecision.APPROVE and status["approve_problems"]:
                 # Enforced here, not only by a disabled button (A17.5).
                 raise Conflict(

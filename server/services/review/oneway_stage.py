@@ -17,7 +17,7 @@ from server.audit import append_audit
 from server.domain.application import ApplicationEvent, ApplicationState
 from server.domain.coverage import coverage_record
 from server.domain.errors import Conflict, Forbidden
-from server.domain.session import Verdict
+from server.domain.session import SessionState, Verdict
 from server.domain.staff import Role
 from server.services.applications import apply_event, get_application
 from server.store.models import Review, WitnessSession, utcnow
@@ -36,8 +36,12 @@ async def claim_recording(
             "单向视频须先由见证人员审核。",
         )
     app = await get_application(tx=tx, application_id=witness_session.application_id)
-    if witness_session.witness_id not in (None, staff_id) or (
-        app.state != ApplicationState.ONE_WAY_RECORDED.value
+    if (
+        witness_session.witness_id not in (None, staff_id)
+        or app.state != ApplicationState.ONE_WAY_RECORDED.value
+        # A passed attempt only (a failed one's session is aborted, its recording kept
+        # as evidence of the failure).
+        or witness_session.state != SessionState.ENDED
     ):
         raise Conflict(
             "review_taken",
