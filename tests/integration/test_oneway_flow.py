@@ -105,6 +105,8 @@ async def _done(party: OneWayParty, within: float = 60.0) -> dict[str, Any]:
     return await party.next_of("oneway.done", within=within)
 
 
+# PostgreSQL: the browser tests (tests/e2e/test_oneway_*) run the same path on SQLite.
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
 async def test_one_way_opening_passes_then_witness_and_reviewer_review(oclient: Any) -> None:
     rt = oclient.app[RUNTIME]
     inv = await _verified(oclient)
