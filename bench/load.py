@@ -667,9 +667,12 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         await asyncio.to_thread(_collect, out, "flowing", len(specs), 180)
         await asyncio.sleep(args.warmup)
         pids = dep.pids()
+        profilers = _start_profilers(args.profile, case, pids, args.seconds)
         cpu0, t0 = _cpu_seconds(pids), time.monotonic()
         await asyncio.sleep(args.seconds)
         cpu1, t1 = _cpu_seconds(pids), time.monotonic()
+        for profiler in profilers:
+            await asyncio.to_thread(profiler.wait, 60)
         rss = _rss_mb(dep.pids())
         stop.set()
         results = [s for batch in await asyncio.to_thread(_collect, out, "result", len(specs), 120)
@@ -900,6 +903,28 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+def _start_profilers(
+    out_dir: str, case: Case, pids: list[int], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """Issue 21: py-spy on every server process over the measured window, as collapsed
+    stacks (``bench/profile_report.py`` buckets them by stage). Sampling costs the
+    sampled process nothing (py-spy reads its memory from outside, as root), but the
+    sampler itself takes some of the machine's CPU: compare CPU numbers without it."""
+    if not out_dir:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    label = re.sub(r"[^a-z0-9]+", "-", f"{case.label}-{case.sessions}".lower())
+    procs = []
+    for pid in pids:
+        cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+               "--rate", "200", "--nonblocking", "--format", "raw",
+               "--output", str(folder / f"{label}-{pid}.txt")]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
 def _cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -936,6 +961,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--session-seconds", type=float, default=20.0, help="soak call length")
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep logs, database, recordings")
+    parser.add_argument(
+        "--profile", default="", help="py-spy the server processes over the window into DIR"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.sessions <= 64 or any(not 1 <= n <= 16 for n in args.naive_sessions):
         parser.error("--sessions 0..64, --naive-sessions 1..16 (bounded load)")
