@@ -28,6 +28,9 @@ migrate: $(STAMP_RUN)
 run: migrate
 	$(PY) -m server serve
 
+# The slowest tests are listed at the end of every run (the suite's time is watched: < 30 min).
+PYTEST_ARGS ?= --durations=30
+
 ## Set up what the tests need (services, Chromium, fonts) and run the whole suite.
 test: $(STAMP_TEST)
 	bash scripts/ensure-test-env.sh

@@ -66,12 +66,13 @@ async def paired(
     await login(client, "wang.wei")
     wit_ws = await client.ws_connect("/ws/witness")
     alive = keep_alive(inv_ws, wit_ws)
-    await next_of(wit_ws, "state")
+    await next_of(wit_ws, "state", within=15)
     await wit_ws.send_json({"type": "ready"})
-    offer = await next_of(wit_ws, "offer")
+    # Waits, not measurements: a loaded CI box has taken over 5 s to get here.
+    offer = await next_of(wit_ws, "offer", within=15)
     await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
-    w_match = await next_of(wit_ws, "matched")
-    i_match = await next_of(inv_ws, "matched")
+    w_match = await next_of(wit_ws, "matched", within=15)
+    i_match = await next_of(inv_ws, "matched", within=15)
     return w_match["session_id"], w_match["token"], i_match["token"], [alive, inv_ws, wit_ws]
 
 
