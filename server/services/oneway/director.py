@@ -26,7 +26,6 @@ from server.domain.liveness import (
     LivenessCheck,
     LivenessPolicy,
 )
-from server.domain.recording import StillKind
 from server.domain.statement_quality import QualityPolicy, VideoFacts, assess_statement
 from server.domain.voice_sample import VoiceSample
 
@@ -142,6 +141,7 @@ class Director:
         self._opened_ms = media.now_ms()
         self._ready_since: int | None = None
         self._drifted = 0
+        self._face: dict[str, Any] | None = None  # the comparison's result, once made
 
     # ── frames in (event loop; cheap) ───────────────────────────────────────────────
     def observe(self, role: str, kind: str, codec: str, data: bytes, at_ms: int, key: bool) -> None:
@@ -439,7 +439,6 @@ class Director:
         await self.analyzer.close()
 
     # ── helpers ─────────────────────────────────────────────────────────────────────
-    _face: dict[str, Any] | None = None
 
     async def _say(self, message: dict[str, Any]) -> None:
         try:
@@ -459,4 +458,4 @@ class _Request:
     detail: str = ""
 
 
-__all__ = ["Director", "Outcome", "Phase", "StillKind"]
+__all__ = ["Director", "Outcome", "Phase"]

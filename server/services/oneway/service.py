@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Config
@@ -366,6 +367,4 @@ def _unavailable() -> Unavailable:
 
 
 async def _attempt_of(tx: AsyncSession, session_id: str) -> OneWayAttempt | None:
-    from sqlalchemy import select
-
     return await tx.scalar(select(OneWayAttempt).where(OneWayAttempt.session_id == session_id))

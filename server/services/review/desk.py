@@ -23,7 +23,6 @@ from server.domain.coverage import (
     Interval,
     accepted_span,
     coverage,
-    coverage_record,
     merge,
     play_budget,
 )
@@ -39,6 +38,7 @@ from server.services.retrieval.queries import StoredFile, playable_recording
 from server.services.review.oneway_stage import (
     REVIEW_STAGE_WITNESS,
     claim_recording,
+    close_review,
     decide_recording,
 )
 from server.store.models import (
@@ -47,7 +47,6 @@ from server.store.models import (
     ReviewPlayback,
     ReviewView,
     WitnessSession,
-    utcnow,
 )
 
 DOCUMENTS = ("id_front", "id_back", "frontal_photo", "application_data")
@@ -376,11 +375,9 @@ class ReviewDesk:
                 actor=f"staff:{staff_id}",
                 details={"session": session_id, "reason": reason_code},
             )
-            review.decision = decision
-            review.reason_code = reason_code if decision == ReviewDecision.REJECT else None
-            review.notes = notes[:1000] or None
-            review.coverage = coverage_record(status)
-            review.decided_at = utcnow()
+            close_review(
+                review, decision=decision, reason_code=reason_code, notes=notes, status=status
+            )
             await append_audit(
                 tx,
                 actor=f"staff:{staff_id}",

@@ -76,6 +76,17 @@ async def claim_recording(
     )
 
 
+def close_review(
+    review: Review, *, decision: str, reason_code: str | None, notes: str, status: dict[str, Any]
+) -> None:
+    """A review's decision with the coverage that backed it (both stages)."""
+    review.decision = decision
+    review.reason_code = reason_code if decision == "reject" else None
+    review.notes = notes[:1000] or None
+    review.coverage = coverage_record(status)
+    review.decided_at = utcnow()
+
+
 async def decide_recording(
     tx: AsyncSession,
     review: Review,
@@ -107,11 +118,10 @@ async def decide_recording(
     witness_session.verdict = Verdict.PASS if passed else Verdict.FAIL
     witness_session.reason_code = None if passed else reason_code
     witness_session.notes = notes[:1000] or witness_session.notes
-    review.decision = "approve" if passed else "reject"
-    review.reason_code = None if passed else reason_code
-    review.notes = notes[:1000] or None
-    review.coverage = coverage_record(status)
-    review.decided_at = utcnow()
+    close_review(
+        review, decision="approve" if passed else "reject", reason_code=reason_code,
+        notes=notes, status=status,
+    )  # fmt: skip
     await append_audit(
         tx,
         actor=f"staff:{staff_id}",
