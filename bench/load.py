@@ -681,7 +681,7 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
             p.join(30)
         # The parties are gone: their legs close and the recordings are finalized (the
         # naive recorder flushes x264's look-ahead, which takes a while under load).
-        await asyncio.sleep(2.0 if case.pipeline == "passthrough" else 6.0)
+        await asyncio.sleep(6.0 if case.pipeline == "naive" else 2.0)
         dep.stop()
         server = await dep.read_results()
     sent = sum(r["video_sent"] for r in results)
@@ -843,7 +843,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     window = (
         f"{args.seconds:.0f} s window after {args.warmup:.0f} s warm-up; "
-        if args.sessions or args.naive_sessions
+        if args.sessions or args.naive_sessions or args.frames_sessions
         else ""
     )
     print(
@@ -853,10 +853,13 @@ async def main(args: argparse.Namespace) -> None:
         flush=True,
     )
     cases: list[Case] = []
-    if args.sessions:
-        cases.append(Case("passthrough", args.sessions, workers=workers))
+    for n in args.sessions:
+        cases.append(Case("passthrough", n, workers=workers))
         for loop in args.extra_loops:
-            cases.append(Case(f"passthrough {loop}", args.sessions, workers=workers, loop=loop))
+            cases.append(Case(f"passthrough {loop}", n, workers=workers, loop=loop))
+    for n in args.frames_sessions:
+        # Issue 21's "before": frames assembled and packetized again on the way through.
+        cases.append(Case("frames (before 21)", n, pipeline="frames", workers=workers))
     for n in args.naive_sessions:
         cases.append(Case("naive (aiortc default)", n, pipeline="naive", workers=workers))
     results: list[dict[str, Any]] = []
@@ -868,6 +871,16 @@ async def main(args: argparse.Namespace) -> None:
         print_case(r)
     ours = [r for r in results if r["pipeline"] == "passthrough" and r["loop"] == "asyncio"]
     naive = [r for r in results if r["pipeline"] == "naive"]
+    frames = [r for r in results if r["pipeline"] == "frames"]
+    for f in frames:
+        same = [o for o in ours if o["sessions"] == f["sessions"]]
+        if same:
+            print(
+                f"# frames/packets at {f['sessions']} sessions: CPU per session"
+                f" {f['cpu_per_session']:.2f} vs {same[0]['cpu_per_session']:.2f}"
+                f" ({f['cpu_per_session'] / same[0]['cpu_per_session']:.2f}x)",
+                flush=True,
+            )
     if ours and naive:
         o = ours[0]
         for n in naive:
@@ -942,9 +955,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--sessions", type=int, default=8, help="concurrent sessions, ours (0: skip)"
-    )
+    parser.add_argument("--sessions", type=int, nargs="*", default=[8],
+                        help="session counts, ours, one case each (none: skip)")  # fmt: skip
+    parser.add_argument("--frames-sessions", type=int, nargs="*", default=[],
+                        help="session counts for the frame path before issue 21")  # fmt: skip
     parser.add_argument("--naive-sessions", type=int, nargs="*", default=[1, 2],
                         help="session counts for the naive baseline (none: skip)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
@@ -965,8 +979,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", default="", help="py-spy the server processes over the window into DIR"
     )
     args = parser.parse_args(argv)
-    if not 0 <= args.sessions <= 64 or any(not 1 <= n <= 16 for n in args.naive_sessions):
-        parser.error("--sessions 0..64, --naive-sessions 1..16 (bounded load)")
+    args.sessions = [n for n in args.sessions if n]  # "--sessions 0" skipped ours before
+    if any(not 1 <= n <= 64 for n in args.sessions + args.frames_sessions) or any(
+        not 1 <= n <= 16 for n in args.naive_sessions
+    ):
+        parser.error("--sessions / --frames-sessions 1..64, --naive-sessions 1..16 (bounded load)")
     if not 0 <= args.soak <= 3600 or not 1 <= args.soak_concurrency <= 16:
         parser.error("--soak 0..3600 s, --soak-concurrency 1..16")
     if not 5 <= args.seconds <= 600:

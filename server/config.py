@@ -272,7 +272,9 @@ class MediaConfig:
     script_file: str = ""
     keyframe_interval_seconds: float = 10.0
     record: bool = True
-    # "passthrough": encoded frames forwarded and recorded as sent (the product).
+    # "passthrough": RTP packets forwarded as they come, frames recorded as sent (the
+    # product). "frames": frames assembled, forwarded and packetized again (the way
+    # before issue 21; a fallback, and the benchmark's comparison).
     # "naive": aiortc's decode → re-encode relay and MediaRecorder, only so the load
     # benchmark can measure what passthrough saves on the same machine (issue 9).
     pipeline: str = "passthrough"
@@ -605,8 +607,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("media.keyframe_interval_seconds: must be at least 1")
     if cfg.media.max_video_kbps != 0 and not 100 <= cfg.media.max_video_kbps <= 20_000:
         raise ConfigError("media.max_video_kbps: must be 0 (no cap) or 100..20000")
-    if cfg.media.pipeline not in ("passthrough", "naive"):
-        raise ConfigError("media.pipeline: must be 'passthrough' or 'naive'")
+    if cfg.media.pipeline not in ("passthrough", "frames", "naive"):
+        raise ConfigError("media.pipeline: must be 'passthrough', 'frames' or 'naive'")
     if cfg.media.turn_credential_ttl_seconds < 60:
         raise ConfigError("media.turn_credential_ttl_seconds: must be at least 60")
     if not 0 < cfg.server.port < 65536:

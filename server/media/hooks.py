@@ -15,7 +15,16 @@ not offer publicly:
 4. the bitrate the downstream browser can take (REMB it sends our sender), and a way to
    hold the REMB our receiver sends the sending party to it (``_handle_rtcp_packet``,
    ``_send_rtcp``): a forwarded stream cannot be re-encoded to fit, so the sender must fit;
-5. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
+5. sending RTP packets we build on a sender's stream (issue 21: an SFU forwards packets,
+   it does not re-assemble frames and packetize them again). ``RtpOut`` learns the
+   sender's SSRC, payload type, MID and header extension ids when aiortc starts it,
+   encrypts with the DTLS transport's SRTP session and sends on the nominated ICE pair
+   synchronously (no task or coroutine per packet), keeps each packet in the sender's
+   own history so aiortc answers the browser's NACKs from it (with RTX where
+   negotiated), and keeps the counters its sender reports go from (RTCP SR);
+6. the receiver's packets as they arrive, after SRTP, RTX unwrapping and depayloading
+   (``on_packet``, called where they enter the jitter buffer);
+7. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
    whose packets are all there, but when a lost packet is not retransmitted in time it
    *discards* the frame (``smart_remove``) and carries on with the next one, saying
    nothing to the receiver. We swap the receiver's jitter buffer for a subclass that
@@ -42,9 +51,14 @@ import aioice.ice
 import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
+    RTP_HISTORY_SIZE,
+    HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtpPacket,
     pack_remb_fci,
@@ -61,6 +75,13 @@ _CODECS = "_RTCRtpReceiver__codecs"
 _TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _FIR_SEQ = "_witness_fir_seq"  # ours, on the receiver: the last FIR sequence number
+_SENDER_HISTORY = "_RTCRtpSender__rtp_history"
+_SENDER_NTP = "_RTCRtpSender__ntp_timestamp"
+_SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_SENDER_OCTETS = "_RTCRtpSender__octet_count"
+_SENDER_PACKETS = "_RTCRtpSender__packet_count"
+# Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+_NTP_UNIX = 2208988800
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +114,9 @@ AUDIO_LOSS_WAIT_SECONDS = 0.06
 
 # (codec name, e.g. "VP8" / "opus", frame payload, RTP timestamp rebased to 0)
 FrameSink = Callable[[str, bytes, int], None]
+# An RTP packet as the receiver got it (decrypted, RTX unwrapped, payload depayloaded
+# into ``packet_data``); it must not be changed (the jitter buffer keeps it).
+PacketSink = Callable[[RtpPacket], None]
 # The same, with how the frame arrived.
 WatchedSink = Callable[[str, bytes, int, Arrival], None]
 
@@ -145,8 +169,12 @@ class _WatchedJitterBuffer(JitterBuffer):
         self._deliver = deliver
         self._expected: int | None = None  # first sequence number of the next frame
         self._gap_since: float | None = None  # when the oldest waiting gap was first seen
+        # Told of every packet before it is buffered (issue 21: forwarded as it came).
+        self.on_packet: PacketSink | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self.on_packet is not None:
+            self.on_packet(packet)
         if not self._is_video:
             return False, self._hand_on(self._add_audio(packet))
         pli_flag, frame = super().add(packet)
@@ -383,6 +411,51 @@ def check_internals() -> None:
             raise InternalsChanged(f"{cls.__name__}.{name} is gone")
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         raise InternalsChanged("aioice.ice.get_host_addresses is gone")
+    _check_send_path(src)
+
+
+def _check_send_path(receiver_src: str) -> None:
+    """What ``RtpOut`` and ``on_packet`` rely on: the path aiortc's own sender takes,
+    step by step, and where the sender keeps what its NACK answers and reports use."""
+    import inspect
+
+    if "packet._data = depayload(" not in receiver_src:
+        raise InternalsChanged("RTCRtpReceiver no longer depayloads into packet._data")
+    expected: list[tuple[Any, tuple[str, ...]]] = [
+        (
+            RTCRtpSender,
+            (
+                "self.__rtp_history[packet.sequence_number % RTP_HISTORY_SIZE]",
+                "packet = self.__rtp_history.get(sequence_number % RTP_HISTORY_SIZE)",
+                "self.__ntp_timestamp = clock.current_ntp_time()",
+                "self.__rtp_timestamp = packet.timestamp",
+                "self.__octet_count += len(payload)",
+                "self.__packet_count += 1",
+                "self.__rtp_header_extensions_map.configure(parameters)",
+                "self._run_rtp(parameters.codecs[0])",
+                "self.__mid = parameters.muxId",
+            ),
+        ),
+        (
+            RTCDtlsTransport._send_rtp,
+            ("data = self._tx_srtp.protect(data)", "await self.transport._send(data)"),
+        ),
+        (RTCIceTransport, ("self._send = self._connection.send",)),
+        (aioice.ice.Connection.send, ("await self.sendto(data, 1)",)),
+        (
+            aioice.ice.Connection.sendto,
+            (
+                "active_pair = self._nominated.get(component)",
+                "await active_pair.protocol.send_data(data, active_pair.remote_addr)",
+            ),
+        ),
+        (aioice.ice.StunProtocol.send_data, ("self.transport.sendto(data, addr)",)),
+    ]
+    for owner, needles in expected:
+        source = inspect.getsource(owner)
+        for needle in needles:
+            if needle not in source:
+                raise InternalsChanged(f"{owner.__qualname__} no longer contains {needle!r}")
 
 
 def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
@@ -391,8 +464,11 @@ def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
     tap_receiver_watched(receiver, lambda codec, data, ts, _arrival: sink(codec, data, ts))
 
 
-def tap_receiver_watched(receiver: RTCRtpReceiver, sink: WatchedSink) -> None:
-    """``tap_receiver``, telling ``sink`` also how each frame arrived (``Arrival``)."""
+def tap_receiver_watched(
+    receiver: RTCRtpReceiver, sink: WatchedSink, on_packet: PacketSink | None = None
+) -> None:
+    """``tap_receiver``, telling ``sink`` also how each frame arrived (``Arrival``), and
+    ``on_packet`` every RTP packet as it arrives (before the frame it belongs to)."""
     if getattr(receiver, _DECODER_THREAD, "missing") is not None:
         raise InternalsChanged("receiver already started, or its decoder thread moved")
     if not isinstance(getattr(receiver, _DECODER_QUEUE, None), queue.Queue):
@@ -420,8 +496,70 @@ def tap_receiver_watched(receiver: RTCRtpReceiver, sink: WatchedSink) -> None:
         codec = codecs.get(packet.payload_type)
         return codec is None or starts_frame(codec.name, packet.payload[:2])
 
-    setattr(receiver, _JITTER_BUFFER, _WatchedJitterBuffer(jitter, starts, deliver))
+    watched = _WatchedJitterBuffer(jitter, starts, deliver)
+    watched.on_packet = on_packet
+    setattr(receiver, _JITTER_BUFFER, watched)
     setattr(receiver, _DECODER_QUEUE, tap)
+
+
+def packet_data(packet: RtpPacket) -> bytes:
+    """The packet's payload as depayloaded by the receiver (for VP8, without the payload
+    descriptor: a frame's first packet starts with the frame's own header)."""
+    data: bytes = getattr(packet, "_data", b"")
+    return data
+
+
+def ntp_now() -> int:
+    """The wall clock as a 64-bit NTP timestamp (aiortc's goes through datetime, about
+    ten times slower, and runs twice per packet sent)."""
+    return int((time.time() + _NTP_UNIX) * 4294967296.0)
+
+
+class RtpOut:
+    """Sends RTP packets built here on ``sender``'s stream, as its own loop would.
+
+    The packet's SSRC and payload type must be ``ssrc`` / ``payload_type``; ``send`` sets
+    the MID and abs-send-time extensions (the browser's bandwidth estimate reads the
+    latter), keeps the packet for retransmission, encrypts and sends it. Nothing is sent
+    before DTLS is up and a pair is nominated (``send`` says False)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        self.ssrc: int = sender._ssrc
+        self.payload_type: int | None = None  # known once aiortc starts the sender
+        self.mid: str | None = None
+        self.extensions = HeaderExtensionsMap()
+        self._history: dict[int, RtpPacket] = getattr(sender, _SENDER_HISTORY)
+        original = sender.send
+
+        async def send(parameters: Any) -> None:
+            self.payload_type = parameters.codecs[0].payloadType
+            self.mid = parameters.muxId
+            self.extensions.configure(parameters)
+            await original(parameters)
+
+        sender.send = send  # type: ignore[method-assign]
+
+    def send(self, packet: RtpPacket) -> bool:
+        sender = self._sender
+        dtls = sender.transport
+        if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return False
+        ntp = ntp_now()
+        packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        packet.extensions.mid = self.mid
+        self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
+        data = dtls._tx_srtp.protect(packet.serialize(self.extensions))
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        # What the sender's RTCP sender reports say (aiortc's loop keeps them the same way).
+        setattr(sender, _SENDER_NTP, ntp)
+        setattr(sender, _SENDER_RTP_TS, packet.timestamp)
+        setattr(sender, _SENDER_OCTETS, getattr(sender, _SENDER_OCTETS) + len(packet.payload))
+        setattr(sender, _SENDER_PACKETS, getattr(sender, _SENDER_PACKETS) + 1)
+        return True
 
 
 async def request_keyframe(receiver: RTCRtpReceiver, *, fir: bool = False) -> bool:

@@ -1,4 +1,16 @@
-"""Forwarding one party's encoded frames to the other party, transcoding only as a fallback.
+"""Forwarding one party's media to the other party, transcoding only as a fallback.
+
+Issue 21: the party's RTP packets are forwarded as they arrive, as an SFU does
+(``forward_packet``): the header is rewritten to this leg's stream (SSRC, payload type,
+sequence numbers and timestamps carried on across the sending party's reconnections, MID
+and abs-send-time) and the payload goes out unchanged, with no frame assembled on the way.
+The receiver still assembles frames, for the recording, the stills and the one-way checks.
+This leg's sender keeps what it forwarded, so a browser's NACK is answered from it; what
+was lost upstream the receiver asks the sending party for again, and its retransmission
+is forwarded when it comes. Packets are forwarded for VP8 and Opus; an H.264 leg takes
+the frame path below.
+
+The frame path (``push``), also used with ``media.pipeline = "frames"``:
 
 aiortc's sender packetizes an ``av.Packet`` a track returns instead of encoding it
 (WEBRTC-NOTES), so a track that hands out the other party's VP8/Opus frames is a relay
@@ -12,13 +24,16 @@ reconnects (its new leg may speak another codec).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtpPacket
 
+from server.media import hooks
 from server.media.codecs import VP8, VideoCodec
 from server.media.recorder import AUDIO_RATE, VIDEO_RATE
 from server.media.transcode import TranscodeTrack
@@ -62,10 +77,76 @@ class ForwardTrack(MediaStreamTrack):
         self.force_keyframe: Callable[[], None] = lambda: None
         self._waiting_for_key = kind == "video"
         self._source: object = None
+        self._rebase = False
         self._base = 0
         self._last_out: int | None = None
         self.pushed = 0
         self.dropped = 0
+        # Issue 21: set when the session forwards packets on this leg; None: frames only.
+        self.rtp_out: hooks.RtpOut | None = None
+        self._packets_waiting_for_key = kind == "video"
+        # Added to the sending party's sequence numbers / timestamps (None: not yet sending).
+        self._seq_offset: int | None = None
+        self._ts_offset = 0
+        self._last_seq: int | None = None  # the highest sequence number sent so far
+        self._last_ts = 0
+
+    def _forwards_packets(self, codec: VideoCodec) -> bool:
+        """Whether the sending party's media (video in ``codec``) goes out as packets."""
+        if self.rtp_out is None or self._transcoder is not None:
+            return False
+        return self.kind == "audio" or (codec.name == VP8.name and self.codec.name == VP8.name)
+
+    def forward_packet(self, packet: RtpPacket, source: object, codec: VideoCodec = VP8) -> None:
+        """Send ``packet`` from ``source`` (the sending party's current connection) on
+        this leg's stream. Nothing is assembled or queued: it leaves at once."""
+        out = self.rtp_out
+        if out is None or out.payload_type is None or self.readyState != "live":
+            return
+        if source is not self._source:
+            self._new_source(source, codec)
+        if not self._forwards_packets(codec):
+            return  # the frame path carries this source (``push``)
+        seq = packet.sequence_number
+        if self._packets_waiting_for_key:
+            # A new source (or the start): the browser can decode nothing before a
+            # keyframe, and its numbering goes on from ours.
+            if not (
+                hooks.starts_frame(codec.name, packet.payload[:2])
+                and codec.is_keyframe(hooks.packet_data(packet))
+            ):
+                if packet.payload:
+                    self._need_keyframe()
+                return
+            self._packets_waiting_for_key = False
+        if self._seq_offset is None:
+            if self._last_seq is None:  # random origins, as aiortc's sender picks them
+                self._seq_offset = (secrets.randbelow(0x8000) - seq) & 0xFFFF
+                self._ts_offset = (secrets.randbits(32) - packet.timestamp) & 0xFFFFFFFF
+            else:
+                self._seq_offset = (self._last_seq + 1 - seq) & 0xFFFF
+                self._ts_offset = (self._last_ts + self.step - packet.timestamp) & 0xFFFFFFFF
+        out_seq = (seq + self._seq_offset) & 0xFFFF
+        out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        forwarded = RtpPacket(
+            payload_type=out.payload_type,
+            marker=packet.marker,
+            sequence_number=out_seq,
+            timestamp=out_ts,
+            ssrc=out.ssrc,
+            payload=packet.payload,
+        )
+        forwarded.padding_size = packet.padding_size
+        if packet.extensions.audio_level is not None:
+            forwarded.extensions.audio_level = packet.extensions.audio_level
+        if not out.send(forwarded):
+            return
+        # A late packet (a retransmission, reordering) leaves with its own number, behind.
+        if self._last_seq is None or (out_seq - self._last_seq) & 0xFFFF < 0x8000:
+            self._last_seq = out_seq
+            self._last_ts = out_ts
+        if packet.marker if self.kind == "video" else packet.payload:
+            self.pushed += 1  # a frame's last packet (video), a frame (audio)
 
     @property
     def mode(self) -> str:
@@ -81,13 +162,14 @@ class ForwardTrack(MediaStreamTrack):
         if self.readyState != "live":
             return
         if source is not self._source:
-            # A new connection of the sending party (it rejoined): its timestamps start
-            # at 0 again, ours must keep going forward or the far end stalls.
-            self._source = source
+            self._new_source(source, codec)
+        if self._rebase:
+            # A new source's timestamps start at 0 again, ours must keep going forward
+            # or the far end stalls.
+            self._rebase = False
             self._base = 0 if self._last_out is None else self._last_out + self.step - rtp_ts
-            self._waiting_for_key = self.kind == "video"
-            if self.kind == "video":
-                self._choose_mode(codec)
+        if self._forwards_packets(codec):
+            return  # forwarded packet by packet as they came (``forward_packet``)
         if self._transcoder is not None:
             out_ts = rtp_ts + self._base
             self._transcoder.push(data, out_ts)
@@ -114,6 +196,16 @@ class ForwardTrack(MediaStreamTrack):
         self._queue.put_nowait(packet)
         self._last_out = out_ts
         self.pushed += 1
+
+    def _new_source(self, source: object, codec: VideoCodec) -> None:
+        """A new connection of the sending party (it rejoined)."""
+        self._source = source
+        self._rebase = True  # the frame path rebases on the source's first frame
+        self._waiting_for_key = self.kind == "video"
+        self._packets_waiting_for_key = self.kind == "video"
+        self._seq_offset = None
+        if self.kind == "video":
+            self._choose_mode(codec)
 
     def _retire_transcoder(self) -> None:
         if self._transcoder is not None:

@@ -35,6 +35,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import OperationError
+from aiortc.rtp import RtpPacket
 
 from server.domain.errors import Conflict, InvalidInput, Unavailable
 from server.domain.recording import StillKind
@@ -112,6 +113,9 @@ class MediaSettings:
     keyframe_interval: float = 10.0
     # Most a party is asked to send (REMB), bits per second; None = no cap of ours.
     max_video_bitrate: int | None = None
+    # Issue 21: forward RTP packets as they come (False: assemble frames and packetize
+    # them again, the way before; kept as a fallback and for the benchmark's comparison).
+    forward_packets: bool = True
     # Told of the automatic still (session id, the still as stored) once the witness is
     # on the call, so the desk shows it like one it took (A14; issue 17).
     on_auto_still: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
@@ -363,13 +367,19 @@ class MediaSession:
                 out = leg.video_out if kind == "video" else leg.audio_out
                 transceiver = pc.addTransceiver(out, direction="sendrecv")
                 transceiver.setCodecPreferences(_codec_preferences(kind, leg.video_codec))
+                if self.settings.forward_packets:
+                    out.rtp_out = hooks.RtpOut(transceiver.sender)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except OperationError as exc:
             raise ValueError(f"no codec in common ({exc})") from exc
         for transceiver in pc.getTransceivers():
             kind = transceiver.kind
-            hooks.tap_receiver_watched(transceiver.receiver, self._sink(leg, kind))
+            hooks.tap_receiver_watched(
+                transceiver.receiver,
+                self._sink(leg, kind),
+                self._packet_sink(leg, kind) if self.settings.forward_packets else None,
+            )
             if kind == "video":
                 leg.video_receiver = transceiver.receiver
                 sender = transceiver.sender
@@ -437,6 +447,31 @@ class MediaSession:
                     observe(leg.role, "audio", "opus", data, arrival, False)
 
         return on_frame
+
+    def _packet_sink(self, leg: Leg, kind: str) -> hooks.PacketSink:
+        failures = 0
+
+        def on_packet(packet: RtpPacket) -> None:
+            nonlocal failures
+            if leg.closed:
+                return
+            peer = self.legs.get(OTHER[leg.role])
+            if peer is None:
+                return
+            out = peer.video_out if kind == "video" else peer.audio_out
+            try:
+                out.forward_packet(packet, leg, leg.video_codec)
+            except Exception:
+                # Never into aiortc's receive loop (it would cut the call), and not once
+                # a packet into the log: the first failure with its trace, then a count.
+                failures += 1
+                if failures == 1 or failures % 1000 == 0:
+                    log.exception(
+                        "packet forwarding failed",
+                        extra={"session": self.session_id, "failures": failures},
+                    )
+
+        return on_packet
 
     def _track_video_loss(self, leg: Leg, key: bool, how: hooks.Arrival) -> None:
         """Issue 16: from a lost or torn frame on, every picture refers to something

@@ -48,6 +48,7 @@ class MediaManager:
             record=config.record,
             keyframe_interval=config.keyframe_interval_seconds,
             max_video_bitrate=config.max_video_kbps * 1000 or None,
+            forward_packets=config.pipeline == "passthrough",
             on_auto_still=self._auto_still,
         )
         # Set by the runtime once the witnessing service exists (it shows the automatic

@@ -1,0 +1,268 @@
+"""Issue 21: forwarding RTP packets as they come (server/media/relay.py ``forward_packet``,
+server/media/hooks.py ``RtpOut``): header rewritten onto this leg's stream, payload
+untouched, numbering carried across a party's rejoin, NACKs answered from what was sent."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from aiortc import RTCRtpSender
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtcrtpparameters import (
+    RTCRtcpParameters,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
+
+from server.media import hooks
+from server.media.codecs import H264
+from server.media.relay import ForwardTrack
+
+VP8_KEY_HEAD = bytes([0x10])  # payload descriptor: S bit, partition 0
+# A VP8 key frame header (RFC 6386 §9.1): frame tag with bit 0 clear, start code, size.
+VP8_KEY_DATA = bytes([0x50, 0x2A, 0x00, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0xE0, 0x01])
+VP8_DELTA_DATA = bytes([0x51, 0x2A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])
+
+
+@dataclass
+class FakeOut:
+    """Stands in for ``hooks.RtpOut``: what the leg's sender would send."""
+
+    payload_type: int | None = 96
+    ssrc: int = 0xABCDEF01
+    up: bool = True
+    sent: list[RtpPacket] = field(default_factory=list)
+
+    def send(self, packet: RtpPacket) -> bool:
+        if self.up:
+            self.sent.append(packet)
+        return self.up
+
+
+def _packet(seq: int, ts: int, *, key: bool = False, start: bool = True, marker: int = 1,
+            pt: int = 120, payload: bytes | None = None) -> RtpPacket:  # fmt: skip
+    data = VP8_KEY_DATA if key else VP8_DELTA_DATA
+    head = VP8_KEY_HEAD if start else bytes([0x00])
+    body = payload if payload is not None else head + data
+    packet = RtpPacket(payload_type=pt, marker=marker, sequence_number=seq, timestamp=ts,
+                       ssrc=0x11111111, payload=body)  # fmt: skip
+    packet._data = data if start else b"\x00" * 10  # type: ignore[attr-defined]
+    return packet
+
+
+def _video_track(asked: list[int]) -> tuple[ForwardTrack, FakeOut]:
+    track = ForwardTrack("video", need_keyframe=lambda: asked.append(1))
+    out = FakeOut()
+    track.rtp_out = out  # type: ignore[assignment]
+    return track, out
+
+
+async def test_video_waits_for_a_keyframe_then_forwards_every_packet_rewritten() -> None:
+    asked: list[int] = []
+    track, out = _video_track(asked)
+    source = object()
+    track.forward_packet(_packet(100, 9000), source)  # a delta frame: not decodable yet
+    assert out.sent == [] and asked == [1]
+    key_first = _packet(101, 12000, key=True, marker=0)
+    key_rest = _packet(102, 12000, start=False, marker=1)
+    delta = _packet(103, 18000)
+    for p in (key_first, key_rest, delta):
+        track.forward_packet(p, source)
+    assert len(out.sent) == 3 and asked == [1]
+    first = out.sent[0]
+    assert [p.ssrc for p in out.sent] == [out.ssrc] * 3
+    assert [p.payload_type for p in out.sent] == [96] * 3  # this leg's payload type
+    assert [p.marker for p in out.sent] == [0, 1, 1]
+    assert [(p.sequence_number - first.sequence_number) & 0xFFFF for p in out.sent] == [0, 1, 2]
+    assert first.sequence_number < 0x8000  # a fresh origin, kept clear of SRTP's rollover
+    assert [(p.timestamp - first.timestamp) & 0xFFFFFFFF for p in out.sent] == [0, 0, 6000]
+    # The payload goes out as it came, byte for byte (no frame assembled, no re-packetizing).
+    assert [p.payload for p in out.sent] == [key_first.payload, key_rest.payload, delta.payload]
+    assert track.pushed == 2  # frames: counted at their last packet
+    # The received packets are not touched (the jitter buffer still holds them).
+    assert key_first.sequence_number == 101 and key_first.ssrc == 0x11111111
+
+
+async def test_numbering_goes_on_across_a_rejoin_and_late_packets_keep_theirs() -> None:
+    asked: list[int] = []
+    track, out = _video_track(asked)
+    old, new = object(), object()
+    track.forward_packet(_packet(5000, 1000, key=True), old)
+    track.forward_packet(_packet(5002, 7000), old)
+    track.forward_packet(_packet(5001, 4000), old)  # late (a retransmission): behind
+    seqs = [p.sequence_number for p in out.sent]
+    assert (seqs[2] - seqs[0]) & 0xFFFF == 1 and (seqs[1] - seqs[0]) & 0xFFFF == 2
+    last_seq, last_ts = out.sent[1].sequence_number, out.sent[1].timestamp
+    # The party rejoins: a new connection, its own random numbering.
+    track.forward_packet(_packet(60000, 123456789), new)  # no keyframe yet
+    assert len(out.sent) == 3 and asked
+    track.forward_packet(_packet(60001, 123459789, key=True), new)
+    resumed = out.sent[-1]
+    assert resumed.sequence_number == (last_seq + 1) & 0xFFFF
+    assert resumed.timestamp == (last_ts + track.step) & 0xFFFFFFFF
+    track.forward_packet(_packet(60002, 123465789), new)
+    assert out.sent[-1].sequence_number == (last_seq + 2) & 0xFFFF
+    assert out.sent[-1].timestamp == (last_ts + track.step + 6000) & 0xFFFFFFFF
+
+
+async def test_sequence_numbers_wrap() -> None:
+    track, out = _video_track([])
+    source = object()
+    track.forward_packet(_packet(0xFFFE, 0xFFFFFF00, key=True), source)
+    for seq in (0xFFFF, 0, 1):
+        track.forward_packet(_packet(seq, 0xFFFFFF00), source)
+    base = out.sent[0].sequence_number
+    assert [(p.sequence_number - base) & 0xFFFF for p in out.sent] == [0, 1, 2, 3]
+
+
+async def test_padding_and_audio_level_pass_through() -> None:
+    track = ForwardTrack("audio", need_keyframe=lambda: None)
+    out = FakeOut(payload_type=111)
+    track.rtp_out = out  # type: ignore[assignment]
+    source = object()
+    speech = RtpPacket(payload_type=109, sequence_number=7, timestamp=960, payload=b"\xfc\x01")
+    speech.extensions.audio_level = (True, 30)
+    padding = RtpPacket(payload_type=109, sequence_number=8, timestamp=960, payload=b"")
+    padding.padding_size = 200
+    for p in (speech, padding):
+        p._data = p.payload  # type: ignore[attr-defined]
+        track.forward_packet(p, source)
+    assert [p.payload_type for p in out.sent] == [111, 111]
+    assert out.sent[0].extensions.audio_level == (True, 30)
+    assert out.sent[1].padding_size == 200 and out.sent[1].payload == b""
+    assert track.pushed == 1  # padding is no frame
+
+
+async def test_frames_are_not_forwarded_twice_and_h264_takes_the_frame_path() -> None:
+    track, out = _video_track([])
+    source = object()
+    track.forward_packet(_packet(1, 0, key=True), source)
+    track.push(VP8_KEY_DATA, 0, source)  # the same frame, assembled: already sent
+    assert track._queue.empty() and len(out.sent) == 1
+    h264 = ForwardTrack("video", need_keyframe=lambda: None, codec=H264)
+    h264_out = FakeOut()
+    h264.rtp_out = h264_out  # type: ignore[assignment]
+    h264.forward_packet(_packet(1, 0, key=True), source, H264)
+    assert h264_out.sent == []
+    idr = b"\x00\x00\x00\x01\x67\x42\x00\x1f\x00\x00\x00\x01\x65" + b"\x88" * 20
+    h264.push(idr, 0, source, H264)
+    assert not h264._queue.empty()  # frames, packetized by aiortc's sender
+    track.stop()
+    h264.stop()
+
+
+async def test_nothing_is_sent_before_the_sender_starts_or_after_the_track_stops() -> None:
+    track, out = _video_track([])
+    out.payload_type = None
+    track.forward_packet(_packet(1, 0, key=True), object())
+    assert out.sent == []
+    out.payload_type = 96
+    track.stop()
+    track.forward_packet(_packet(2, 0, key=True), object())
+    assert out.sent == []
+
+
+class _Srtp:
+    def protect(self, data: bytes) -> bytes:
+        return b"srtp:" + data
+
+
+def _fake_dtls(sent: list[bytes]) -> Any:
+    udp = SimpleNamespace(sendto=lambda data, addr: sent.append(data))
+    pair = SimpleNamespace(protocol=SimpleNamespace(transport=udp), remote_addr=("10.0.0.9", 5))
+    ice = SimpleNamespace(_connection=SimpleNamespace(_nominated={1: pair}))
+    dtls = SimpleNamespace(state="connected", _state=DtlsState.CONNECTED, _tx_srtp=_Srtp(),
+                           transport=ice, _register_rtp_sender=lambda *a: None,
+                           _unregister_rtp_sender=lambda *a: None)  # fmt: skip
+
+    async def send_rtp(data: bytes) -> None:  # aiortc's own path (retransmissions)
+        sent.append(b"srtp:" + data)
+
+    dtls._send_rtp = send_rtp
+    return dtls
+
+
+async def test_rtp_out_sends_on_the_senders_stream_and_answers_its_nacks() -> None:
+    sent: list[bytes] = []
+    sender = RTCRtpSender("video", _fake_dtls(sent))
+    out = hooks.RtpOut(sender)
+    packet = RtpPacket(payload_type=0, sequence_number=0, timestamp=0)
+    assert out.payload_type is None
+    parameters = RTCRtpSendParameters(
+        codecs=[RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97)],
+        headerExtensions=[
+            RTCRtpHeaderExtensionParameters(uri="urn:ietf:params:rtp-hdrext:sdes:mid", id=4),
+            RTCRtpHeaderExtensionParameters(
+                uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", id=2
+            ),
+        ],
+        muxId="1",
+        rtcp=RTCRtcpParameters(cname="c"),
+    )
+    await sender.send(parameters)  # aiortc starts the sender: the stream's details are known
+    try:
+        assert (out.payload_type, out.mid, out.ssrc) == (97, "1", sender._ssrc)
+        packet = RtpPacket(payload_type=97, sequence_number=4242, timestamp=90000,
+                           ssrc=out.ssrc, payload=b"\x10payload")  # fmt: skip
+        assert out.send(packet)
+        assert len(sent) == 1 and sent[0].startswith(b"srtp:")
+        wire = RtpPacket.parse(sent[0][5:], out.extensions)
+        assert (wire.ssrc, wire.sequence_number, wire.payload_type) == (out.ssrc, 4242, 97)
+        assert wire.extensions.mid == "1" and wire.extensions.abs_send_time is not None
+        assert wire.payload == b"\x10payload"
+        # What the sender's RTCP sender reports are made from.
+        assert sender._RTCRtpSender__packet_count == 1
+        assert sender._RTCRtpSender__octet_count == len(b"\x10payload")
+        assert sender._RTCRtpSender__rtp_timestamp == 90000
+        # The browser lost it and asks again: aiortc's sender answers from what we sent.
+        nack = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=out.ssrc)
+        nack.lost = [4242, 4243]  # the second was never sent: no answer for it
+        await sender._handle_rtcp_packet(nack)
+        assert len(sent) == 2
+        again = RtpPacket.parse(sent[1][5:], out.extensions)
+        assert again.sequence_number == 4242 and again.payload == b"\x10payload"
+    finally:
+        await sender.stop()
+
+
+async def test_rtp_out_holds_packets_until_dtls_is_up() -> None:
+    sent: list[bytes] = []
+    dtls = _fake_dtls(sent)
+    dtls._state = DtlsState.CONNECTING
+    out = hooks.RtpOut(RTCRtpSender("audio", dtls))
+    out.payload_type = 111
+    assert not out.send(RtpPacket(payload_type=111, sequence_number=1, ssrc=out.ssrc))
+    dtls._state = DtlsState.CONNECTED
+    dtls.transport._connection._nominated.clear()  # no ICE pair (yet, or any more)
+    assert not out.send(RtpPacket(payload_type=111, sequence_number=1, ssrc=out.ssrc))
+    assert sent == []
+
+
+def test_ntp_clock_matches_aiortcs() -> None:
+    from aiortc import clock
+
+    assert abs(hooks.ntp_now() - clock.current_ntp_time()) < (1 << 32) // 100  # 10 ms
+
+
+async def test_packets_reach_the_sink_before_the_jitter_buffer() -> None:
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        seen: list[int] = []
+        hooks.tap_receiver_watched(
+            receiver, lambda *_: None, on_packet=lambda p: seen.append(p.sequence_number)
+        )
+        buffer = receiver._RTCRtpReceiver__jitter_buffer
+        packet = _packet(77, 0, key=True)
+        buffer.add(packet)
+        assert seen == [77]
+    finally:
+        await pc.close()
+        await asyncio.sleep(0)
