@@ -30,13 +30,16 @@ run: migrate
 
 # The slowest tests are listed at the end of every run (the suite's time is watched: < 30 min).
 PYTEST_ARGS ?= --durations=30
+# Test processes for the first pass (scripts/run-tests.sh): the tests are mostly waiting
+# (sockets, browsers, timers), so two keep a 2-core machine busy; 0 runs it in-process.
+PYTEST_WORKERS ?= 2
 
 ## Set up what the tests need (services, Chromium, fonts) and run the whole suite.
 test: $(STAMP_TEST)
 	bash scripts/ensure-test-env.sh
 	$(PY) -m ruff check server tests bench
 	$(PY) -m mypy server
-	$(PY) -m pytest $(PYTEST_ARGS)
+	bash scripts/run-tests.sh $(PY) $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP_TEST)
 	$(PY) -m ruff check server tests bench

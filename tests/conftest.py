@@ -33,6 +33,45 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _RUN_TAG = uuid.uuid4().hex[:8]
 
 
+# `make test` runs the suite in two passes (scripts/run-tests.sh): every test but the
+# `serial` ones on two processes (pytest-xdist), then the `serial` ones alone. The
+# browser and network-lab tests (tests/e2e, tests/netlab) run one after another on one of
+# the two processes, never two at a time: each drives Chromiums or Firefox and a media
+# server, and two of them at once would fight for the two cores. `serial` marks the
+# tests that measure time on the machine (event-loop lag, frame rates): they run when
+# nothing else does. A plain `pytest` runs everything in one process, as before.
+_ONE_AT_A_TIME = ("e2e", "netlab")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--serial-tests",
+        choices=("include", "exclude", "only"),
+        default="include",
+        help="the tests marked serial: run with the rest (default), leave out, or run alone",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items if config.pluginmanager.hasplugin("xdist") else ():
+        parts = (
+            item.path.relative_to(tests_dir).parts if item.path.is_relative_to(tests_dir) else ()
+        )
+        if parts and parts[0] in _ONE_AT_A_TIME:
+            item.add_marker(pytest.mark.xdist_group("one_at_a_time"))
+    which = config.getoption("--serial-tests")
+    if which == "include":
+        return
+    wanted = which == "only"
+    keep = [item for item in items if (item.get_closest_marker("serial") is not None) == wanted]
+    left = [item for item in items if (item.get_closest_marker("serial") is not None) != wanted]
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = keep
+
+
 def service_missing(name: str, detail: str) -> None:
     """Fail in CI, skip elsewhere: an unreachable service is never silently ignored in CI."""
     message = f"{name} unreachable ({detail})"

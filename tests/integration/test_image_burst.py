@@ -87,6 +87,7 @@ async def bearer(client: Any, phone: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {(await resp.json())['token']}"}
 
 
+@pytest.mark.serial  # measures the event loop's lag
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_burst_of_large_uploads_within_budget_and_loop_on_time(
     bclient: Any, monkeypatch: pytest.MonkeyPatch

@@ -49,6 +49,7 @@ def _error(body: dict[str, Any], code: str) -> None:
     assert body["error"]["message"] and body["error"]["message_zh"] != body["error"]["message"]
 
 
+@pytest.mark.serial  # bounds the probe's time
 async def test_probe_measures_stores_and_opens_the_queue(nclient: Any) -> None:
     investor = await verified_investor(nclient, "13800138101", ZHANG_SAN)
     info = await network_check_info(investor)
@@ -194,6 +195,7 @@ async def test_probes_are_rate_limited_per_application(
     assert body["error"]["details"]["retry_after"] > 0
 
 
+@pytest.mark.serial  # bounds the time to close the probe
 async def test_a_client_that_never_connects_is_closed_and_the_node_cap_holds(
     aiohttp_client: Any, tmp_path: Path, db_url: str
 ) -> None:

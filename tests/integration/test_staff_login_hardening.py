@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
@@ -64,6 +65,7 @@ def _comparable(body: str, username: str) -> str:
     return body.replace(username, "<name>")
 
 
+@pytest.mark.serial  # measures the event loop's lag
 async def test_healthz_stays_fast_during_a_burst_of_wrong_passwords(
     aiohttp_client: Any, tmp_path: Path, db_url: str
 ) -> None:
