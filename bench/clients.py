@@ -21,6 +21,7 @@ import av
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from bench import light
 from server.domain.identity_document import check_character
 from server.media import hooks
 from server.media.codecs import is_vp8_keyframe
@@ -122,6 +123,24 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
 
+class SilentTrack(MediaStreamTrack):
+    """A track aiortc's sender waits on for ever: a light party sends through
+    ``hooks.RtpOut`` instead (bench/light.py)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._stopped = asyncio.Event()
+
+    async def recv(self) -> av.Packet[Any]:  # type: ignore[override]
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        self._stopped.set()
+
+
 @dataclass
 class PartyStats:
     role: str
@@ -143,9 +162,22 @@ class PartyStats:
 class Party:
     """One side of a session: its session socket and WebRTC connection."""
 
-    def __init__(self, http: aiohttp.ClientSession, role: str, matched: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        role: str,
+        matched: dict[str, Any],
+        *,
+        lightweight: bool = False,
+    ) -> None:
         self.http = http
         self.role = role
+        # Issue 21: send and count packets without aiortc's per-packet work (bench/light.py).
+        self.light = lightweight
+        self._pumps: list[light.Pump] = []
+        self._pump_tasks: list[asyncio.Task[None]] = []
+        self._receiving: light.Receiving | None = None
+        self._connection: Any = None
         self.session_id = str(matched["session_id"])
         self.url = (
             str(matched.get("node_url") or "").rstrip("/").replace("http", "ws", 1)
@@ -195,6 +227,9 @@ class Party:
                     raise RuntimeError(f"{self.role}: server error waiting for {kind}: {data}")
 
     async def start(self, video: list[bytes], audio: list[bytes]) -> None:
+        if self.light:
+            await self._start_light(video, audio)
+            return
         self.ws = await self.http.ws_connect(self.url, heartbeat=None)
         self._reader = asyncio.create_task(self._read())
         await self.next_of("joined")
@@ -213,17 +248,61 @@ class Party:
         answer = await self.next_of("answer")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
+    async def _start_light(self, video: list[bytes], audio: list[bytes]) -> None:
+        light.install()
+        self.ws = await self.http.ws_connect(self.url, heartbeat=None)
+        self._reader = asyncio.create_task(self._read())
+        await self.next_of("joined")
+        pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.pc = pc
+        for kind, payloads in (("audio", audio), ("video", video)):
+            transceiver = pc.addTransceiver(SilentTrack(kind), direction="sendrecv")
+            pump = light.Pump(kind, payloads, hooks.RtpOut(transceiver.sender), FPS)
+            self._pumps.append(pump)
+            if kind == "video":
+                hooks.on_keyframe_request(transceiver.sender, partial_keyframe(self, pump))
+        await pc.setLocalDescription(await pc.createOffer())
+        await self.ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+        answer = await self.next_of("answer")
+        video_pt, audio_pt = light.payload_types(answer["sdp"])
+        dtls = pc.getTransceivers()[0].sender.transport
+        stats = self.stats
+
+        def on_video_frame() -> None:
+            if stats.first_frame_at is None:
+                stats.first_frame_at = time.monotonic()
+
+        self._receiving = light.Receiving(
+            video_pt, audio_pt, lambda: dtls._rx_srtp, SPOT_FRAMES, on_video_frame
+        )
+        self._connection = dtls.transport._connection
+        light.count(self._connection, self._receiving)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        self._pump_tasks = [asyncio.create_task(p.run()) for p in self._pumps]
+
     async def send(self, message: dict[str, Any]) -> None:
         assert self.ws is not None
         await self.ws.send_json(message)
 
     def pause(self) -> None:
         self.stats.paused_at = time.monotonic()
-        for track in self.tracks:
+        for track in [*self.tracks, *self._pumps]:
             track.paused.set()
 
     async def snapshot(self) -> PartyStats:
         s = self.stats
+        if self._receiving is not None:
+            r = self._receiving
+            for pump in self._pumps:
+                if pump.kind == "video":
+                    s.video_sent = pump.sent
+                else:
+                    s.audio_sent = pump.sent
+            s.video_received, s.audio_received, s.spot = r.video_frames, r.audio_frames, r.spot
+            s.packets_received, s.packets_lost = r.loss()
+            return s
         for track in self.tracks:
             if track.kind == "video":
                 s.video_sent = track.sent
@@ -240,6 +319,11 @@ class Party:
         return s
 
     async def close(self) -> None:
+        for task in self._pump_tasks:
+            task.cancel()
+        await asyncio.gather(*self._pump_tasks, return_exceptions=True)
+        if self._connection is not None:
+            light.forget(self._connection)
         if self.pc is not None:
             await self.pc.close()
         if self.ws is not None:
@@ -249,7 +333,7 @@ class Party:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-def partial_keyframe(party: Party, track: PacketTrack) -> Any:
+def partial_keyframe(party: Party, track: PacketTrack | light.Pump) -> Any:
     def on_request() -> None:
         party.stats.keyframe_requests += 1
         track.keyframe_wanted = True

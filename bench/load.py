@@ -393,6 +393,7 @@ class ClientSpec:
     session_seconds: float = 20.0
     total_slots: int = 0
     per_slot: int = 0  # soak: identities each slot may use
+    light: bool = True  # bench/light.py parties (False: full aiortc clients)
 
 
 def _client_process(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
@@ -447,7 +448,7 @@ async def _clients(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
             joined = time.monotonic()
             await join_queue(http, headers)
             matched = await next_message(ws, "matched", 90)
-            party = Party(http, "investor", matched)
+            party = Party(http, "investor", matched, lightweight=spec.light)
             party.stats.joined_queue_at = joined
             parties.append(party)
             await party.start(*clip)
@@ -456,7 +457,7 @@ async def _clients(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
             offer = await next_message(ws, "offer", 120)
             await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
             matched = await next_message(ws, "matched", 30)
-            party = Party(http, "witness", matched)
+            party = Party(http, "witness", matched, lightweight=spec.light)
             parties.append(party)
             await party.start(*clip)
 
@@ -529,7 +530,7 @@ async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], li
                             return
                         await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
                         matched = await next_message(ws, "matched", 30)
-                        party = Party(http, "witness", matched)
+                        party = Party(http, "witness", matched, lightweight=spec.light)
                         try:
                             await party.start(*clip)
                             await asyncio.sleep(spec.session_seconds)
@@ -564,7 +565,7 @@ async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], li
                         joined = time.monotonic()
                         await join_queue(http, headers)
                         matched = await next_message(ws, "matched", 120)
-                        party = Party(http, "investor", matched)
+                        party = Party(http, "investor", matched, lightweight=spec.light)
                         try:
                             await party.start(*clip)
                             await asyncio.wait_for(party.ended.wait(), spec.session_seconds + 60)
@@ -656,7 +657,13 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         rss_idle = _rss_mb(dep.pids())
         specs = [
             ClientSpec(
-                dep.base, part, dep.witnesses, "steady", args.stagger, total_slots=case.sessions
+                dep.base,
+                part,
+                dep.witnesses,
+                "steady",
+                args.stagger,
+                total_slots=case.sessions,
+                light=args.clients == "light",
             )
             for part in _split(list(range(case.sessions)), args.client_processes)
         ]
@@ -754,6 +761,7 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
                 session_seconds=args.session_seconds,
                 total_slots=len(slots),
                 per_slot=per_slot,
+                light=args.clients == "light",
             )
             for part in _split(slots, args.client_processes)
         ]
@@ -849,7 +857,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"# 640x480@15 VP8 ~600 kbit/s + Opus each way; {window}"
         f"{workers or usable_cores()} server worker(s); clients in"
-        f" {args.client_processes} processes",
+        f" {args.client_processes} processes ({args.clients} clients)",
         flush=True,
     )
     cases: list[Case] = []
@@ -968,6 +976,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--extra-loops", nargs="*", default=[], choices=["uvloop"],
                         help="also run ours with these event loops")  # fmt: skip
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--clients", choices=["light", "aiortc"], default="light",
+                        help="light: packets sent and counted without aiortc's per-packet"
+                        " work (bench/light.py); aiortc: full aiortc clients")  # fmt: skip
     parser.add_argument("--stagger", type=float, default=0.3, help="seconds between investors")
     parser.add_argument("--embedded", action="store_true", help="SQLite + memory queue, 1 process")
     parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: none)")

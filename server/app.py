@@ -93,6 +93,7 @@ def create_app(config: Config) -> web.Application:
     async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         rt = app[RUNTIME]
         hooks.check_internals()  # an aiortc upgrade that breaks the tap stops start-up
+        hooks.fast_media_datagrams()
         hooks.restrict_host_addresses(list(config.media.host_addresses))
 
         started = utcnow()

@@ -22,9 +22,13 @@ not offer publicly:
    synchronously (no task or coroutine per packet), keeps each packet in the sender's
    own history so aiortc answers the browser's NACKs from it (with RTX where
    negotiated), and keeps the counters its sender reports go from (RTCP SR);
-6. the receiver's packets as they arrive, after SRTP, RTX unwrapping and depayloading
+6. a shorter way in for media datagrams: aioice tries to parse every datagram as STUN
+   and hands it on only when that fails (an exception per RTP packet). RFC 7983 tells
+   them apart by the first byte (128–191 is RTP or RTCP, STUN is 0–3), so
+   ``fast_media_datagrams`` hands those on at once;
+7. the receiver's packets as they arrive, after SRTP, RTX unwrapping and depayloading
    (``on_packet``, called where they enter the jitter buffer);
-7. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
+8. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
    whose packets are all there, but when a lost packet is not retransmitted in time it
    *discards* the frame (``smart_remove``) and carries on with the next one, saying
    nothing to the receiver. We swap the receiver's jitter buffer for a subclass that
@@ -412,6 +416,13 @@ def check_internals() -> None:
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         raise InternalsChanged("aioice.ice.get_host_addresses is gone")
     _check_send_path(src)
+    dgram = inspect.getsource(_original_datagram_received)
+    for needle in (
+        "message = stun.parse_message(data)",
+        "self.receiver.data_received(data, self.local_candidate.component)",
+    ):
+        if needle not in dgram:
+            raise InternalsChanged(f"StunProtocol.datagram_received lost {needle!r}")
 
 
 def _check_send_path(receiver_src: str) -> None:
@@ -655,6 +666,23 @@ def limit_remb(receiver: RTCRtpReceiver, limit: Callable[[], int | None]) -> Non
 
 
 _original_host_addresses = aioice.ice.get_host_addresses
+_original_datagram_received = aioice.ice.StunProtocol.datagram_received
+
+
+def _datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+    # RFC 7983: a first byte of 128–191 is RTP/RTCP, never STUN (whose first two bits are
+    # 0): straight to the connection, as aioice does once the STUN parse has failed.
+    if data and 127 < data[0] < 192:
+        self.receiver.data_received(data, self.local_candidate.component)
+        return
+    _original_datagram_received(self, data, addr)
+
+
+def fast_media_datagrams(enabled: bool = True) -> None:
+    """Hand RTP/RTCP datagrams to the ICE connection without a STUN parse first.
+    Process-wide (every connection of the process)."""
+    chosen = _datagram_received if enabled else _original_datagram_received
+    setattr(aioice.ice.StunProtocol, "datagram_received", chosen)  # noqa: B010
 
 
 def restrict_host_addresses(addresses: list[str]) -> None:

@@ -266,3 +266,43 @@ async def test_packets_reach_the_sink_before_the_jitter_buffer() -> None:
     finally:
         await pc.close()
         await asyncio.sleep(0)
+
+
+async def test_media_datagrams_skip_the_stun_parse_and_stun_still_gets_it() -> None:
+    import aioice.ice
+    from aioice import stun
+
+    got: list[tuple[bytes, int]] = []
+    requests: list[Any] = []
+    receiver = SimpleNamespace(
+        data_received=lambda data, component: got.append((data, component)),
+        request_received=lambda message, addr, protocol: requests.append(message),
+    )
+    protocol = aioice.ice.StunProtocol(receiver)
+    protocol.local_candidate = SimpleNamespace(component=1)
+    hooks.fast_media_datagrams()
+    try:
+        parsed: list[bytes] = []
+        original = stun.parse_message
+
+        def spy(data: bytes) -> Any:
+            parsed.append(data)
+            return original(data)
+
+        stun.parse_message = spy  # type: ignore[assignment]
+        try:
+            rtp = RtpPacket(payload_type=96, sequence_number=1).serialize()
+            protocol.datagram_received(rtp, ("10.0.0.1", 1))
+            assert got == [(rtp, 1)] and parsed == []  # no STUN parse for RTP
+            request = stun.Message(
+                message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST
+            )
+            protocol.datagram_received(bytes(request), ("10.0.0.1", 1))
+            assert len(parsed) == 1 and len(requests) == 1  # STUN as before
+            dtls = bytes([22, 254, 253]) + b"\x00" * 30
+            protocol.datagram_received(dtls, ("10.0.0.1", 1))
+            assert got[-1] == (dtls, 1)  # DTLS: parsed as STUN first, then handed on
+        finally:
+            stun.parse_message = original  # type: ignore[assignment]
+    finally:
+        hooks.fast_media_datagrams(False)
