@@ -94,6 +94,7 @@ def create_app(config: Config) -> web.Application:
         rt = app[RUNTIME]
         hooks.check_internals()  # an aiortc upgrade that breaks the tap stops start-up
         hooks.fast_media_datagrams()
+        hooks.eager_receive()
         hooks.restrict_host_addresses(list(config.media.host_addresses))
 
         started = utcnow()

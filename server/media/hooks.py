@@ -26,9 +26,15 @@ not offer publicly:
    and hands it on only when that fails (an exception per RTP packet). RFC 7983 tells
    them apart by the first byte (128–191 is RTP or RTCP, STUN is 0–3), so
    ``fast_media_datagrams`` hands those on at once;
-7. the receiver's packets as they arrive, after SRTP, RTX unwrapping and depayloading
+7. media handled where the datagram arrives (``receive_eagerly``): aioice queues every
+   datagram for the DTLS transport's receive task, which wakes, decrypts and passes it
+   on, one task wake-up per packet. For a connection registered here, an SRTP/SRTCP
+   datagram that arrives while nothing is queued is decrypted and handled at once, as
+   that task would have (``_recv_next``), in the datagram callback; if the handling
+   has to wait (it sends RTCP, which never waits in practice), it is finished in a task;
+8. the receiver's packets as they arrive, after SRTP, RTX unwrapping and depayloading
    (``on_packet``, called where they enter the jitter buffer);
-8. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
+9. what was lost on the way (issue 16): aiortc's ``JitterBuffer`` hands on only frames
    whose packets are all there, but when a lost packet is not retransmitted in time it
    *discards* the frame (``smart_remove``) and carries on with the next one, saying
    nothing to the receiver. We swap the receiver's jitter buffer for a subclass that
@@ -45,15 +51,19 @@ loudly instead of silently recording nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import queue
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
 import aiortc
-from aiortc import RTCRtpReceiver, RTCRtpSender
+import pylibsrtp
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as DtlsState
@@ -65,11 +75,14 @@ from aiortc.rtp import (
     HeaderExtensionsMap,
     RtcpPsfbPacket,
     RtpPacket,
+    is_rtcp,
     pack_remb_fci,
     unpack_remb_fci,
 )
 
 AIORTC_VERSION = "1.16.0"
+
+log = logging.getLogger(__name__)
 
 _DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _DECODER_THREAD = "_RTCRtpReceiver__decoder_thread"
@@ -79,6 +92,8 @@ _CODECS = "_RTCRtpReceiver__codecs"
 _TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
 _RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _FIR_SEQ = "_witness_fir_seq"  # ours, on the receiver: the last FIR sequence number
+_DTLS_RX_BYTES = "_RTCDtlsTransport__rx_bytes"
+_DTLS_RX_PACKETS = "_RTCDtlsTransport__rx_packets"
 _SENDER_HISTORY = "_RTCRtpSender__rtp_history"
 _SENDER_NTP = "_RTCRtpSender__ntp_timestamp"
 _SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
@@ -416,6 +431,7 @@ def check_internals() -> None:
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         raise InternalsChanged("aioice.ice.get_host_addresses is gone")
     _check_send_path(src)
+    _check_receive_path()
     dgram = inspect.getsource(_original_datagram_received)
     for needle in (
         "message = stun.parse_message(data)",
@@ -423,6 +439,34 @@ def check_internals() -> None:
     ):
         if needle not in dgram:
             raise InternalsChanged(f"StunProtocol.datagram_received lost {needle!r}")
+
+
+def _check_receive_path() -> None:
+    """What ``receive_eagerly`` does in place of the DTLS transport's receive task."""
+    import inspect
+
+    for owner, needles in (
+        (aioice.ice.Connection.data_received, ("self._queue.put_nowait((data, component))",)),
+        (
+            RTCDtlsTransport._recv_next,
+            (
+                "self.__rx_bytes += len(data)",
+                "self.__rx_packets += 1",
+                "elif first_byte > 127 and first_byte < 192 and self._rx_srtp:",
+                "arrival_time_ms = clock.current_ms()",
+                "if is_rtcp(data):",
+                "data = self._rx_srtp.unprotect_rtcp(data)",
+                "await self._handle_rtcp_data(data)",
+                "data = self._rx_srtp.unprotect(data)",
+                "await self._handle_rtp_data(data, arrival_time_ms=arrival_time_ms)",
+                "except pylibsrtp.Error as exc:",
+            ),
+        ),
+    ):
+        source = inspect.getsource(owner)
+        for needle in needles:
+            if needle not in source:
+                raise InternalsChanged(f"{owner.__qualname__} no longer contains {needle!r}")
 
 
 def _check_send_path(receiver_src: str) -> None:
@@ -676,6 +720,118 @@ def _datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
         self.receiver.data_received(data, self.local_candidate.component)
         return
     _original_datagram_received(self, data, addr)
+
+
+# ICE connections whose SRTP is handled where it arrives, and their DTLS transports.
+_eager: weakref.WeakKeyDictionary[Any, RTCDtlsTransport] = weakref.WeakKeyDictionary()
+# A DTLS transport whose eager handling had to wait: later packets queue behind it.
+_finishing: weakref.WeakKeyDictionary[RTCDtlsTransport, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+_original_data_received = aioice.ice.Connection.data_received
+_eager_failures = 0
+
+
+def now_ms() -> int:
+    """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), without datetime."""
+    return int((time.time() + _NTP_UNIX) * 1000)
+
+
+def _data_received(self: Any, data: bytes, component: int) -> None:
+    dtls = _eager.get(self)
+    if (
+        dtls is not None
+        and 127 < data[0] < 192
+        and dtls._rx_srtp is not None
+        and self._queue.empty()
+        and dtls not in _finishing
+    ):
+        _handle_srtp(dtls, data)
+        return
+    _original_data_received(self, data, component)
+
+
+def _handle_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
+    """What ``RTCDtlsTransport._recv_next`` does with an SRTP/SRTCP datagram."""
+    global _eager_failures
+    setattr(dtls, _DTLS_RX_BYTES, getattr(dtls, _DTLS_RX_BYTES) + len(data))
+    setattr(dtls, _DTLS_RX_PACKETS, getattr(dtls, _DTLS_RX_PACKETS) + 1)
+    arrival_time_ms = now_ms()
+    coro: Coroutine[Any, Any, None]
+    try:
+        if is_rtcp(data):
+            coro = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
+        else:
+            plain = dtls._rx_srtp.unprotect(data)
+            coro = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
+    except pylibsrtp.Error:
+        return  # as aiortc: a packet that does not decrypt is dropped
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return  # the usual case: handled without waiting
+    except Exception:
+        # aiortc's receive task would die of it and take the connection with it; here the
+        # packet is lost and the call goes on. Logged once, then counted.
+        _eager_failures += 1
+        if _eager_failures == 1 or _eager_failures % 1000 == 0:
+            log.exception("media packet handling failed", extra={"failures": _eager_failures})
+        return
+    task = asyncio.ensure_future(_Resume(coro, waiting).run())
+    _finishing[dtls] = task
+    task.add_done_callback(lambda t: _finished(dtls, t))
+
+
+def _finished(dtls: RTCDtlsTransport, task: asyncio.Task[None]) -> None:
+    if _finishing.get(dtls) is task:
+        del _finishing[dtls]
+    if not task.cancelled() and task.exception() is not None:
+        log.error("media packet handling failed", exc_info=task.exception())
+
+
+class _Resume:
+    """Finishes, in a task, a coroutine that was started outside one and had to wait:
+    hands the task what it waits on, and resumes it when the task is woken."""
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    async def run(self) -> None:
+        await self
+
+    def __await__(self) -> Generator[Any, None, None]:
+        waiting = self._waiting
+        while True:
+            try:
+                yield waiting
+            except BaseException as exc:  # the task is cancelled: into the coroutine
+                try:
+                    waiting = self._coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                waiting = self._coro.send(None)
+            except StopIteration:
+                return
+
+
+def receive_eagerly(pc: RTCPeerConnection) -> None:
+    """Handle this connection's SRTP where each datagram arrives (call once both
+    descriptions are set, when its transports are final). Needs ``eager_receive()``."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        if connection is not None:
+            _eager[connection] = dtls
+
+
+def eager_receive(enabled: bool = True) -> None:
+    """Let connections registered with ``receive_eagerly`` be handled on arrival.
+    Process-wide."""
+    chosen = _data_received if enabled else _original_data_received
+    setattr(aioice.ice.Connection, "data_received", chosen)  # noqa: B010
 
 
 def fast_media_datagrams(enabled: bool = True) -> None:

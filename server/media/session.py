@@ -396,6 +396,8 @@ class MediaSession:
         if "m=audio" in sdp and "opus" not in sdp.lower():
             raise ValueError("the browser does not offer Opus audio")
         await pc.setLocalDescription(answer)
+        if self.settings.forward_packets:
+            hooks.receive_eagerly(pc)
         return pc.localDescription.sdp
 
     def _sink(self, leg: Leg, kind: str) -> hooks.WatchedSink:

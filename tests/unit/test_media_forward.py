@@ -306,3 +306,73 @@ async def test_media_datagrams_skip_the_stun_parse_and_stun_still_gets_it() -> N
             stun.parse_message = original  # type: ignore[assignment]
     finally:
         hooks.fast_media_datagrams(False)
+
+
+class _FakeDtls:
+    """What ``hooks._handle_srtp`` uses of an RTCDtlsTransport."""
+
+    def __init__(self) -> None:
+        self._rx_srtp = SimpleNamespace(
+            unprotect=lambda data: b"rtp:" + data, unprotect_rtcp=lambda data: b"rtcp:" + data
+        )
+        self._RTCDtlsTransport__rx_bytes = 0
+        self._RTCDtlsTransport__rx_packets = 0
+        self.handled: list[tuple[bytes, int | None]] = []
+        self.hold: asyncio.Future[None] | None = None
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        if self.hold is not None:
+            await self.hold  # as if sending RTCP had to wait
+        self.handled.append((data, arrival_time_ms))
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        self.handled.append((data, None))
+
+
+async def test_srtp_is_handled_where_it_arrives_and_in_order_when_it_must_wait() -> None:
+    import aioice.ice
+
+    class Connection:  # aioice's, as far as data_received goes
+        def __init__(self) -> None:
+            self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    dtls = _FakeDtls()
+    connection = Connection()
+    hooks._eager[connection] = dtls  # type: ignore[index]
+    hooks.eager_receive()
+    try:
+        receive = aioice.ice.Connection.data_received
+        rtp = bytes([0x80, 96]) + b"\x00" * 10
+        rtcp = bytes([0x80, 200]) + b"\x00" * 6
+        receive(connection, rtp, 1)
+        assert dtls.handled[0][0] == b"rtp:" + rtp  # at once: no task, nothing queued
+        assert abs(dtls.handled[0][1] - hooks.now_ms()) < 1000  # type: ignore[operator]
+        receive(connection, rtcp, 1)
+        assert dtls.handled[1] == (b"rtcp:" + rtcp, None)
+        assert connection._queue.empty()
+        assert dtls._RTCDtlsTransport__rx_packets == 2
+        # DTLS (first byte 20..63) goes to aiortc's receive task as before.
+        receive(connection, bytes([22]) + b"\x00" * 12, 1)
+        assert connection._queue.qsize() == 1
+        connection._queue.get_nowait()
+        # Handling that has to wait is finished in a task; packets meanwhile queue for
+        # aiortc's receive task, behind it.
+        dtls.hold = asyncio.get_running_loop().create_future()
+        receive(connection, rtp, 1)
+        assert len(dtls.handled) == 2 and dtls in hooks._finishing
+        receive(connection, rtp, 1)
+        assert connection._queue.qsize() == 1
+        dtls.hold.set_result(None)
+        dtls.hold = None
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(dtls.handled) == 3 and dtls not in hooks._finishing
+    finally:
+        hooks.eager_receive(False)
+        hooks._eager.pop(connection, None)  # type: ignore[call-overload]
+
+
+def test_now_ms_matches_aiortcs_clock() -> None:
+    from aiortc import clock
+
+    assert abs(hooks.now_ms() - clock.current_ms()) < 50
