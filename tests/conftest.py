@@ -34,13 +34,14 @@ _RUN_TAG = uuid.uuid4().hex[:8]
 
 
 # `make test` runs the suite in two passes (scripts/run-tests.sh): every test but the
-# `serial` ones on two processes (pytest-xdist), then the `serial` ones alone. The
-# browser and network-lab tests (tests/e2e, tests/netlab) run one after another on one of
-# the two processes, never two at a time: each drives Chromiums or Firefox and a media
-# server, and two of them at once would fight for the two cores. `serial` marks the
-# tests that measure time on the machine (event-loop lag, frame rates): they run when
-# nothing else does. A plain `pytest` runs everything in one process, as before.
-_ONE_AT_A_TIME = ("e2e", "netlab")
+# `serial` ones on two processes (pytest-xdist, --dist loadgroup), then the `serial` ones
+# alone. The browser and network-lab tests (tests/e2e, tests/netlab) run one after
+# another on one of the two processes, never two at a time: each drives Chromiums or
+# Firefox and a media server, and two of them at once would fight for the two cores.
+# `serial` marks the tests that measure time on the machine (event-loop lag, the network
+# check's time bounds): they run when nothing else does. A plain `pytest` runs
+# everything in one process, as before.
+_ONE_AT_A_TIME = ("tests/e2e/", "tests/netlab/")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,15 +53,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadgroup with the browser and network-lab tests as one group, told by their
+    path: pytest-xdist 3.8 marks a group in the test's id, which pytest 9.2 no longer lets
+    it change, so its xdist_group marks are not seen."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class OneAtATime(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(_ONE_AT_A_TIME):
+                return "one_at_a_time"
+            return str(super()._split_scope(nodeid))
+
+    return OneAtATime(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tests_dir = Path(__file__).parent
-    for item in items if config.pluginmanager.hasplugin("xdist") else ():
-        parts = (
-            item.path.relative_to(tests_dir).parts if item.path.is_relative_to(tests_dir) else ()
-        )
-        if parts and parts[0] in _ONE_AT_A_TIME:
-            item.add_marker(pytest.mark.xdist_group("one_at_a_time"))
     which = config.getoption("--serial-tests")
     if which == "include":
         return
