@@ -11,7 +11,7 @@ Pure bookkeeping, fed one call per frame written to a segment, on the session cl
 - **audio**: Opus frames are independent; a stretch is exactly the missing frames (one
   RTP packet each), from where the previous frame ended to where the next one begins.
 
-No I/O and no aiortc here: ``server/media/hooks.py`` says how each frame arrived.
+No I/O and no aiortc here: ``server/media/hooks`` says how each frame arrived.
 """
 
 from __future__ import annotations

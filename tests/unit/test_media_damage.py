@@ -11,6 +11,7 @@ from aiortc.rtp import RtpPacket
 
 from server.media import hooks
 from server.media.damage import FRAME_INCOMPLETE, PACKETS_LOST, DamageLog, Stretch, union_ms
+from server.media.hooks import receive
 
 
 def _video(log: DamageLog, frames: list[tuple[int, bool, int]]) -> list[bool]:
@@ -122,8 +123,8 @@ def _packet(seq: int, ts: int, *, start: bool = True, end: bool = True) -> RtpPa
 def _watched(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any], list[float]]:
     delivered: list[Any] = []
     clock = [0.0]
-    monkeypatch.setattr(hooks.time, "monotonic", lambda: clock[0])
-    buffer = hooks._WatchedJitterBuffer(
+    monkeypatch.setattr(receive.time, "monotonic", lambda: clock[0])
+    buffer = receive._WatchedJitterBuffer(
         JitterBuffer(capacity=512, is_video=True),
         lambda p: hooks.starts_frame("VP8", p.payload[:2]),
         delivered.append,
@@ -185,8 +186,8 @@ class _Audio:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.frames: list[Any] = []
         self.clock = 0.0
-        monkeypatch.setattr(hooks.time, "monotonic", lambda: self.clock)
-        self.buffer = hooks._WatchedJitterBuffer(
+        monkeypatch.setattr(receive.time, "monotonic", lambda: self.clock)
+        self.buffer = receive._WatchedJitterBuffer(
             JitterBuffer(capacity=16, prefetch=4), lambda _p: True, self.frames.append
         )
 

@@ -1,5 +1,5 @@
 """Issue 21: forwarding RTP packets as they come (server/media/relay.py ``forward_packet``,
-server/media/hooks.py ``RtpOut``): header rewritten onto this leg's stream, payload
+server/media/hooks ``RtpOut``): header rewritten onto this leg's stream, payload
 untouched, numbering carried across a party's rejoin, NACKs answered from what was sent."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket, RtpPacket
 
 from server.media import hooks
 from server.media.codecs import H264
+from server.media.hooks import transport
 from server.media.relay import ForwardTrack
 
 VP8_KEY_HEAD = bytes([0x10])  # payload descriptor: S bit, partition 0
@@ -309,7 +310,7 @@ async def test_media_datagrams_skip_the_stun_parse_and_stun_still_gets_it() -> N
 
 
 class _FakeDtls:
-    """What ``hooks._handle_srtp`` uses of an RTCDtlsTransport."""
+    """What ``hooks.transport._handle_srtp`` uses of an RTCDtlsTransport."""
 
     def __init__(self) -> None:
         self._rx_srtp = SimpleNamespace(
@@ -338,7 +339,7 @@ async def test_srtp_is_handled_where_it_arrives_and_in_order_when_it_must_wait()
 
     dtls = _FakeDtls()
     connection = Connection()
-    hooks._eager[connection] = dtls  # type: ignore[index]
+    transport._eager[connection] = dtls  # type: ignore[index]
     hooks.eager_receive()
     try:
         receive = aioice.ice.Connection.data_received
@@ -359,17 +360,17 @@ async def test_srtp_is_handled_where_it_arrives_and_in_order_when_it_must_wait()
         # aiortc's receive task, behind it.
         dtls.hold = asyncio.get_running_loop().create_future()
         receive(connection, rtp, 1)
-        assert len(dtls.handled) == 2 and dtls in hooks._finishing
+        assert len(dtls.handled) == 2 and dtls in transport._finishing
         receive(connection, rtp, 1)
         assert connection._queue.qsize() == 1
         dtls.hold.set_result(None)
         dtls.hold = None
         for _ in range(5):
             await asyncio.sleep(0)
-        assert len(dtls.handled) == 3 and dtls not in hooks._finishing
+        assert len(dtls.handled) == 3 and dtls not in transport._finishing
     finally:
         hooks.eager_receive(False)
-        hooks._eager.pop(connection, None)  # type: ignore[call-overload]
+        transport._eager.pop(connection, None)  # type: ignore[call-overload]
 
 
 def test_now_ms_matches_aiortcs_clock() -> None:

@@ -1,5 +1,5 @@
 """The aiortc internals the recorder and relay depend on: if an upgrade moves them,
-these fail loudly (server/media/hooks.py)."""
+these fail loudly (server/media/hooks)."""
 
 from __future__ import annotations
 

@@ -52,6 +52,7 @@ class Dispatcher:
         self._stopping = False
         self._rng = random.SystemRandom()
         self._live_sessions = live_sessions
+        self._last_placement_sweep = 0.0
 
     # -- one round --------------------------------------------------------------------------
     async def run_once(self) -> int:
@@ -72,9 +73,13 @@ class Dispatcher:
             older_than=now - cfg.investor_grace_seconds
         ):
             await self.pairing.leave_queue(application_id, reason="investor_gone")
-        cutoff = datetime.now(UTC) - timedelta(seconds=cfg.join_timeout_seconds)
-        for session_id in await self.placer.stale_placements(older_than=cutoff):
-            await self.placer.abort(session_id, reason="join_timeout", left_role=None)
+        # A database query, and a round runs at every queue change: placements are swept
+        # a few times per join timeout, not every round (issue 21: a node's idle cost).
+        if now - self._last_placement_sweep >= min(5.0, cfg.join_timeout_seconds / 6):
+            self._last_placement_sweep = now
+            cutoff = datetime.now(UTC) - timedelta(seconds=cfg.join_timeout_seconds)
+            for session_id in await self.placer.stale_placements(older_than=cutoff):
+                await self.placer.abort(session_id, reason="join_timeout", left_role=None)
         return await self._pair(now)
 
     async def _pair(self, now: float) -> int:

@@ -1,0 +1,230 @@
+"""Packets on the wire: sending packets built here on a sender's stream, handing media
+datagrams on without a STUN parse, handling SRTP where it arrives, and the local
+addresses ICE offers (see the package's docstring, points 5–7)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+import aioice.ice
+import pylibsrtp
+from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import State as DtlsState
+from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensionsMap, RtpPacket, is_rtcp
+
+log = logging.getLogger(__name__)
+
+_DTLS_RX_BYTES = "_RTCDtlsTransport__rx_bytes"
+_DTLS_RX_PACKETS = "_RTCDtlsTransport__rx_packets"
+_SENDER_HISTORY = "_RTCRtpSender__rtp_history"
+_SENDER_NTP = "_RTCRtpSender__ntp_timestamp"
+_SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_SENDER_OCTETS = "_RTCRtpSender__octet_count"
+_SENDER_PACKETS = "_RTCRtpSender__packet_count"
+# Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+_NTP_UNIX = 2208988800
+
+
+def ntp_now() -> int:
+    """The wall clock as a 64-bit NTP timestamp (aiortc's goes through datetime, about
+    ten times slower, and runs twice per packet sent)."""
+    return int((time.time() + _NTP_UNIX) * 4294967296.0)
+
+
+class RtpOut:
+    """Sends RTP packets built here on ``sender``'s stream, as its own loop would.
+
+    The packet's SSRC and payload type must be ``ssrc`` / ``payload_type``; ``send`` sets
+    the MID and abs-send-time extensions (the browser's bandwidth estimate reads the
+    latter), keeps the packet for retransmission, encrypts and sends it. Nothing is sent
+    before DTLS is up and a pair is nominated (``send`` says False)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self._sender = sender
+        self.ssrc: int = sender._ssrc
+        self.payload_type: int | None = None  # known once aiortc starts the sender
+        self.mid: str | None = None
+        self.extensions = HeaderExtensionsMap()
+        self._history: dict[int, RtpPacket] = getattr(sender, _SENDER_HISTORY)
+        original = sender.send
+
+        async def send(parameters: Any) -> None:
+            self.payload_type = parameters.codecs[0].payloadType
+            self.mid = parameters.muxId
+            self.extensions.configure(parameters)
+            await original(parameters)
+
+        sender.send = send  # type: ignore[method-assign]
+
+    def send(self, packet: RtpPacket) -> bool:
+        sender = self._sender
+        dtls = sender.transport
+        if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or pair.protocol.transport is None:
+            return False
+        ntp = ntp_now()
+        packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        packet.extensions.mid = self.mid
+        self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
+        data = dtls._tx_srtp.protect(packet.serialize(self.extensions))
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        # What the sender's RTCP sender reports say (aiortc's loop keeps them the same way).
+        setattr(sender, _SENDER_NTP, ntp)
+        setattr(sender, _SENDER_RTP_TS, packet.timestamp)
+        setattr(sender, _SENDER_OCTETS, getattr(sender, _SENDER_OCTETS) + len(packet.payload))
+        setattr(sender, _SENDER_PACKETS, getattr(sender, _SENDER_PACKETS) + 1)
+        return True
+
+
+_original_host_addresses = aioice.ice.get_host_addresses
+_original_datagram_received = aioice.ice.StunProtocol.datagram_received
+
+
+def _datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
+    # RFC 7983: a first byte of 128–191 is RTP/RTCP, never STUN (whose first two bits are
+    # 0): straight to the connection, as aioice does once the STUN parse has failed.
+    if data and 127 < data[0] < 192:
+        self.receiver.data_received(data, self.local_candidate.component)
+        return
+    _original_datagram_received(self, data, addr)
+
+
+# ICE connections whose SRTP is handled where it arrives, and their DTLS transports.
+_eager: weakref.WeakKeyDictionary[Any, RTCDtlsTransport] = weakref.WeakKeyDictionary()
+# A DTLS transport whose eager handling had to wait: later packets queue behind it.
+_finishing: weakref.WeakKeyDictionary[RTCDtlsTransport, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+_original_data_received = aioice.ice.Connection.data_received
+_eager_failures = 0
+
+
+def now_ms() -> int:
+    """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), without datetime."""
+    return int((time.time() + _NTP_UNIX) * 1000)
+
+
+def _data_received(self: Any, data: bytes, component: int) -> None:
+    dtls = _eager.get(self)
+    if (
+        dtls is not None
+        and 127 < data[0] < 192
+        and dtls._rx_srtp is not None
+        and self._queue.empty()
+        and dtls not in _finishing
+    ):
+        _handle_srtp(dtls, data)
+        return
+    _original_data_received(self, data, component)
+
+
+def _handle_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
+    """What ``RTCDtlsTransport._recv_next`` does with an SRTP/SRTCP datagram."""
+    global _eager_failures
+    setattr(dtls, _DTLS_RX_BYTES, getattr(dtls, _DTLS_RX_BYTES) + len(data))
+    setattr(dtls, _DTLS_RX_PACKETS, getattr(dtls, _DTLS_RX_PACKETS) + 1)
+    arrival_time_ms = now_ms()
+    coro: Coroutine[Any, Any, None]
+    try:
+        if is_rtcp(data):
+            coro = dtls._handle_rtcp_data(dtls._rx_srtp.unprotect_rtcp(data))
+        else:
+            plain = dtls._rx_srtp.unprotect(data)
+            coro = dtls._handle_rtp_data(plain, arrival_time_ms=arrival_time_ms)
+    except pylibsrtp.Error:
+        return  # as aiortc: a packet that does not decrypt is dropped
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return  # the usual case: handled without waiting
+    except Exception:
+        # aiortc's receive task would die of it and take the connection with it; here the
+        # packet is lost and the call goes on. Logged once, then counted.
+        _eager_failures += 1
+        if _eager_failures == 1 or _eager_failures % 1000 == 0:
+            log.exception("media packet handling failed", extra={"failures": _eager_failures})
+        return
+    task = asyncio.ensure_future(_Resume(coro, waiting).run())
+    _finishing[dtls] = task
+    task.add_done_callback(lambda t: _finished(dtls, t))
+
+
+def _finished(dtls: RTCDtlsTransport, task: asyncio.Task[None]) -> None:
+    if _finishing.get(dtls) is task:
+        del _finishing[dtls]
+    if not task.cancelled() and task.exception() is not None:
+        log.error("media packet handling failed", exc_info=task.exception())
+
+
+class _Resume:
+    """Finishes, in a task, a coroutine that was started outside one and had to wait:
+    hands the task what it waits on, and resumes it when the task is woken."""
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    async def run(self) -> None:
+        await self
+
+    def __await__(self) -> Generator[Any, None, None]:
+        waiting = self._waiting
+        while True:
+            try:
+                yield waiting
+            except BaseException as exc:  # the task is cancelled: into the coroutine
+                try:
+                    waiting = self._coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                waiting = self._coro.send(None)
+            except StopIteration:
+                return
+
+
+def receive_eagerly(pc: RTCPeerConnection) -> None:
+    """Handle this connection's SRTP where each datagram arrives (call once both
+    descriptions are set, when its transports are final). Needs ``eager_receive()``."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        if connection is not None:
+            _eager[connection] = dtls
+
+
+def eager_receive(enabled: bool = True) -> None:
+    """Let connections registered with ``receive_eagerly`` be handled on arrival.
+    Process-wide."""
+    chosen = _data_received if enabled else _original_data_received
+    setattr(aioice.ice.Connection, "data_received", chosen)  # noqa: B010
+
+
+def fast_media_datagrams(enabled: bool = True) -> None:
+    """Hand RTP/RTCP datagrams to the ICE connection without a STUN parse first.
+    Process-wide (every connection of the process)."""
+    chosen = _datagram_received if enabled else _original_datagram_received
+    setattr(aioice.ice.StunProtocol, "datagram_received", chosen)  # noqa: B010
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """Offer only these local addresses as ICE host candidates (empty: all, aioice's
+    default, which never includes 127.0.0.1). Process-wide: one media node per process."""
+    if not addresses:
+        aioice.ice.get_host_addresses = _original_host_addresses
+        return
+    fixed = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in fixed if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
