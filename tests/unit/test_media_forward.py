@@ -208,7 +208,7 @@ async def test_rtp_out_sends_on_the_senders_stream_and_answers_its_nacks() -> No
     await sender.send(parameters)  # aiortc starts the sender: the stream's details are known
     try:
         assert (out.payload_type, out.mid, out.ssrc) == (97, "1", sender._ssrc)
-        packet = RtpPacket(payload_type=97, sequence_number=4242, timestamp=90000,
+        packet = RtpPacket(payload_type=97, marker=1, sequence_number=4242, timestamp=90000,
                            ssrc=out.ssrc, payload=b"\x10payload")  # fmt: skip
         assert out.send(packet)
         assert len(sent) == 1 and sent[0].startswith(b"srtp:")
@@ -229,6 +229,68 @@ async def test_rtp_out_sends_on_the_senders_stream_and_answers_its_nacks() -> No
         assert again.sequence_number == 4242 and again.payload == b"\x10payload"
     finally:
         await sender.stop()
+
+
+def _parameters(kind: str) -> RTCRtpSendParameters:
+    mime = "video/VP8" if kind == "video" else "audio/opus"
+    return RTCRtpSendParameters(
+        codecs=[RTCRtpCodecParameters(mimeType=mime, clockRate=90000, payloadType=97)],
+        headerExtensions=[
+            RTCRtpHeaderExtensionParameters(uri="urn:ietf:params:rtp-hdrext:sdes:mid", id=9),
+            RTCRtpHeaderExtensionParameters(
+                uri="http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", id=3
+            ),
+            RTCRtpHeaderExtensionParameters(
+                uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level", id=1
+            ),
+        ],
+        muxId="audio0",
+        rtcp=RTCRtcpParameters(cname="c"),
+    )
+
+
+async def test_the_wire_format_reads_as_aiortcs_own() -> None:
+    out = hooks.RtpOut(RTCRtpSender("audio", _fake_dtls([])))
+    out.configure(_parameters("audio"))
+    cases = []
+    plain = RtpPacket(payload_type=97, marker=1, sequence_number=65535, timestamp=2**32 - 1,
+                      ssrc=out.ssrc, payload=b"\xfc" * 80)  # fmt: skip
+    cases.append(plain)
+    loud = RtpPacket(payload_type=97, sequence_number=1, timestamp=960, ssrc=out.ssrc,
+                     payload=b"\xfc\x01")  # fmt: skip
+    loud.extensions.audio_level = (True, 127)
+    cases.append(loud)
+    padded = RtpPacket(payload_type=97, sequence_number=2, timestamp=960, ssrc=out.ssrc)
+    padded.padding_size = 37
+    padded.csrc = [7, 8]
+    cases.append(padded)
+    for packet in cases:
+        wire = out.wire(packet, 0xABCDEF)
+        ours = RtpPacket.parse(wire, out.extensions)
+        packet.extensions.abs_send_time, packet.extensions.mid = 0xABCDEF, "audio0"
+        theirs = RtpPacket.parse(packet.serialize(out.extensions), out.extensions)
+        for name in ("version", "marker", "payload_type", "sequence_number", "timestamp",
+                     "ssrc", "csrc", "payload", "padding_size"):  # fmt: skip
+            assert getattr(ours, name) == getattr(theirs, name), name
+        for name in ("abs_send_time", "mid", "audio_level"):
+            assert getattr(ours.extensions, name) == getattr(theirs.extensions, name), name
+        assert len(wire) % 4 == len(packet.serialize(out.extensions)) % 4
+
+
+async def test_sender_reports_count_every_packet_forwarded() -> None:
+    sender = RTCRtpSender("audio", _fake_dtls([]))
+    out = hooks.RtpOut(sender)
+    out.configure(_parameters("audio"))
+    for seq in range(20):  # Opus: no marker bit
+        out.send(RtpPacket(payload_type=97, sequence_number=seq, timestamp=seq * 960,
+                           ssrc=out.ssrc, payload=b"\xfc\x00\x00"))  # fmt: skip
+    assert sender._RTCRtpSender__packet_count == 16  # handed over every 16 packets
+    assert sender._RTCRtpSender__octet_count == 16 * 3
+    assert sender._RTCRtpSender__rtp_timestamp == 15 * 960
+    out.send(RtpPacket(payload_type=97, marker=1, sequence_number=20, timestamp=20 * 960,
+                       ssrc=out.ssrc, payload=b"\xfc"))  # fmt: skip
+    assert sender._RTCRtpSender__packet_count == 21  # and at a frame's end
+    assert sender._RTCRtpSender__octet_count == 20 * 3 + 1
 
 
 async def test_rtp_out_holds_packets_until_dtls_is_up() -> None:

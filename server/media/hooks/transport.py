@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import struct
 import time
 import weakref
 from collections.abc import Coroutine, Generator
@@ -29,6 +31,12 @@ _SENDER_OCTETS = "_RTCRtpSender__octet_count"
 _SENDER_PACKETS = "_RTCRtpSender__packet_count"
 # Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 _NTP_UNIX = 2208988800
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+_AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+_HEADER = struct.Struct("!BBHLL")
+_CSRC = struct.Struct("!L")
+_EXT_HEADER = struct.Struct("!HH")
 
 
 def ntp_now() -> int:
@@ -50,17 +58,65 @@ class RtpOut:
         self.ssrc: int = sender._ssrc
         self.payload_type: int | None = None  # known once aiortc starts the sender
         self.mid: str | None = None
-        self.extensions = HeaderExtensionsMap()
+        self.extensions = HeaderExtensionsMap()  # aiortc's, for its retransmissions
         self._history: dict[int, RtpPacket] = getattr(sender, _SENDER_HISTORY)
+        # The one-byte header extensions this stream negotiated (RFC 8285): the MID's
+        # element is the same on every packet; abs-send-time and audio level change.
+        self._mid_element = b""
+        self._abs_send_time_id = 0
+        self._audio_level_id = 0
+        # Counted since they were last handed to the sender's reports.
+        self._unreported_packets = 0
+        self._unreported_octets = 0
         original = sender.send
 
         async def send(parameters: Any) -> None:
-            self.payload_type = parameters.codecs[0].payloadType
-            self.mid = parameters.muxId
-            self.extensions.configure(parameters)
+            self.configure(parameters)
             await original(parameters)
 
         sender.send = send  # type: ignore[method-assign]
+
+    def configure(self, parameters: Any) -> None:
+        self.payload_type = parameters.codecs[0].payloadType
+        self.mid = parameters.muxId
+        self.extensions.configure(parameters)
+        ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        mid_id = ids.get(_MID_URI)
+        if mid_id and self.mid:
+            mid = self.mid.encode("utf8")
+            self._mid_element = bytes([(mid_id << 4) | (len(mid) - 1)]) + mid
+        self._abs_send_time_id = ids.get(_ABS_SEND_TIME_URI) or 0
+        self._audio_level_id = ids.get(_AUDIO_LEVEL_URI) or 0
+
+    def wire(self, packet: RtpPacket, abs_send_time: int) -> bytes:
+        """The packet as sent, before SRTP: what ``packet.serialize`` with the MID and
+        ``abs_send_time`` set would give (a parse of it reads the same), without building
+        the extensions anew for every packet."""
+        ext = self._mid_element
+        if self._abs_send_time_id:
+            ext += bytes([(self._abs_send_time_id << 4) | 2]) + abs_send_time.to_bytes(3, "big")
+        level = packet.extensions.audio_level
+        if level is not None and self._audio_level_id:
+            ext += bytes([self._audio_level_id << 4, (0x80 if level[0] else 0) | (level[1] & 0x7F)])
+        padding = packet.padding_size
+        first = 0x80 | (0x20 if padding else 0) | (0x10 if ext else 0) | len(packet.csrc)
+        parts = [
+            _HEADER.pack(
+                first,
+                (packet.marker << 7) | packet.payload_type,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.ssrc,
+            )
+        ]
+        parts += [_CSRC.pack(csrc) for csrc in packet.csrc]
+        if ext:
+            ext += b"\x00" * (-len(ext) % 4)
+            parts.append(_EXT_HEADER.pack(0xBEDE, len(ext) >> 2) + ext)
+        parts.append(packet.payload)
+        if padding:
+            parts.append(os.urandom(padding - 1) + bytes([padding]))
+        return b"".join(parts)
 
     def send(self, packet: RtpPacket) -> bool:
         sender = self._sender
@@ -71,16 +127,27 @@ class RtpOut:
         if pair is None or pair.protocol.transport is None:
             return False
         ntp = ntp_now()
-        packet.extensions.abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        # Kept for a retransmission, which aiortc serializes itself: it needs the MID and
+        # the send time set on the packet.
+        packet.extensions.abs_send_time = abs_send_time
         packet.extensions.mid = self.mid
         self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
-        data = dtls._tx_srtp.protect(packet.serialize(self.extensions))
+        data = dtls._tx_srtp.protect(self.wire(packet, abs_send_time))
         pair.protocol.transport.sendto(data, pair.remote_addr)
-        # What the sender's RTCP sender reports say (aiortc's loop keeps them the same way).
-        setattr(sender, _SENDER_NTP, ntp)
-        setattr(sender, _SENDER_RTP_TS, packet.timestamp)
-        setattr(sender, _SENDER_OCTETS, getattr(sender, _SENDER_OCTETS) + len(packet.payload))
-        setattr(sender, _SENDER_PACKETS, getattr(sender, _SENDER_PACKETS) + 1)
+        self._unreported_packets += 1
+        self._unreported_octets += len(packet.payload)
+        if packet.marker or self._unreported_packets >= 16:
+            # What the sender's RTCP sender reports say (aiortc's loop keeps them per
+            # packet; at the end of a frame, or every 16 packets, is as current for a
+            # report sent every second or so).
+            setattr(sender, _SENDER_NTP, ntp)
+            setattr(sender, _SENDER_RTP_TS, packet.timestamp)
+            octets = getattr(sender, _SENDER_OCTETS) + self._unreported_octets
+            setattr(sender, _SENDER_OCTETS, octets)
+            packets = getattr(sender, _SENDER_PACKETS) + self._unreported_packets
+            setattr(sender, _SENDER_PACKETS, packets)
+            self._unreported_packets = self._unreported_octets = 0
         return True
 
 
