@@ -439,3 +439,15 @@ def test_now_ms_matches_aiortcs_clock() -> None:
     from aiortc import clock
 
     assert abs(hooks.now_ms() - clock.current_ms()) < 50
+
+
+def test_the_check_still_passes_once_the_fast_paths_are_in_place() -> None:
+    # The server installs them at start-up; a second app in the same process (the tests)
+    # checks again with them installed.
+    hooks.fast_media_datagrams()
+    hooks.eager_receive()
+    try:
+        hooks.check_internals()
+    finally:
+        hooks.eager_receive(False)
+        hooks.fast_media_datagrams(False)

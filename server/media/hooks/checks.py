@@ -75,9 +75,11 @@ def check_internals() -> None:
 
 def _check_receive_path() -> None:
     """What ``receive_eagerly`` does in place of the DTLS transport's receive task."""
+    # aioice's own method, even once ``eager_receive`` has put ours in its place.
+    from server.media.hooks.transport import _original_data_received
 
     for owner, needles in (
-        (aioice.ice.Connection.data_received, ("self._queue.put_nowait((data, component))",)),
+        (_original_data_received, ("self._queue.put_nowait((data, component))",)),
         (
             RTCDtlsTransport._recv_next,
             (
