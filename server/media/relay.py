@@ -88,8 +88,6 @@ class ForwardTrack(MediaStreamTrack):
         # Added to the sending party's sequence numbers / timestamps (None: not yet sending).
         self._seq_offset: int | None = None
         self._ts_offset = 0
-        self._last_seq: int | None = None  # the highest sequence number sent so far
-        self._last_ts = 0
 
     def _forwards_packets(self, codec: VideoCodec) -> bool:
         """Whether the sending party's media (video in ``codec``) goes out as packets."""
@@ -120,12 +118,14 @@ class ForwardTrack(MediaStreamTrack):
                 return
             self._packets_waiting_for_key = False
         if self._seq_offset is None:
-            if self._last_seq is None:  # random origins, as aiortc's sender picks them
+            # The stream's numbering goes on from whatever this leg sent last, forwarded
+            # packets or frames (``RtpOut`` keeps one numbering for both).
+            if out.last_seq is None:  # random origins, as aiortc's sender picks them
                 self._seq_offset = (secrets.randbelow(0x8000) - seq) & 0xFFFF
                 self._ts_offset = (secrets.randbits(32) - packet.timestamp) & 0xFFFFFFFF
             else:
-                self._seq_offset = (self._last_seq + 1 - seq) & 0xFFFF
-                self._ts_offset = (self._last_ts + self.step - packet.timestamp) & 0xFFFFFFFF
+                self._seq_offset = (out.last_seq + 1 - seq) & 0xFFFF
+                self._ts_offset = (out.last_ts + self.step - packet.timestamp) & 0xFFFFFFFF
         out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         forwarded = RtpPacket(
@@ -141,10 +141,6 @@ class ForwardTrack(MediaStreamTrack):
             forwarded.extensions.audio_level = packet.extensions.audio_level
         if not out.send(forwarded):
             return
-        # A late packet (a retransmission, reordering) leaves with its own number, behind.
-        if self._last_seq is None or (out_seq - self._last_seq) & 0xFFFF < 0x8000:
-            self._last_seq = out_seq
-            self._last_ts = out_ts
         if packet.marker if self.kind == "video" else packet.payload:
             self.pushed += 1  # a frame's last packet (video), a frame (audio)
 

@@ -5,6 +5,7 @@ untouched, numbering carried across a party's rejoin, NACKs answered from what w
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -38,10 +39,15 @@ class FakeOut:
     ssrc: int = 0xABCDEF01
     up: bool = True
     sent: list[RtpPacket] = field(default_factory=list)
+    last_seq: int | None = None
+    last_ts: int = 0
 
     def send(self, packet: RtpPacket) -> bool:
         if self.up:
             self.sent.append(packet)
+            seq = packet.sequence_number
+            if self.last_seq is None or (seq - self.last_seq) & 0xFFFF < 0x8000:
+                self.last_seq, self.last_ts = seq, packet.timestamp
         return self.up
 
 
@@ -401,7 +407,7 @@ async def test_srtp_is_handled_where_it_arrives_and_in_order_when_it_must_wait()
 
     dtls = _FakeDtls()
     connection = Connection()
-    transport._eager[connection] = dtls  # type: ignore[index]
+    transport._eager[connection] = weakref.ref(dtls)  # type: ignore[index]
     hooks.eager_receive()
     try:
         receive = aioice.ice.Connection.data_received
@@ -451,3 +457,54 @@ def test_the_check_still_passes_once_the_fast_paths_are_in_place() -> None:
     finally:
         hooks.eager_receive(False)
         hooks.fast_media_datagrams(False)
+
+
+async def test_frames_and_forwarded_packets_share_one_numbering() -> None:
+    """A party rejoins with another codec: this leg goes from forwarding packets to
+    sending frames (transcoded), and back. SRTP refuses a sequence number far behind the
+    last one sent, so the frame path must go on from the forwarded packets, not start a
+    numbering of its own as aiortc's sender loop would."""
+    sent: list[bytes] = []
+    sender = RTCRtpSender("video", _fake_dtls(sent))
+    out = hooks.RtpOut(sender)
+    track = ForwardTrack("video", need_keyframe=lambda: None)
+    track.rtp_out = out
+    sender.replaceTrack(track)
+    await sender.send(_parameters("video"))  # starts our loop in place of aiortc's
+    try:
+        source = object()
+        track.forward_packet(_packet(100, 1000, key=True, marker=0), source)
+        track.forward_packet(_packet(101, 1000, start=False), source)
+        assert out.last_seq is not None
+        last_seq, last_ts = out.last_seq, out.last_ts
+        # Frames from the track (what the frame path queues), packed by the sender.
+        out.send_frame([b"\x10a", b"\x00b"], 0, None)
+        wire = [RtpPacket.parse(data[5:], out.extensions) for data in sent[2:]]
+        assert [p.sequence_number for p in wire] == [
+            (last_seq + 1) & 0xFFFF,
+            (last_seq + 2) & 0xFFFF,
+        ]
+        assert wire[0].timestamp == (last_ts + 3000) & 0xFFFFFFFF and wire[1].marker == 1
+        out.send_frame([b"\x10c"], 6000, None)  # the next frame, 6000 ticks on
+        assert (
+            RtpPacket.parse(sent[-1][5:], out.extensions).timestamp == (last_ts + 9000) & 0xFFFFFFFF
+        )
+        # Back to forwarding (the party rejoined with VP8): numbering goes on again.
+        again = object()
+        track.forward_packet(_packet(5, 777, key=True), again)
+        back = RtpPacket.parse(sent[-1][5:], out.extensions)
+        assert back.sequence_number == (last_seq + 4) & 0xFFFF
+        # Frames queued on the track reach the wire through our loop, numbered on.
+        track._transcoder = None
+        track.rtp_out = None  # the frame path for this source
+        track.push(VP8_KEY_DATA, 0, object())
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if len(sent) > 6:
+                break
+        assert (
+            RtpPacket.parse(sent[-1][5:], out.extensions).sequence_number == (last_seq + 5) & 0xFFFF
+        )
+    finally:
+        track.stop()
+        await sender.stop()

@@ -121,6 +121,13 @@ def _check_send_path(receiver_src: str) -> None:
                 "self.__rtp_header_extensions_map.configure(parameters)",
                 "self._run_rtp(parameters.codecs[0])",
                 "self.__mid = parameters.muxId",
+                # RtpOut._run_rtp stands in for the sender's loop, as it does:
+                "self.__rtp_started.set()",
+                "enc_frame = await self._next_encoded_frame(codec)",
+                "return RTCEncodedFrame(payloads, timestamp, audio_level)",
+                "self.__track.stop()",
+                "self.__encoder = None",
+                "self.__rtp_exited.set()",
             ),
         ),
         (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import struct
 import time
 import weakref
@@ -16,6 +17,7 @@ from typing import Any
 import aioice.ice
 import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtp import RTP_HISTORY_SIZE, HeaderExtensionsMap, RtpPacket, is_rtcp
@@ -29,6 +31,10 @@ _SENDER_NTP = "_RTCRtpSender__ntp_timestamp"
 _SENDER_RTP_TS = "_RTCRtpSender__rtp_timestamp"
 _SENDER_OCTETS = "_RTCRtpSender__octet_count"
 _SENDER_PACKETS = "_RTCRtpSender__packet_count"
+_SENDER_TRACK = "_RTCRtpSender__track"
+_SENDER_ENCODER = "_RTCRtpSender__encoder"
+_SENDER_RTP_STARTED = "_RTCRtpSender__rtp_started"
+_SENDER_RTP_EXITED = "_RTCRtpSender__rtp_exited"
 # Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 _NTP_UNIX = 2208988800
 _MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -68,6 +74,15 @@ class RtpOut:
         # Counted since they were last handed to the sender's reports.
         self._unreported_packets = 0
         self._unreported_octets = 0
+        # The stream's numbering, whichever path sends: the highest sequence number sent
+        # and its timestamp (None: nothing sent yet).
+        self.last_seq: int | None = None
+        self.last_ts = 0
+        # The frame path's numbering (``send_frame``): the next sequence number and what
+        # is added to a frame's timestamp; None when packets were forwarded since.
+        self._frame_seq: int | None = None
+        self._frame_ts_origin = 0
+        self._step = 3000 if sender.kind == "video" else 960  # one frame at 30 fps / 20 ms
         original = sender.send
 
         async def send(parameters: Any) -> None:
@@ -75,6 +90,10 @@ class RtpOut:
             await original(parameters)
 
         sender.send = send  # type: ignore[method-assign]
+        # One numbering for the stream: frames the sender packetizes or encodes itself
+        # (H.264, transcoding) go out through ``send_frame`` too, not aiortc's own loop,
+        # whose numbering, its own random start, SRTP would refuse after ours.
+        sender._run_rtp = self._run_rtp  # type: ignore[method-assign]
 
     def configure(self, parameters: Any) -> None:
         self.payload_type = parameters.codecs[0].payloadType
@@ -119,6 +138,59 @@ class RtpOut:
         return b"".join(parts)
 
     def send(self, packet: RtpPacket) -> bool:
+        """Send a packet already numbered on this stream (a forwarded one)."""
+        self._frame_seq = None  # the frame path goes on from here when it next sends
+        return self._send(packet)
+
+    def send_frame(self, payloads: list[bytes], timestamp: int, audio_level: int | None) -> None:
+        """Send one frame's payloads as aiortc's sender loop would (``timestamp``: its
+        media clock from the frame's start), numbered on from what was sent last."""
+        if self.payload_type is None:
+            return
+        if self._frame_seq is None:
+            if self.last_seq is None:  # random origins, as aiortc's sender picks them
+                self._frame_seq = secrets.randbelow(0x8000)
+                self._frame_ts_origin = secrets.randbits(32)
+            else:
+                self._frame_seq = (self.last_seq + 1) & 0xFFFF
+                self._frame_ts_origin = (self.last_ts + self._step - timestamp) & 0xFFFFFFFF
+        stamp = (self._frame_ts_origin + timestamp) & 0xFFFFFFFF
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            packet = RtpPacket(payload_type=self.payload_type, marker=int(i == last),
+                               sequence_number=self._frame_seq, timestamp=stamp,
+                               ssrc=self.ssrc, payload=payload)  # fmt: skip
+            if audio_level is not None:
+                packet.extensions.audio_level = (False, -audio_level)
+            self._send(packet)
+            self._frame_seq = (self._frame_seq + 1) & 0xFFFF
+
+    async def _run_rtp(self, codec: Any) -> None:
+        """Stands in for ``RTCRtpSender._run_rtp``: the same frames from the sender's
+        track (``_next_encoded_frame`` packs or encodes them as before), numbered here."""
+        sender = self._sender
+        getattr(sender, _SENDER_RTP_STARTED).set()
+        try:
+            while True:
+                if getattr(sender, _SENDER_TRACK) is None:
+                    await asyncio.sleep(0.02)
+                    continue
+                frame = await sender._next_encoded_frame(codec)
+                if frame is not None:
+                    self.send_frame(frame.payloads, frame.timestamp, frame.audio_level)
+        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            pass
+        except Exception:
+            log.exception("sending frames failed")
+        # What aiortc's loop does on its way out (stop() waits for the last line).
+        track = getattr(sender, _SENDER_TRACK)
+        if track is not None:
+            track.stop()
+            setattr(sender, _SENDER_TRACK, None)
+        setattr(sender, _SENDER_ENCODER, None)
+        getattr(sender, _SENDER_RTP_EXITED).set()
+
+    def _send(self, packet: RtpPacket) -> bool:
         sender = self._sender
         dtls = sender.transport
         if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
@@ -135,6 +207,10 @@ class RtpOut:
         self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
         data = dtls._tx_srtp.protect(self.wire(packet, abs_send_time))
         pair.protocol.transport.sendto(data, pair.remote_addr)
+        seq = packet.sequence_number
+        # A late packet (a retransmission, reordering) leaves with its own number, behind.
+        if self.last_seq is None or (seq - self.last_seq) & 0xFFFF < 0x8000:
+            self.last_seq, self.last_ts = seq, packet.timestamp
         self._unreported_packets += 1
         self._unreported_octets += len(packet.payload)
         if packet.marker or self._unreported_packets >= 16:
@@ -165,7 +241,9 @@ def _datagram_received(self: Any, data: bytes, addr: tuple[Any, ...]) -> None:
 
 
 # ICE connections whose SRTP is handled where it arrives, and their DTLS transports.
-_eager: weakref.WeakKeyDictionary[Any, RTCDtlsTransport] = weakref.WeakKeyDictionary()
+# A weak reference to the transport: it holds the connection, and a strong one here would
+# keep both alive for ever (a weak-keyed entry lives while its value refers to its key).
+_eager: weakref.WeakKeyDictionary[Any, weakref.ref[RTCDtlsTransport]] = weakref.WeakKeyDictionary()
 # A DTLS transport whose eager handling had to wait: later packets queue behind it.
 _finishing: weakref.WeakKeyDictionary[RTCDtlsTransport, asyncio.Task[None]] = (
     weakref.WeakKeyDictionary()
@@ -180,7 +258,8 @@ def now_ms() -> int:
 
 
 def _data_received(self: Any, data: bytes, component: int) -> None:
-    dtls = _eager.get(self)
+    ref = _eager.get(self)
+    dtls = ref() if ref is not None else None
     if (
         dtls is not None
         and 127 < data[0] < 192
@@ -266,7 +345,7 @@ def receive_eagerly(pc: RTCPeerConnection) -> None:
         dtls = transceiver.receiver.transport
         connection = getattr(getattr(dtls, "transport", None), "_connection", None)
         if connection is not None:
-            _eager[connection] = dtls
+            _eager[connection] = weakref.ref(dtls)
 
 
 def eager_receive(enabled: bool = True) -> None:
