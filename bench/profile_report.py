@@ -24,20 +24,19 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     for name, pattern in [
         ("idle (epoll wait)", r"\(selectors\.py|select \(|_run_once .*base_events"),
         ("recorder (mux, files)", r"server/media/recorder\.py|server/media/damage\.py"),
-        ("forwarding track", r"server/media/relay\.py"),
-        ("our frame tap", r"server/media/session\.py|server/media/hooks\.py"),
+        ("forwarding (rewrite, send)", r"server/media/relay\.py|RtpOut\.|forward_packet"),
+        ("our frame tap", r"server/media/session\.py|server/media/hooks(\.py|/receive\.py)"),
+        ("datagram in (ours)", r"_datagram_received|_data_received|_handle_srtp"),
         ("SRTP", r"pylibsrtp|srtp"),
+        ("bandwidth estimate (REMB)", r"aiortc/rate\.py"),
         ("packetize (sender)", r"aiortc/codecs/.*(packetize|_packetize)|rtcrtpsender\.py"),
-        (
-            "depacketize + jitter buffer",
-            r"aiortc/jitterbuffer\.py|aiortc/codecs/.*depayload|"
-            r"rtcrtpreceiver\.py",
-        ),
+        ("depacketize + jitter buffer", r"aiortc/jitterbuffer\.py|aiortc/codecs/"),
+        ("receiver bookkeeping (NACK, stats, clock)", r"rtcrtpreceiver\.py|aiortc/clock\.py"),
         ("RTP/RTCP parsing", r"aiortc/rtp\.py"),
         ("DTLS, ICE, datagrams", r"aiortc/rtcdtlstransport\.py|aioice|asyncio/selector_events"),
         ("database and audit", r"sqlalchemy|aiosqlite|asyncpg|server/audit\.py"),
         ("web, sockets", r"aiohttp|server/web/|server/api/"),
-        ("event loop itself", r"asyncio/(base_events|events|tasks|futures)\.py"),
+        ("event loop itself", r"asyncio/(base_events|events|tasks|futures|queues)\.py"),
     ]
 ]
 
