@@ -24,7 +24,7 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     for name, pattern in [
         ("idle (epoll wait)", r"\(selectors\.py|select \(|_run_once .*base_events"),
         ("recorder (mux, files)", r"server/media/recorder\.py|server/media/damage\.py"),
-        ("forwarding (rewrite, send)", r"server/media/relay\.py|RtpOut\.|forward_packet"),
+        ("forwarding (rewrite, send)", r"server/media/relay\.py|RtpOut\.|forward_packet|_packet_sink"),
         ("our frame tap", r"server/media/session\.py|server/media/hooks(\.py|/receive\.py)"),
         ("datagram in (ours)", r"_datagram_received|_data_received|_handle_srtp"),
         ("SRTP", r"pylibsrtp|srtp"),
@@ -76,14 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {total} busy samples = {cpu_seconds:.1f} CPU s over {args.seconds:.0f} s "
           f"({cpu_seconds / args.seconds * 100:.0f}% of a core); idle samples "
           f"{counts.get('idle (epoll wait)', 0)}")  # fmt: skip
-    print(f"{'stage':32} {'share':>6} {'µs/packet':>10}")
+    print(f"{'stage':42} {'share':>6} {'µs/packet':>10}")
     for name, n in sorted(busy.items(), key=lambda kv: -kv[1]):
         per_packet = (
             n / args.rate / args.seconds / args.packets_per_second * 1e6
             if args.packets_per_second
             else float("nan")
         )
-        print(f"{name:32} {n / total * 100:5.1f}% {per_packet:10.1f}")
+        print(f"{name:42} {n / total * 100:5.1f}% {per_packet:10.1f}")
 
 
 if __name__ == "__main__":
