@@ -24,7 +24,7 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     for name, pattern in [
         ("idle (epoll wait)", r"\(selectors\.py|select \(|_run_once .*base_events"),
         ("recorder (mux, files)", r"server/media/recorder\.py|server/media/damage\.py"),
-        ("forwarding (rewrite, send)", r"server/media/relay\.py|RtpOut\.|forward_packet|_packet_sink"),
+        ("forwarding (rewrite, send)", r"media/relay\.py|RtpOut\.|forward_packet|_packet_sink"),
         ("our frame tap", r"server/media/session\.py|server/media/hooks(\.py|/receive\.py)"),
         ("datagram in (ours)", r"_datagram_received|_data_received|_handle_srtp"),
         ("SRTP", r"pylibsrtp|srtp"),
