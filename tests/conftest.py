@@ -35,13 +35,26 @@ _RUN_TAG = uuid.uuid4().hex[:8]
 
 # `make test` runs the suite in two passes (scripts/run-tests.sh): every test but the
 # `serial` ones on two processes (pytest-xdist, --dist loadgroup), then the `serial` ones
-# alone. The browser and network-lab tests (tests/e2e, tests/netlab) run one after
-# another on one of the two processes, never two at a time: each drives Chromiums or
-# Firefox and a media server, and two of them at once would fight for the two cores.
-# `serial` marks the tests that measure time on the machine (event-loop lag, the network
-# check's time bounds): they run when nothing else does. A plain `pytest` runs
-# everything in one process, as before.
-_ONE_AT_A_TIME = ("tests/e2e/", "tests/netlab/")
+# alone. The tests that carry live media (the browser and network-lab tests, and the
+# integration tests of the media path, which encode and decode in Python) run one after
+# another on one of the two processes, never two at a time: two of them at once fight
+# for the two cores, and a recording that falls behind fails its frame counts (seen:
+# test_stills and test_media_* failing beside a browser call, passing alone). The pages-
+# only browser tests run beside anything. `serial` marks the tests that measure time on
+# the machine (event-loop lag, the network check's time bounds): they run when nothing
+# else does. A plain `pytest` runs everything in one process, as before.
+_ONE_AT_A_TIME = (
+    "tests/e2e/",
+    "tests/netlab/",
+    "tests/integration/test_media_",
+    "tests/integration/test_stills.py",
+)
+_PAGES_ONLY = (
+    "tests/e2e/test_compliance_alerts_browser.py",
+    "tests/e2e/test_compliance_browser.py",
+    "tests/e2e/test_staff_login_browser.py",
+    "tests/e2e/test_supervision_browser.py",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,16 +68,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """--dist loadgroup with the browser and network-lab tests as one group, told by their
-    path: pytest-xdist 3.8 marks a group in the test's id, which pytest 9.2 no longer lets
-    it change, so its xdist_group marks are not seen."""
+    """--dist loadgroup with the live-media tests as one group, told by their path:
+    pytest-xdist 3.8 marks a group in the test's id, which pytest 9.2 no longer lets it
+    change, so xdist_group marks are not seen."""
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadGroupScheduling
 
     class OneAtATime(LoadGroupScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(_ONE_AT_A_TIME):
+            if nodeid.startswith(_ONE_AT_A_TIME) and not nodeid.startswith(_PAGES_ONLY):
                 return "one_at_a_time"
             return str(super()._split_scope(nodeid))
 
