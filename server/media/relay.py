@@ -42,6 +42,8 @@ from server.media.transcode import TranscodeTrack
 # frames are dropped rather than queued without bound (the relay's memory stays flat).
 VIDEO_QUEUE = 30  # 2 s at 15 fps
 AUDIO_QUEUE = 50  # 1 s of 20 ms Opus frames
+# Video packets held from the newest keyframe while a leg is still connecting (~2 s).
+HELD_PACKETS = 300
 
 
 class _Wake:
@@ -88,6 +90,7 @@ class ForwardTrack(MediaStreamTrack):
         # Added to the sending party's sequence numbers / timestamps (None: not yet sending).
         self._seq_offset: int | None = None
         self._ts_offset = 0
+        self._held: list[RtpPacket] = []  # while this leg cannot send (``forward_packet``)
 
     def _forwards_packets(self, codec: VideoCodec) -> bool:
         """Whether the sending party's media (video in ``codec``) goes out as packets."""
@@ -97,26 +100,48 @@ class ForwardTrack(MediaStreamTrack):
 
     def forward_packet(self, packet: RtpPacket, source: object, codec: VideoCodec = VP8) -> None:
         """Send ``packet`` from ``source`` (the sending party's current connection) on
-        this leg's stream. Nothing is assembled or queued: it leaves at once."""
+        this leg's stream. Nothing is assembled or queued: it leaves at once, but for
+        the latest keyframe and what follows it while this leg cannot send yet."""
         out = self.rtp_out
-        if out is None or out.payload_type is None or self.readyState != "live":
+        if out is None or self.readyState != "live":
             return
         if source is not self._source:
             self._new_source(source, codec)
         if not self._forwards_packets(codec):
             return  # the frame path carries this source (``push``)
+        if not out.ready():
+            # The far browser is still connecting: keep the newest keyframe and what
+            # follows, so its first picture comes at once rather than at the next keyframe.
+            if self.kind == "video":
+                if self._starts_keyframe(packet, codec):
+                    self._held = [packet]
+                elif self._held and len(self._held) < HELD_PACKETS:
+                    self._held.append(packet)
+            return
+        if self._held:
+            held, self._held = self._held, []
+            for each in held:
+                self._forward(each, codec, out)
+        self._forward(packet, codec, out)
+
+    @staticmethod
+    def _starts_keyframe(packet: RtpPacket, codec: VideoCodec) -> bool:
+        return hooks.starts_frame(codec.name, packet.payload[:2]) and codec.is_keyframe(
+            hooks.packet_data(packet)
+        )
+
+    def _forward(self, packet: RtpPacket, codec: VideoCodec, out: hooks.RtpOut) -> None:
+        payload_type = out.payload_type
+        if payload_type is None:
+            return
         seq = packet.sequence_number
         if self._packets_waiting_for_key:
             # A new source (or the start): the browser can decode nothing before a
             # keyframe, and its numbering goes on from ours.
-            if not (
-                hooks.starts_frame(codec.name, packet.payload[:2])
-                and codec.is_keyframe(hooks.packet_data(packet))
-            ):
+            if not self._starts_keyframe(packet, codec):
                 if packet.payload:
                     self._need_keyframe()
                 return
-            self._packets_waiting_for_key = False
         if self._seq_offset is None:
             # The stream's numbering goes on from whatever this leg sent last, forwarded
             # packets or frames (``RtpOut`` keeps one numbering for both).
@@ -129,7 +154,7 @@ class ForwardTrack(MediaStreamTrack):
         out_seq = (seq + self._seq_offset) & 0xFFFF
         out_ts = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
         forwarded = RtpPacket(
-            payload_type=out.payload_type,
+            payload_type=payload_type,
             marker=packet.marker,
             sequence_number=out_seq,
             timestamp=out_ts,
@@ -141,6 +166,7 @@ class ForwardTrack(MediaStreamTrack):
             forwarded.extensions.audio_level = packet.extensions.audio_level
         if not out.send(forwarded):
             return
+        self._packets_waiting_for_key = False
         if packet.marker if self.kind == "video" else packet.payload:
             self.pushed += 1  # a frame's last packet (video), a frame (audio)
 
@@ -200,6 +226,7 @@ class ForwardTrack(MediaStreamTrack):
         self._waiting_for_key = self.kind == "video"
         self._packets_waiting_for_key = self.kind == "video"
         self._seq_offset = None
+        self._held = []
         if self.kind == "video":
             self._choose_mode(codec)
 

@@ -42,6 +42,9 @@ class FakeOut:
     last_seq: int | None = None
     last_ts: int = 0
 
+    def ready(self) -> bool:
+        return self.up and self.payload_type is not None
+
     def send(self, packet: RtpPacket) -> bool:
         if self.up:
             self.sent.append(packet)
@@ -161,6 +164,24 @@ async def test_frames_are_not_forwarded_twice_and_h264_takes_the_frame_path() ->
     assert not h264._queue.empty()  # frames, packetized by aiortc's sender
     track.stop()
     h264.stop()
+
+
+async def test_the_newest_keyframe_waits_for_a_leg_still_connecting() -> None:
+    asked: list[int] = []
+    track, out = _video_track(asked)
+    out.up = False  # the far browser's DTLS is not up yet
+    source = object()
+    track.forward_packet(_packet(10, 0, key=True, marker=0), source)  # an older keyframe
+    track.forward_packet(_packet(11, 0, start=False), source)
+    track.forward_packet(_packet(12, 3000, key=True, marker=0), source)  # the newest
+    track.forward_packet(_packet(13, 3000, start=False), source)
+    track.forward_packet(_packet(14, 6000), source)
+    assert out.sent == [] and asked == []
+    out.up = True
+    track.forward_packet(_packet(15, 9000), source)
+    # The newest keyframe and what followed it go first, then the packet that came now.
+    assert [p.sequence_number - out.sent[0].sequence_number for p in out.sent] == [0, 1, 2, 3]
+    assert out.sent[0].timestamp == out.sent[1].timestamp and asked == []
 
 
 async def test_nothing_is_sent_before_the_sender_starts_or_after_the_track_stops() -> None:

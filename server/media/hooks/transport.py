@@ -137,6 +137,16 @@ class RtpOut:
             parts.append(os.urandom(padding - 1) + bytes([padding]))
         return b"".join(parts)
 
+    def ready(self) -> bool:
+        """Whether ``send`` can send now (the sender started, DTLS up, a pair nominated)."""
+        if self.payload_type is None:
+            return False
+        dtls = self._sender.transport
+        if dtls._state != DtlsState.CONNECTED or dtls._tx_srtp is None:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        return pair is not None and pair.protocol.transport is not None
+
     def send(self, packet: RtpPacket) -> bool:
         """Send a packet already numbered on this stream (a forwarded one)."""
         self._frame_seq = None  # the frame path goes on from here when it next sends
