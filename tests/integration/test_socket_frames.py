@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from server.app import create_app
 from server.http.keys import RUNTIME
 from server.store.models import Application, AuditEntry, SessionEvent, WitnessSession
 from server.web.session_messages import MAX_CHAT, MESSAGES, RELAY_BURST
-from tests.call_flow import next_of, paired
+from tests.call_flow import FAST_PAIRING, next_of, paired
+from tests.server_config import make_config
 
 REPLY_SECONDS = 3.0
 
@@ -94,6 +97,22 @@ class Call:
             application = await tx.get(Application, self.application_id)
             assert witness_session is not None and application is not None
             return int(events or 0), int(audit or 0), witness_session.state, application.state
+
+
+@pytest.fixture
+async def mclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> Any:
+    """The conftest's app, but presence and queue grace long enough that the queue's own
+    expiry (an audit row, "witness.presence_expired") cannot land in the middle of a
+    generated batch on a loaded machine: it is not what these tests check."""
+    pairing = {**FAST_PAIRING, "witness_presence_ttl_seconds": 600, "investor_grace_seconds": 600}
+    cfg = make_config(
+        tmp_path,
+        db_url,
+        pairing=pairing,
+        identity={"sandbox_latency_ms": 0},
+        media={"rejoin_grace_seconds": 3, "keyframe_interval_seconds": 2},
+    )
+    return await aiohttp_client(create_app(cfg))
 
 
 @pytest.fixture
