@@ -29,7 +29,7 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
         ("datagram in (ours)", r"_datagram_received|_data_received|_handle_srtp"),
         ("SRTP", r"pylibsrtp|srtp"),
         ("bandwidth estimate (REMB)", r"aiortc/rate\.py"),
-        ("packetize (sender)", r"aiortc/codecs/.*(packetize|_packetize)|rtcrtpsender\.py"),
+        ("aiortc's sender loop", r"aiortc/codecs/.*(packetize|_packetize)|rtcrtpsender\.py"),
         ("depacketize + jitter buffer", r"aiortc/jitterbuffer\.py|aiortc/codecs/"),
         ("receiver bookkeeping (NACK, stats, clock)", r"rtcrtpreceiver\.py|aiortc/clock\.py"),
         ("RTP/RTCP parsing", r"aiortc/rtp\.py"),
@@ -41,7 +41,20 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+# Work done inside aiortc's sender loop (its clock, serializing, its queue) is the loop's,
+# whichever module the innermost frame is in; SRTP and the socket are counted as such.
+_SENDER_LOOP = re.compile(r"RTCRtpSender\._run_rtp")
+_OWN_STAGE = ("SRTP", "DTLS, ICE, datagrams", "idle (epoll wait)")
+
+
 def stage_of(stack: str) -> str:
+    stage = _innermost_stage(stack)
+    if stage not in _OWN_STAGE and _SENDER_LOOP.search(stack):
+        return "aiortc's sender loop"
+    return stage
+
+
+def _innermost_stage(stack: str) -> str:
     frames = stack.split(";")
     for frame in reversed(frames):
         for name, pattern in STAGES:
