@@ -301,6 +301,8 @@ def _handle_srtp(dtls: RTCDtlsTransport, data: bytes) -> None:
         waiting = coro.send(None)
     except StopIteration:
         return  # the usual case: handled without waiting
+    except ConnectionError:
+        return  # RTCP could not go out: the connection is closing (aiortc's task ends too)
     except Exception:
         # aiortc's receive task would die of it and take the connection with it; here the
         # packet is lost and the call goes on. Logged once, then counted.
