@@ -102,13 +102,17 @@ def _proc_tree(root: int) -> list[int]:
     return found
 
 
-def _cpu_seconds(pids: list[int]) -> float:
-    total = 0.0
+def _cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of these processes. System time is the kernel's work
+    on the process's behalf: on loopback that includes delivering each datagram sent."""
+    user = system = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            user += int(fields[11]) / tick
+            system += int(fields[12]) / tick
+    return user, system
 
 
 def _rss_mb(pids: list[int]) -> float:
@@ -675,9 +679,10 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         await asyncio.sleep(args.warmup)
         pids = dep.pids()
         profilers = _start_profilers(args.profile, case, pids, args.seconds)
-        cpu0, t0 = _cpu_seconds(pids), time.monotonic()
+        (user0, sys0), t0 = _cpu_split(pids), time.monotonic()
         await asyncio.sleep(args.seconds)
-        cpu1, t1 = _cpu_seconds(pids), time.monotonic()
+        (user1, sys1), t1 = _cpu_split(pids), time.monotonic()
+        cpu0, cpu1 = user0 + sys0, user1 + sys1
         for profiler in profilers:
             await asyncio.to_thread(profiler.wait, 60)
         rss = _rss_mb(dep.pids())
@@ -705,6 +710,8 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         "server_processes": len(pids),
         "cpu_per_session": (cpu1 - cpu0) / (t1 - t0) / case.sessions * 100,
         "cpu_total": (cpu1 - cpu0) / (t1 - t0) * 100,
+        # The kernel's share of it (system time): sockets, on loopback both ends of a send.
+        "cpu_system_share": (sys1 - sys0) / max(cpu1 - cpu0, 1e-9),
         "rss_idle_mb": rss_idle,
         "rss_mb": rss,
         "video_sent": sent,
@@ -823,6 +830,7 @@ def print_case(r: dict[str, Any]) -> None:
         f"  {r['recordings_ok']}/{r['recordings']}  {r['spot_ok']}/{r['parties']}",
         flush=True,
     )
+    print(f"    (server CPU: {r['cpu_system_share'] * 100:.0f} % in the kernel)", flush=True)
     for problem in r["problems"][:5]:
         print(f"    ! {problem}", flush=True)
 
