@@ -226,17 +226,21 @@ class Party:
                 if data.get("type") == "error":
                     raise RuntimeError(f"{self.role}: server error waiting for {kind}: {data}")
 
+    async def _join(self) -> RTCPeerConnection:
+        """The session socket, joined, and a new peer connection for the media."""
+        self.ws = await self.http.ws_connect(self.url, heartbeat=None)
+        self._reader = asyncio.create_task(self._read())
+        await self.next_of("joined")
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        return self.pc
+
     async def start(self, video: list[bytes], audio: list[bytes]) -> None:
         if self.light:
             await self._start_light(video, audio)
             return
-        self.ws = await self.http.ws_connect(self.url, heartbeat=None)
-        self._reader = asyncio.create_task(self._read())
-        await self.next_of("joined")
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
-        self.pc = pc
+        pc = await self._join()
         self.tracks = [PacketTrack("audio", audio), PacketTrack("video", video)]
         for track in self.tracks:
             transceiver = pc.addTransceiver(track, direction="sendrecv")
@@ -250,13 +254,7 @@ class Party:
 
     async def _start_light(self, video: list[bytes], audio: list[bytes]) -> None:
         light.install()
-        self.ws = await self.http.ws_connect(self.url, heartbeat=None)
-        self._reader = asyncio.create_task(self._read())
-        await self.next_of("joined")
-        pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-        )
-        self.pc = pc
+        pc = await self._join()
         for kind, payloads in (("audio", audio), ("video", video)):
             transceiver = pc.addTransceiver(SilentTrack(kind), direction="sendrecv")
             pump = light.Pump(kind, payloads, hooks.RtpOut(transceiver.sender), FPS)
