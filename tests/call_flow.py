@@ -38,18 +38,32 @@ async def next_of(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
             return data  # type: ignore[no-any-return]
 
 
-def keep_alive(*sockets: Any) -> asyncio.Task[None]:
-    """Ping like a live page does, so presence and the queue place are kept."""
+class KeepAlive:
+    """Pings like a live page does, so presence and the queue place are kept; sockets
+    join as they open (a queued investor left without pings for the grace period, e.g.
+    while a witness logs in on a loaded machine, leaves the queue)."""
 
-    async def beat() -> None:
+    def __init__(self, sockets: tuple[Any, ...]) -> None:
+        self.sockets = list(sockets)
+        self.task = asyncio.create_task(self._beat())
+
+    def add(self, ws: Any) -> None:
+        self.sockets.append(ws)
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+    async def _beat(self) -> None:
         while True:
-            for ws in sockets:
+            for ws in list(self.sockets):
                 with contextlib.suppress(ConnectionError):  # the test is closing it
                     if not ws.closed:
                         await ws.send_json({"type": "ping"})
             await asyncio.sleep(0.5)
 
-    return asyncio.create_task(beat())
+
+def keep_alive(*sockets: Any) -> KeepAlive:
+    return KeepAlive(sockets)
 
 
 async def paired(
@@ -62,10 +76,11 @@ async def paired(
         await before_queue()
     assert (await investor.post("/application/queue")).status == 200
     inv_ws = await client.ws_connect("/ws/investor")
+    alive = keep_alive(inv_ws)  # before the witness's login, which hashes a password
     await add_staff(client, "wang.wei", {Role.WITNESS})
     await login(client, "wang.wei")
     wit_ws = await client.ws_connect("/ws/witness")
-    alive = keep_alive(inv_ws, wit_ws)
+    alive.add(wit_ws)
     await next_of(wit_ws, "state", within=15)
     await wit_ws.send_json({"type": "ready"})
     # Waits, not measurements: a loaded CI box has taken over 5 s to get here.

@@ -57,6 +57,19 @@ _PAGES_ONLY = (
 )
 
 
+# WITNESS_TEST_LOOP=uvloop runs every async test and fixture on uvloop, the loop a
+# production server can be set to (server.event_loop): the whole suite must pass on both.
+_TEST_LOOP = os.environ.get("WITNESS_TEST_LOOP", "asyncio")
+if _TEST_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(f"WITNESS_TEST_LOOP={_TEST_LOOP!r}: use asyncio or uvloop")
+if _TEST_LOOP == "uvloop":  # the hook may not answer "the default", so it exists only here
+
+    def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Any:
+        import uvloop
+
+        return {"uvloop": uvloop.new_event_loop}
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--serial-tests",

@@ -68,10 +68,11 @@ async def test_investor_and_witness_paired_and_signalling(pclient: Any) -> None:
     metrics = await (await pclient.get("/metrics")).text()
     assert "witness_queue_length 1.0" in metrics
 
+    alive = keep_alive(inv_ws)  # before the witness's login, which hashes a password
     await add_staff(pclient, "wang.wei", {Role.WITNESS})
     await login(pclient, "wang.wei")
     wit_ws = await pclient.ws_connect("/ws/witness")
-    alive = keep_alive(inv_ws, wit_ws)
+    alive.add(wit_ws)
     assert (await next_of(wit_ws, "state"))["state"] == "not_ready"
     await wit_ws.send_json({"type": "ready"})
     offer = await next_of(wit_ws, "offer")
@@ -149,10 +150,11 @@ async def test_unanswered_offer_moves_on_and_investor_keeps_place(pclient: Any) 
     await investor.post("/application/queue")
     app_id = (await investor.app())["id"]
     inv_ws = await pclient.ws_connect("/ws/investor")
+    alive = keep_alive(inv_ws)
     await add_staff(pclient, "slow.witness", {Role.WITNESS})
     await login(pclient, "slow.witness")
     ws = await pclient.ws_connect("/ws/witness")
-    alive = keep_alive(inv_ws, ws)
+    alive.add(ws)
     await ws.send_json({"type": "ready"})
     offer = await next_of(ws, "offer")
     closed = await next_of(ws, "offer_closed", within=6)
@@ -172,10 +174,11 @@ async def test_decline_then_next_witness_gets_the_offer(pclient: Any) -> None:
     investor = await verified_investor(pclient, "13800138000", ZHANG_SAN)
     await investor.post("/application/queue")
     inv_ws = await pclient.ws_connect("/ws/investor")
+    alive = keep_alive(inv_ws)
     await add_staff(pclient, "first", {Role.WITNESS})
     await login(pclient, "first")
     first = await pclient.ws_connect("/ws/witness")
-    alive = keep_alive(inv_ws, first)
+    alive.add(first)
     await first.send_json({"type": "ready"})
     offer = await next_of(first, "offer")
     await first.send_json({"type": "decline", "offer_id": offer["offer_id"]})

@@ -29,7 +29,7 @@ from server.queue.base import NodeInfo
 from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Application, AuditEntry, Recording, WitnessSession
 from server.web.ws_proxy import RELAYED_BY
-from tests.call_flow import keep_alive, next_of
+from tests.call_flow import KeepAlive, keep_alive, next_of
 from tests.conftest import PG_ADMIN_DSN, REDIS_URL, pg_database, service_missing
 from tests.intake_flow import ZHANG_SAN, complete_intake, sign_in
 from tests.media_client import Party, PatternTrack, ToneTrack
@@ -359,7 +359,7 @@ async def test_two_workers_one_port_handoff_and_a_killed_worker(two_workers: Ser
             investors = [Person(sessions[2], "investor"), Person(sessions[3], "investor")]
             people += [*witnesses, *investors]
 
-            def keep_all_alive() -> asyncio.Task[None]:
+            def keep_all_alive() -> KeepAlive:
                 return keep_alive(*(p.queue_ws for p in people))
 
             for (username, _name, phone, identity), w, i in zip(
