@@ -108,8 +108,18 @@ class _WriteLockWatch:
             self.last = f"{_task_name(self.task)}, released {{:.1f}} s ago"
             self.conn, self.task, self.released_at = None, None, now
 
-    def report(self, waiter: asyncio.Task[Any] | None) -> None:
+    def report(self, waiter: asyncio.Task[Any] | None, due: float) -> None:
         now = time.monotonic()
+        late = asyncio.get_running_loop().time() - due
+        if late > 1.0:
+            # The event loop itself was blocked: the wait may have ended long ago, its
+            # answer not yet read. That is the thing to find, not a lock holder.
+            log.warning(
+                "the event loop was blocked %.1f s; %s's SQLite write-lock wait is unknown",
+                late + SLOW_LOCK_SECONDS,
+                _task_name(waiter),
+            )
+            return
         if self.conn is not None:
             holder = f"{_task_name(self.task)} has held it {now - self.since:.1f} s"
         else:
@@ -137,7 +147,8 @@ class _Waiting:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a synchronous engine (migrations run in a thread)
             return
-        self.handle = loop.call_later(SLOW_LOCK_SECONDS, self.watch.report, _current_task())
+        due = loop.time() + SLOW_LOCK_SECONDS
+        self.handle = loop.call_at(due, self.watch.report, _current_task(), due)
 
     def __exit__(self, *_exc: object) -> None:
         if self.handle is not None:

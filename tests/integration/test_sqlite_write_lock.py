@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -69,5 +70,37 @@ async def test_a_short_wait_says_nothing(
         with caplog.at_level(logging.WARNING, logger="server.store.db"):
             await asyncio.gather(*(write(n) for n in range(5)))
         assert "SQLite write lock" not in caplog.text
+    finally:
+        await engine.dispose()
+
+
+async def test_a_blocked_event_loop_is_told_apart_from_a_lock_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop blocked past the report's time fires the report late: the wait it would
+    describe may be long over, so it says the loop was blocked instead."""
+    monkeypatch.setattr(store_db, "SLOW_LOCK_SECONDS", 0.2)
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'blocked.db'}")
+    try:
+        sessions = make_sessionmaker(engine)
+        async with sessions.begin() as tx:
+            await tx.execute(text("CREATE TABLE t (x INTEGER)"))
+        holding = asyncio.Event()
+
+        async def blocking_holder() -> None:
+            async with sessions.begin() as tx:
+                await tx.execute(text("INSERT INTO t VALUES (1)"))
+                holding.set()
+                await asyncio.sleep(0.05)  # the waiter starts its BEGIN
+                time.sleep(1.5)  # noqa: ASYNC251 - the point: the loop itself is stuck
+
+        holder = asyncio.create_task(blocking_holder())
+        await holding.wait()
+        with caplog.at_level(logging.WARNING, logger="server.store.db"):
+            async with sessions.begin() as tx:
+                await tx.execute(text("INSERT INTO t VALUES (2)"))
+            await holder
+        assert "the event loop was blocked" in caplog.text
+        assert "has waited" not in caplog.text
     finally:
         await engine.dispose()
