@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 from server.domain.staff import Role
@@ -52,6 +52,9 @@ class KeepAlive:
 
     def cancel(self) -> None:
         self.task.cancel()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.task.__await__()
 
     async def _beat(self) -> None:
         while True:

@@ -8,43 +8,56 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from server.store import db as store_db
+from server.store import lock_watch
 from server.store.db import make_engine, make_sessionmaker
 
 
 async def test_a_writer_kept_waiting_names_the_holder_and_its_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(store_db, "SLOW_LOCK_SECONDS", 0.3)
+    monkeypatch.setattr(lock_watch, "SLOW_LOCK_SECONDS", 0.3)
     url = f"sqlite+aiosqlite:///{tmp_path / 'lock.db'}"
     first, second = make_engine(url), make_engine(url)
     try:
         async with make_sessionmaker(first).begin() as tx:
             await tx.execute(text("CREATE TABLE t (x INTEGER)"))
-        holding = asyncio.Event()
+        holding, release = asyncio.Event(), asyncio.Event()
 
         async def slow_holder() -> None:
             async with make_sessionmaker(first).begin() as tx:
                 await tx.execute(text("INSERT INTO t VALUES (1)"))
                 holding.set()
-                await asyncio.sleep(0.8)  # an unrelated await inside the transaction
+                await release.wait()  # an unrelated await inside the transaction
+
+        async def writer() -> None:
+            async with make_sessionmaker(second).begin() as tx:
+                await tx.execute(text("INSERT INTO t VALUES (2)"))
+
+        def reports() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "has waited" in r.getMessage()]
 
         holder = asyncio.create_task(slow_holder(), name="slow-holder")
         await holding.wait()
         with caplog.at_level(logging.WARNING, logger="server.store.db"):
-            async with make_sessionmaker(second).begin() as tx:
-                await tx.execute(text("INSERT INTO t VALUES (2)"))
-            await holder
-        waited = [r.getMessage() for r in caplog.records if "has waited" in r.getMessage()]
-        assert len(waited) == 1, caplog.text
-        assert "task 'slow-holder' has held it" in waited[0]
-        assert "in slow_holder" in waited[0] and "asyncio.sleep(0.8)" in waited[0]
-        held = [r.getMessage() for r in caplog.records if "held 0." in r.getMessage()]
-        assert held and "slow-holder" in held[0]
+            waiting = asyncio.create_task(writer())
+            # The holder lets go only once the report is out (a loaded machine's loop
+            # may be late, never the report's content).
+            for _ in range(200):
+                if reports():
+                    break
+                await asyncio.sleep(0.05)
+            release.set()
+            await asyncio.gather(holder, waiting)
+        assert len(reports()) == 1, caplog.text
+        report = reports()[0]
+        assert "task 'slow-holder' has held it" in report, report
+        assert "in slow_holder" in report and "release.wait()" in report, report
+        assert "SQLite write lock held" in caplog.text and "by task 'slow-holder'" in caplog.text
         async with make_sessionmaker(second).begin() as tx:
             assert (await tx.execute(text("SELECT count(*) FROM t"))).scalar() == 2
     finally:
@@ -55,7 +68,7 @@ async def test_a_writer_kept_waiting_names_the_holder_and_its_place(
 async def test_a_short_wait_says_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(store_db, "SLOW_LOCK_SECONDS", 0.5)
+    monkeypatch.setattr(lock_watch, "SLOW_LOCK_SECONDS", 0.5)
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'quiet.db'}")
     try:
         sessions = make_sessionmaker(engine)
@@ -79,7 +92,7 @@ async def test_a_blocked_event_loop_is_told_apart_from_a_lock_holder(
 ) -> None:
     """A loop blocked past the report's time fires the report late: the wait it would
     describe may be long over, so it says the loop was blocked instead."""
-    monkeypatch.setattr(store_db, "SLOW_LOCK_SECONDS", 0.2)
+    monkeypatch.setattr(lock_watch, "SLOW_LOCK_SECONDS", 0.2)
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'blocked.db'}")
     try:
         sessions = make_sessionmaker(engine)
@@ -104,3 +117,44 @@ async def test_a_blocked_event_loop_is_told_apart_from_a_lock_holder(
         assert "has waited" not in caplog.text
     finally:
         await engine.dispose()
+
+
+async def test_a_transaction_sqlalchemy_does_not_know_of_is_found_on_its_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock held by a connection whose transaction outlived its session (begun at the
+    driver, as a cancelled task can leave one): the report names that connection and the
+    task that last checked it out."""
+    monkeypatch.setattr(lock_watch, "SLOW_LOCK_SECONDS", 0.3)
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'leak.db'}")
+    try:
+        async with make_sessionmaker(engine).begin() as tx:
+            await tx.execute(text("CREATE TABLE t (x INTEGER)"))
+
+        async def leaker() -> Any:
+            conn = await engine.connect()  # checked out, and left so
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.execute("BEGIN IMMEDIATE")  # under SQLAlchemy's feet
+            await driver.execute("INSERT INTO t VALUES (1)")
+            return conn, driver
+
+        conn, driver = await asyncio.create_task(leaker(), name="the-leaker")
+        with caplog.at_level(logging.WARNING, logger="server.store.lock_watch"):
+            writer = asyncio.create_task(_insert(engine, 2))
+            for _ in range(100):
+                if "has waited" in caplog.text:
+                    break
+                await asyncio.sleep(0.05)
+            await driver.rollback()
+            await conn.close()
+            await writer
+        assert "no holder known to SQLAlchemy" in caplog.text, caplog.text
+        assert "checked out" in caplog.text
+        assert "last by task 'the-leaker' (that task has finished)" in caplog.text
+    finally:
+        await engine.dispose()
+
+
+async def _insert(engine: Any, n: int) -> None:
+    async with make_sessionmaker(engine).begin() as tx:
+        await tx.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
