@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from server.store import lock_watch
+from server.store import lock_watch, sqlite_conn
 
 # Execution option for connections that never write (SQLite: no BEGIN IMMEDIATE).
 READ_ONLY = "witness_read_only"
@@ -24,7 +24,10 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        if path and path != ":memory:":
+            engine = create_async_engine(url, echo=echo, async_creator=sqlite_conn.creator(path))
+        else:
+            engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         _configure_sqlite(engine, path)
         return engine
     return create_async_engine(url, echo=echo, pool_size=pool_size, pool_pre_ping=True)

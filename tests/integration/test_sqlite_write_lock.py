@@ -158,3 +158,34 @@ async def test_a_transaction_sqlalchemy_does_not_know_of_is_found_on_its_connect
 async def _insert(engine: Any, n: int) -> None:
     async with make_sessionmaker(engine).begin() as tx:
         await tx.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+
+
+async def test_closing_a_connection_with_a_live_cursor_does_not_keep_the_lock(
+    tmp_path: Path,
+) -> None:
+    """A connection closed in a transaction while a cursor of it is still referenced (a
+    task cancelled mid-query keeps its cursor in its traceback until the garbage
+    collector runs) must not keep the write lock: SQLite keeps such a connection as a
+    zombie with its transaction open. Before server/store/sqlite_conn.py a writer waited
+    here for the whole busy timeout."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'zombie.db'}")
+    try:
+        async with make_sessionmaker(engine).begin() as tx:
+            await tx.execute(text("CREATE TABLE t (x INTEGER)"))
+            for n in range(3):
+                await tx.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        conn = await engine.connect()
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute("BEGIN IMMEDIATE")
+        await driver.execute("INSERT INTO t VALUES (9)")
+        cursor = await driver.execute("SELECT x FROM t")  # a statement left mid-way
+        assert await cursor.fetchone() is not None
+        await conn.invalidate()  # closed as SQLAlchemy closes one a cancellation broke
+        async with asyncio.timeout(3):
+            await _insert(engine, 4)
+        async with make_sessionmaker(engine).begin() as tx:
+            rows = (await tx.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
+        assert rows == [0, 1, 2, 4]  # the closed connection's write rolled back
+        del cursor
+    finally:
+        await engine.dispose()
