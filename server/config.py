@@ -57,8 +57,9 @@ class ServerConfig:
     # Worker i also listens on 127.0.0.1:<base + i>, where another worker hands it the
     # session sockets of its sessions; 0 = server.port + 1.
     worker_port_base: int = 0
-    # "asyncio" (the standard loop) or "uvloop" (optional extra `fast`; measured in
-    # docs/benchmarks.md).
+    # "asyncio" (the standard loop) or "uvloop" (optional extra `fast`). uvloop saved
+    # ~12 % on the frame path but is no faster on the packet path (issue 21), where media
+    # no longer goes through a task per packet: docs/benchmarks.md.
     event_loop: str = "asyncio"
 
 
