@@ -24,7 +24,6 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEn
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if path and path != ":memory:":
             engine = create_async_engine(url, echo=echo, async_creator=sqlite_conn.creator(path))
         else:
             engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})

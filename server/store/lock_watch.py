@@ -29,7 +29,9 @@ MAX_CONNECTIONS = 64
 
 @dataclass
 class _Connection:
-    dbapi: Any  # SQLAlchemy's adapter around an aiosqlite connection
+    # The aiosqlite connection, weakly: held here it would never be collected, and the
+    # collector is what closes one SQLAlchemy dropped without closing.
+    driver: weakref.ref[Any]
     number: int
     user: weakref.ref[asyncio.Task[Any]] | None = None
     user_name: str = "-"
@@ -48,8 +50,11 @@ class WriteLockWatch:
 
     # ── the pool's connections ─────────────────────────────────────────────────────
     def connected(self, dbapi: Any) -> None:
+        driver = getattr(dbapi, "_connection", None)  # SQLAlchemy's adapter wraps it
+        if driver is None:
+            return
         self._numbered += 1
-        self._connections[id(dbapi)] = _Connection(dbapi, self._numbered)
+        self._connections[id(dbapi)] = _Connection(weakref.ref(driver), self._numbered)
         if len(self._connections) > MAX_CONNECTIONS:
             oldest = next(iter(self._connections))
             del self._connections[oldest]
@@ -121,7 +126,7 @@ class WriteLockWatch:
     def _in_transaction(self, now: float) -> str:
         lines = []
         for info in list(self._connections.values()):
-            raw = getattr(getattr(info.dbapi, "_connection", None), "_connection", None)
+            raw = getattr(info.driver(), "_connection", None)  # the sqlite3 connection
             try:
                 busy = raw is not None and raw.in_transaction
             except Exception:  # closed meanwhile
