@@ -16,6 +16,10 @@ const GATHER_TIMEOUT_MS = 3000; // the offer goes out by then whatever was gathe
 // (the relay over another transport, the other interface's candidate) before sending.
 const GATHER_SETTLE_MS = 250;
 const DISCONNECTED_GRACE_MS = 5000; // 'disconnected' this long with the socket alive: renegotiate
+// Not connected this long after the offer, and TURN gave no relay: say why now. The
+// browser's own ICE 'failed' can take minutes while a TURN port still retries (seen in
+// the network lab: Chromium stayed 'connecting' 330 s with UDP blocked and TURN refusing).
+const STUCK_CONNECTING_MS = 15000;
 // ICE went 'disconnected': the signalling socket must answer a ping within this long, or
 // it is replaced at once (its 'joined' then starts a new leg).
 const SOCKET_CHECK_MS = 2000;
@@ -330,6 +334,8 @@ export class Call {
       await gathering.wait();
       if (attempt !== this.negotiating || this.ended) return;
       this.socket.send({ type: 'offer', sdp: pc.localDescription.sdp, attempt });
+      clearTimeout(this.stuckTimer);
+      this.stuckTimer = setTimeout(() => this.explainIfStuck(pc), STUCK_CONNECTING_MS);
       clearTimeout(this.answerTimer);
       this.answerTimer = setTimeout(() => {
         if (attempt === this.negotiating && this.pc === pc && pc.signalingState === 'have-local-offer') {
@@ -351,6 +357,15 @@ export class Call {
     } catch (err) {
       this.h.onError?.({ code: 'webrtc_failed', message: String(err), message_zh: '建立视频连接失败。' });
     }
+  }
+
+  /** Still not connected: if what ICE gathering reported explains it (a strict network
+   * and a TURN server that refused or cannot be reached), tell the person now; the
+   * connection keeps trying meanwhile. */
+  explainIfStuck(pc) {
+    if (pc !== this.pc || this.ended || pc.connectionState === 'connected') return;
+    const reason = failureReason(this.iceServers, this.ice || { errors: [], relayGathered: false });
+    if (reason) this.h.onError?.(reason);
   }
 
   onConnectionState(pc) {
@@ -458,6 +473,7 @@ export class Call {
   closePc() {
     clearTimeout(this.disconnectTimer);
     this.disconnectTimer = null;
+    clearTimeout(this.stuckTimer);
     const pc = this.pc;
     this.pc = null;
     this.lastStats = null;
