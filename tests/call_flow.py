@@ -28,14 +28,22 @@ FAST_PAIRING = {
 
 
 async def next_of(ws: Any, kind: str, within: float = 5.0) -> dict[str, Any]:
-    """The next message of a type, skipping others (state updates, queue positions)."""
+    """The next message of a type, skipping others (state updates, queue positions); on
+    timeout, the messages skipped say what came instead (an error, a state)."""
     deadline = time.monotonic() + within
+    skipped: list[str] = []
     while True:
-        msg = await asyncio.wait_for(ws.receive(), deadline - time.monotonic())
+        try:
+            msg = await asyncio.wait_for(ws.receive(), deadline - time.monotonic())
+        except TimeoutError:
+            raise AssertionError(
+                f"no {kind!r} message within {within} s; skipped: {skipped[-10:]}"
+            ) from None
         assert msg.type.name == "TEXT", msg
         data = json.loads(msg.data)
         if data.get("type") == kind:
             return data  # type: ignore[no-any-return]
+        skipped.append(msg.data[:300])
 
 
 class KeepAlive:
@@ -87,7 +95,13 @@ async def paired(
     await next_of(wit_ws, "state", within=15)
     await wit_ws.send_json({"type": "ready"})
     # Waits, not measurements: a loaded CI box has taken over 5 s to get here.
-    offer = await next_of(wit_ws, "offer", within=15)
+    try:
+        offer = await next_of(wit_ws, "offer", within=15)
+    except AssertionError as exc:
+        rt = client.app[RUNTIME]
+        raise AssertionError(
+            f"{exc}\nqueue: {await rt.queue.waiting()}\nwitnesses: {await rt.queue.witnesses()}"
+        ) from None
     await wit_ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
     w_match = await next_of(wit_ws, "matched", within=15)
     i_match = await next_of(inv_ws, "matched", within=15)
