@@ -408,7 +408,17 @@ class Firefox:
         )
         self.el(css).click()
 
-    def fill(self, css: str, value: str) -> None:
+    def fill(self, css: str, value: str, timeout: float = 10.0) -> None:
+        """Type like a person: waits until the field is shown and enabled first (the
+        investor pages show a step only once the page has asked the server where the
+        applicant is, which takes longer on a loaded machine)."""
+        self.wait(
+            "const e = document.querySelector(arguments[0]);"
+            "return !!e && !e.disabled && e.getClientRects().length > 0;",
+            css,
+            timeout=timeout,
+            what=f"{css} fillable",
+        )
         e = self.el(css)
         e.clear()
         e.send_keys(value)
