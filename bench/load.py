@@ -47,6 +47,7 @@ from typing import Any
 import aiohttp
 import av
 
+from bench import memtrace
 from bench.clients import (
     Identity,
     Party,
@@ -148,6 +149,8 @@ class Deployment:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        # bench/memtrace.py: the server traced by tracemalloc, snapshots written here.
+        self.memtrace: Path | None = None
         self.cfg = self.tmp / "config.toml"
         self._write_config(investors)
 
@@ -257,7 +260,11 @@ format = "text"
         env = {**os.environ, "WITNESS_SERVER_PUBLIC_URL": self.base}
         if self.case.loop != "asyncio":
             env["WITNESS_SERVER_EVENT_LOOP"] = self.case.loop
-        cmd = [sys.executable, "-m", "server", "--config", str(self.cfg), "serve"]
+        module = "server"
+        if self.memtrace is not None:
+            env[memtrace.DIR_ENV] = str(self.memtrace)
+            module = "bench.memtrace"
+        cmd = [sys.executable, "-m", module, "--config", str(self.cfg), "serve"]
         if self.case.workers != 1:
             cmd += ["--workers", str(self.case.workers)]
         self.log = (self.tmp / "server.log").open("wb")
@@ -291,6 +298,19 @@ format = "text"
         with contextlib.suppress(OSError):
             return (self.tmp / "server.log").read_text(errors="replace")[-3000:]
         return ""
+
+    async def memory_snapshot(self) -> Path | None:
+        """Ask the traced server for a tracemalloc snapshot and wait until it is written."""
+        if self.memtrace is None or self.proc is None:
+            return None
+        before = set(self.memtrace.glob("snap-*.done"))
+        self.proc.send_signal(signal.SIGUSR2)
+        for _ in range(600):
+            new = set(self.memtrace.glob("snap-*.done")) - before
+            if new:
+                return new.pop().with_suffix(".bin")
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the traced server wrote no snapshot in 60 s")
 
     def pids(self) -> list[int]:
         assert self.proc is not None
@@ -656,9 +676,14 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
     dep = Deployment(
         case, use_cluster=use_cluster, witnesses=case.sessions, investors=case.sessions
     )
+    if args.memtrace:
+        label = re.sub(r"[^a-z0-9]+", "-", f"{case.label}-{case.sessions}".lower())
+        dep.memtrace = Path(args.memtrace) / label
     procs: list[Any] = []
+    memory: str | None = None
     async with _running(dep, procs, args.keep):
         rss_idle = _rss_mb(dep.pids())
+        snap_idle = await dep.memory_snapshot()
         specs = [
             ClientSpec(
                 dep.base,
@@ -686,6 +711,10 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         for profiler in profilers:
             await asyncio.to_thread(profiler.wait, 60)
         rss = _rss_mb(dep.pids())
+        snap_load = await dep.memory_snapshot()
+        if snap_idle is not None and snap_load is not None:
+            memory = memtrace.report(snap_idle, snap_load, case.sessions, 25)
+            print(f"# {case.label} {case.sessions}: RSS {rss_idle:.0f} → {rss:.0f} MB\n{memory}")
         stop.set()
         results = [s for batch in await asyncio.to_thread(_collect, out, "result", len(specs), 120)
                    for s in batch]  # fmt: skip
@@ -714,6 +743,7 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         "cpu_system_share": (sys1 - sys0) / max(cpu1 - cpu0, 1e-9),
         "rss_idle_mb": rss_idle,
         "rss_mb": rss,
+        "memtrace": memory,
         "video_sent": sent,
         "video_received": received,
         "fps_received": statistics.mean(
@@ -784,6 +814,10 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
             await asyncio.sleep(10)
         results = [r for batch in await asyncio.to_thread(_collect, out, "result", len(specs), 180)
                    for r in batch]  # fmt: skip
+        # Every call is over: what the process keeps with no session at all, against what
+        # it had idle before the first (a leak shows here without the swing of calls).
+        await asyncio.sleep(20)
+        rss_drained = _rss_mb(dep.pids())
         dep.stop()
         server = await dep.read_results()
     ok = [r for r in results if r["ok"]]
@@ -803,6 +837,7 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
         "rss_by_minute": [statistics.mean(minutes[m]) for m in sorted(minutes)],
         "rss_slope_second_half": slope,
         "rss_max": max(r for _t, r in samples),
+        "rss_drained_mb": rss_drained,
         "samples": samples,
         "join_p50": _pct(joins, 0.5),
         "join_p95": _pct(joins, 0.95),
@@ -918,7 +953,8 @@ async def main(args: argparse.Namespace) -> None:
             f" {s['sessions_failed']} failed;"
             f" RSS idle {s['rss_idle_mb']:.0f} MB, by minute"
             f" {' '.join(f'{m:.0f}' for m in s['rss_by_minute'])} MB, max {s['rss_max']:.0f} MB,"
-            f" second half {_fmt(s['rss_slope_second_half'], '+.1f')} MB/min;"
+            f" second half {_fmt(s['rss_slope_second_half'], '+.1f')} MB/min,"
+            f" drained {s['rss_drained_mb']:.0f} MB;"
             f" join→media p50/p95 {_fmt(s['join_p50'], '.2f')}/{_fmt(s['join_p95'], '.2f')} s;"
             f" recordings ok {s['recordings_ok']}/{s['recordings']}",
             flush=True,
@@ -997,6 +1033,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", default="", help="py-spy the server processes over the window into DIR"
     )
+    parser.add_argument(
+        "--memtrace",
+        default="",
+        help="trace the server's memory (tracemalloc; costs CPU) and say where it grew",
+    )
     args = parser.parse_args(argv)
     args.sessions = [n for n in args.sessions if n]  # "--sessions 0" skipped ours before
     if any(not 1 <= n <= 64 for n in args.sessions + args.frames_sessions) or any(
@@ -1005,6 +1046,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--sessions / --frames-sessions 1..64, --naive-sessions 1..16 (bounded load)")
     if not 0 <= args.soak <= 3600 or not 1 <= args.soak_concurrency <= 16:
         parser.error("--soak 0..3600 s, --soak-concurrency 1..16")
+    if args.memtrace and args.workers != 1:
+        parser.error("--memtrace needs --workers 1 (one traced process)")
+    if args.memtrace:
+        args.memtrace = str(Path(args.memtrace).resolve())  # the server runs elsewhere
     if not 5 <= args.seconds <= 600:
         parser.error("--seconds 5..600")
     return args
