@@ -20,6 +20,8 @@ the same run as a CPU measurement.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import os
 import re
 import runpy
@@ -29,23 +31,57 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
-DIR_ENV = "WITNESS_MEMTRACE_DIR"
+DIR_ENV = "BENCH_MEMTRACE_DIR"
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                     "uordblks", "fordblks", "keepcost")
+    ]  # fmt: skip
+
+
+def malloc_totals() -> dict[str, int]:
+    """glibc's own account over all arenas (``mallinfo2``): what C code and Python's large
+    objects hold (``in_use``), and what malloc keeps free but not returned (``free_held``,
+    fragmentation). Empty where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return {}
+    m = libc.mallinfo2()
+    return {"in_use": m.uordblks + m.hblkhd, "free_held": m.fordblks, "mmapped": m.hblkhd}
+
+
+def _rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def serve() -> None:
     """``python -m bench.memtrace --config C serve``: the server, traced."""
     out = Path(os.environ[DIR_ENV])
     out.mkdir(parents=True, exist_ok=True)
-    tracemalloc.start(int(os.environ.get("WITNESS_MEMTRACE_FRAMES", "8")))
+    # 0: no tracing, only the totals (RSS, malloc): the server at its real speed.
+    frames = int(os.environ.get("BENCH_MEMTRACE_FRAMES", "1"))
+    if frames:
+        tracemalloc.start(frames)
     taken = 0
 
     def dump(_signum: int, _frame: FrameType | None) -> None:
         nonlocal taken
         taken += 1
-        snap = tracemalloc.take_snapshot().filter_traces(
-            [tracemalloc.Filter(False, tracemalloc.__file__)]
-        )
-        snap.dump(str(out / f"snap-{taken}.bin"))
+        if frames:
+            snap = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(False, tracemalloc.__file__)]
+            )
+            snap.dump(str(out / f"snap-{taken}.bin"))
+        totals = {"rss": _rss(), "traced": tracemalloc.get_traced_memory()[0], **malloc_totals()}
+        (out / f"snap-{taken}.json").write_text(json.dumps(totals))
         (out / f"snap-{taken}.done").touch()
 
     signal.signal(signal.SIGUSR2, dump)
@@ -63,14 +99,25 @@ def _short(filename: str) -> str:
 
 
 def report(before: Path, after: Path, sessions: int, top: int) -> str:
+    per = max(sessions, 1)
+    lines = [f"{sessions} sessions"]
+    ja, jb = before.with_suffix(".json"), after.with_suffix(".json")
+    if ja.exists() and jb.exists():
+        ta, tb = json.loads(ja.read_text()), json.loads(jb.read_text())
+        lines.append(
+            "per session: "
+            + ", ".join(
+                f"{key} {(tb[key] - ta[key]) / 1e6 / per:+.2f} MB"
+                for key in ("rss", "traced", "in_use", "free_held", "mmapped")
+                if key in ta and key in tb
+            )
+            + " (in_use: malloc's account, C libraries and Python's objects over 512 bytes)"
+        )
+    if not (before.exists() and after.exists()):
+        return "\n".join(lines)  # not traced (BENCH_MEMTRACE_FRAMES=0)
     a = tracemalloc.Snapshot.load(str(before))
     b = tracemalloc.Snapshot.load(str(after))
-    total_a = sum(s.size for s in a.statistics("filename"))
-    total_b = sum(s.size for s in b.statistics("filename"))
-    per = max(sessions, 1)
-    lines = [
-        f"traced: {total_a / 1e6:.1f} MB idle → {total_b / 1e6:.1f} MB under load;"
-        f" +{(total_b - total_a) / 1e6 / per:.2f} MB per session ({sessions} sessions)",
+    lines += [
         "",
         f"{'KB/session':>10} {'blocks/ses':>10}  allocation site",
     ]

@@ -113,7 +113,10 @@ def _serve(cfg: Config, args: argparse.Namespace) -> int:
 
     from server import supervisor
     from server.app import create_app
+    from server.memory import limit_malloc_arenas
 
+    # Before any thread allocates (the migration check below opens the database).
+    limit_malloc_arenas(cfg.server.malloc_arenas)
     if args.worker_index is not None:
         # Started by the supervisor, which has checked the database and the data key.
         worker = cfg.as_worker(args.worker_index)
