@@ -320,6 +320,18 @@ async def test_sender_reports_count_every_packet_forwarded() -> None:
     assert sender._RTCRtpSender__octet_count == 20 * 3 + 1
 
 
+async def test_audio_keeps_no_retransmission_history() -> None:
+    """No NACK is negotiated for Opus (aiortc offers it for video only): an audio
+    sender's packets are not kept for a resend nobody will ask for (issue 21: memory)."""
+    sender = RTCRtpSender("audio", _fake_dtls([]))
+    out = hooks.RtpOut(sender)
+    out.configure(_parameters("audio"))
+    for seq in range(40):
+        assert out.send(RtpPacket(payload_type=97, sequence_number=seq, timestamp=seq * 960,
+                                  ssrc=out.ssrc, payload=b"\xfc"))  # fmt: skip
+    assert sender._RTCRtpSender__rtp_history == {}
+
+
 async def test_rtp_out_holds_packets_until_dtls_is_up() -> None:
     sent: list[bytes] = []
     dtls = _fake_dtls(sent)

@@ -66,6 +66,9 @@ class RtpOut:
         self.mid: str | None = None
         self.extensions = HeaderExtensionsMap()  # aiortc's, for its retransmissions
         self._history: dict[int, RtpPacket] = getattr(sender, _SENDER_HISTORY)
+        # aiortc offers NACK for video codecs only (aiortc.codecs): nobody ever asks an
+        # audio sender to resend, so its packets are not kept (~115 KB per session).
+        self._keeps_history = sender.kind == "video"
         # The one-byte header extensions this stream negotiated (RFC 8285): the MID's
         # element is the same on every packet; abs-send-time and audio level change.
         self._mid_element = b""
@@ -212,9 +215,10 @@ class RtpOut:
         abs_send_time = (ntp >> 14) & 0x00FFFFFF
         # Kept for a retransmission, which aiortc serializes itself: it needs the MID and
         # the send time set on the packet.
-        packet.extensions.abs_send_time = abs_send_time
-        packet.extensions.mid = self.mid
-        self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
+        if self._keeps_history:
+            packet.extensions.abs_send_time = abs_send_time
+            packet.extensions.mid = self.mid
+            self._history[packet.sequence_number % RTP_HISTORY_SIZE] = packet
         data = dtls._tx_srtp.protect(self.wire(packet, abs_send_time))
         pair.protocol.transport.sendto(data, pair.remote_addr)
         seq = packet.sequence_number
