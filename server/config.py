@@ -62,7 +62,7 @@ class ServerConfig:
     # no longer goes through a task per packet: docs/benchmarks.md.
     event_loop: str = "asyncio"
     # glibc malloc arenas per serving process (0: glibc's default, eight per core). Each
-    # thread's arena keeps what was freed in it: two cut RSS at 16 sessions by 68 MB at
+    # thread's arena keeps what was freed in it: two cut RSS at 16 sessions by 83 MB at
     # the same CPU (issue 21, docs/benchmarks.md).
     malloc_arenas: int = 2
 

@@ -4,7 +4,7 @@ glibc gives each thread that allocates its own arena, up to eight per core. A se
 process has a few such threads (one per pooled aiosqlite connection, the default
 executor, the password checks), and each arena keeps what was freed in it instead of
 returning it. Measured with ``bench.load --memtrace`` at 16 sessions on 2 cores: malloc
-held 137 MB free against 48 MB in use, and the process's RSS fell from 453 to 385 MB with
+held 137 MB free against 48 MB in use, and the process's RSS fell from 453 to 370 MB with
 two arenas, at the same CPU per session (docs/benchmarks.md).
 """
 
