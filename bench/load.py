@@ -1046,9 +1046,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--sessions / --frames-sessions 1..64, --naive-sessions 1..16 (bounded load)")
     if not 0 <= args.soak <= 3600 or not 1 <= args.soak_concurrency <= 16:
         parser.error("--soak 0..3600 s, --soak-concurrency 1..16")
-    if args.memtrace and args.workers != 1:
-        parser.error("--memtrace needs --workers 1 (one traced process)")
     if args.memtrace:
+        if args.workers != 1:
+            parser.error("--memtrace needs --workers 1 (one traced process)")
         args.memtrace = str(Path(args.memtrace).resolve())  # the server runs elsewhere
     if not 5 <= args.seconds <= 600:
         parser.error("--seconds 5..600")

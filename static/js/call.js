@@ -364,6 +364,11 @@ export class Call {
    * connection keeps trying meanwhile. */
   explainIfStuck(pc) {
     if (pc !== this.pc || this.ended || pc.connectionState === 'connected') return;
+    this.explainFailure();
+  }
+
+  /** Tell the person what ICE gathering says went wrong, if anything they can act on. */
+  explainFailure() {
     const reason = failureReason(this.iceServers, this.ice || { errors: [], relayGathered: false });
     if (reason) this.h.onError?.(reason);
   }
@@ -374,8 +379,7 @@ export class Call {
     this.disconnectTimer = null;
     if (pc.connectionState === 'failed') {
       this.phase('reconnecting');
-      const reason = failureReason(this.iceServers, this.ice || { errors: [], relayGathered: false });
-      if (reason) this.h.onError?.(reason);
+      this.explainFailure();
       this.checkSignalling();
       this.retryLater();
     } else if (pc.connectionState === 'disconnected') {
