@@ -5,15 +5,17 @@ where that task is, so a transaction left open across an unrelated await shows i
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from server.store import lock_watch
+from server.store import lock_watch, sqlite_conn
 from server.store.db import make_engine, make_sessionmaker
 
 
@@ -189,3 +191,39 @@ async def test_closing_a_connection_with_a_live_cursor_does_not_keep_the_lock(
         del cursor
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_dropped_unclosed_ends_quietly_and_frees_the_lock(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy's async pool only drops a connection whose checkout was abandoned; the
+    garbage collector then finalizes it wherever it runs. That must neither warn there
+    (aiosqlite's own finalizer raises a ResourceWarning, which failed an unrelated
+    PostgreSQL test in CI) nor leave its transaction holding the write lock."""
+    connect = sqlite_conn.creator(str(tmp_path / "dropped.db"))
+    setup = await connect()
+    await setup.execute("CREATE TABLE t (x INTEGER)")
+    await setup.commit()
+    await setup.close()
+
+    dropped = await connect()
+    await dropped.execute("BEGIN IMMEDIATE")
+    await dropped.execute("INSERT INTO t VALUES (9)")
+    thread = dropped._thread
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del dropped
+        gc.collect()
+    assert [str(w.message) for w in caught] == []
+    await asyncio.to_thread(thread.join, 5)
+    assert not thread.is_alive()  # closed in its own thread, not left running
+
+    other = await connect()
+    try:
+        await other.execute("PRAGMA busy_timeout = 500")
+        await other.execute("INSERT INTO t VALUES (1)")  # not "database is locked"
+        await other.commit()
+        async with other.execute("SELECT x FROM t") as cursor:
+            assert [row[0] for row in await cursor.fetchall()] == [1]
+    finally:
+        await other.close()
