@@ -95,6 +95,7 @@ def create_app(config: Config) -> web.Application:
         hooks.check_internals()  # an aiortc upgrade that breaks the tap stops start-up
         hooks.fast_media_datagrams()
         hooks.eager_receive()
+        hooks.lean_rate_counter()
         hooks.restrict_host_addresses(list(config.media.host_addresses))
 
         started = utcnow()

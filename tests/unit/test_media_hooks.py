@@ -11,8 +11,11 @@ import queue
 
 import aioice.ice
 import aiortc
+import aiortc.rate
 import pytest
 from aiortc import RTCPeerConnection
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.config import MediaConfig
 from server.media import hooks
@@ -193,3 +196,77 @@ def test_remb_clamped_only_when_above_the_limit() -> None:
     assert hooks.remb_bitrate(pli) is None and hooks.clamp_remb(pli, 1) is pli
     not_remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0, fci=b"XXXX0000")
     assert hooks.remb_bitrate(not_remb) is None
+
+
+# What a REMB estimator's counter sees: packets at non-decreasing milliseconds (gaps of
+# 0 up to past the 1 s window), rates read between them, and a reset now and then, as the
+# estimator does when the stream has paused. Each step: (gap ms, bytes, what happens).
+_COUNTER_STEPS = st.lists(
+    st.tuples(
+        st.one_of(st.integers(0, 5), st.integers(6, 120), st.integers(900, 2500)),
+        st.integers(1, 1500),
+        st.sampled_from(["add"] * 8 + ["read", "reset"]),
+    ),
+    max_size=400,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_COUNTER_STEPS)
+def test_lean_rate_counter_gives_aiortcs_rates(steps: list[tuple[int, int, str]]) -> None:
+    theirs, ours = aiortc.rate.RateCounter(1000, 8000), hooks.LeanRateCounter(1000, 8000)
+    now = 10_000
+    assert ours.rate(now) is theirs.rate(now) is None  # nothing counted yet
+    for gap, size, action in steps:
+        now += gap
+        if action == "reset":
+            theirs.reset()
+            ours.reset()
+        elif action == "add":
+            theirs.add(size, now)
+            ours.add(size, now)
+        assert ours.rate(now) == theirs.rate(now)
+
+
+def test_remb_estimates_are_the_same_with_the_lean_counter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole estimator, fed a 15 fps stream of five-packet frames with a pause: the
+    same REMB values at the same packets, with aiortc's counter and with ours."""
+
+    def estimates() -> list[tuple[int, list[int]] | None]:
+        estimator = aiortc.rate.RemoteBitrateEstimator()
+        out = []
+        for frame in range(600):
+            sent = frame * 66 + (3000 if frame > 300 else 0)  # a 3 s pause mid-way
+            for n in range(5):
+                arrival = 1_000 + sent + n + (frame % 4)  # some jitter
+                abs_send_time = ((sent + n) * 262) & 0xFFFFFF  # 6.18 fixed point
+                out.append(estimator.add(arrival, abs_send_time, 1100, 0x1234))
+        return out
+
+    # Restored afterwards to whatever the process had (a server started in it installs ours).
+    monkeypatch.setattr(aiortc.rate, "RateCounter", aiortc.rate.RateCounter)
+    hooks.lean_rate_counter(False)
+    expected = estimates()
+    hooks.lean_rate_counter(True)
+    estimator = aiortc.rate.RemoteBitrateEstimator()
+    assert isinstance(estimator.incoming_bitrate, hooks.LeanRateCounter)
+    got = estimates()
+    assert sum(e is not None for e in expected) > 10
+    assert got == expected
+
+
+def test_the_rate_counter_check_notices_a_changed_estimator(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Estimator:
+        def __init__(self) -> None:
+            self.incoming_bitrate = aiortc.rate.RateCounter(1000, 8000)
+
+        def add(self) -> None:
+            self.incoming_bitrate.window()  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(aiortc.rate, "RemoteBitrateEstimator", Estimator)
+    with pytest.raises(hooks.InternalsChanged, match="RateCounter"):
+        hooks.check_internals()

@@ -49,7 +49,7 @@ here and runs at start-up and in the test suite, so an upgrade that moves them f
 loudly instead of silently recording nothing.
 
 ``receive``: the tap, the watched jitter buffer and the packet hook (1, 8, 9);
-``rtcp``: keyframe requests and REMB (2, 3, 4); ``transport``: sending built packets,
+``rtcp``: keyframe requests and REMB (2, 3, 4, 10); ``transport``: sending built packets,
 the datagram fast path and eager SRTP handling, ICE host addresses (5, 6, 7);
 ``checks``: the start-up check.
 """
@@ -70,8 +70,10 @@ from server.media.hooks.receive import (
     tap_receiver_watched,
 )
 from server.media.hooks.rtcp import (
+    LeanRateCounter,
     clamp_remb,
     force_keyframe,
+    lean_rate_counter,
     limit_remb,
     on_keyframe_request,
     on_remb,
@@ -97,6 +99,7 @@ __all__ = [
     "Arrival",
     "FrameSink",
     "InternalsChanged",
+    "LeanRateCounter",
     "PacketSink",
     "RtpOut",
     "WatchedSink",
@@ -105,6 +108,7 @@ __all__ = [
     "eager_receive",
     "fast_media_datagrams",
     "force_keyframe",
+    "lean_rate_counter",
     "limit_remb",
     "now_ms",
     "ntp_now",

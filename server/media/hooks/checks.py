@@ -4,10 +4,12 @@ it was, or the server refuses to start (an upgrade must not silently record noth
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import aioice.ice
 import aiortc
+import aiortc.rate
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -62,6 +64,7 @@ def check_internals() -> None:
         raise InternalsChanged("aioice.ice.get_host_addresses is gone")
     _check_send_path(src)
     _check_receive_path()
+    _check_rate_counter()
     from server.media.hooks.transport import _original_datagram_received
 
     dgram = inspect.getsource(_original_datagram_received)
@@ -71,6 +74,23 @@ def check_internals() -> None:
     ):
         if needle not in dgram:
             raise InternalsChanged(f"StunProtocol.datagram_received lost {needle!r}")
+
+
+def _check_rate_counter() -> None:
+    """``lean_rate_counter`` replaces the class by name; the estimator must still make
+    it so and use no more of it than ``LeanRateCounter`` offers."""
+    from server.media.hooks.rtcp import _ORIGINAL_RATE_COUNTER
+
+    for name in ("add", "rate", "reset"):
+        if not callable(getattr(_ORIGINAL_RATE_COUNTER, name, None)):
+            raise InternalsChanged(f"aiortc.rate.RateCounter.{name} is gone")
+    source = inspect.getsource(aiortc.rate.RemoteBitrateEstimator)
+    for needle in ("self.incoming_bitrate = RateCounter(1000, 8000)",):
+        if needle not in source:
+            raise InternalsChanged(f"RemoteBitrateEstimator no longer contains {needle!r}")
+    used = set(re.findall(r"self\.incoming_bitrate\.(\w+)", source))
+    if not used <= {"add", "rate", "reset"}:
+        raise InternalsChanged(f"RemoteBitrateEstimator uses RateCounter.{sorted(used)}")
 
 
 def _check_receive_path() -> None:
