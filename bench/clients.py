@@ -154,6 +154,9 @@ class PartyStats:
     keyframe_requests: int = 0
     still_retries: int = 0
     joined_queue_at: float | None = None
+    # Where the wait from the queue to the first frame goes: paired, SDP answered.
+    matched_at: float | None = None
+    answered_at: float | None = None
     first_frame_at: float | None = None
     paused_at: float | None = None
     spot: list[bytes] = field(default_factory=list)
@@ -183,7 +186,7 @@ class Party:
             str(matched.get("node_url") or "").rstrip("/").replace("http", "ws", 1)
             + f"/ws/session/{self.session_id}?token={matched['token']}"
         )
-        self.stats = PartyStats(role, self.session_id)
+        self.stats = PartyStats(role, self.session_id, matched_at=time.monotonic())
         self.pc: RTCPeerConnection | None = None
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.tracks: list[PacketTrack] = []
@@ -250,6 +253,7 @@ class Party:
         await pc.setLocalDescription(await pc.createOffer())
         await self.ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
         answer = await self.next_of("answer")
+        self.stats.answered_at = time.monotonic()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
 
     async def _start_light(self, video: list[bytes], audio: list[bytes]) -> None:
@@ -264,6 +268,7 @@ class Party:
         await pc.setLocalDescription(await pc.createOffer())
         await self.ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
         answer = await self.next_of("answer")
+        self.stats.answered_at = time.monotonic()
         video_pt, audio_pt = light.payload_types(answer["sdp"])
         dtls = pc.getTransceivers()[0].sender.transport
         stats = self.stats

@@ -730,6 +730,15 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
     lost = sum(r["packets_lost"] for r in results)
     packets = sum(r["packets_received"] for r in results) + lost
     joins = [r["first_frame_at"] - r["joined_queue_at"] for r in results if r["joined_queue_at"]]
+    investors = [r for r in results if r["joined_queue_at"] and r["answered_at"]]
+    join_stages = {
+        stage: _pct([r[end] - r[start] for r in investors], 0.95)
+        for stage, start, end in (
+            ("queue → matched", "joined_queue_at", "matched_at"),
+            ("matched → SDP answer", "matched_at", "answered_at"),
+            ("answer → first frame", "answered_at", "first_frame_at"),
+        )
+    }
     return {
         "case": case.label,
         "pipeline": case.pipeline,
@@ -764,6 +773,7 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         "packet_loss": lost / packets if packets else None,
         "join_p50": _pct(joins, 0.5),
         "join_p95": _pct(joins, 0.95),
+        "join_stages_p95": join_stages,
         "spot_ok": sum(1 for r in results if r["spot_ok"]),
         "parties": len(results),
         "audio_received": sum(r["audio_received"] for r in results),
@@ -866,6 +876,14 @@ def print_case(r: dict[str, Any]) -> None:
         flush=True,
     )
     print(f"    (server CPU: {r['cpu_system_share'] * 100:.0f} % in the kernel)", flush=True)
+    stages = r.get("join_stages_p95") or {}
+    if any(v is not None for v in stages.values()):
+        print(
+            "    (join p95 by stage: "
+            + ", ".join(f"{k} {_fmt(v, '.2f')} s" for k, v in stages.items())
+            + ")",
+            flush=True,
+        )
     for problem in r["problems"][:5]:
         print(f"    ! {problem}", flush=True)
 
