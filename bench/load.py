@@ -117,13 +117,7 @@ def _cpu_split(pids: list[int]) -> tuple[float, float]:
 
 
 def _rss_mb(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-    return total
+    return sum(memtrace.rss_bytes(pid) for pid in pids) / 2**20
 
 
 @dataclass

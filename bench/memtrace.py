@@ -47,7 +47,7 @@ def malloc_totals() -> dict[str, int]:
     objects hold (``in_use``), and what malloc keeps free but not returned (``free_held``,
     fragmentation). Empty where there is no glibc."""
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own C library, as server/memory.py
         libc.mallinfo2.restype = _MallInfo2
     except (OSError, AttributeError):
         return {}
@@ -55,10 +55,14 @@ def malloc_totals() -> dict[str, int]:
     return {"in_use": m.uordblks + m.hblkhd, "free_held": m.fordblks, "mmapped": m.hblkhd}
 
 
-def _rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
+def rss_bytes(pid: int | str = "self") -> int:
+    """A process's resident set from /proc (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 
@@ -80,7 +84,11 @@ def serve() -> None:
                 [tracemalloc.Filter(False, tracemalloc.__file__)]
             )
             snap.dump(str(out / f"snap-{taken}.bin"))
-        totals = {"rss": _rss(), "traced": tracemalloc.get_traced_memory()[0], **malloc_totals()}
+        totals = {
+            "rss": rss_bytes(),
+            "traced": tracemalloc.get_traced_memory()[0],
+            **malloc_totals(),
+        }
         (out / f"snap-{taken}.json").write_text(json.dumps(totals))
         (out / f"snap-{taken}.done").touch()
 

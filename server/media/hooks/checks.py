@@ -85,9 +85,9 @@ def _check_rate_counter() -> None:
         if not callable(getattr(_ORIGINAL_RATE_COUNTER, name, None)):
             raise InternalsChanged(f"aiortc.rate.RateCounter.{name} is gone")
     source = inspect.getsource(aiortc.rate.RemoteBitrateEstimator)
-    for needle in ("self.incoming_bitrate = RateCounter(1000, 8000)",):
-        if needle not in source:
-            raise InternalsChanged(f"RemoteBitrateEstimator no longer contains {needle!r}")
+    needle = "self.incoming_bitrate = RateCounter(1000, 8000)"
+    if needle not in source:
+        raise InternalsChanged(f"RemoteBitrateEstimator no longer contains {needle!r}")
     used = set(re.findall(r"self\.incoming_bitrate\.(\w+)", source))
     if not used <= {"add", "rate", "reset"}:
         raise InternalsChanged(f"RemoteBitrateEstimator uses RateCounter.{sorted(used)}")
