@@ -178,6 +178,14 @@ async def band_under_picture(page: Page) -> None:
     and both are on screen."""
     if not await page.locator("#ow-record").is_visible():
         return
+    # The page puts the band back in view from a ResizeObserver through
+    # requestAnimationFrame, a frame or two after a change (the text size, a resize):
+    # check what the person sees once it has, not the frame between (a CI failure).
+    await page.evaluate(
+        "() => new Promise(done => { let n = 3;"
+        " const step = () => (--n ? requestAnimationFrame(step) : done());"
+        " requestAnimationFrame(step); })"
+    )
     stage = await page.locator(".ow-stage").bounding_box()
     band = await page.locator("#ow-band").bounding_box()
     assert stage and band

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -54,13 +55,15 @@ PEOPLE = (
 
 
 def _free_ports(count: int) -> int:
-    """A base port with ``count`` free ports from it (the public one, then the workers')."""
+    """A base port with ``count`` free ports from it (the public one, then the workers').
+
+    Taken below the kernel's ephemeral range: the workers bind their ports seconds after
+    this probe, and in that time the suite's own outgoing connections take ephemeral
+    ports at random (CI once lost a worker to one: "address already in use")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    below = (max(1024, low - 12000), low - count) if low > 2048 else (1024, 65536 - count)
     for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + count > 65535:
-            continue
+        base = random.randrange(*below)
         probes = []
         try:
             for port in range(base, base + count):
