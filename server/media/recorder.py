@@ -75,8 +75,18 @@ def append_cue(vtt_path: Path, cue: Cue) -> None:
 
 
 class _TrackClock:
-    """Maps one track's RTP timestamps (rebased to 0 by aiortc) onto the session clock:
-    the first frame is placed at its arrival time; later ones keep the sender's spacing."""
+    """Maps one track's RTP timestamps (rebased to 0 by aiortc) onto the session clock.
+
+    A frame is placed at its capture time as the sender's timestamps give it, shifted by
+    the least delay seen so far on the way in (arrival minus timestamp): frames keep the
+    sender's spacing, and none is placed later than it arrived. Anchoring on the first
+    frame alone placed a whole segment late by however long that frame was held (a
+    sender catching up after a stall, a first keyframe slow to arrive): the segment then
+    ran ahead of the session clock, past the moment its party dropped, over the next
+    segment and off the prompts' cues (A17.4: what was said against what was asked).
+    When a frame shows the delay to be shorter, the frames after it follow at once; the
+    frames already written keep their place (the file cannot move them back), so a burst
+    of frames after a held one is as short on the timeline as it was on arrival."""
 
     def __init__(self, rate: int) -> None:
         self.rate = rate
@@ -84,9 +94,11 @@ class _TrackClock:
         self.last_ms = -1
 
     def to_ms(self, rtp_ts: int, arrival_ms: int) -> int:
-        if self.offset_ms is None:
-            self.offset_ms = arrival_ms - rtp_ts * 1000 // self.rate
-        ms = self.offset_ms + rtp_ts * 1000 // self.rate
+        media_ms = rtp_ts * 1000 // self.rate
+        delay = arrival_ms - media_ms
+        if self.offset_ms is None or delay < self.offset_ms:
+            self.offset_ms = delay
+        ms = self.offset_ms + media_ms
         # Matroska needs non-decreasing timestamps per track; a reordered or duplicated
         # timestamp is nudged forward by a millisecond rather than dropped.
         ms = max(ms, self.last_ms + 1)

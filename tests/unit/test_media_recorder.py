@@ -8,6 +8,8 @@ from pathlib import Path
 
 import av
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.media.codecs import H264, is_vp8_keyframe, nal_units, vp8_dimensions
 from server.media.recorder import Cue, SegmentWriter, _TrackClock, finalize
@@ -159,6 +161,37 @@ def test_track_clock_places_first_frame_at_arrival_and_stays_monotonic() -> None
     assert clock.to_ms(0, 5000) == 5000
     assert clock.to_ms(9000, 5200) == 5100  # sender spacing, not arrival jitter
     assert clock.to_ms(9000, 5300) == 5101  # a duplicate timestamp moves forward
+
+
+def test_track_clock_follows_the_least_delay_so_a_held_first_frame_does_not_shift_all() -> None:
+    # CI (issue 21): a first frame held 400 ms, then the sender caught up in a burst.
+    # Anchored on that frame alone, the segment ran 400 ms past its last arrival.
+    # The sender's frame k is taken at 1000 + 33k ms on our clock (2970 ticks apart).
+    clock = _TrackClock(90_000)
+    assert clock.to_ms(0, 1400) == 1400
+    burst = [clock.to_ms(2970 * k, 1410 + k) for k in range(1, 13)]  # 12 frames in 12 ms
+    assert burst == sorted(burst) and burst[-1] <= 1410 + 12
+    # Then 20 ms on the way, the least seen: each frame where it arrived, 33 ms apart.
+    steady = [clock.to_ms(2970 * k, 1000 + 33 * k + 20) for k in range(13, 40)]
+    assert steady == [1000 + 33 * k + 20 for k in range(13, 40)]
+
+
+@given(st.lists(st.tuples(st.integers(0, 3000), st.integers(0, 500)), min_size=1, max_size=200))
+def test_track_clock_never_places_a_frame_after_it_arrived(
+    steps: list[tuple[int, int]],
+) -> None:
+    """Frames 0–3 s apart at the sender, each held 0–0.5 s: no frame is placed later than
+    its arrival, unless it is nudged a millisecond past the one before (a run of equal
+    timestamps), and the track stays strictly increasing."""
+    clock = _TrackClock(90_000)
+    sent, placed = 0, -1
+    for gap, held in steps:
+        sent += gap
+        arrival = sent + held
+        ms = clock.to_ms(sent * 90, arrival)
+        assert ms > placed
+        assert ms <= arrival or ms == placed + 1
+        placed = ms
 
 
 # ── H.264 (a browser without VP8) ───────────────────────────────────────────────────
