@@ -99,6 +99,19 @@ class MediaEvents(Protocol):
         self, session_id: str, offset_ms: int, kind: str, actor: str, payload: dict[str, Any]
     ) -> None: ...
 
+    async def leg_connected(
+        self,
+        session_id: str,
+        participant: str,
+        segment: int,
+        rel_path: str | None,
+        offset_ms: int,
+        payload: dict[str, Any],
+    ) -> str | None:
+        """The leg is negotiated: its recording's row (None when not recorded, and then
+        no row) and its media.connected event, together."""
+        ...
+
 
 # (role, kind, codec name, encoded frame, session-clock ms, keyframe)
 FrameObserver = Callable[[str, str, str, bytes, int, bool], None]
@@ -184,6 +197,7 @@ class Leg:
     segment: int
     pc: RTCPeerConnection
     writer: SegmentWriter | None
+    rel_path: str | None  # the recording's, under the recordings root (None: not recorded)
     recording_id: str | None
     video_out: ForwardTrack
     audio_out: ForwardTrack
@@ -274,7 +288,7 @@ class MediaSession:
                 self._closing_legs.add(
                     asyncio.ensure_future(self._close_leg(old, reason="reconnected"))
                 )
-            leg = await self._open_leg(role, video)
+            leg = self._open_leg(role, video)
             self.legs[role] = leg
         try:
             answer = await self._negotiate(leg, offer_sdp)
@@ -291,6 +305,40 @@ class MediaSession:
                 ) from exc
             raise
         relay = self._relay_mode(role)
+        try:
+            async with self._lock:
+                # Not if the leg was replaced, dropped or the session closed meanwhile:
+                # whoever took it out closes it, and its row is written then.
+                if self.legs.get(role) is leg and not leg.closed:
+                    # The recording's row and the media.connected event in one
+                    # transaction, before the answer leaves (no frame can come before
+                    # it, so the file never exists without its row): one wait for the
+                    # database where there were two (issue 21: the join wait at 32
+                    # sessions). relay: how video goes between the parties (both ways
+                    # alike), None while the other party has no leg.
+                    leg.recording_id = await self.events.leg_connected(
+                        self.session_id,
+                        role,
+                        leg.segment,
+                        leg.rel_path,
+                        self.now_ms(),
+                        {
+                            "segment": leg.segment,
+                            "video_codec": leg.video_codec.name,
+                            "relay": relay,
+                        },
+                    )
+        except Exception:
+            async with self._lock:
+                if self.legs.get(role) is leg:
+                    del self.legs[role]
+            try:
+                await self._close_leg(leg, reason="not_recorded")
+            except Exception:
+                log.exception(
+                    "closing an unrecorded leg failed", extra={"session": self.session_id}
+                )
+            raise
         if role == "witness":
             self._announce_stills()
         log.info(
@@ -302,15 +350,6 @@ class MediaSession:
                 "relay": relay,
             },
         )
-        await self.events.event(
-            self.session_id,
-            self.now_ms(),
-            "media.connected",
-            role,
-            # relay: how video goes between the parties (both ways alike), None while
-            # the other party has no leg.
-            {"segment": leg.segment, "video_codec": leg.video_codec.name, "relay": relay},
-        )
         return answer
 
     def _relay_mode(self, role: str) -> str | None:
@@ -319,17 +358,15 @@ class MediaSession:
             return None
         return relay_mode(peer.video_codec, leg.video_codec)
 
-    async def _open_leg(self, role: str, video: VideoCodec) -> Leg:
+    def _open_leg(self, role: str, video: VideoCodec) -> Leg:
         segment = self.next_segment[role]
         self.next_segment[role] = segment + 1
         writer: SegmentWriter | None = None
-        recording_id: str | None = None
+        rel_path: str | None = None
         if self.settings.record:
+            # The row is written once the leg is negotiated (connect), or on its close.
             rel_path = f"{self.rel_dir}/{role}-{segment:02d}{video.suffix}"
             writer = SegmentWriter(self.settings.recordings_root / rel_path, video)
-            recording_id = await self.events.segment_opened(
-                self.session_id, role, segment, rel_path
-            )
         pc = RTCPeerConnection(_rtc_configuration(self.settings.ice_servers()))
         other = OTHER[role]
         leg = Leg(
@@ -337,7 +374,8 @@ class MediaSession:
             segment=segment,
             pc=pc,
             writer=writer,
-            recording_id=recording_id,
+            rel_path=rel_path,
+            recording_id=None,
             # What this party receives: the other party's frames. A gap or a browser's
             # PLI asks the *other* party for a keyframe.
             video_out=ForwardTrack(
@@ -803,6 +841,12 @@ class MediaSession:
                     facts = await asyncio.to_thread(finalize, leg.writer.path, damage)
                 except (av.error.FFmpegError, OSError) as exc:
                     failure = failure or f"finalize: {exc}"
+        if leg.rel_path is not None and leg.recording_id is None:
+            # Closed before it was connected (refused offer, dropped or replaced while
+            # negotiating): its segment number is still accounted for, as an empty row.
+            leg.recording_id = await self.events.segment_opened(
+                self.session_id, leg.role, leg.segment, leg.rel_path
+            )
         if leg.recording_id is not None:
             await self.events.segment_closed(leg.recording_id, facts, failure)
         await self.events.event(

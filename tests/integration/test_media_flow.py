@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 from typing import Any
 
+from aiortc import RTCPeerConnection
 from sqlalchemy import select
 
 from server.http.keys import RUNTIME
@@ -152,6 +153,98 @@ async def test_party_gone_past_grace_ends_the_session(mclient: Any) -> None:
         ).all()
     assert sorted(statuses) == ["complete", "complete"]
     await witness.close()
+    extra[0].cancel()
+    for ws in extra[1:]:
+        await ws.close()
+
+
+def _without_opus(sdp: str) -> str:
+    """An aiortc offer whose audio offers only G.711: VP8 video passes the first checks,
+    the answer is refused after the leg is opened."""
+    lines = sdp.split("\r\n")
+    opus = next(ln.split()[0].split(":")[1] for ln in lines if ln.endswith("opus/48000/2"))
+    out = []
+    for ln in lines:
+        if ln.startswith("m=audio "):
+            head, fmts = ln.split()[:3], ln.split()[3:]
+            ln = " ".join(head + [f for f in fmts if f != opus])
+        elif ln.startswith((f"a=rtpmap:{opus} ", f"a=fmtp:{opus} ", f"a=rtcp-fb:{opus} ")):
+            continue
+        out.append(ln)
+    return "\r\n".join(out)
+
+
+async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row_first(
+    mclient: Any,
+) -> None:
+    """A15/A17.5: every segment number has a row, the refused leg's too (empty), so an
+    auditor never sees a gap; a negotiated leg's row and media.connected event are in the
+    store before its answer leaves (issue 21 wrote them in one transaction)."""
+    rt = mclient.app[RUNTIME]
+    sid, w_token, i_token, extra = await paired(mclient)
+    witness, investor = Party(mclient, sid, w_token), Party(mclient, sid, i_token)
+    await witness.join()
+    await investor.join()
+    probe = RTCPeerConnection()
+    probe.addTransceiver("audio", direction="sendrecv")
+    probe.addTransceiver("video", direction="sendrecv")
+    await probe.setLocalDescription(await probe.createOffer())
+    await investor.ws.send_json({"type": "offer", "sdp": _without_opus(probe.localDescription.sdp)})
+    refused = (await investor.next_of("error"))["error"]
+    assert refused["code"] == "bad_offer" and "Opus" in refused["message_zh"], refused
+    await probe.close()
+
+    await investor.start_media()  # returns once the answer is in
+    async with rt.db.begin() as s:
+        rows = (
+            await s.scalars(
+                select(Recording)
+                .where(Recording.session_id == sid)
+                .order_by(Recording.participant, Recording.segment)
+            )
+        ).all()
+        connected = (
+            await s.scalars(
+                select(SessionEvent.payload).where(
+                    SessionEvent.session_id == sid, SessionEvent.kind == "media.connected"
+                )
+            )
+        ).all()
+    assert [(r.participant, r.segment, r.status) for r in rows] == [
+        ("investor", 0, "empty"),
+        ("investor", 1, "recording"),
+    ]
+    assert [c["segment"] for c in connected] == [1]
+
+    await witness.start_media()
+    await wait_for(lambda: witness.received["video"] >= 10 and investor.received["video"] >= 10)
+    await extra[2].send_json({"type": "end", "session_id": sid})
+    await wait_for(lambda: sid not in rt.media.sessions)
+    async with rt.db.begin() as s:
+        rows = (
+            await s.scalars(
+                select(Recording)
+                .where(Recording.session_id == sid)
+                .order_by(Recording.participant, Recording.segment)
+            )
+        ).all()
+        gone = (
+            await s.scalars(
+                select(SessionEvent.payload).where(
+                    SessionEvent.session_id == sid,
+                    SessionEvent.kind == "media.disconnected",
+                    SessionEvent.actor == "investor",
+                )
+            )
+        ).all()
+    assert [(r.participant, r.segment, r.status) for r in rows] == [
+        ("investor", 0, "empty"),
+        ("investor", 1, "complete"),
+        ("witness", 0, "complete"),
+    ]
+    assert sorted((g["segment"], g["reason"]) for g in gone)[0] == (0, "negotiation_failed")
+    for party in (witness, investor):
+        await party.close()
     extra[0].cancel()
     for ws in extra[1:]:
         await ws.close()

@@ -23,9 +23,6 @@ from server.store.models import Recording, SessionEvent, Still, utcnow
 log = logging.getLogger(__name__)
 
 
-log = logging.getLogger(__name__)
-
-
 def session_dir(session_id: str, created: datetime) -> str:
     """Recordings and stills of one session, relative to the recordings root."""
     day = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
@@ -109,19 +106,51 @@ class DbMediaEvents:
         self, session_id: str, participant: str, segment: int, rel_path: str
     ) -> str:
         async with self.db.begin() as tx:
-            rec = Recording(
-                session_id=session_id,
-                participant=participant,
-                segment=segment,
-                path=rel_path,
-                # WebM for VP8, Matroska for H.264 (the file name says which).
-                content_type=codec_for_path(rel_path).content_type,
-                status=RecordingStatus.RECORDING,
-                node_id=self.node_id,
-            )
+            rec = self._recording(session_id, participant, segment, rel_path)
             tx.add(rec)
             await tx.flush()
             return rec.id
+
+    def _recording(
+        self, session_id: str, participant: str, segment: int, rel_path: str
+    ) -> Recording:
+        return Recording(
+            session_id=session_id,
+            participant=participant,
+            segment=segment,
+            path=rel_path,
+            # WebM for VP8, Matroska for H.264 (the file name says which).
+            content_type=codec_for_path(rel_path).content_type,
+            status=RecordingStatus.RECORDING,
+            node_id=self.node_id,
+        )
+
+    async def leg_connected(
+        self,
+        session_id: str,
+        participant: str,
+        segment: int,
+        rel_path: str | None,
+        offset_ms: int,
+        payload: dict[str, Any],
+    ) -> str | None:
+        async with self.db.begin() as tx:
+            recording_id: str | None = None
+            if rel_path is not None:
+                rec = self._recording(session_id, participant, segment, rel_path)
+                tx.add(rec)
+                await tx.flush()
+                recording_id = rec.id
+            tx.add(
+                SessionEvent(
+                    session_id=session_id,
+                    offset_ms=offset_ms,
+                    kind="media.connected",
+                    actor=participant,
+                    payload=payload,
+                )
+            )
+            return recording_id
 
     async def segment_closed(
         self, recording_id: str, facts: FileFacts | None, failure: str | None
