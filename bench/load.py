@@ -46,6 +46,7 @@ from typing import Any
 
 import aiohttp
 import av
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench import memtrace
 from bench.clients import (
@@ -145,6 +146,8 @@ class Deployment:
         self.proc: subprocess.Popen[bytes] | None = None
         # bench/memtrace.py: the server traced by tracemalloc, snapshots written here.
         self.memtrace: Path | None = None
+        # --server-cpus: the server's processes kept to these CPUs (None: anywhere).
+        self.server_cpus: set[int] | None = None
         self.cfg = self.tmp / "config.toml"
         self._write_config(investors)
 
@@ -265,6 +268,9 @@ format = "text"
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env
         )
+        if self.server_cpus is not None:
+            # Before it forks any worker: they inherit it.
+            os.sched_setaffinity(self.proc.pid, self.server_cpus)
 
     async def healthy(self, within: float = 60) -> None:
         deadline = time.monotonic() + within
@@ -670,6 +676,7 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
     dep = Deployment(
         case, use_cluster=use_cluster, witnesses=case.sessions, investors=case.sessions
     )
+    dep.server_cpus = args.server_cpus
     if args.memtrace:
         label = re.sub(r"[^a-z0-9]+", "-", f"{case.label}-{case.sessions}".lower())
         dep.memtrace = Path(args.memtrace) / label
@@ -695,6 +702,8 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         await asyncio.to_thread(_collect, out, "prepared", len(specs), 300)
         go.set()
         await asyncio.to_thread(_collect, out, "flowing", len(specs), 180)
+        # Every party has joined: the server's own account of the joins.
+        joining = await _server_side(dep) if case.workers == 1 else {}
         await asyncio.sleep(args.warmup)
         pids = dep.pids()
         profilers = _start_profilers(args.profile, case, pids, args.seconds)
@@ -768,11 +777,43 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
         "join_p50": _pct(joins, 0.5),
         "join_p95": _pct(joins, 0.95),
         "join_stages_p95": join_stages,
+        **joining,
         "spot_ok": sum(1 for r in results if r["spot_ok"]),
         "parties": len(results),
         "audio_received": sum(r["audio_received"] for r in results),
         **server,
     }
+
+
+def _bucket_p95(families: dict[str, Any], name: str) -> tuple[float | None, int]:
+    """The upper bound of the histogram bucket holding the 95th percentile, and the count
+    (Prometheus keeps buckets, not samples)."""
+    family = families.get(name)
+    if family is None:
+        return None, 0
+    buckets = sorted(
+        (float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")
+    )
+    count = int(buckets[-1][1]) if buckets else 0
+    for bound, cumulative in buckets:
+        if count and cumulative >= 0.95 * count:
+            return bound, count
+    return None, count
+
+
+async def _server_side(dep: Deployment) -> dict[str, Any]:
+    """From the server's /metrics (one process): how long it took to answer each offer,
+    and how late its event loop ran, so far. A join wait's share that is the server's own,
+    whatever the clients sharing this machine add."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{dep.base}/metrics") as r:
+            text = await r.text()
+    except aiohttp.ClientError:
+        return {}
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    answer, answers = _bucket_p95(families, "witness_media_answer_seconds")
+    lag, _ = _bucket_p95(families, "witness_event_loop_lag_seconds")
+    return {"server_answer_p95_le": answer, "server_answers": answers, "loop_lag_p95_le": lag}
 
 
 async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) -> dict[str, Any]:
@@ -786,6 +827,7 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
         witnesses=args.soak_concurrency,
         investors=args.soak_concurrency * per_slot,
     )
+    dep.server_cpus = args.server_cpus
     procs: list[Any] = []
     samples: list[tuple[float, float]] = []
     async with _running(dep, procs, args.keep):
@@ -878,6 +920,13 @@ def print_case(r: dict[str, Any]) -> None:
             + ")",
             flush=True,
         )
+    if r.get("server_answers"):
+        print(
+            f"    (the server's own, {r['server_answers']} offers: offer → answer p95"
+            f" ≤ {_fmt(r['server_answer_p95_le'], 'g')} s, event-loop lag p95"
+            f" ≤ {_fmt(r['loop_lag_p95_le'], 'g')} s)",
+            flush=True,
+        )
     for problem in r["problems"][:5]:
         print(f"    ! {problem}", flush=True)
 
@@ -894,6 +943,9 @@ async def main(args: argparse.Namespace) -> None:
         not args.embedded and _reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379)
     )
     workers = args.workers if use_cluster else 1
+    if args.server_cpus:
+        # The bench and every client process it spawns (they inherit it) off the server's.
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.server_cpus)
     if args.workers != 1 and not use_cluster:
         print(
             "# PostgreSQL or Redis not reachable (or --embedded): one process, SQLite", flush=True
@@ -912,7 +964,13 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"# 640x480@15 VP8 ~600 kbit/s + Opus each way; {window}"
         f"{workers or usable_cores()} server worker(s); clients in"
-        f" {args.client_processes} processes ({args.clients} clients)",
+        f" {args.client_processes} processes ({args.clients} clients)"
+        + (
+            f"; server on CPU {sorted(args.server_cpus)}, clients on"
+            f" {sorted(os.sched_getaffinity(0))}"
+            if args.server_cpus
+            else ""
+        ),
         flush=True,
     )
     cases: list[Case] = []
@@ -1036,6 +1094,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="light: packets sent and counted without aiortc's per-packet"
                         " work (bench/light.py); aiortc: full aiortc clients")  # fmt: skip
     parser.add_argument("--stagger", type=float, default=0.3, help="seconds between investors")
+    parser.add_argument(
+        "--server-cpus",
+        default="",
+        help="pin the server to these CPUs (e.g. 0) and the bench and its clients to the"
+        " others, so that the clients' load does not delay the server (as if they ran on"
+        " another machine)",
+    )
     parser.add_argument("--embedded", action="store_true", help="SQLite + memory queue, 1 process")
     parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: none)")
     parser.add_argument("--soak-concurrency", type=int, default=4)
@@ -1064,6 +1129,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.memtrace = str(Path(args.memtrace).resolve())  # the server runs elsewhere
     if not 5 <= args.seconds <= 600:
         parser.error("--seconds 5..600")
+    text, args.server_cpus = args.server_cpus, None
+    if text:
+        usable = os.sched_getaffinity(0)
+        try:
+            wanted = {int(c) for c in text.split(",")}
+        except ValueError:
+            parser.error("--server-cpus: CPU numbers separated by commas, e.g. 0 or 0,1")
+        if not wanted < usable:
+            parser.error(f"--server-cpus: some of {sorted(usable)}, leaving one for the clients")
+        args.server_cpus = wanted
     return args
 
 

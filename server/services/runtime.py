@@ -76,6 +76,7 @@ class Metrics:
     recording_bytes: Gauge
     loop_lag: Histogram
     loop_lag_max: Gauge
+    media_answer: Histogram
 
     def live_session_count(self) -> int:
         """This node's load for placement: session sockets it holds."""
@@ -119,6 +120,13 @@ class Metrics:
             loop_lag_max=Gauge(
                 "witness_event_loop_lag_max_seconds",
                 "Largest event-loop lag of the last minute",
+                registry=reg,
+            ),
+            media_answer=Histogram(
+                "witness_media_answer_seconds",
+                "From a party's WebRTC offer reaching this node to its answer (the"
+                " session opened if new, the leg negotiated, its recording row written)",
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
                 registry=reg,
             ),
         )
@@ -342,6 +350,7 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         root=config.recordings_path,
         node_id=config.node_id,
         on_bytes=metrics.recording_bytes.inc,
+        on_answer=metrics.media_answer.observe,
     )
     network_checks = NetworkChecks(
         db=db, protector=protector, intake=config.intake, ice_servers=media.ice_servers

@@ -7,9 +7,11 @@ import asyncio
 import hashlib
 from typing import Any
 
+import pytest
 from aiortc import RTCPeerConnection
 from sqlalchemy import select
 
+from server.domain.errors import Conflict
 from server.http.keys import RUNTIME
 from server.store.models import AuditEntry, Recording, SessionEvent, Still, WitnessSession
 from tests.call_flow import paired
@@ -215,6 +217,10 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
         ("investor", 1, "recording"),
     ]
     assert [c["segment"] for c in connected] == [1]
+    # The node's metric of how long offers take to answer: the answered one (not the
+    # refused one).
+    answered = rt.metrics.registry.get_sample_value("witness_media_answer_seconds_count")
+    assert answered == 1
 
     await witness.start_media()
     await wait_for(lambda: witness.received["video"] >= 10 and investor.received["video"] >= 10)
@@ -245,6 +251,52 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
     assert sorted((g["segment"], g["reason"]) for g in gone)[0] == (0, "negotiation_failed")
     for party in (witness, investor):
         await party.close()
+    extra[0].cancel()
+    for ws in extra[1:]:
+        await ws.close()
+
+
+async def test_a_session_being_opened_holds_up_no_other_session(mclient: Any) -> None:
+    """Issue 21: one lock for every opening held each party's first offer on the node
+    behind every other session's database round trips. Now a session opening waits for
+    no other, and both parties of one session get the same media session, its clock's
+    start written once."""
+    rt = mclient.app[RUNTIME]
+    slow, _w, _i, extra = await paired(mclient)
+    gate = asyncio.Event()
+    write = rt.media.events.event
+
+    async def held(session_id: str, *args: Any, **kwargs: Any) -> None:
+        if session_id == slow:
+            await gate.wait()
+        await write(session_id, *args, **kwargs)
+
+    rt.media.events.event = held  # type: ignore[method-assign]
+    try:
+        both = [asyncio.create_task(rt.media.session(slow)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        assert not any(t.done() for t in both)
+        # Listed while it opens (ending the session finds it), handed out only once open.
+        assert slow in rt.media.sessions
+        # Another session's opening goes through meanwhile (this one is refused: it
+        # does not exist), and the held one still waits.
+        with pytest.raises(Conflict):
+            await asyncio.wait_for(rt.media.session("0" * 32), 5)
+        assert not any(t.done() for t in both)
+        gate.set()
+        first, second = await asyncio.wait_for(asyncio.gather(*both), 5)
+        assert first is second is rt.media.sessions[slow]
+    finally:
+        rt.media.events.event = write  # type: ignore[method-assign]
+        gate.set()
+    async with rt.db.begin() as s:
+        starts = (
+            await s.scalars(
+                select(SessionEvent.session_id).where(SessionEvent.kind == "media.clock_started")
+            )
+        ).all()
+    assert starts == [slow]
+    await rt.media.end(slow, "test")
     extra[0].cancel()
     for ws in extra[1:]:
         await ws.close()

@@ -24,9 +24,6 @@ from server.store.models import WitnessSession
 log = logging.getLogger(__name__)
 
 
-log = logging.getLogger(__name__)
-
-
 class MediaManager:
     """This node's media sessions, keyed by witness session id."""
 
@@ -38,8 +35,11 @@ class MediaManager:
         root: Path,
         node_id: str,
         on_bytes: Callable[[int], None] = lambda _n: None,
+        on_answer: Callable[[float], None] = lambda _s: None,
     ) -> None:
         self.config = config
+        # Told how long each offer took to answer, in seconds (the node's metrics).
+        self.on_answer = on_answer
         self.db = db
         self.settings = MediaSettings(
             recordings_root=root,
@@ -62,7 +62,10 @@ class MediaManager:
         # death noticed only at the heartbeat timeout) must not touch the new one.
         self._owner: dict[tuple[str, str], int] = {}
         self._generation = 0
-        self._opening = asyncio.Lock()
+        # Sessions being opened: one opening per session, and none waits for another's
+        # (issue 21: one lock for all, held over two database round trips, queued every
+        # party's first offer on the node behind the others' at 32 sessions).
+        self._opening: dict[str, asyncio.Future[MediaSession]] = {}
         self._detached: set[asyncio.Task[None]] = set()
 
     async def _auto_still(self, session_id: str, still: dict[str, Any]) -> None:
@@ -85,39 +88,59 @@ class MediaManager:
         return ice_servers_for(self.config, party, now=time.time())
 
     async def session(self, session_id: str) -> MediaSession:
-        async with self._opening:
-            media = self.sessions.get(session_id)
-            if media is not None and not media.closed:
-                return media
-            async with self.db.begin() as db:
-                witness_session = await db.get(WitnessSession, session_id)
-            if witness_session is None or witness_session.state not in OPEN_STATES:
-                raise Conflict("session_over", "The session has ended.", "会话已结束。")
-            if witness_session.node_id != self.node_id:
-                # Both parties' media must meet on the one node that records them.
-                raise Conflict(
-                    "wrong_node",
-                    "This session is held by another media node; reconnect.",
-                    "该会话由另一媒体节点承载，请重新连接。",
-                )
-            created = witness_session.created_at
-            # The naive pipeline exists only as the load benchmark's baseline.
-            kind = NaiveSession if self.config.pipeline == "naive" else MediaSession
-            media = kind(
-                session_id,
-                rel_dir=session_dir(session_id, created),
-                settings=self.settings,
-                events=self.events,
-            )
-            self.sessions[session_id] = media
-            # The session clock's 0, with its wall time, so files and events line up.
-            await self.events.event(session_id, 0, "media.clock_started", "system", {})
+        opening = self._opening.get(session_id)
+        media = self.sessions.get(session_id)
+        # While it is being opened, the session is listed (end() finds and closes it) but
+        # handed out only once its clock's start is written (the first event).
+        if opening is None and media is not None and not media.closed:
             return media
+        if opening is None:
+            opening = asyncio.ensure_future(self._open(session_id))
+            self._opening[session_id] = opening
+
+            def opened(done: asyncio.Future[MediaSession]) -> None:
+                if self._opening.get(session_id) is done:
+                    del self._opening[session_id]
+                if not done.cancelled():
+                    done.exception()  # retrieved: each waiter has it raised
+
+            opening.add_done_callback(opened)
+        # Shielded: a party's socket going away must not cancel the other party's opening.
+        return await asyncio.shield(opening)
+
+    async def _open(self, session_id: str) -> MediaSession:
+        async with self.db.begin() as db:
+            witness_session = await db.get(WitnessSession, session_id)
+        if witness_session is None or witness_session.state not in OPEN_STATES:
+            raise Conflict("session_over", "The session has ended.", "会话已结束。")
+        if witness_session.node_id != self.node_id:
+            # Both parties' media must meet on the one node that records them.
+            raise Conflict(
+                "wrong_node",
+                "This session is held by another media node; reconnect.",
+                "该会话由另一媒体节点承载，请重新连接。",
+            )
+        created = witness_session.created_at
+        # The naive pipeline exists only as the load benchmark's baseline.
+        kind = NaiveSession if self.config.pipeline == "naive" else MediaSession
+        media = kind(
+            session_id,
+            rel_dir=session_dir(session_id, created),
+            settings=self.settings,
+            events=self.events,
+        )
+        self.sessions[session_id] = media
+        # The session clock's 0, with its wall time, so files and events line up.
+        await self.events.event(session_id, 0, "media.clock_started", "system", {})
+        return media
 
     async def answer(self, session_id: str, role: str, sdp: str) -> str:
         """A party's WebRTC offer, answered by this node's media session for it."""
+        started = time.monotonic()
         media = await self.session(session_id)
-        return await media.connect(role, sdp)
+        answer = await media.connect(role, sdp)
+        self.on_answer(time.monotonic() - started)
+        return answer
 
     def claim(self, session_id: str, role: str) -> tuple[int, bool]:
         """A socket of the party announced itself: it now speaks for the party. Returns
