@@ -95,6 +95,9 @@ class QueueConfig:
 class RedisConfig:
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "witness:"
+    # Sockets a process may hold open: each keeps one Redis connection for its
+    # subscription (server/queue/redis.py).
+    max_subscriptions: int = 2000
 
 
 @dataclass(frozen=True)
@@ -620,6 +623,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"server.port: must be 1..65535, got {cfg.server.port}")
     if cfg.queue.backend not in ("memory", "redis"):
         raise ConfigError(f"queue.backend: must be 'memory' or 'redis', got {cfg.queue.backend!r}")
+    if not 10 <= cfg.redis.max_subscriptions <= 100_000:
+        raise ConfigError("redis.max_subscriptions: must be 10..100000")
     _validate_workers(cfg)
     if not cfg.database.url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(

@@ -12,7 +12,7 @@ from server.http.access import Access
 from server.http.cookies import investor_token
 from server.http.csrf import UNSAFE_METHODS, require_csrf
 from server.http.keys import CURRENT_INVESTOR, CURRENT_STAFF, INVESTOR_VIA_COOKIE, RUNTIME
-from server.services.intake.investor_auth import resolve_investor
+from server.services.intake.investor_auth import investor_for_token
 from server.services.login_sessions import CurrentStaff, resolve_session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,8 +55,7 @@ async def investor_gate(
     token, via_cookie = investor_token(request)
     investor = None
     if token:
-        async with rt.db.begin() as tx:
-            investor = await resolve_investor(tx=tx, token=token)
+        investor = await investor_for_token(rt.db, token)
     if investor is None:
         raise Unauthenticated(
             "investor_login_required",

@@ -23,13 +23,23 @@ __all__ = [
 ]
 
 
-def create_backend(kind: str, *, redis_url: str = "", key_prefix: str = "witness:") -> QueueBackend:
+def create_backend(
+    kind: str,
+    *,
+    redis_url: str = "",
+    key_prefix: str = "witness:",
+    max_subscriptions: int | None = None,
+) -> QueueBackend:
     if kind == "memory":
         return MemoryBackend()
     if kind == "redis":
         if not redis_url:
             raise ValueError("the redis queue backend needs a redis_url")
-        from server.queue.redis import RedisBackend
+        from server.queue.redis import DEFAULT_MAX_SUBSCRIPTIONS, RedisBackend
 
-        return RedisBackend(redis_url, key_prefix=key_prefix)
+        return RedisBackend(
+            redis_url,
+            key_prefix=key_prefix,
+            max_subscriptions=max_subscriptions or DEFAULT_MAX_SUBSCRIPTIONS,
+        )
     raise ValueError(f"unknown queue backend {kind!r}: expected 'memory' or 'redis'")

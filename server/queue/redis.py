@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0  # seconds to wait for Redis to confirm a SUBSCRIBE
 PING_TIMEOUT = 2.0  # a health check must answer, not hang on a black-holed host
+# Open sockets a process may hold (each subscribes once): a Redis connection each, under
+# Redis's own maxclients (10 000 by default) across all processes (redis.max_subscriptions).
+DEFAULT_MAX_SUBSCRIPTIONS = 2000
 
 
 def _num(value: float) -> str:
@@ -180,13 +183,30 @@ class RedisSubscription(BufferedSubscription):
 class RedisBackend(QueueBackend):
     name = "redis"
 
-    def __init__(self, url: str, *, key_prefix: str = "witness:") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "witness:",
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+    ) -> None:
         self.key_prefix = key_prefix
         # No client-side retries: a script resent after a lost reply would run twice (a
         # second claim answers False for an offer that was in fact made). Errors surface
         # to the caller instead, who re-reads the state.
         self._client: Redis = Redis.from_url(
             url, decode_responses=True, retry=Retry(NoBackoff(), 0)
+        )
+        # A subscription keeps its connection for as long as it lives (every open socket
+        # has one), so subscriptions get a pool of their own: in the commands' pool (100
+        # connections by default, and redis-py refuses the 101st at once) 24 sessions'
+        # sockets took them all, and the dispatcher's next command failed with "Too many
+        # connections" (issue 21, bench.load on PostgreSQL + Redis).
+        self._subscriber: Redis = Redis.from_url(
+            url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_subscriptions,
         )
         self._subscriptions: set[RedisSubscription] = set()
         register = self._client.register_script
@@ -381,7 +401,7 @@ class RedisBackend(QueueBackend):
     async def subscribe(self, *channels: str) -> Subscription:
         if not channels:
             raise ValueError("subscribe needs at least one channel")
-        subscription = RedisSubscription(self, self._client.pubsub())
+        subscription = RedisSubscription(self, self._subscriber.pubsub())
         try:
             await subscription._start(channels)
         except BaseException:
@@ -400,4 +420,6 @@ class RedisBackend(QueueBackend):
     async def close(self) -> None:
         for subscription in list(self._subscriptions):
             await subscription.close()
-        await self._client.aclose()  # from_url: the client owns and closes its pool
+        # from_url: each client owns and closes its pool.
+        await self._subscriber.aclose()
+        await self._client.aclose()

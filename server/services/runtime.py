@@ -315,7 +315,10 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         ),
     )
     queue = create_backend(
-        config.queue.backend, redis_url=config.redis.url, key_prefix=config.redis.key_prefix
+        config.queue.backend,
+        redis_url=config.redis.url,
+        key_prefix=config.redis.key_prefix,
+        max_subscriptions=config.redis.max_subscriptions,
     )
     node = NodeInfo(
         config.node_id,

@@ -785,3 +785,25 @@ async def test_create_backend() -> None:
         create_backend("kafka")
     with pytest.raises(ValueError, match="redis_url"):
         create_backend("redis")
+
+
+async def test_redis_subscriptions_do_not_take_the_connections_commands_need() -> None:
+    """Issue 21: each open socket subscribes and keeps a connection; in the commands' pool
+    (redis-py: 100, the 101st refused at once) 24 sessions' sockets took them all and the
+    dispatcher's next command failed. Subscriptions now have a pool of their own."""
+    backend = create_backend(
+        "redis", redis_url=REDIS_URL, key_prefix="pool-test:", max_subscriptions=150
+    )
+    subscriptions = []
+    try:
+        for n in range(120):  # more than the commands' pool holds
+            subscriptions.append(await backend.subscribe(f"socket-{n}"))
+        # Commands still go through, and a message still reaches its subscriber.
+        assert await backend.ping()
+        await backend.publish("socket-7", {"n": 7})
+        got = await asyncio.wait_for(anext(aiter(subscriptions[7])), 5)
+        assert got == ("socket-7", {"n": 7})
+    finally:
+        for subscription in subscriptions:
+            await subscription.close()
+        await backend.close()

@@ -23,6 +23,7 @@ from server.domain.application import ApplicationState
 from server.domain.errors import DomainError, InvalidInput, TooMany, Unavailable
 from server.services import rate_limit
 from server.services.applications import create_application
+from server.store.db import reading
 from server.store.models import Application, InvestorSession, OtpChallenge, utcnow
 
 # Applications an investor returns to; anything else (finished, rejected) starts anew.
@@ -321,6 +322,15 @@ async def resolve_investor(*, tx: AsyncSession, token: str) -> CurrentInvestor |
     return CurrentInvestor(
         application_id=row.application_id, session_id=row.id, csrf_token=row.csrf_token
     )
+
+
+async def investor_for_token(
+    db: async_sessionmaker[AsyncSession], token: str
+) -> CurrentInvestor | None:
+    """``resolve_investor`` for the gate every investor request passes: a read that never
+    queues behind writers (store.db.reading)."""
+    async with reading(db) as tx:
+        return await resolve_investor(tx=tx, token=token)
 
 
 async def end_investor_session(*, tx: AsyncSession, token: str) -> None:

@@ -40,6 +40,7 @@ from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.services.pairing.placement import Placer, session_channel
 from server.services.service_requests import service_view
 from server.services.witnessing.face import SAME_PERSON_BELOW, FaceMatcher, shared_matcher
+from server.store.db import reading
 from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,7 @@ class Witnessing:
         matcher = await self._face_matcher()
         if matcher is None:
             return None
-        async with self.db.begin() as tx:
+        async with reading(self.db) as tx:
             witness_session = await tx.get(WitnessSession, session_id)
             still_row = await tx.get(Still, still["id"])
             if witness_session is None or still_row is None:
@@ -363,7 +364,7 @@ class Witnessing:
     async def views(self, session_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """For a (re)joining party: the desk's script state, and what the investor's
         screen should show now (the disclosure card until it was read out, the prompt)."""
-        async with self.db.begin() as tx:
+        async with reading(self.db) as tx:
             progress = await self.progress(tx, session_id)
             business = await self._business(tx, session_id)
             card: dict[str, Any] | None = None

@@ -19,6 +19,7 @@ from server.media.naive import NaiveSession
 from server.media.session import MediaSession, MediaSettings
 from server.services.witnessing.media_events import DbMediaEvents, session_dir
 from server.services.witnessing.turn import ice_servers_for
+from server.store.db import reading
 from server.store.models import WitnessSession
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class MediaManager:
         return await asyncio.shield(opening)
 
     async def _open(self, session_id: str) -> MediaSession:
-        async with self.db.begin() as db:
+        async with reading(self.db) as db:
             witness_session = await db.get(WitnessSession, session_id)
         if witness_session is None or witness_session.state not in OPEN_STATES:
             raise Conflict("session_over", "The session has ended.", "会话已结束。")
