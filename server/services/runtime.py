@@ -126,7 +126,7 @@ class Metrics:
                 "witness_media_answer_seconds",
                 "From a party's WebRTC offer reaching this node to its answer (the"
                 " session opened if new, the leg negotiated, its recording row written)",
-                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0),
                 registry=reg,
             ),
         )
