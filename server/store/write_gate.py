@@ -49,11 +49,18 @@ class WriteGate:
         self.watch = watch
         self.wait_limit = wait_limit
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._holder: asyncio.Task[Any] | None = None
 
     async def enter(self) -> bool:
         """Wait for the turn of the calling task; False if it does not queue (already
         holds it, or waited past the limit) and must not call ``leave``."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # An engine outliving its event loop (a command that runs asyncio.run twice,
+            # a test's loops): an asyncio lock belongs to one loop, and the old loop's
+            # turns ended with it.
+            self._loop, self._lock, self._holder = loop, asyncio.Lock(), None
         task = asyncio.current_task()
         if task is not None and task is self._holder:
             # A transaction opened inside one of the task's own: SQLite refuses it once

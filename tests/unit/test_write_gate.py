@@ -56,3 +56,24 @@ async def test_a_writer_cancelled_while_queued_leaves_no_turn_behind() -> None:
     gate.leave()
     assert await asyncio.wait_for(gate.enter(), 1) is True
     gate.leave()
+
+
+def test_an_engine_that_outlives_its_event_loop_queues_in_the_next_one() -> None:
+    """asyncio's lock belongs to one loop: a gate used under a second asyncio.run (the
+    CLI, a test's next loop) gets a fresh one instead of 'bound to a different loop'."""
+    gate = WriteGate(lock_watch.WriteLockWatch())
+
+    async def contended() -> list[int]:
+        order: list[int] = []
+
+        async def turn(n: int) -> None:
+            assert await gate.enter()
+            order.append(n)
+            await asyncio.sleep(0.01)
+            gate.leave()
+
+        await asyncio.gather(*(turn(n) for n in range(3)))
+        return order
+
+    assert asyncio.run(contended()) == [0, 1, 2]
+    assert asyncio.run(contended()) == [0, 1, 2]
