@@ -51,7 +51,7 @@ from server.services.intake import holder, identity_check, investor_auth
 from server.services.intake import steps as intake
 from server.services.intake.images import ImageKind
 from server.services.intake.network_check import ClientReport
-from server.services.intake.view import application_view
+from server.services.intake.view import application_view, read_application_view
 
 routes = web.RouteTableDef()
 PREFIX = "/investor"  # under the sub-app's /api/v1
@@ -75,10 +75,9 @@ async def _limit_writes(request: web.Request) -> None:
 async def _view(request: web.Request, *, with_csrf: bool = False) -> web.Response:
     rt = request.config_dict[RUNTIME]
     investor = current_investor(request)
-    async with rt.db.begin() as tx:
-        view = await application_view(
-            tx=tx, application_id=investor.application_id, protector=rt.protector
-        )
+    view = await read_application_view(
+        rt.db, application_id=investor.application_id, protector=rt.protector
+    )
     application = ApplicationView.model_validate(view)
     if with_csrf:
         return answer(ApplicationAnswer(application=application, csrf_token=investor.csrf_token))

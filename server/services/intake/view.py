@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.crypto import DataProtector
 from server.domain.business import refusal
@@ -13,6 +13,7 @@ from server.domain.intake import completed_steps, next_step
 from server.services.applications import get_application
 from server.services.intake.steps import active_documents, identity_summary, progress_of
 from server.services.service_requests import service_view
+from server.store.db import reading
 from server.store.models import IdentityCheck, ServiceOutcome
 
 
@@ -89,3 +90,13 @@ async def application_view(
             else None
         ),
     }
+
+
+async def read_application_view(
+    db: async_sessionmaker[AsyncSession], *, application_id: str, protector: DataProtector
+) -> dict[str, Any]:
+    """``application_view`` in a read of its own that never queues behind writers
+    (store.db.reading): the investor's page asks for it after every step (issue 21: 168
+    of ~1 800 transactions while 24 investors went through intake and joined)."""
+    async with reading(db) as tx:
+        return await application_view(tx=tx, application_id=application_id, protector=protector)
