@@ -19,6 +19,17 @@ from tests.helpers import decode_all, wait_for
 from tests.media_client import Party
 
 
+async def _recordings(rt: Any, sid: str) -> list[Recording]:
+    """The session's recordings, by party and segment."""
+    async with rt.db.begin() as s:
+        rows = await s.scalars(
+            select(Recording)
+            .where(Recording.session_id == sid)
+            .order_by(Recording.participant, Recording.segment)
+        )
+        return list(rows.all())
+
+
 async def test_two_parties_see_each_other_and_both_are_recorded(mclient: Any) -> None:
     rt = mclient.app[RUNTIME]
     sid, w_token, i_token, extra = await paired(mclient)
@@ -113,14 +124,7 @@ async def test_rejoin_within_grace_continues_in_a_new_segment(mclient: Any) -> N
     assert state == "live"
     await extra[2].send_json({"type": "end", "session_id": sid})
     await wait_for(lambda: sid not in rt.media.sessions)
-    async with rt.db.begin() as s:
-        recs = (
-            await s.scalars(
-                select(Recording)
-                .where(Recording.session_id == sid)
-                .order_by(Recording.participant, Recording.segment)
-            )
-        ).all()
+    recs = await _recordings(rt, sid)
     assert [(r.participant, r.segment, r.status) for r in recs] == [
         ("investor", 0, "complete"),
         ("investor", 1, "complete"),
@@ -197,14 +201,8 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
     await probe.close()
 
     await investor.start_media()  # returns once the answer is in
+    rows = await _recordings(rt, sid)
     async with rt.db.begin() as s:
-        rows = (
-            await s.scalars(
-                select(Recording)
-                .where(Recording.session_id == sid)
-                .order_by(Recording.participant, Recording.segment)
-            )
-        ).all()
         connected = (
             await s.scalars(
                 select(SessionEvent.payload).where(
@@ -226,14 +224,8 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
     await wait_for(lambda: witness.received["video"] >= 10 and investor.received["video"] >= 10)
     await extra[2].send_json({"type": "end", "session_id": sid})
     await wait_for(lambda: sid not in rt.media.sessions)
+    rows = await _recordings(rt, sid)
     async with rt.db.begin() as s:
-        rows = (
-            await s.scalars(
-                select(Recording)
-                .where(Recording.session_id == sid)
-                .order_by(Recording.participant, Recording.segment)
-            )
-        ).all()
         gone = (
             await s.scalars(
                 select(SessionEvent.payload).where(
