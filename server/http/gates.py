@@ -13,7 +13,7 @@ from server.http.cookies import investor_token
 from server.http.csrf import UNSAFE_METHODS, require_csrf
 from server.http.keys import CURRENT_INVESTOR, CURRENT_STAFF, INVESTOR_VIA_COOKIE, RUNTIME
 from server.services.intake.investor_auth import investor_for_token
-from server.services.login_sessions import CurrentStaff, resolve_session
+from server.services.login_sessions import CurrentStaff, staff_for_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -28,8 +28,7 @@ async def resolve_staff(request: web.Request) -> CurrentStaff | None:
     token = request.cookies.get(rt.config.security.session_cookie, "")
     if not token:
         return None
-    async with rt.db.begin() as tx:
-        return await resolve_session(tx=tx, token=token, security=rt.config.security)
+    return await staff_for_token(rt.db, token, rt.config.security)
 
 
 async def require_staff(request: web.Request, access: Access) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.audit import append_audit
 from server.crypto import DataProtector
@@ -15,6 +15,7 @@ from server.domain.application import (
     transition,
 )
 from server.domain.errors import NotFound
+from server.store.db import reading
 from server.store.models import Application
 
 
@@ -56,6 +57,14 @@ async def get_application(*, tx: AsyncSession, application_id: str) -> Applicati
     if app is None:
         raise _not_found()
     return app
+
+
+async def application_state(
+    db: async_sessionmaker[AsyncSession], application_id: str
+) -> ApplicationState:
+    """The application's state, read without queueing behind writers (store.db.reading)."""
+    async with reading(db) as tx:
+        return ApplicationState((await get_application(tx=tx, application_id=application_id)).state)
 
 
 async def apply_event(

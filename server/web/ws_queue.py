@@ -15,7 +15,7 @@ from server.domain.pairing import WitnessState
 from server.domain.staff import Role
 from server.http.access import allow, current_investor, current_staff, investor_only
 from server.http.keys import RUNTIME
-from server.services.applications import get_application
+from server.services.applications import application_state
 from server.services.intake import holder
 from server.services.pairing.queueing import QUEUE_CHANGED, investor_channel, witness_channel
 from server.web.ws_common import check_ws_origin, open_socket, run_socket, send
@@ -55,9 +55,8 @@ async def investor_socket(request: web.Request) -> web.StreamResponse:
     check_ws_origin(request)
     rt = request.app[RUNTIME]
     application_id = current_investor(request).application_id
-    async with rt.db.begin() as tx:
-        app = await get_application(tx=tx, application_id=application_id)
-        queued = app.state == ApplicationState.QUEUED.value
+    # A read (issue 21: every investor's socket took SQLite's write lock for this).
+    queued = await application_state(rt.db, application_id) is ApplicationState.QUEUED
     if queued:
         # A reload or short network loss: the place is still held (heartbeat grace).
         if not await rt.pairing.investor_heartbeat(application_id):

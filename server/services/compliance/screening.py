@@ -41,6 +41,7 @@ from server.domain.screening_flow import (
     retry_delay,
 )
 from server.services.applications import apply_event, get_application
+from server.store.db import reading
 from server.store.models import Application, utcnow
 from server.store.risk_models import Screening
 
@@ -227,7 +228,8 @@ class Screener:
         """Queueing needs a screening that lets the application on; one is made (or an
         UNAVAILABLE one retried) now if there is none. Raises the investor's neutral
         409 when held or refused."""
-        async with self.db.begin() as tx:
+        # A read, on every join: screen() writes when a screening is to be made.
+        async with reading(self.db) as tx:
             app = await get_application(tx=tx, application_id=application_id)
             state = ApplicationState(app.state)
             rows = await screenings_of(tx, app.id)
@@ -281,7 +283,8 @@ class Screener:
         whose back-off has passed; returns how many were retried."""
         now = now or utcnow()
         due: list[tuple[str, ScreeningStage]] = []
-        async with self.db.begin() as tx:
+        # A read: the sweep mostly finds nothing; screen() writes for each one due.
+        async with reading(self.db) as tx:
             held = await tx.scalars(
                 select(Application.id).where(
                     Application.state.in_([s.value for s in SCREENING_HELD_STATES])

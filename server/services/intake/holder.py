@@ -47,6 +47,7 @@ from server.services.service_requests import (
     read_service,
     write_service,
 )
+from server.store.db import reading
 from server.store.models import utcnow
 
 
@@ -253,7 +254,7 @@ async def refresh_precheck(
     """Ask the account system again as the holder joins the queue, so the desk shows
     today's answer (holdings sold since intake, or bought). Never fails the join: an
     account system that cannot answer leaves the earlier answer, with its time."""
-    async with db.begin() as tx:
+    async with reading(db) as tx:  # on every join; the answer is written below
         app = await get_application(tx=tx, application_id=application_id)
         request = read_service(app, protector)
         if request is None or app.id_number_enc is None:

@@ -47,6 +47,7 @@ from server.domain.network_check import (
 from server.media.probe import ProbeNode, ProbeResult
 from server.services import rate_limit
 from server.services.applications import get_application
+from server.store.db import reading
 from server.store.models import NetworkCheck
 
 _SEAL_PURPOSE = "network_probe"
@@ -297,7 +298,7 @@ class NetworkChecks:
     async def require_passed(self, application_id: str) -> None:
         """Before joining the queue: a recent check that did not fail (when required);
         never with a browser whose last check found it cannot make calls (issue 17)."""
-        async with self.db.begin() as tx:
+        async with reading(self.db) as tx:  # on every join: a read
             app = await get_application(tx=tx, application_id=application_id)
             if app.state == ApplicationState.QUEUED.value:
                 return  # already in (another tab): joining again is idempotent
