@@ -74,13 +74,23 @@ STILL_MAX_AGE = 1.0
 class MediaEvents(Protocol):
     """What the media layer tells the rest of the system (implemented over the DB)."""
 
-    async def segment_opened(
-        self, session_id: str, participant: str, segment: int, rel_path: str
-    ) -> str: ...
-
-    async def segment_closed(
-        self, recording_id: str, facts: FileFacts | None, failure: str | None
-    ) -> None: ...
+    async def leg_closed(
+        self,
+        session_id: str,
+        participant: str,
+        segment: int,
+        *,
+        recording_id: str | None,
+        rel_path: str | None,
+        facts: FileFacts | None,
+        failure: str | None,
+        offset_ms: int,
+        payload: dict[str, Any],
+    ) -> None:
+        """The leg is over: its recording's row finished with the file's facts (made
+        first, empty, for a leg closed before it connected; none when not recorded) and
+        its media.disconnected event, together."""
+        ...
 
     async def still_taken(
         self,
@@ -841,20 +851,19 @@ class MediaSession:
                     facts = await asyncio.to_thread(finalize, leg.writer.path, damage)
                 except (av.error.FFmpegError, OSError) as exc:
                     failure = failure or f"finalize: {exc}"
-        if leg.rel_path is not None and leg.recording_id is None:
-            # Closed before it was connected (refused offer, dropped or replaced while
-            # negotiating): its segment number is still accounted for, as an empty row.
-            leg.recording_id = await self.events.segment_opened(
-                self.session_id, leg.role, leg.segment, leg.rel_path
-            )
-        if leg.recording_id is not None:
-            await self.events.segment_closed(leg.recording_id, facts, failure)
-        await self.events.event(
+        # One transaction (issue 21: a leg's end took three, each a turn at SQLite's
+        # write lock). A leg closed before it was connected (refused offer, dropped or
+        # replaced while negotiating) still accounts for its segment, as an empty row.
+        await self.events.leg_closed(
             self.session_id,
-            self.now_ms(),
-            "media.disconnected",
             leg.role,
-            {
+            leg.segment,
+            recording_id=leg.recording_id,
+            rel_path=leg.rel_path,
+            facts=facts,
+            failure=failure,
+            offset_ms=self.now_ms(),
+            payload={
                 "segment": leg.segment,
                 "reason": reason,
                 "frames_in": dict(leg.frames_in),

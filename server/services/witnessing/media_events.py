@@ -102,15 +102,6 @@ class DbMediaEvents:
         self.node_id = node_id
         self.on_bytes = on_bytes
 
-    async def segment_opened(
-        self, session_id: str, participant: str, segment: int, rel_path: str
-    ) -> str:
-        async with self.db.begin() as tx:
-            rec = self._recording(session_id, participant, segment, rel_path)
-            tx.add(rec)
-            await tx.flush()
-            return rec.id
-
     def _recording(
         self, session_id: str, participant: str, segment: int, rel_path: str
     ) -> Recording:
@@ -152,15 +143,42 @@ class DbMediaEvents:
             )
             return recording_id
 
-    async def segment_closed(
-        self, recording_id: str, facts: FileFacts | None, failure: str | None
+    async def leg_closed(
+        self,
+        session_id: str,
+        participant: str,
+        segment: int,
+        *,
+        recording_id: str | None,
+        rel_path: str | None,
+        facts: FileFacts | None,
+        failure: str | None,
+        offset_ms: int,
+        payload: dict[str, Any],
     ) -> None:
+        status: str | None = None
         async with self.db.begin() as tx:
-            rec = await tx.get(Recording, recording_id, with_for_update=True)
-            if rec is None:
-                return
-            await store_facts(tx, rec, facts, failure, recovered=False)
-            status = rec.status
+            rec: Recording | None = None
+            if recording_id is not None:
+                rec = await tx.get(Recording, recording_id, with_for_update=True)
+            elif rel_path is not None:
+                rec = self._recording(session_id, participant, segment, rel_path)
+                tx.add(rec)
+                await tx.flush()
+            if rec is not None:
+                await store_facts(tx, rec, facts, failure, recovered=False)
+                recording_id, status = rec.id, rec.status
+            tx.add(
+                SessionEvent(
+                    session_id=session_id,
+                    offset_ms=offset_ms,
+                    kind="media.disconnected",
+                    actor=participant,
+                    payload=payload,
+                )
+            )
+        if status is None:
+            return
         if facts is not None:
             self.on_bytes(facts.bytes)
         if status != RecordingStatus.COMPLETE:
