@@ -134,7 +134,7 @@ class Placer:
             WitnessSession.application_id if role == Party.INVESTOR else WitnessSession.witness_id
         )
         value: str | int = party if role == Party.INVESTOR else int(party)
-        async with self.pairing.db.begin() as tx:
+        async with reading(self.pairing.db) as tx:  # every socket's greeting: a read
             witness_session = await tx.scalar(
                 select(WitnessSession)
                 .where(
