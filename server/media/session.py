@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +87,7 @@ class MediaEvents(Protocol):
         failure: str | None,
         offset_ms: int,
         payload: dict[str, Any],
+        clock_started: datetime | None = None,
     ) -> None:
         """The leg is over: its recording's row finished with the file's facts (made
         first, empty, for a leg closed before it connected; none when not recorded) and
@@ -117,9 +119,14 @@ class MediaEvents(Protocol):
         rel_path: str | None,
         offset_ms: int,
         payload: dict[str, Any],
+        clock_started: datetime | None = None,
     ) -> str | None:
         """The leg is negotiated: its recording's row (None when not recorded, and then
-        no row) and its media.connected event, together."""
+        no row) and its media.connected event, together.
+
+        ``clock_started`` (both methods): the wall time of the session clock's 0, to be
+        written as the session's ``media.clock_started`` event in the same transaction
+        (the session's first leg write carries it)."""
         ...
 
 
@@ -243,6 +250,11 @@ class MediaSession:
         self.settings = settings
         self.events = events
         self.origin = time.monotonic()  # the session clock's 0
+        # Its wall time, logged as media.clock_started by the first leg write (issue 21:
+        # a write of its own held up the first party's answer by one more turn at the
+        # database); True once that write is under way or done.
+        self.origin_at = datetime.now(UTC)
+        self._clock_logged = False
         self.legs: dict[str, Leg] = {}
         self.next_segment = {role: 0 for role in ROLES}
         self.cues: list[Cue] = []
@@ -261,6 +273,18 @@ class MediaSession:
         # A18: the one-way checks watch the investor's frames as they arrive (called on
         # the event loop for every frame: an observer must only queue work).
         self.observers: list[FrameObserver] = []
+
+    def _claim_clock(self) -> datetime | None:
+        """The clock's start for the leg write about to be made, if none has it yet."""
+        if self._clock_logged:
+            return None
+        self._clock_logged = True
+        return self.origin_at
+
+    def _release_clock(self, claimed: datetime | None) -> None:
+        """The write that carried the clock's start failed: the next one carries it."""
+        if claimed is not None:
+            self._clock_logged = False
 
     def now_ms(self) -> int:
         return int((time.monotonic() - self.origin) * 1000)
@@ -326,18 +350,24 @@ class MediaSession:
                     # database where there were two (issue 21: the join wait at 32
                     # sessions). relay: how video goes between the parties (both ways
                     # alike), None while the other party has no leg.
-                    leg.recording_id = await self.events.leg_connected(
-                        self.session_id,
-                        role,
-                        leg.segment,
-                        leg.rel_path,
-                        self.now_ms(),
-                        {
-                            "segment": leg.segment,
-                            "video_codec": leg.video_codec.name,
-                            "relay": relay,
-                        },
-                    )
+                    clock = self._claim_clock()
+                    try:
+                        leg.recording_id = await self.events.leg_connected(
+                            self.session_id,
+                            role,
+                            leg.segment,
+                            leg.rel_path,
+                            self.now_ms(),
+                            {
+                                "segment": leg.segment,
+                                "video_codec": leg.video_codec.name,
+                                "relay": relay,
+                            },
+                            clock_started=clock,
+                        )
+                    except BaseException:
+                        self._release_clock(clock)
+                        raise
         except Exception:
             async with self._lock:
                 if self.legs.get(role) is leg:
@@ -854,28 +884,34 @@ class MediaSession:
         # One transaction (issue 21: a leg's end took three, each a turn at SQLite's
         # write lock). A leg closed before it was connected (refused offer, dropped or
         # replaced while negotiating) still accounts for its segment, as an empty row.
-        await self.events.leg_closed(
-            self.session_id,
-            leg.role,
-            leg.segment,
-            recording_id=leg.recording_id,
-            rel_path=leg.rel_path,
-            facts=facts,
-            failure=failure,
-            offset_ms=self.now_ms(),
-            payload={
-                "segment": leg.segment,
-                "reason": reason,
-                "frames_in": dict(leg.frames_in),
-                # Issue 16: what was lost on the way in, and keyframes asked for after it.
-                "packets_missing": dict(leg.packets_missing),
-                "loss_keyframe_requests": leg.loss_keyframe_requests,
-                # What the relay handed this party's sender, and dropped because the
-                # party was not keeping up (the load benchmark reads both).
-                "frames_out": {"video": leg.video_out.pushed, "audio": leg.audio_out.pushed},
-                "frames_dropped": {
-                    "video": leg.video_out.dropped,
-                    "audio": leg.audio_out.dropped,
+        clock = self._claim_clock()
+        try:
+            await self.events.leg_closed(
+                self.session_id,
+                leg.role,
+                leg.segment,
+                recording_id=leg.recording_id,
+                rel_path=leg.rel_path,
+                facts=facts,
+                failure=failure,
+                offset_ms=self.now_ms(),
+                payload={
+                    "segment": leg.segment,
+                    "reason": reason,
+                    "frames_in": dict(leg.frames_in),
+                    # Issue 16: what was lost on the way in, and keyframes asked for after it.
+                    "packets_missing": dict(leg.packets_missing),
+                    "loss_keyframe_requests": leg.loss_keyframe_requests,
+                    # What the relay handed this party's sender, and dropped because the
+                    # party was not keeping up (the load benchmark reads both).
+                    "frames_out": {"video": leg.video_out.pushed, "audio": leg.audio_out.pushed},
+                    "frames_dropped": {
+                        "video": leg.video_out.dropped,
+                        "audio": leg.audio_out.dropped,
+                    },
                 },
-            },
-        )
+                clock_started=clock,
+            )
+        except BaseException:
+            self._release_clock(clock)
+            raise

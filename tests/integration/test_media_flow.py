@@ -4,7 +4,10 @@ A14, A15, A17.3, A19). The browser version of this is tests/e2e/test_call_browse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from sqlalchemy import select
 
 from server.domain.errors import Conflict
 from server.http.keys import RUNTIME
+from server.services.witnessing import media_manager
 from server.store.models import AuditEntry, Recording, SessionEvent, Still, WitnessSession
 from tests.call_flow import paired
 from tests.helpers import decode_all, wait_for
@@ -28,6 +32,17 @@ async def _recordings(rt: Any, sid: str) -> list[Recording]:
             .order_by(Recording.participant, Recording.segment)
         )
         return list(rows.all())
+
+
+async def _clock_starts(rt: Any, sid: str) -> list[tuple[int, Any]]:
+    """The session's media.clock_started events: (offset, wall time)."""
+    async with rt.db.begin() as s:
+        rows = await s.execute(
+            select(SessionEvent.offset_ms, SessionEvent.at).where(
+                SessionEvent.session_id == sid, SessionEvent.kind == "media.clock_started"
+            )
+        )
+        return [(offset, at) for offset, at in rows.all()]
 
 
 async def test_two_parties_see_each_other_and_both_are_recorded(mclient: Any) -> None:
@@ -199,6 +214,12 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
     refused = (await investor.next_of("error"))["error"]
     assert refused["code"] == "bad_offer" and "Opus" in refused["message_zh"], refused
     await probe.close()
+    # The session's clock started with that first offer; the refused leg's write logged it
+    # (the first leg write carries it: issue 21), at the clock's own wall time.
+    media = rt.media.sessions[sid]
+    starts = [(offset, at if at.tzinfo else at.replace(tzinfo=UTC)) for offset, at in
+              await _clock_starts(rt, sid)]  # fmt: skip
+    assert starts == [(0, media.origin_at)]
 
     await investor.start_media()  # returns once the answer is in
     rows = await _recordings(rt, sid)
@@ -215,6 +236,7 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
         ("investor", 1, "recording"),
     ]
     assert [c["segment"] for c in connected] == [1]
+    assert len(await _clock_starts(rt, sid)) == 1  # once, not again by the next leg
     # The node's metric of how long offers take to answer: the answered one (not the
     # refused one).
     answered = rt.metrics.registry.get_sample_value("witness_media_answer_seconds_count")
@@ -251,25 +273,28 @@ async def test_a_refused_offer_keeps_its_segment_and_a_connected_leg_has_its_row
 async def test_a_session_being_opened_holds_up_no_other_session(mclient: Any) -> None:
     """Issue 21: one lock for every opening held each party's first offer on the node
     behind every other session's database round trips. Now a session opening waits for
-    no other, and both parties of one session get the same media session, its clock's
-    start written once."""
+    no other, and both parties of one session get the same media session (opened once;
+    its clock's start is logged by the first leg's write)."""
     rt = mclient.app[RUNTIME]
     slow, _w, _i, extra = await paired(mclient)
     gate = asyncio.Event()
-    write = rt.media.events.event
+    read = media_manager.reading
+    readings = 0
 
-    async def held(session_id: str, *args: Any, **kwargs: Any) -> None:
-        if session_id == slow:
+    @contextlib.asynccontextmanager
+    async def held(db: Any) -> AsyncIterator[Any]:
+        nonlocal readings
+        readings += 1
+        if readings == 1:  # the slow session's one opening
             await gate.wait()
-        await write(session_id, *args, **kwargs)
+        async with read(db) as tx:
+            yield tx
 
-    rt.media.events.event = held  # type: ignore[method-assign]
+    media_manager.reading = held  # type: ignore[assignment]
     try:
         both = [asyncio.create_task(rt.media.session(slow)) for _ in range(2)]
         await asyncio.sleep(0.2)
         assert not any(t.done() for t in both)
-        # Listed while it opens (ending the session finds it), handed out only once open.
-        assert slow in rt.media.sessions
         # Another session's opening goes through meanwhile (this one is refused: it
         # does not exist), and the held one still waits.
         with pytest.raises(Conflict):
@@ -279,15 +304,9 @@ async def test_a_session_being_opened_holds_up_no_other_session(mclient: Any) ->
         first, second = await asyncio.wait_for(asyncio.gather(*both), 5)
         assert first is second is rt.media.sessions[slow]
     finally:
-        rt.media.events.event = write  # type: ignore[method-assign]
+        media_manager.reading = read  # type: ignore[assignment]
         gate.set()
-    async with rt.db.begin() as s:
-        starts = (
-            await s.scalars(
-                select(SessionEvent.session_id).where(SessionEvent.kind == "media.clock_started")
-            )
-        ).all()
-    assert starts == [slow]
+    assert readings == 2  # one opening for the two parties, one for the refused session
     await rt.media.end(slow, "test")
     extra[0].cancel()
     for ws in extra[1:]:

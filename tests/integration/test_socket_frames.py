@@ -136,8 +136,8 @@ async def call(mclient: Any) -> AsyncIterator[Call]:
     )
     await the_call.ws("witness_session")
     await the_call.ws("investor_session")
-    # The media session, as the first offer would open it (its clock_started event is
-    # the session's first row): from here on a refused frame changes nothing.
+    # The media session, as the first offer would open it: from here on a refused frame
+    # changes nothing.
     await mclient.app[RUNTIME].media.session(sid)
     yield the_call
     extra[0].cancel()

@@ -88,6 +88,22 @@ async def store_facts(
     )
 
 
+def _log_clock(tx: AsyncSession, session_id: str, clock_started: datetime | None) -> None:
+    """The session clock's 0 with its wall time (so files and events line up), written by
+    the session's first leg write rather than a transaction of its own."""
+    if clock_started is not None:
+        tx.add(
+            SessionEvent(
+                session_id=session_id,
+                at=clock_started,
+                offset_ms=0,
+                kind="media.clock_started",
+                actor="system",
+                payload={},
+            )
+        )
+
+
 class DbMediaEvents:
     def __init__(
         self,
@@ -124,8 +140,10 @@ class DbMediaEvents:
         rel_path: str | None,
         offset_ms: int,
         payload: dict[str, Any],
+        clock_started: datetime | None = None,
     ) -> str | None:
         async with self.db.begin() as tx:
+            _log_clock(tx, session_id, clock_started)
             recording_id: str | None = None
             if rel_path is not None:
                 rec = self._recording(session_id, participant, segment, rel_path)
@@ -155,9 +173,11 @@ class DbMediaEvents:
         failure: str | None,
         offset_ms: int,
         payload: dict[str, Any],
+        clock_started: datetime | None = None,
     ) -> None:
         status: str | None = None
         async with self.db.begin() as tx:
+            _log_clock(tx, session_id, clock_started)
             rec: Recording | None = None
             if recording_id is not None:
                 rec = await tx.get(Recording, recording_id, with_for_update=True)

@@ -91,8 +91,7 @@ class MediaManager:
     async def session(self, session_id: str) -> MediaSession:
         opening = self._opening.get(session_id)
         media = self.sessions.get(session_id)
-        # While it is being opened, the session is listed (end() finds and closes it) but
-        # handed out only once its clock's start is written (the first event).
+        # One opening per session: both parties' first offers get the same media session.
         if opening is None and media is not None and not media.closed:
             return media
         if opening is None:
@@ -131,8 +130,7 @@ class MediaManager:
             events=self.events,
         )
         self.sessions[session_id] = media
-        # The session clock's 0, with its wall time, so files and events line up.
-        await self.events.event(session_id, 0, "media.clock_started", "system", {})
+        # The session clock's 0 is logged (media.clock_started) by its first leg's write.
         return media
 
     async def answer(self, session_id: str, role: str, sdp: str) -> str:
