@@ -12,6 +12,7 @@ import fractions
 import io
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -359,6 +360,39 @@ def spot_check(frames: list[bytes]) -> bool:
 
 
 # ── driving the server's HTTP and queue sockets ──────────────────────────────────────────
+class ServerError(RuntimeError):
+    """An error message from the server on a socket, with its machine-readable code."""
+
+    def __init__(self, kind: str, data: dict[str, Any]) -> None:
+        super().__init__(f"server error waiting for {kind}: {data}")
+        self.code = str((data.get("error") or {}).get("code", ""))
+
+
+async def accept_next_offer(
+    ws: aiohttp.ClientWebSocketResponse, within: float, *, slot: int
+) -> dict[str, Any]:
+    """What a witness at the desk does: take the next offer and accept it; the "matched"
+    message. An offer that closed before the accept reached the server (it expired under
+    load: ``pairing.offer_timeout_seconds``) is said on stderr, and the witness, whom the
+    server made not-ready, goes ready again and waits for the next."""
+    deadline = time.monotonic() + within
+    while True:
+        offer = await next_message(ws, "offer", max(1.0, deadline - time.monotonic()))
+        await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
+        try:
+            return await next_message(ws, "matched", 30)
+        except ServerError as exc:
+            if exc.code != "offer_gone":
+                raise
+        print(
+            f"# {time.strftime('%H:%M:%S')} witness slot {slot}: offer closed before the "
+            "accept (expired under load); ready again",
+            file=sys.stderr,
+            flush=True,
+        )
+        await ws.send_json({"type": "ready"})
+
+
 async def next_message(
     ws: aiohttp.ClientWebSocketResponse, kind: str, within: float = 30
 ) -> dict[str, Any]:
@@ -371,7 +405,7 @@ async def next_message(
             if data.get("type") == kind:
                 return data  # type: ignore[no-any-return]
             if data.get("type") == "error":
-                raise RuntimeError(f"server error waiting for {kind}: {data}")
+                raise ServerError(kind, data)
 
 
 def _jpeg() -> bytes:

@@ -53,6 +53,7 @@ from bench.clients import (
     Identity,
     Party,
     PartyStats,
+    accept_next_offer,
     encode_clip,
     identity,
     investor_ready,
@@ -477,17 +478,15 @@ async def _clients(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
             parties.append(party)
             await party.start(*clip)
 
-        async def witness(http: aiohttp.ClientSession, ws: Any) -> None:
-            offer = await next_message(ws, "offer", 120)
-            await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
-            matched = await next_message(ws, "matched", 30)
+        async def witness(slot: int, http: aiohttp.ClientSession, ws: Any) -> None:
+            matched = await accept_next_offer(ws, 120, slot=slot)
             party = Party(http, "witness", matched, lightweight=spec.light)
             parties.append(party)
             await party.start(*clip)
 
         await asyncio.gather(
             *(investor(slot, p[0], p[1]) for slot, p in zip(spec.slots, prepared, strict=True)),
-            *(witness(p[2], p[3]) for p in prepared),
+            *(witness(slot, p[2], p[3]) for slot, p in zip(spec.slots, prepared, strict=True)),
         )
         async with asyncio.timeout(60):
             while not all(p.stats.first_frame_at for p in parties):
@@ -547,13 +546,11 @@ async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], li
                     while time.monotonic() < deadline:
                         await ws.send_json({"type": "ready"})
                         try:
-                            offer = await next_message(
-                                ws, "offer", max(1, deadline - time.monotonic())
+                            matched = await accept_next_offer(
+                                ws, max(1, deadline - time.monotonic()), slot=slot
                             )
                         except TimeoutError:
                             return
-                        await ws.send_json({"type": "accept", "offer_id": offer["offer_id"]})
-                        matched = await next_message(ws, "matched", 30)
                         party = Party(http, "witness", matched, lightweight=spec.light)
                         try:
                             await party.start(*clip)
