@@ -9,7 +9,8 @@ Pure bookkeeping, fed one call per frame written to a segment, on the session cl
   directly or not, to the missing picture: it decodes "without errors" but shows the
   wrong picture, so it belongs to the stretch.
 - **audio**: Opus frames are independent; a stretch is exactly the missing frames (one
-  RTP packet each), from where the previous frame ended to where the next one begins.
+  RTP packet each), from where the previous frame ended to where the next one begins,
+  and never shorter than the missing frames last.
 
 No I/O and no aiortc here: ``server/media/hooks`` says how each frame arrived.
 """
@@ -149,7 +150,11 @@ class DamageLog:
         self.frames_lost += packets_missing
         if prev is not None and ms > prev:
             start = prev + self._audio_frame
-            length = max(ms - start, 1)
+            # Never less than the frames missing: the session clock may place the frame
+            # after the gap a few ms early (recorder._TrackClock, when a packet shows a
+            # shorter delay than any before), which shortens the gap in the file but not
+            # what was lost (a CI run: 17 lost Opus packets accounted as 335 ms).
+            length = max(ms - start, packets_missing * self._audio_frame)
         else:
             length = packets_missing * self._audio_frame
             start = ms - length

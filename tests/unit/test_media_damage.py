@@ -85,6 +85,17 @@ def test_audio_gaps_are_exactly_the_missing_frames() -> None:
     assert report.frames_lost == 5 and report.damaged_ms == 100
 
 
+def test_a_gap_the_clock_shortened_still_counts_every_missing_frame() -> None:
+    """The frame after two lost ones placed 5 ms early on the session clock: the stretch
+    is still the 40 ms that were lost, not the 35 ms the file's gap shows."""
+    log = DamageLog()
+    for ms, missing in [(0, 0), (20, 0), (40, 0), (95, 2), (115, 0)]:
+        log.audio(ms, packets_missing=missing)
+    report = log.report(115)
+    assert report.stretches == (Stretch(60, 40, "audio", PACKETS_LOST),)
+    assert report.frames_lost == 2 and report.damaged_ms == 40
+
+
 def test_the_damaged_total_counts_overlapping_video_and_audio_once() -> None:
     log = DamageLog()
     for ms, missing in [(0, 0), (40, 1), (80, 1), (100, 0), (300, 9)]:
