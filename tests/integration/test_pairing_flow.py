@@ -186,16 +186,20 @@ async def test_decline_then_next_witness_gets_the_offer(pclient: Any) -> None:
     # A second witness on another login takes it.
     other = TestClient(pclient.server)
     await other.start_server()
-    await add_staff(pclient, "second", {Role.WITNESS})
-    await login(other, "second")
-    second = await other.ws_connect("/ws/witness")
-    await second.send_json({"type": "ready"})
-    offer2 = await next_of(second, "offer")
-    assert offer2["application"]["application_id"] == offer["application"]["application_id"]
-    alive.cancel()
-    for ws in (first, second, inv_ws):
-        await ws.close()
-    await other.close()
+    try:
+        await add_staff(pclient, "second", {Role.WITNESS})
+        await login(other, "second")
+        second = await other.ws_connect("/ws/witness")
+        await second.send_json({"type": "ready"})
+        offer2 = await next_of(second, "offer")
+        assert offer2["application"]["application_id"] == offer["application"]["application_id"]
+        for ws in (first, second, inv_ws):
+            await ws.close()
+    finally:
+        # Closed even when the test fails: left open, its session's warning failed the
+        # next test on the worker.
+        alive.cancel()
+        await other.close()
 
 
 async def test_reload_keeps_place_and_grace_expiry_releases_it(pclient: Any) -> None:
