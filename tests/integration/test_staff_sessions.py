@@ -8,31 +8,16 @@ kind of session does to its row.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import SecurityConfig
 from server.services.login_sessions import open_session, staff_for_token
-from server.store.db import make_engine, make_sessionmaker
 from server.store.models import Staff, StaffSession, utcnow
 
 SECURITY = SecurityConfig()
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = make_engine(db_url)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
-def db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
 
 
 async def _signed_in(db: async_sessionmaker[AsyncSession], *, seen_ago: timedelta) -> str:

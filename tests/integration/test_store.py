@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -16,7 +15,7 @@ from server.crypto import DataProtector
 from server.domain.application import ApplicationEvent, ApplicationState, IllegalTransition
 from server.services import applications
 from server.store import migrate
-from server.store.db import make_engine, make_sessionmaker
+from server.store.db import make_engine
 from server.store.models import Application, AuditEntry
 
 PROTECTOR = DataProtector(b"k" * 32)
@@ -35,18 +34,6 @@ EXPECTED_TABLES = {
     "notifications",
     "audit_entries",
 }
-
-
-@pytest.fixture
-async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = make_engine(db_url)
-    yield eng
-    await eng.dispose()
-
-
-@pytest.fixture
-def db(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return make_sessionmaker(engine)
 
 
 async def _tables(engine: AsyncEngine) -> set[str]:
