@@ -29,16 +29,29 @@ LI_SI = {
 }
 
 
-@pytest.fixture
-async def pclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+def _app(tmp_path: Path, db_url: str, investor_grace_seconds: int) -> Any:
     cfg = make_config(
         tmp_path,
         db_url,
-        pairing=FAST_PAIRING,
+        pairing={**FAST_PAIRING, "investor_grace_seconds": investor_grace_seconds},
         identity={"sandbox_latency_ms": 0},
         media={"rejoin_grace_seconds": 1},
     )
-    return await aiohttp_client(create_app(cfg))
+    return create_app(cfg)
+
+
+@pytest.fixture
+async def pclient(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+    # An investor's grace far longer than a loaded CI box can hold the loop: with 2 s, a
+    # queued investor whose pings were held up was swept between a witness's decline and
+    # the next witness's ready (no offer, queue_length 0). The expiry itself is tested
+    # with a short grace (short_grace_client).
+    return await aiohttp_client(_app(tmp_path, db_url, 30))
+
+
+@pytest.fixture
+async def short_grace_client(aiohttp_client: Any, tmp_path: Path, db_url: str) -> TestClient:  # type: ignore[type-arg]
+    return await aiohttp_client(_app(tmp_path, db_url, FAST_PAIRING["investor_grace_seconds"]))
 
 
 async def state_is(ws: Any, state: str) -> None:
@@ -202,7 +215,10 @@ async def test_decline_then_next_witness_gets_the_offer(pclient: Any) -> None:
         await other.close()
 
 
-async def test_reload_keeps_place_and_grace_expiry_releases_it(pclient: Any) -> None:
+async def test_reload_keeps_place_and_grace_expiry_releases_it(
+    short_grace_client: Any,
+) -> None:
+    pclient = short_grace_client
     a = await verified_investor(pclient, "13800138000", ZHANG_SAN)
     await a.post("/application/queue")
     a_id = (await a.app())["id"]

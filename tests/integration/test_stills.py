@@ -26,7 +26,7 @@ from sqlalchemy import select
 from server.app import create_app
 from server.http.keys import RUNTIME
 from server.media.session import STILL_TIMEOUT
-from server.store.models import SessionEvent, Still
+from server.store.models import Document, SessionEvent, Still, WitnessSession
 from tests.call_flow import FAST_PAIRING, end_call, paired
 from tests.helpers import wait_for
 from tests.media_client import Party
@@ -37,6 +37,7 @@ from tests.server_config import make_config
 # machine shared with other test runs (load 10+) took seconds at times: a still that
 # comes late is still a success, one that does not come is the failure tested for.
 ANSWER_WITHIN = STILL_TIMEOUT + 6
+PHOTO = Path(__file__).resolve().parents[1] / "data" / "astronaut-face.jpg"
 READY_WITHIN_MS = (STILL_TIMEOUT + 1.5) * 1000
 
 
@@ -252,3 +253,39 @@ async def test_the_automatic_still_waits_for_the_witness_to_be_on_the_call(
     await end_call(kclient, sid, [witness, investor], extra)
     stills, _events = await _rows(kclient, sid)
     assert [s.kind for s in stills] == ["auto"]
+
+
+async def test_face_score_embeds_each_reference_once_per_call(kclient: Any) -> None:
+    """A17.3: with a face in the still, the score gives each reference's distance; the
+    references (the ID image, the intake photo) are embedded once, not at every still."""
+    rt = kclient.app[RUNTIME]
+    sid, witness, investor, extra = await _call(kclient)
+    await witness.start_media()
+    await investor.start_media()
+    auto = await witness.next_still("auto", within=15)
+    await witness.next_of("face_score", within=30)  # dlib loads on first use
+    computed = rt.witnessing.references.computed
+    # The synthetic video shows no face: put one in the still and in both references.
+    root = rt.config.recordings_path
+    async with rt.db.begin() as s:
+        still = await s.get(Still, auto["id"])
+        assert still is not None
+        still_path = root / still.path
+        app_id = (await s.get(WitnessSession, sid)).application_id  # type: ignore[union-attr]
+        docs = (await s.scalars(select(Document).where(Document.application_id == app_id))).all()
+    with Image.open(PHOTO) as img:
+        frame = Image.new("RGB", (320, 240), "#202020")
+        frame.paste(img.resize((200, 200)), (60, 20))
+        buf = io.BytesIO()
+        frame.save(buf, "JPEG")
+        still_path.write_bytes(buf.getvalue())
+    for doc in docs:
+        if doc.kind in ("id_front", "frontal_photo"):
+            (root / doc.path).write_bytes(PHOTO.read_bytes())
+    for _ in range(2):
+        score = await rt.witnessing.face_score(session_id=sid, still=auto, offset_ms=0)
+        assert score is not None and score["likely_same"] is True
+        assert set(score["distances"]) == {"id_front", "frontal_photo"}
+        assert all(d < score["threshold"] for d in score["distances"].values())
+    assert rt.witnessing.references.computed == computed + 2
+    await end_call(kclient, sid, [witness, investor], extra)

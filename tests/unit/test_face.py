@@ -52,3 +52,34 @@ def test_no_face_gives_no_score(matcher: face.FaceMatcher) -> None:
 def test_without_the_extra_there_is_no_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib → ImportError
     assert face.load_matcher() is None
+
+
+def test_embedding_distance_needs_two_faces(matcher: face.FaceMatcher) -> None:
+    reference = matcher.embedding(PHOTO.read_bytes())
+    assert face.embedding_distance(reference, reference) == 0.0
+    assert face.embedding_distance(None, reference) is None
+    assert face.embedding_distance(reference, None) is None
+
+
+def test_reference_embeddings_are_computed_once_and_bounded() -> None:
+    cache = face.ReferenceEmbeddings(limit=2)
+    calls: list[str] = []
+
+    def compute(name: str, value: object) -> object:
+        calls.append(name)
+        return value
+
+    assert cache.get(("a", "sha-a"), lambda: compute("a", [1.0])) == [1.0]
+    assert cache.get(("a", "sha-a"), lambda: compute("a", [9.0])) == [1.0]
+    # A picture without a face is remembered too.
+    assert cache.get(("b", "sha-b"), lambda: compute("b", None)) is None
+    assert cache.get(("b", "sha-b"), lambda: compute("b", [2.0])) is None
+    assert calls == ["a", "b"] and cache.computed == 2
+    # "a" was used last before "c" came: "b" goes, "a" stays.
+    cache.get(("a", "sha-a"), lambda: compute("a", [9.0]))
+    cache.get(("c", "sha-c"), lambda: compute("c", [3.0]))
+    cache.get(("a", "sha-a"), lambda: compute("a", [9.0]))
+    cache.get(("b", "sha-b"), lambda: compute("b", [2.0]))
+    assert calls == ["a", "b", "c", "b"]
+    # Another upload under the same document id is another picture.
+    assert cache.get(("a", "sha-a2"), lambda: compute("a2", [4.0])) == [4.0]

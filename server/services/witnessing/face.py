@@ -14,6 +14,8 @@ import io
 import logging
 import math
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,12 +150,46 @@ class FaceMatcher:
             return np.array(self._net.compute_face_descriptor(chip))
 
     def distance(self, a: bytes, b: bytes) -> float | None:
-        import numpy as np
+        return embedding_distance(self.embedding(a), self.embedding(b))
 
-        ea, eb = self.embedding(a), self.embedding(b)
-        if ea is None or eb is None:
-            return None
-        return float(np.linalg.norm(ea - eb))
+
+def embedding_distance(a: Any | None, b: Any | None) -> float | None:
+    """The Euclidean distance between two embeddings; None if either picture had no face."""
+    import numpy as np
+
+    if a is None or b is None:
+        return None
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+class ReferenceEmbeddings:
+    """The embeddings of reference pictures (the ID image, the intake photo), computed
+    once per picture: a document never changes (a re-upload is a new row), and every
+    still of a call, the automatic one and each the witness takes, is compared with the
+    same ones. Bounded (least recently used go first); a picture without a face is
+    remembered too. Holds biometric vectors only in memory, never on disk or in logs."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._kept: OrderedDict[tuple[str, str], Any | None] = OrderedDict()
+        self._lock = threading.Lock()  # called from worker threads
+        self.computed = 0  # how many were computed (not found here): for tests and sizing
+
+    def get(self, key: tuple[str, str], compute: Callable[[], Any | None]) -> Any | None:
+        """The embedding under ``key`` (a document's id and sha256), computing it with
+        ``compute`` the first time. Blocking: run it in a thread. Two first asks at once
+        may both compute it (the same value): rarer and cheaper than making one wait."""
+        with self._lock:
+            if key in self._kept:
+                self._kept.move_to_end(key)
+                return self._kept[key]
+        value = compute()
+        with self._lock:
+            self.computed += 1
+            self._kept[key] = value
+            while len(self._kept) > self.limit:
+                self._kept.popitem(last=False)
+        return value
 
 
 def _reduced(pixels: Any, factor: int) -> Any:
