@@ -11,6 +11,7 @@ import contextlib
 import fractions
 import io
 import json
+import random
 import re
 import sys
 import time
@@ -468,15 +469,23 @@ async def join_queue(http: aiohttp.ClientSession, headers: dict[str, str]) -> No
             raise RuntimeError(f"queue refused: {r.status} {await r.text()}")
 
 
-async def witness_login(http: aiohttp.ClientSession, username: str) -> None:
-    async with http.get("/staff/login", headers={"Accept": "text/html"}) as r:
-        token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text())
-    if token is None:
-        raise RuntimeError("no CSRF token on the login page")
-    form = {"username": username, "password": PASSWORD, "csrf_token": token[1]}
-    async with http.post("/staff/login", data=form, allow_redirects=False) as r:
-        if r.status != 302:
-            raise RuntimeError(f"witness login failed: {r.status}")
+async def witness_login(http: aiohttp.ClientSession, username: str, attempts: int = 10) -> None:
+    """Log in at the desk's form. A 503 (``login_busy``: the server bounds how many
+    password hashes run at once, and a soak's witnesses all log in together) is tried
+    again after its Retry-After, as the page tells a person to."""
+    for attempt in range(attempts):
+        async with http.get("/staff/login", headers={"Accept": "text/html"}) as r:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', await r.text())
+        if token is None:
+            raise RuntimeError("no CSRF token on the login page")
+        form = {"username": username, "password": PASSWORD, "csrf_token": token[1]}
+        async with http.post("/staff/login", data=form, allow_redirects=False) as r:
+            if r.status == 302:
+                return
+            if r.status != 503 or attempt == attempts - 1:
+                raise RuntimeError(f"witness login failed: {r.status}")
+            wait = float(r.headers.get("Retry-After", "1"))
+        await asyncio.sleep(wait * (1 + random.random()))
 
 
 async def run_script(witness: Party) -> None:
