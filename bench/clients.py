@@ -485,7 +485,7 @@ async def witness_login(http: aiohttp.ClientSession, username: str, attempts: in
             if r.status != 503 or attempt == attempts - 1:
                 raise RuntimeError(f"witness login failed: {r.status}")
             wait = float(r.headers.get("Retry-After", "1"))
-        await asyncio.sleep(wait * (1 + random.random()))
+        await asyncio.sleep(wait * (1 + random.random()))  # noqa: S311 (jitter, not a secret)
 
 
 async def run_script(witness: Party) -> None:
