@@ -343,11 +343,12 @@ format = "text"
         from server.store.models import SessionEvent
 
         engine = make_engine(self.database_url)
+        sessionmaker = make_sessionmaker(engine)
         deadline = time.monotonic() + limit
         seen, changed = -1, time.monotonic()
         try:
             while True:
-                async with make_sessionmaker(engine)() as s:
+                async with sessionmaker() as s:
                     count = await s.scalar(
                         select(func.count()).where(SessionEvent.kind == "face.scored")
                     )
