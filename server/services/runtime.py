@@ -51,7 +51,6 @@ from server.services.intake.decode_budget import DecodeBudget
 from server.services.intake.images import ImageLimits
 from server.services.intake.network_check import NetworkChecks
 from server.services.loop_probe import LoopLagProbe
-from server.services.oneway.analysis import close_embedder
 from server.services.oneway.service import OneWay, default_analyzer_factory
 from server.services.pairing.dispatcher import Dispatcher
 from server.services.pairing.placement import Placer
@@ -444,7 +443,6 @@ async def open_runtime(config: Config) -> AsyncIterator[Runtime]:
         await network_checks.close()
         await oneway.close_all()
         await media.close_all()
-        await asyncio.to_thread(close_embedder)
         await accounts.close()
         await queue.close()
         await registry.close()

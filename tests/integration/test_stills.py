@@ -26,6 +26,7 @@ from sqlalchemy import select
 from server.app import create_app
 from server.http.keys import RUNTIME
 from server.media.session import STILL_TIMEOUT
+from server.services.witnessing import face
 from server.store.models import Document, SessionEvent, Still, WitnessSession
 from tests.call_flow import FAST_PAIRING, end_call, paired
 from tests.helpers import wait_for
@@ -255,9 +256,18 @@ async def test_the_automatic_still_waits_for_the_witness_to_be_on_the_call(
     assert [s.kind for s in stills] == ["auto"]
 
 
-async def test_face_score_embeds_each_reference_once_per_call(kclient: Any) -> None:
+async def test_face_score_embeds_each_reference_once_per_call(
+    kclient: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A17.3: with a face in the still, the score gives each reference's distance; the
-    references (the ID image, the intake photo) are embedded once, not at every still."""
+    references (the ID image, the intake photo) are embedded once, not at every still;
+    and all in the embedding process, never in the server's (where dlib's ~140 ms holding
+    the GIL would stall every call's media)."""
+
+    def not_here(*_: Any) -> None:
+        raise AssertionError("embedded in the server process")
+
+    monkeypatch.setattr(face.FaceMatcher, "embedding", not_here)
     rt = kclient.app[RUNTIME]
     sid, witness, investor, extra = await _call(kclient)
     await witness.start_media()

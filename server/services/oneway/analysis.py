@@ -15,7 +15,7 @@ A thread keeps the event loop free only while its work lets go of the GIL. Measu
 here: decoding, dlib's detector and landmarks and the VAD do (a thread detecting faces
 non-stop delays the loop's timers by ≤ 9 ms); dlib's embedding network does not (~140 ms
 holding it: the loop stalled 140–220 ms once a second). So embeddings are computed in a
-process of their own (``_in_embedder``), which the worker thread waits for.
+process of their own (``face.in_embedder``), which the worker thread waits for.
 
 dlib, its models and silero's VAD come with the optional ``face`` extra; without them the
 analyzer cannot be built (``OneWayUnavailable``) and one-way mode is unavailable.
@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import concurrent.futures
-import concurrent.futures.process
 import importlib.util
 import io
 import logging
 import math
-import multiprocessing
 import threading
 import time
 from array import array
@@ -51,8 +48,10 @@ from server.domain.voice_sample import VoiceSample
 from server.media.codecs import VIDEO_CODECS, VideoCodec
 from server.services.witnessing.face import (
     FaceMatcher,
+    close_embedder,
     embed_chip_here,
-    embedding_here,
+    embed_image,
+    in_embedder,
     shared_matcher,
 )
 
@@ -89,12 +88,6 @@ AUDIO_REANCHOR_MS = 250
 CLIP_LEVEL = 0.999
 # Frame arrival times kept for the frame-rate check (A18.5): ~1.8 h at 30 fps.
 MAX_FRAME_TIMES = 200_000
-# dlib's embedding network holds the GIL for its whole ~140 ms: in a thread it would
-# stall the event loop, and with it every call's media, each time. It runs in a process
-# of its own (one per server process, shared by its attempts; ~150 ms an embedding, so
-# one keeps up with ~6 attempts embedding once a second).
-EMBED_PROCESSES = 1
-EMBED_TIMEOUT_S = 30.0  # the first one waits for the process to load the models
 
 _CODECS: dict[str, VideoCodec] = {
     **{codec.name.lower(): codec for codec in VIDEO_CODECS},
@@ -155,60 +148,12 @@ def load_models() -> FaceMatcher:
     return matcher
 
 
-_embedder_lock = threading.Lock()
-_embedder: list[concurrent.futures.ProcessPoolExecutor] = []
-
-
 def _embed_elsewhere(chip: Any) -> Any:
     """The embedding of an aligned face, computed in the embedding process (blocking;
     waiting releases the GIL)."""
     import numpy as np
 
-    return np.array(_in_embedder(embed_chip_here, chip))
-
-
-def embed_image(image_bytes: bytes) -> Any | None:
-    """``FaceMatcher.embedding`` (the largest face's embedding of a JPEG/PNG, None without
-    a face) computed in the embedding process: for A18.4's comparison of the stills with
-    the ID photo without stalling the event loop ~150 ms a picture. Blocking: run it in
-    a thread."""
-    import numpy as np
-
-    vector = _in_embedder(embedding_here, image_bytes)
-    return None if vector is None else np.array(vector)
-
-
-def _in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
-    """``job(arg)`` in the embedding process. Starts the process on first use, and again
-    if it died."""
-    with _embedder_lock:
-        if not _embedder:
-            # spawn: forking a process that runs threads and an event loop is unsafe. (A
-            # spawned child imports the parent's main module: server/__main__.py guards
-            # its work behind ``if __name__ == "__main__"``, as any launcher must.)
-            _embedder.append(
-                concurrent.futures.ProcessPoolExecutor(
-                    EMBED_PROCESSES, mp_context=multiprocessing.get_context("spawn")
-                )
-            )
-        pool = _embedder[0]
-    try:
-        return pool.submit(job, arg).result(timeout=EMBED_TIMEOUT_S)
-    except concurrent.futures.process.BrokenProcessPool:
-        with _embedder_lock:
-            if _embedder and _embedder[0] is pool:
-                _embedder.clear()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-
-
-def close_embedder() -> None:
-    """Stops the embedding process (at shutdown; blocking). It starts again if needed."""
-    with _embedder_lock:
-        pools = list(_embedder)
-        _embedder.clear()
-    for pool in pools:
-        pool.shutdown(wait=True, cancel_futures=True)
+    return np.array(in_embedder(embed_chip_here, chip))
 
 
 def frontality(pose: FacePose) -> float:

@@ -42,10 +42,10 @@ from server.services.pairing.placement import Placer, session_channel
 from server.services.service_requests import service_view
 from server.services.witnessing.face import (
     SAME_PERSON_BELOW,
-    FaceMatcher,
     ReferenceEmbeddings,
+    embed_image,
+    embedder_available,
     embedding_distance,
-    shared_matcher,
 )
 from server.store.db import reading
 from server.store.models import SessionEvent, Staff, Still, WitnessSession, utcnow
@@ -76,11 +76,14 @@ def disclosure_card(staff: Staff, agency: AgencyConfig) -> dict[str, Any]:
     }
 
 
-def _embed_file(matcher: FaceMatcher, path: Path) -> Any | None:
-    # The upsampled search for small faces for stills too: a still is as large as the
-    # video, which a poor link brings down to 320×240, where a face is ~100 px wide and
-    # the coarser detection of ``FaceMatcher.measure`` missed it (measured here).
-    return matcher.embedding(path.read_bytes())
+def _embed_file(path: Path) -> Any | None:
+    # In the embedding process: dlib's ~140 ms per picture there holds no lock of this
+    # one, where every call's media on the node runs. (In a thread here, a call's start,
+    # three embeddings with a face, stalled them all for ~0.4 s.) ``embedding`` keeps the
+    # upsampled search for small faces for stills: a still is as large as the video,
+    # which a poor link brings down to 320×240, where a face is ~100 px wide and the
+    # coarser detection of ``FaceMatcher.measure`` missed it (measured here).
+    return embed_image(path.read_bytes())
 
 
 class Witnessing:
@@ -99,9 +102,9 @@ class Witnessing:
         self.on_verdict = on_verdict
         self.files_root = files_root
         self._face_aid = face_aid
-        self._matcher: FaceMatcher | None = None
-        self._matcher_tried = False
-        self._matcher_lock = asyncio.Lock()
+        self._face_available = False
+        self._face_tried = False
+        self._face_lock = asyncio.Lock()
         self.references = ReferenceEmbeddings()
         self._scoring: set[asyncio.Task[None]] = set()
         self.db = placer.pairing.db
@@ -261,17 +264,22 @@ class Witnessing:
             )
         return self.state_message(progress)
 
-    async def _face_matcher(self) -> FaceMatcher | None:
-        async with self._matcher_lock:
-            if not self._matcher_tried and self._face_aid:
-                self._matcher_tried = True
-                self._matcher = await asyncio.to_thread(shared_matcher)
-        return self._matcher
+    async def _face_aid_ready(self) -> bool:
+        async with self._face_lock:
+            if not self._face_tried and self._face_aid:
+                self._face_tried = True
+                try:
+                    self._face_available = await asyncio.to_thread(embedder_available)
+                except Exception:
+                    # The process did not start or died loading the models: no scores
+                    # (the desk shows none); the witness compares by eye, as ever.
+                    log.warning("face comparison aid unavailable", exc_info=True)
+        return self._face_available
 
     async def warm_up(self) -> None:
-        """Load the face aid now, before any call: its first load stalls the event loop
-        (see ``face.shared_matcher``), which at a call's start cost the recordings audio."""
-        await self._face_matcher()
+        """Start the face aid now, before any call: the embedding process and its models
+        (~1.5 s of CPU, in that process), so a call's first still need not wait for them."""
+        await self._face_aid_ready()
 
     async def take_still(
         self, *, session_id: str, staff_id: int, media: MediaSession
@@ -317,8 +325,7 @@ class Witnessing:
     ) -> dict[str, Any] | None:
         """Advice for the face comparison (A17.3): the distance between the live still and
         the ID image and intake photo. None without the optional ``face`` extra."""
-        matcher = await self._face_matcher()
-        if matcher is None:
+        if not await self._face_aid_ready():
             return None
         async with reading(self.db) as tx:
             witness_session = await tx.get(WitnessSession, session_id)
@@ -330,9 +337,8 @@ class Witnessing:
         still_path = self.files_root / still_row.path
         # Each picture is embedded once: the still once, not once per reference, and each
         # reference once, not at every still (cached). Before, every still cost four
-        # embeddings (measured here: 0.58 s of CPU without a face, ~1 s with one), much
-        # of it holding the GIL, so stalling every call's media on the node.
-        live = await asyncio.to_thread(_embed_file, matcher, still_path)
+        # embeddings (measured here: 0.58 s of CPU without a face, ~1 s with one).
+        live = await asyncio.to_thread(_embed_file, still_path)
         scores: dict[str, float | None] = {}
         for doc in references:
             if live is None:
@@ -343,7 +349,7 @@ class Witnessing:
             reference = await asyncio.to_thread(
                 self.references.get,
                 (doc.id, doc.sha256),
-                functools.partial(_embed_file, matcher, self.files_root / doc.path),
+                functools.partial(_embed_file, self.files_root / doc.path),
             )
             scores[doc.kind] = embedding_distance(live, reference)
         found = [v for v in scores.values() if v is not None]

@@ -10,9 +10,13 @@ commercial use). The score is advice: the witness decides and records the judgem
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
+import importlib.util
 import io
 import logging
 import math
+import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,6 +38,15 @@ SAME_PERSON_BELOW = 0.5
 # more at up to 640 px (boxes from ~11 % of the width).
 DETECT_WIDTH = 320
 FALLBACK_WIDTH = 640
+
+# dlib's embedding network holds the GIL for its whole ~140 ms: in a thread of the server
+# it stalls the event loop, and with it every call's media on the node, each time. So the
+# server's embeddings are computed in a process of its own (``in_embedder``): one per
+# server process, shared by the two-way face score (A17.3) and the one-way analysis
+# (A18.3, A18.4). ~150 ms an embedding: one keeps up with ~6 one-way attempts embedding
+# once a second, or a call starting every ~0.5 s (three embeddings at its first still).
+EMBED_PROCESSES = 1
+EMBED_TIMEOUT_S = 30.0  # the first one waits for the process to load the models
 
 
 @dataclass(frozen=True)
@@ -212,6 +225,12 @@ def embed_chip_here(chip: Any) -> list[float]:
     return [float(v) for v in matcher.embed_chip(chip)]
 
 
+def available_here(_: object = None) -> bool:
+    """Whether this process has the face models (loading them if not yet): run in the
+    embedding process by ``embedder_available``."""
+    return shared_matcher() is not None
+
+
 def embedding_here(image_bytes: bytes) -> list[float] | None:
     """``FaceMatcher.embedding`` with this process's matcher, as a plain list (None: no
     face): for a process pool, where the GIL it holds stalls no event loop."""
@@ -246,3 +265,67 @@ def load_matcher() -> FaceMatcher | None:
     except RuntimeError as exc:  # a model file missing or unreadable
         log.warning("face comparison aid unavailable: %s", exc)
         return None
+
+
+_embedder_lock = threading.Lock()
+_embedder: list[concurrent.futures.ProcessPoolExecutor] = []
+
+
+def in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
+    """``job(arg)`` in the embedding process (blocking; waiting lets go of the GIL).
+    Starts the process on first use, and again if it died.
+
+    The process outlives the application that started it: it is stopped at interpreter
+    exit (concurrent.futures joins its pools then) or by ``close_embedder``. Starting one
+    costs ~1.5 s of CPU (importing dlib and numpy, loading the models), which an
+    application started and stopped many times in one process (the tests) would pay at
+    every start."""
+    with _embedder_lock:
+        if not _embedder:
+            # spawn: forking a process that runs threads and an event loop is unsafe. (A
+            # spawned child imports the parent's main module: server/__main__.py guards
+            # its work behind ``if __name__ == "__main__"``, as any launcher must.)
+            _embedder.append(
+                concurrent.futures.ProcessPoolExecutor(
+                    EMBED_PROCESSES, mp_context=multiprocessing.get_context("spawn")
+                )
+            )
+        pool = _embedder[0]
+    try:
+        return pool.submit(job, arg).result(timeout=EMBED_TIMEOUT_S)
+    except concurrent.futures.process.BrokenProcessPool:
+        with _embedder_lock:
+            if _embedder and _embedder[0] is pool:
+                _embedder.clear()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
+def close_embedder() -> None:
+    """Stops the embedding process (blocking). It starts again if needed."""
+    with _embedder_lock:
+        pools = list(_embedder)
+        _embedder.clear()
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def embedder_available() -> bool:
+    """Whether the face aid can run: the ``face`` extra installed and its models loaded
+    in the embedding process (started here if need be; blocking, ~1.5 s the first time,
+    none of it holding this process's GIL). False without the extra, without spawning."""
+    if importlib.util.find_spec("dlib") is None:
+        log.info("face comparison aid not installed (pip install -e '.[face]')")
+        return False
+    return bool(in_embedder(available_here, None))
+
+
+def embed_image(image_bytes: bytes) -> Any | None:
+    """``FaceMatcher.embedding`` (the largest face's embedding of a JPEG/PNG, None without
+    a face) computed in the embedding process, so that ~150 ms of dlib holding the GIL
+    stalls no event loop. Blocking: run it in a thread. RuntimeError (from the process)
+    without the models."""
+    import numpy as np
+
+    vector = in_embedder(embedding_here, image_bytes)
+    return None if vector is None else np.array(vector)
