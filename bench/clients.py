@@ -11,11 +11,13 @@ import contextlib
 import fractions
 import io
 import json
+import math
 import random
 import re
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -53,8 +55,37 @@ def identity(n: int) -> Identity:
 
 
 # ── pre-encoded media ──────────────────────────────────────────────────────────────────
-def encode_clip(seconds: int = 2) -> tuple[list[bytes], list[bytes]]:
-    """A looping clip: VP8 frames (first is a keyframe) and 20 ms Opus frames."""
+FACE_PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "astronaut-face.jpg"
+
+
+def _ramp(i: int) -> bytes:
+    """The luma of frame ``i`` of the plain clip: a moving diagonal ramp with some
+    texture, for a realistic-ish bitrate."""
+    row = bytes((x * 3 + i * 11 + (x * 7919 % 13)) % 256 for x in range(WIDTH + HEIGHT))
+    return b"".join(row[y : y + WIDTH] for y in range(HEIGHT))
+
+
+def _face_frames(count: int) -> list[Any]:
+    """``count`` pictures of the test portrait (240 px, drifting a little, as a sitter
+    does) before the plain clip's moving ramp: what the face aid finds a face in
+    (``--face``), at about the plain clip's bitrate."""
+    from PIL import Image
+
+    with Image.open(FACE_PHOTO) as img:
+        portrait = img.convert("RGB").resize((240, 240))
+    frames = []
+    for i in range(count):
+        canvas = Image.frombytes("L", (WIDTH, HEIGHT), _ramp(i)).convert("RGB")
+        drift = round(12 * math.sin(2 * math.pi * i / count))
+        canvas.paste(portrait, ((WIDTH - 240) // 2 + drift, (HEIGHT - 240) // 2))
+        frames.append(av.VideoFrame.from_image(canvas).reformat(format="yuv420p"))
+    return frames
+
+
+def encode_clip(seconds: int = 2, *, face: bool = False) -> tuple[list[bytes], list[bytes]]:
+    """A looping clip: VP8 frames (first is a keyframe) and 20 ms Opus frames. ``face``:
+    the video shows a face (the test portrait), so every still the server takes is
+    scored against the ID image and intake photo for real (A17.3)."""
     enc = av.CodecContext.create("libvpx", "w")
     enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"  # type: ignore[attr-defined]
     enc.time_base = fractions.Fraction(1, FPS)
@@ -62,13 +93,15 @@ def encode_clip(seconds: int = 2) -> tuple[list[bytes], list[bytes]]:
     enc.bit_rate = 600_000
     enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
     video: list[bytes] = []
+    faces = _face_frames(seconds * FPS) if face else []
     for i in range(seconds * FPS):
-        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-        # A moving diagonal ramp with some texture: a realistic-ish bitrate.
-        row = bytes((x * 3 + i * 11 + (x * 7919 % 13)) % 256 for x in range(WIDTH + HEIGHT))
-        frame.planes[0].update(b"".join(row[y : y + WIDTH] for y in range(HEIGHT)))
-        for plane in frame.planes[1:]:
-            plane.update(bytes([128 + (i % 20)]) * plane.buffer_size)
+        if face:
+            frame = faces[i]
+        else:
+            frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+            frame.planes[0].update(_ramp(i))
+            for plane in frame.planes[1:]:
+                plane.update(bytes([128 + (i % 20)]) * plane.buffer_size)
         frame.pts = i
         frame.time_base = enc.time_base
         if i == 0:
@@ -409,16 +442,24 @@ async def next_message(
                 raise ServerError(kind, data)
 
 
-def _jpeg() -> bytes:
+def _jpeg(face: bool = False) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.new("RGB", (800, 500), "#3a6").save(buf, "JPEG")
+    picture = Image.new("RGB", (800, 500), "#3a6")
+    if face:  # the ID's photo, where an ID card has it
+        with Image.open(FACE_PHOTO) as img:
+            picture.paste(img.convert("RGB").resize((260, 260)), (500, 120))
+    picture.save(buf, "JPEG")
     return buf.getvalue()
 
 
-async def investor_ready(http: aiohttp.ClientSession, who: Identity) -> dict[str, str]:
-    """Intake up to identity_verified; returns the headers for further investor calls."""
+async def investor_ready(
+    http: aiohttp.ClientSession, who: Identity, *, face: bool = False
+) -> dict[str, str]:
+    """Intake up to identity_verified; returns the headers for further investor calls.
+    ``face``: the ID image and the intake photo show the face ``encode_clip(face=True)``
+    does."""
     api = "/api/v1/investor"
     async with http.post(f"{api}/otp", json={"phone": who.phone}) as r:
         body = await r.json()
@@ -440,7 +481,8 @@ async def investor_ready(http: aiohttp.ClientSession, who: Identity) -> dict[str
             raise RuntimeError(f"identity refused: {r.status} {await r.text()}")
     for kind in ("id_front", "id_back", "frontal_photo"):
         hdr = {**h, "Content-Type": "image/jpeg"}
-        async with http.put(f"{api}/application/documents/{kind}", data=_jpeg(), headers=hdr) as r:
+        picture = _jpeg(face and kind != "id_back")
+        async with http.put(f"{api}/application/documents/{kind}", data=picture, headers=hdr) as r:
             if r.status != 200:
                 raise RuntimeError(f"{kind} refused: {r.status} {await r.text()}")
     async with http.get(f"{api}/questionnaire") as r:

@@ -451,6 +451,7 @@ class ClientSpec:
     total_slots: int = 0
     per_slot: int = 0  # soak: identities each slot may use
     light: bool = True  # bench/light.py parties (False: full aiortc clients)
+    face: bool = False  # the video and the ID images show a face (the face aid works)
 
 
 def _client_process(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
@@ -476,7 +477,7 @@ def _http(base: str) -> aiohttp.ClientSession:
 
 
 async def _clients(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
-    clip = encode_clip()
+    clip = encode_clip(face=spec.face)
     if spec.mode == "soak":
         await _soak(spec, out, go, clip)
         return
@@ -487,7 +488,7 @@ async def _clients(spec: ClientSpec, out: Any, go: Any, stop: Any) -> None:
         for slot in spec.slots:
             inv, wit = _http(spec.base), _http(spec.base)
             https += [inv, wit]
-            headers = await investor_ready(inv, identity(slot))
+            headers = await investor_ready(inv, identity(slot), face=spec.face)
             await witness_login(wit, spec.witnesses[slot])
             wit_ws = await wit.ws_connect("/ws/witness")
             await wit_ws.send_json({"type": "ready"})
@@ -613,7 +614,7 @@ async def _soak(spec: ClientSpec, out: Any, go: Any, clip: tuple[list[bytes], li
             record: dict[str, Any] = {"slot": slot, "ok": False}
             try:
                 async with _http(spec.base) as http:
-                    headers = await investor_ready(http, who)
+                    headers = await investor_ready(http, who, face=spec.face)
                     async with http.ws_connect("/ws/investor") as ws:
                         joined = time.monotonic()
                         await join_queue(http, headers)
@@ -723,6 +724,7 @@ async def run_case(case: Case, args: argparse.Namespace, use_cluster: bool) -> d
                 args.stagger,
                 total_slots=case.sessions,
                 light=args.clients == "light",
+                face=args.face,
             )
             for part in _split(list(range(case.sessions)), args.client_processes)
         ]
@@ -886,6 +888,7 @@ async def run_soak(args: argparse.Namespace, use_cluster: bool, workers: int) ->
                 total_slots=len(slots),
                 per_slot=per_slot,
                 light=args.clients == "light",
+                face=args.face,
             )
             for part in _split(slots, args.client_processes)
         ]
@@ -1158,6 +1161,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " another machine)",
     )
     parser.add_argument("--embedded", action="store_true", help="SQLite + memory queue, 1 process")
+    parser.add_argument(
+        "--face",
+        action="store_true",
+        help="the clients' video and ID images show a face, so the face aid (A17.3) scores"
+        " each call's first still for real (three dlib embeddings); without it they show"
+        " none and the score is cheap",
+    )
     parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: none)")
     parser.add_argument("--soak-concurrency", type=int, default=4)
     parser.add_argument("--session-seconds", type=float, default=20.0, help="soak call length")
