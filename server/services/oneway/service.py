@@ -31,6 +31,7 @@ from server.services.applications import get_application
 from server.services.intake.steps import active_documents
 from server.services.oneway import analysis, attempts
 from server.services.oneway.director import Analyzer, Director, Outcome
+from server.services.witnessing.face import embedding_distance
 from server.services.witnessing.media_manager import MediaManager
 from server.store.models import OneWayAttempt, WitnessSession
 
@@ -56,7 +57,8 @@ def compare_faces(
         if ref is None or not live:
             distances[kind] = None
             continue
-        distances[kind] = round(min(float(((e - ref) ** 2).sum() ** 0.5) for e in live), 4)
+        each = [embedding_distance(e, ref) for e in live]
+        distances[kind] = round(min(d for d in each if d is not None), 4)
     comparable = bool(live) and distances.get("id_front") is not None
     found = [d for d in distances.values() if d is not None]
     passed = comparable and all(d <= threshold for d in found)
