@@ -30,6 +30,9 @@ from tests.server_config import make_config
 SEQUENCE = ["turn_left", "nod", "turn_right"]
 WRONG = "liveness_wrong_movement"
 # Performs SEQUENCE in order, from and back to neutral, and loops (as a fake camera does).
+# Then faces the camera long enough for the 8 s statement however long the comparison
+# before it takes: it took 1 s here alone, 4.4 s in a loaded CI run, where a 6 s tail put
+# the loop's next turn into the statement (frontal share 0.775 < 0.8, a failed take).
 PERFORMS: list[tuple[Pose, float]] = [
     (NEUTRAL, 3.0),
     (TURN_LEFT, 1.6),
@@ -37,7 +40,7 @@ PERFORMS: list[tuple[Pose, float]] = [
     (NOD, 1.6),
     (NEUTRAL, 1.6),
     (TURN_RIGHT, 1.6),
-    (NEUTRAL, 6.0),
+    (NEUTRAL, 18.0),
 ]
 
 
