@@ -5,6 +5,8 @@ with scikit-image), cropped."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -83,3 +85,48 @@ def test_reference_embeddings_are_computed_once_and_bounded() -> None:
     assert calls == ["a", "b", "c", "b"]
     # Another upload under the same document id is another picture.
     assert cache.get(("a", "sha-a2"), lambda: compute("a2", [4.0])) == [4.0]
+
+
+# A server process that ends without running its exit handlers (killed, or os._exit as
+# pytest-xdist's workers end): its embedding process must not outlive it.
+_ENDS_ABRUPTLY = """
+import os
+from server.services.witnessing import face
+assert face.in_embedder(abs, -1) == 1
+print(*[p.pid for p in face._embedder[0]._processes.values()], flush=True)
+os._exit(0)
+"""
+
+
+def test_the_embedding_process_ends_with_the_server_process(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    # Into a file, not a pipe: a process left behind would hold a pipe open.
+    out = tmp_path / "pids"
+    with out.open("w") as sink:
+        subprocess.run(
+            [sys.executable, "-c", _ENDS_ABRUPTLY],
+            stdout=sink,
+            cwd=root,
+            timeout=60,
+            check=True,
+        )
+    pids = [int(p) for p in out.read_text().split()]
+    assert len(pids) == face.EMBED_PROCESSES
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]
+        time.sleep(0.1)
+    for pid in alive:  # not left to the rest of the run either
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], "the embedding process outlived the server process"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False

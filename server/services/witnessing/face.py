@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import multiprocessing
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -276,10 +277,11 @@ def in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
     Starts the process on first use, and again if it died.
 
     The process outlives the application that started it: it is stopped at interpreter
-    exit (concurrent.futures joins its pools then) or by ``close_embedder``. Starting one
-    costs ~1.5 s of CPU (importing dlib and numpy, loading the models), which an
-    application started and stopped many times in one process (the tests) would pay at
-    every start."""
+    exit (concurrent.futures joins its pools then) or by ``close_embedder``, and ends by
+    itself when the server process is gone without either (``_exit_with_parent``).
+    Starting one costs ~1.5 s of CPU (importing dlib and numpy, loading the models),
+    which an application started and stopped many times in one process (the tests)
+    would pay at every start."""
     with _embedder_lock:
         if not _embedder:
             # spawn: forking a process that runs threads and an event loop is unsafe. (A
@@ -287,7 +289,9 @@ def in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
             # its work behind ``if __name__ == "__main__"``, as any launcher must.)
             _embedder.append(
                 concurrent.futures.ProcessPoolExecutor(
-                    EMBED_PROCESSES, mp_context=multiprocessing.get_context("spawn")
+                    EMBED_PROCESSES,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent,
                 )
             )
         pool = _embedder[0]
@@ -299,6 +303,22 @@ def in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
                 _embedder.clear()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
+
+
+def _exit_with_parent() -> None:
+    """In the embedding process: exit when the server process is gone. A pool's worker
+    waits on a queue whose writing end it holds itself, so it never sees its parent die:
+    a server killed (SIGKILL, OOM) or ended by ``os._exit`` (pytest-xdist's workers do)
+    would leave it behind, ~90 MB each, for ever (seen here after test runs)."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's end of its sentinel pipe closes
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def close_embedder() -> None:
