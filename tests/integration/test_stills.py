@@ -298,4 +298,5 @@ async def test_face_score_embeds_each_reference_once_per_call(
         assert set(score["distances"]) == {"id_front", "frontal_photo"}
         assert all(d < score["threshold"] for d in score["distances"].values())
     assert rt.witnessing.references.computed == computed + 2
+    assert face.embedder_pids(face.ADVICE)  # the advice lane's process, at its priority
     await end_call(kclient, sid, [witness, investor], extra)

@@ -41,6 +41,7 @@ from server.services.intake.steps import ID_CONTEXT, active_documents
 from server.services.pairing.placement import Placer, session_channel
 from server.services.service_requests import service_view
 from server.services.witnessing.face import (
+    ADVICE,
     SAME_PERSON_BELOW,
     ReferenceEmbeddings,
     embed_image,
@@ -77,13 +78,14 @@ def disclosure_card(staff: Staff, agency: AgencyConfig) -> dict[str, Any]:
 
 
 def _embed_file(path: Path) -> Any | None:
-    # In the embedding process: dlib's ~140 ms per picture there holds no lock of this
-    # one, where every call's media on the node runs. (In a thread here, a call's start,
-    # three embeddings with a face, stalled them all for ~0.4 s.) ``embedding`` keeps the
+    # In the advice lane's embedding process (``face.ADVICE``, at a lower priority):
+    # dlib's ~140 ms per picture there holds no lock of this one, where every call's
+    # media on the node runs. (In a thread here, a call's start, three embeddings with
+    # a face, stalled them all for ~0.4 s.) ``embedding`` keeps the
     # upsampled search for small faces for stills: a still is as large as the video,
     # which a poor link brings down to 320×240, where a face is ~100 px wide and the
     # coarser detection of ``FaceMatcher.measure`` missed it (measured here).
-    return embed_image(path.read_bytes())
+    return embed_image(path.read_bytes(), lane=ADVICE)
 
 
 class Witnessing:

@@ -43,19 +43,24 @@ FALLBACK_WIDTH = 640
 
 # dlib's embedding network holds the GIL for its whole ~140 ms: in a thread of the server
 # it stalls the event loop, and with it every call's media on the node, each time. So the
-# server's embeddings are computed in a process of its own (``in_embedder``): one per
-# server process, shared by the two-way face score (A17.3) and the one-way analysis
-# (A18.3, A18.4). ~150 ms an embedding: one keeps up with ~6 one-way attempts embedding
-# once a second, or a call starting every ~0.5 s (three embeddings at its first still).
-EMBED_PROCESSES = 1
+# server's embeddings are computed in processes of their own (``in_embedder``), one per
+# lane and server process, started on first use:
+# - CHECKS: the one-way checks (A18.3, A18.4), at the server's priority: an attempt waits
+#   for its comparison, and a check that times out fails the attempt. ~150 ms an
+#   embedding: one keeps up with ~6 attempts embedding once a second.
+# - ADVICE: the two-way face score (A17.3), at a lower priority (a nice value
+#   ``ADVICE_NICE`` higher): the advice can come seconds later, a call's packets cannot.
+#   At the server's priority, 24 calls starting within 7 s with faces (~0.9 CPU s each
+#   for their first still) took the cores from the media on the same box: 3 % of the
+#   frames lost, against none in a thread of the server (measured here, bench.load
+#   --face); at nice +10 none. In a lane of its own so that a burst of calls starting
+#   never queues in front of an attempt's comparison.
+CHECKS = "checks"
+ADVICE = "advice"
+LANE_NICE = {CHECKS: 0, ADVICE: 10}
+ADVICE_NICE = LANE_NICE[ADVICE]
+EMBED_PROCESSES = 1  # per lane
 EMBED_TIMEOUT_S = 30.0  # the first one waits for the process to load the models
-# The embedding process runs at a lower CPU priority (a nice value this much higher than
-# the server's): face advice can come a second later, a call's packets cannot. At normal
-# priority, 24 calls starting within 7 s with faces (~0.9 CPU s each for their first
-# still) took the cores from the media on the same box: 3 % of the frames lost, against
-# none in a thread of the server (measured here, bench.load --face). With it, the
-# embeddings use what the media leave.
-EMBED_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -277,12 +282,12 @@ def load_matcher() -> FaceMatcher | None:
 
 
 _embedder_lock = threading.Lock()
-_embedder: list[concurrent.futures.ProcessPoolExecutor] = []
+_embedders: dict[str, concurrent.futures.ProcessPoolExecutor] = {}
 
 
-def in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
-    """``job(arg)`` in the embedding process (blocking; waiting lets go of the GIL).
-    Starts the process on first use, and again if it died.
+def in_embedder(job: Callable[[Any], Any], arg: Any, *, lane: str = CHECKS) -> Any:
+    """``job(arg)`` in the embedding process of ``lane`` (blocking; waiting lets go of the
+    GIL). Starts the process on first use, and again if it died.
 
     The process outlives the application that started it: it is stopped at interpreter
     exit (concurrent.futures joins its pools then) or by ``close_embedder``, and ends by
@@ -290,33 +295,42 @@ def in_embedder(job: Callable[[Any], Any], arg: Any) -> Any:
     Starting one costs ~1.5 s of CPU (importing dlib and numpy, loading the models),
     which an application started and stopped many times in one process (the tests)
     would pay at every start."""
+    nice = LANE_NICE[lane]  # KeyError: no such lane
     with _embedder_lock:
-        if not _embedder:
+        pool = _embedders.get(lane)
+        if pool is None:
             # spawn: forking a process that runs threads and an event loop is unsafe. (A
             # spawned child imports the parent's main module: server/__main__.py guards
             # its work behind ``if __name__ == "__main__"``, as any launcher must.)
-            _embedder.append(
-                concurrent.futures.ProcessPoolExecutor(
-                    EMBED_PROCESSES,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_embedder_started,
-                )
+            pool = _embedders[lane] = concurrent.futures.ProcessPoolExecutor(
+                EMBED_PROCESSES,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_embedder_started,
+                initargs=(nice,),
             )
-        pool = _embedder[0]
     try:
         return pool.submit(job, arg).result(timeout=EMBED_TIMEOUT_S)
     except concurrent.futures.process.BrokenProcessPool:
         with _embedder_lock:
-            if _embedder and _embedder[0] is pool:
-                _embedder.clear()
+            if _embedders.get(lane) is pool:
+                del _embedders[lane]
         pool.shutdown(wait=False, cancel_futures=True)
         raise
 
 
-def _embedder_started() -> None:
-    """In the embedding process, first: a lower priority, and an exit with the parent."""
-    with contextlib.suppress(OSError):  # a platform without nice(): the same priority
-        os.nice(EMBED_NICE)
+def embedder_pids(lane: str) -> list[int]:
+    """The process ids of ``lane``'s embedding process (none before its first use): for
+    diagnostics and tests."""
+    with _embedder_lock:
+        pool = _embedders.get(lane)
+    return sorted(pool._processes or {}) if pool is not None else []
+
+
+def _embedder_started(nice: int) -> None:
+    """In an embedding process, first: its lane's priority, and an exit with the parent."""
+    if nice:
+        with contextlib.suppress(OSError):  # a platform without nice(): the same priority
+            os.nice(nice)
     _exit_with_parent()
 
 
@@ -337,30 +351,31 @@ def _exit_with_parent() -> None:
 
 
 def close_embedder() -> None:
-    """Stops the embedding process (blocking). It starts again if needed."""
+    """Stops the embedding processes (blocking). They start again if needed."""
     with _embedder_lock:
-        pools = list(_embedder)
-        _embedder.clear()
+        pools = list(_embedders.values())
+        _embedders.clear()
     for pool in pools:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def embedder_available() -> bool:
+def embedder_available(lane: str = ADVICE) -> bool:
     """Whether the face aid can run: the ``face`` extra installed and its models loaded
-    in the embedding process (started here if need be; blocking, ~1.5 s the first time,
-    none of it holding this process's GIL). False without the extra, without spawning."""
+    in ``lane``'s embedding process (started here if need be; blocking, ~1.5 s the first
+    time, none of it holding this process's GIL). False without the extra, without
+    spawning."""
     if importlib.util.find_spec("dlib") is None:
         log.info("face comparison aid not installed (pip install -e '.[face]')")
         return False
-    return bool(in_embedder(available_here, None))
+    return bool(in_embedder(available_here, None, lane=lane))
 
 
-def embed_image(image_bytes: bytes) -> Any | None:
+def embed_image(image_bytes: bytes, *, lane: str = CHECKS) -> Any | None:
     """``FaceMatcher.embedding`` (the largest face's embedding of a JPEG/PNG, None without
-    a face) computed in the embedding process, so that ~150 ms of dlib holding the GIL
-    stalls no event loop. Blocking: run it in a thread. RuntimeError (from the process)
-    without the models."""
+    a face) computed in ``lane``'s embedding process, so that ~150 ms of dlib holding the
+    GIL stalls no event loop. Blocking: run it in a thread. RuntimeError (from the
+    process) without the models."""
     import numpy as np
 
-    vector = in_embedder(embedding_here, image_bytes)
+    vector = in_embedder(embedding_here, image_bytes, lane=lane)
     return None if vector is None else np.array(vector)
