@@ -81,10 +81,10 @@ def _embed_file(path: Path) -> Any | None:
     # In the advice lane's embedding process (``face.ADVICE``, at a lower priority):
     # dlib's ~140 ms per picture there holds no lock of this one, where every call's
     # media on the node runs. (In a thread here, a call's start, three embeddings with
-    # a face, stalled them all for ~0.4 s.) ``embedding`` keeps the
-    # upsampled search for small faces for stills: a still is as large as the video,
-    # which a poor link brings down to 320×240, where a face is ~100 px wide and the
-    # coarser detection of ``FaceMatcher.measure`` missed it (measured here).
+    # a face, stalled them all for ~0.4 s.) ``embedding`` keeps the upsampled search for
+    # small faces for stills: a still is as large as the video, which a poor link brings
+    # down to 320×240, where a face is ~100 px wide and the coarser detection of
+    # ``FaceMatcher.measure`` missed it (measured here).
     return embed_image(path.read_bytes(), lane=ADVICE)
 
 
