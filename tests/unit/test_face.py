@@ -144,3 +144,32 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_job_waiting_past_its_lane_timeout_is_given_up_and_dropped_if_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import concurrent.futures
+    import time
+
+    # A lane of its own: the shared ones stay free for the rest of the run.
+    monkeypatch.setitem(face.LANE_NICE, "busy", 0)
+    monkeypatch.setitem(face.LANE_TIMEOUT_S, "busy", 0.3)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(5) as callers:
+            waits = [
+                callers.submit(face.in_embedder, time.sleep, 1.0, lane="busy") for _ in range(5)
+            ]
+            errors = [w.exception(timeout=30) for w in waits]
+        assert all(isinstance(e, face.EmbedderBusy) for e in errors), errors
+        assert all(isinstance(e, TimeoutError) for e in errors)  # callers catching that
+        # One process, a job at a time: the ones not yet handed to it are dropped, so
+        # the process is not kept busy for 5 s with answers nobody waits for.
+        assert any("dropped" in str(e) for e in errors), errors
+        start = time.monotonic()
+        face._embedders["busy"].shutdown(wait=True)
+        assert time.monotonic() - start < 4.5
+    finally:
+        pool = face._embedders.pop("busy", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)

@@ -43,6 +43,7 @@ from server.services.service_requests import service_view
 from server.services.witnessing.face import (
     ADVICE,
     SAME_PERSON_BELOW,
+    EmbedderBusy,
     ReferenceEmbeddings,
     embed_image,
     embedder_available,
@@ -61,6 +62,10 @@ SCRIPT_KINDS = (
     "face.judged",
 )
 MAX_NOTE = 500
+# After the face aid failed to start (the embedding process died loading the models, or
+# did not answer on a saturated node), the next still tries again after this long: one
+# bad start at boot no longer leaves the desk without scores until a restart.
+FACE_AID_RETRY_S = 60.0
 
 
 def disclosure_card(staff: Staff, agency: AgencyConfig) -> dict[str, Any]:
@@ -105,7 +110,8 @@ class Witnessing:
         self.files_root = files_root
         self._face_aid = face_aid
         self._face_available = False
-        self._face_tried = False
+        # When the aid may be (re)started: 0 = now; None = never (installed or not, known).
+        self._face_retry_at: float | None = 0.0
         self._face_lock = asyncio.Lock()
         self.references = ReferenceEmbeddings()
         self._scoring: set[asyncio.Task[None]] = set()
@@ -267,15 +273,24 @@ class Witnessing:
         return self.state_message(progress)
 
     async def _face_aid_ready(self) -> bool:
+        if not self._face_aid:
+            return False
         async with self._face_lock:
-            if not self._face_tried and self._face_aid:
-                self._face_tried = True
+            now = asyncio.get_running_loop().time()
+            if self._face_retry_at is not None and now >= self._face_retry_at:
                 try:
                     self._face_available = await asyncio.to_thread(embedder_available)
+                    self._face_retry_at = None
                 except Exception:
-                    # The process did not start or died loading the models: no scores
-                    # (the desk shows none); the witness compares by eye, as ever.
-                    log.warning("face comparison aid unavailable", exc_info=True)
+                    # The process did not start, or died loading the models: no scores
+                    # for now (the desk shows none; the witness compares by eye, as
+                    # ever), and another try at a still after FACE_AID_RETRY_S.
+                    self._face_retry_at = now + FACE_AID_RETRY_S
+                    log.warning(
+                        "face comparison aid unavailable; trying again in %.0f s",
+                        FACE_AID_RETRY_S,
+                        exc_info=True,
+                    )
         return self._face_available
 
     async def warm_up(self) -> None:
@@ -311,8 +326,15 @@ class Witnessing:
 
     def _scored(self, task: asyncio.Task[None]) -> None:
         self._scoring.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("face score failed", exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if isinstance(exc, EmbedderBusy):
+            # A node too busy for advice, not a fault: the desk keeps "no score yet", the
+            # witness compares by eye, and the next still is scored as usual.
+            log.warning("face score skipped: %s", exc)
+        else:
+            log.error("face score failed", exc_info=exc)
 
     async def show_auto_still(self, session_id: str, still: dict[str, Any]) -> None:
         """Issue 17: the still taken automatically at session start reaches the witness's

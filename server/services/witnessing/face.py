@@ -60,7 +60,17 @@ ADVICE = "advice"
 LANE_NICE = {CHECKS: 0, ADVICE: 10}
 ADVICE_NICE = LANE_NICE[ADVICE]
 EMBED_PROCESSES = 1  # per lane
-EMBED_TIMEOUT_S = 30.0  # the first one waits for the process to load the models
+# How long a caller waits for a job, its time in the lane's queue included (the first job
+# also waits for the process to load the models). A one-way check fails its attempt
+# after that. Two-way advice may come late: the A23 risk rules read its distances
+# (``face.scored``), so late beats never. 24 calls with faces starting within 7 s on a
+# saturated 2-core node got their last scores 22 s after the media flowed (measured
+# here, bench.load --face), close to the 30 s that used to apply to both lanes.
+LANE_TIMEOUT_S = {CHECKS: 30.0, ADVICE: 180.0}
+
+
+class EmbedderBusy(TimeoutError):
+    """A job waited for its lane's embedding process longer than the lane allows."""
 
 
 @dataclass(frozen=True)
@@ -308,8 +318,17 @@ def in_embedder(job: Callable[[Any], Any], arg: Any, *, lane: str = CHECKS) -> A
                 initializer=_embedder_started,
                 initargs=(nice,),
             )
+    future = pool.submit(job, arg)
     try:
-        return pool.submit(job, arg).result(timeout=EMBED_TIMEOUT_S)
+        return future.result(timeout=LANE_TIMEOUT_S[lane])
+    except concurrent.futures.TimeoutError:
+        # Nobody waits for the answer any more: a job not yet handed to the process is
+        # dropped, so that a backlog does not grow with work no one will read.
+        dropped = future.cancel()
+        raise EmbedderBusy(
+            f"the {lane} embedding process did not answer within {LANE_TIMEOUT_S[lane]:.0f} s"
+            + (" (the job was dropped from its queue)" if dropped else "")
+        ) from None
     except concurrent.futures.process.BrokenProcessPool:
         with _embedder_lock:
             if _embedders.get(lane) is pool:
