@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import re
 import socket
 from collections.abc import Callable
@@ -89,9 +90,21 @@ def free_port() -> int:
 
 
 def decode_all(path: Path) -> dict[str, int]:
-    """Frames of a recording decoded end to end, by kind."""
-    counts = {"video": 0, "audio": 0}
+    """Frames of a recording decoded end to end, by kind; and the audio decoded, in ms
+    ("audio_ms"), and how long most of its frames are ("audio_frame_ms": one Opus packet
+    decodes to one frame, so that is the packet duration the browser sent)."""
+    counts = {"video": 0, "audio": 0, "audio_ms": 0, "audio_frame_ms": 0}
+    lengths: collections.Counter[int] = collections.Counter()
+    audio_ms = 0.0
     with av.open(str(path)) as container:
         for frame in container.decode(*container.streams.video, *container.streams.audio):
-            counts["video" if isinstance(frame, av.VideoFrame) else "audio"] += 1
+            if isinstance(frame, av.VideoFrame):
+                counts["video"] += 1
+                continue
+            counts["audio"] += 1
+            audio_ms += frame.samples * 1000 / frame.sample_rate
+            lengths[round(frame.samples * 1000 / frame.sample_rate)] += 1
+    counts["audio_ms"] = round(audio_ms)
+    if lengths:
+        counts["audio_frame_ms"] = lengths.most_common(1)[0][0]
     return counts

@@ -146,9 +146,29 @@ class MediaSettings:
     # Issue 21: forward RTP packets as they come (False: assemble frames and packetize
     # them again, the way before; kept as a fallback and for the benchmark's comparison).
     forward_packets: bool = True
+    # Opus audio per packet the browsers are asked for (``a=ptime`` in each answer), ms;
+    # 20 is their default, so nothing is asked then.
+    audio_packet_ms: int = 40
     # Told of the automatic still (session id, the still as stored) once the witness is
     # on the call, so the desk shows it like one it took (A14; issue 17).
     on_auto_still: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+
+
+def with_audio_ptime(sdp: str, ms: int) -> str:
+    """``sdp`` (an answer) asking its reader to send ``ms`` of audio per packet: an
+    ``a=ptime`` line at the end of each audio section. Issue 21: per-packet work is the
+    relay's cost, and audio at the browsers' 20 ms was 2 of every 5 packets. Chromium
+    and Firefox both send Opus at the answer's ptime (measured here: 20 → 40 ms frames,
+    50 → 25 packets a second). Nothing is added at 20 ms, their default, nor where the
+    section already has one."""
+    if ms == 20 or "m=audio" not in sdp:
+        return sdp
+    sections = sdp.split("\r\nm=")
+    for i, section in enumerate(sections):
+        if section.startswith("audio ") and "\r\na=ptime:" not in section:
+            body = section.removesuffix("\r\n")
+            sections[i] = f"{body}\r\na=ptime:{ms}" + section[len(body) :]
+    return "\r\nm=".join(sections)
 
 
 def _codec_preferences(kind: str, video: VideoCodec = VP8) -> list[RTCRtpCodecCapability]:
@@ -476,7 +496,7 @@ class MediaSession:
         await pc.setLocalDescription(answer)
         if self.settings.forward_packets:
             hooks.receive_eagerly(pc)
-        return pc.localDescription.sdp
+        return with_audio_ptime(pc.localDescription.sdp, self.settings.audio_packet_ms)
 
     def _sink(self, leg: Leg, kind: str) -> hooks.WatchedSink:
         def on_frame(codec: str, data: bytes, rtp_ts: int, arrival: hooks.Arrival) -> None:

@@ -126,6 +126,14 @@ def test_media_pipeline_is_passthrough_unless_asked() -> None:
         load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_MEDIA_PIPELINE": "transcode"})
 
 
+def test_audio_packets_are_40_ms_unless_asked() -> None:
+    assert load_config(DEFAULT_CONFIG_PATH, env={}).media.audio_packet_ms == 40
+    cfg = load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_MEDIA_AUDIO_PACKET_MS": "20"})
+    assert cfg.media.audio_packet_ms == 20
+    with pytest.raises(ConfigError, match=r"media\.audio_packet_ms"):
+        load_config(DEFAULT_CONFIG_PATH, env={"WITNESS_MEDIA_AUDIO_PACKET_MS": "30"})
+
+
 def test_sandbox_identities_file_only_with_the_sandbox() -> None:
     env = {
         "WITNESS_IDENTITY_SANDBOX_IDENTITIES_FILE": "people.csv",

@@ -49,6 +49,7 @@ class MediaManager:
             record=config.record,
             keyframe_interval=config.keyframe_interval_seconds,
             max_video_bitrate=config.max_video_kbps * 1000 or None,
+            audio_packet_ms=config.audio_packet_ms,
             forward_packets=config.pipeline == "passthrough",
             on_auto_still=self._auto_still,
         )
