@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import functools
 import io
 import json
 import math
@@ -83,7 +84,8 @@ def _face_frames(count: int) -> list[Any]:
 
 
 def encode_clip(seconds: int = 2, *, face: bool = False) -> tuple[list[bytes], list[bytes]]:
-    """A looping clip: VP8 frames (first is a keyframe) and 20 ms Opus frames. ``face``:
+    """A looping clip: VP8 frames (first is a keyframe) and 20 ms Opus packets (a light
+    party sends ``opus_packets`` of the length the answer asks for instead). ``face``:
     the video shows a face (the test portrait), so every still the server takes is
     scored against the ID image and intake photo for real (A17.3)."""
     enc = av.CodecContext.create("libvpx", "w")
@@ -108,17 +110,26 @@ def encode_clip(seconds: int = 2, *, face: bool = False) -> tuple[list[bytes], l
             frame.pict_type = av.video.frame.PictureType.I  # type: ignore[attr-defined]
         video += [bytes(p) for p in enc.encode(frame)]  # type: ignore[attr-defined]
     video += [bytes(p) for p in enc.encode(None)]  # type: ignore[attr-defined]
+    return video, opus_packets(seconds, 20)
+
+
+@functools.cache
+def opus_packets(seconds: int, packet_ms: int) -> list[bytes]:
+    """``seconds`` of Opus in packets of ``packet_ms`` (20, 40 or 60): what a browser
+    sends when the server's answer asks for that packet length (``a=ptime``)."""
+    samples = 48 * packet_ms
     aenc = av.CodecContext.create("libopus", "w")
     aenc.sample_rate, aenc.layout, aenc.format = 48_000, "mono", "s16"  # type: ignore[attr-defined]
     aenc.time_base = fractions.Fraction(1, 48_000)
+    aenc.options = {"frame_duration": str(packet_ms)}
     audio: list[bytes] = []
-    for i in range(seconds * 50):
-        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
-        frame.planes[0].update(bytes((i * 37 + n) % 7 for n in range(1920)))
-        frame.sample_rate, frame.pts = 48_000, i * 960
+    for i in range(seconds * 1000 // packet_ms):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(bytes((i * 37 + n) % 7 for n in range(2 * samples)))
+        frame.sample_rate, frame.pts = 48_000, i * samples
         frame.time_base = aenc.time_base
         audio += [bytes(p) for p in aenc.encode(frame)]  # type: ignore[attr-defined]
-    return video, audio
+    return audio
 
 
 class PacketTrack(MediaStreamTrack):
@@ -305,6 +316,11 @@ class Party:
         answer = await self.next_of("answer")
         self.stats.answered_at = time.monotonic()
         video_pt, audio_pt = light.payload_types(answer["sdp"])
+        # As a browser does: Opus in packets of the length the answer asks for.
+        packet_ms = light.audio_packet_ms(answer["sdp"])
+        for pump in self._pumps:
+            if pump.kind == "audio" and packet_ms != 20:
+                pump.set_packet_ms(packet_ms, opus_packets(max(1, len(audio) // 50), packet_ms))
         dtls = pc.getTransceivers()[0].sender.transport
         stats = self.stats
 

@@ -146,6 +146,16 @@ def payload_types(sdp: str) -> tuple[int, int]:
     return int(video[1]), int(audio[1])
 
 
+def audio_packet_ms(sdp: str) -> int:
+    """The Opus packet length an SDP answer asks for (``a=ptime`` in its audio section),
+    ms; 20, browsers' default, without one."""
+    for section in sdp.split("\r\nm=")[1:]:
+        if section.startswith("audio "):
+            found = re.search(r"\r\na=ptime:(\d+)", section)
+            return int(found[1]) if found else 20
+    return 20
+
+
 class Pump:
     """Sends one kind of the clip in real time through ``out``, as aiortc's sender
     would send it: a keyframe request makes the next frame the clip's keyframe."""
@@ -162,6 +172,12 @@ class Pump:
         self._seq = random.randrange(0x8000)  # noqa: S311 - RTP numbering, not a secret
         self._ts = random.getrandbits(32)
         self._picture_id = random.randrange(0x8000)  # noqa: S311
+
+    def set_packet_ms(self, packet_ms: int, payloads: list[bytes]) -> None:
+        """Audio: send ``payloads``, Opus packets of ``packet_ms`` each (before ``run``)."""
+        self.payloads = payloads
+        self.interval = packet_ms / 1000
+        self.step = 48 * packet_ms
 
     async def run(self) -> None:
         start: float | None = None
