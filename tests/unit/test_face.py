@@ -8,6 +8,7 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -63,28 +64,31 @@ def test_embedding_distance_needs_two_faces(matcher: face.FaceMatcher) -> None:
     assert face.embedding_distance(reference, None) is None
 
 
-def test_reference_embeddings_are_computed_once_and_bounded() -> None:
+async def test_reference_embeddings_are_computed_once_and_bounded() -> None:
     cache = face.ReferenceEmbeddings(limit=2)
     calls: list[str] = []
 
-    def compute(name: str, value: object) -> object:
-        calls.append(name)
-        return value
+    def compute(name: str, value: object) -> Callable[[], Awaitable[object]]:
+        async def run() -> object:
+            calls.append(name)
+            return value
 
-    assert cache.get(("a", "sha-a"), lambda: compute("a", [1.0])) == [1.0]
-    assert cache.get(("a", "sha-a"), lambda: compute("a", [9.0])) == [1.0]
+        return run
+
+    assert await cache.get(("a", "sha-a"), compute("a", [1.0])) == [1.0]
+    assert await cache.get(("a", "sha-a"), compute("a", [9.0])) == [1.0]
     # A picture without a face is remembered too.
-    assert cache.get(("b", "sha-b"), lambda: compute("b", None)) is None
-    assert cache.get(("b", "sha-b"), lambda: compute("b", [2.0])) is None
+    assert await cache.get(("b", "sha-b"), compute("b", None)) is None
+    assert await cache.get(("b", "sha-b"), compute("b", [2.0])) is None
     assert calls == ["a", "b"] and cache.computed == 2
     # "a" was used last before "c" came: "b" goes, "a" stays.
-    cache.get(("a", "sha-a"), lambda: compute("a", [9.0]))
-    cache.get(("c", "sha-c"), lambda: compute("c", [3.0]))
-    cache.get(("a", "sha-a"), lambda: compute("a", [9.0]))
-    cache.get(("b", "sha-b"), lambda: compute("b", [2.0]))
+    await cache.get(("a", "sha-a"), compute("a", [9.0]))
+    await cache.get(("c", "sha-c"), compute("c", [3.0]))
+    await cache.get(("a", "sha-a"), compute("a", [9.0]))
+    await cache.get(("b", "sha-b"), compute("b", [2.0]))
     assert calls == ["a", "b", "c", "b"]
     # Another upload under the same document id is another picture.
-    assert cache.get(("a", "sha-a2"), lambda: compute("a2", [4.0])) == [4.0]
+    assert await cache.get(("a", "sha-a2"), compute("a2", [4.0])) == [4.0]
 
 
 # A server process that ends without running its exit handlers (killed, or os._exit as
@@ -171,5 +175,30 @@ def test_a_job_waiting_past_its_lane_timeout_is_given_up_and_dropped_if_queued(
         assert time.monotonic() - start < 4.5
     finally:
         pool = face._embedders.pop("busy", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def test_waiting_on_the_event_loop_gives_up_alike_and_holds_no_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import threading
+    import time
+
+    monkeypatch.setitem(face.LANE_NICE, "busy-async", 0)
+    monkeypatch.setitem(face.LANE_TIMEOUT_S, "busy-async", 0.3)
+    try:
+        assert await face.in_embedder_async(abs, -2, lane="busy-async") == 2
+        threads = threading.active_count()
+        waits = [face.in_embedder_async(time.sleep, 1.0, lane="busy-async") for _ in range(8)]
+        errors = await asyncio.gather(*waits, return_exceptions=True)
+        # Eight waits and not one thread more: the default executor stays free for the
+        # stills, the recordings and playback.
+        assert threading.active_count() <= threads
+        assert all(isinstance(e, face.EmbedderBusy) for e in errors), errors
+        assert sum("dropped" in str(e) for e in errors) >= 5, errors
+    finally:
+        pool = face._embedders.pop("busy-async", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)

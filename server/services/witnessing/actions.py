@@ -45,7 +45,7 @@ from server.services.witnessing.face import (
     SAME_PERSON_BELOW,
     EmbedderBusy,
     ReferenceEmbeddings,
-    embed_image,
+    embed_image_async,
     embedder_available,
     embedding_distance,
 )
@@ -82,7 +82,7 @@ def disclosure_card(staff: Staff, agency: AgencyConfig) -> dict[str, Any]:
     }
 
 
-def _embed_file(path: Path) -> Any | None:
+async def _embed_file(path: Path) -> Any | None:
     # In the advice lane's embedding process (``face.ADVICE``, at a lower priority):
     # dlib's ~140 ms per picture there holds no lock of this one, where every call's
     # media on the node runs. (In a thread here, a call's start, three embeddings with
@@ -90,7 +90,11 @@ def _embed_file(path: Path) -> Any | None:
     # small faces for stills: a still is as large as the video, which a poor link brings
     # down to 320×240, where a face is ~100 px wide and the coarser detection of
     # ``FaceMatcher.measure`` missed it (measured here).
-    return embed_image(path.read_bytes(), lane=ADVICE)
+    # The wait for the process holds no thread: behind a burst of calls' starts it can
+    # last seconds, and the default executor's few threads serve the stills, the
+    # recordings' finalization and reviewers' playback.
+    data = await asyncio.to_thread(path.read_bytes)
+    return await embed_image_async(data, lane=ADVICE)
 
 
 class Witnessing:
@@ -362,7 +366,7 @@ class Witnessing:
         # Each picture is embedded once: the still once, not once per reference, and each
         # reference once, not at every still (cached). Before, every still cost four
         # embeddings (measured here: 0.58 s of CPU without a face, ~1 s with one).
-        live = await asyncio.to_thread(_embed_file, still_path)
+        live = await _embed_file(still_path)
         scores: dict[str, float | None] = {}
         for doc in references:
             if live is None:
@@ -370,8 +374,7 @@ class Witnessing:
                 # compute for them now (the next still will, if it shows a face).
                 scores[doc.kind] = None
                 continue
-            reference = await asyncio.to_thread(
-                self.references.get,
+            reference = await self.references.get(
                 (doc.id, doc.sha256),
                 functools.partial(_embed_file, self.files_root / doc.path),
             )

@@ -10,6 +10,7 @@ commercial use). The score is advice: the witness decides and records the judgem
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import concurrent.futures.process
 import contextlib
@@ -21,7 +22,7 @@ import multiprocessing
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,23 +210,22 @@ class ReferenceEmbeddings:
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
         self._kept: OrderedDict[tuple[str, str], Any | None] = OrderedDict()
-        self._lock = threading.Lock()  # called from worker threads
         self.computed = 0  # how many were computed (not found here): for tests and sizing
 
-    def get(self, key: tuple[str, str], compute: Callable[[], Any | None]) -> Any | None:
+    async def get(
+        self, key: tuple[str, str], compute: Callable[[], Awaitable[Any | None]]
+    ) -> Any | None:
         """The embedding under ``key`` (a document's id and sha256), computing it with
-        ``compute`` the first time. Blocking: run it in a thread. Two first asks at once
-        may both compute it (the same value): rarer and cheaper than making one wait."""
-        with self._lock:
-            if key in self._kept:
-                self._kept.move_to_end(key)
-                return self._kept[key]
-        value = compute()
-        with self._lock:
-            self.computed += 1
-            self._kept[key] = value
-            while len(self._kept) > self.limit:
-                self._kept.popitem(last=False)
+        ``compute`` the first time. On the event loop only. Two first asks at once may
+        both compute it (the same value): rarer and cheaper than making one wait."""
+        if key in self._kept:
+            self._kept.move_to_end(key)
+            return self._kept[key]
+        value = await compute()
+        self.computed += 1
+        self._kept[key] = value
+        while len(self._kept) > self.limit:
+            self._kept.popitem(last=False)
         return value
 
 
@@ -297,7 +297,8 @@ _embedders: dict[str, concurrent.futures.ProcessPoolExecutor] = {}
 
 def in_embedder(job: Callable[[Any], Any], arg: Any, *, lane: str = CHECKS) -> Any:
     """``job(arg)`` in the embedding process of ``lane`` (blocking; waiting lets go of the
-    GIL). Starts the process on first use, and again if it died.
+    GIL; ``in_embedder_async`` waits without a thread). Starts the process on first use,
+    and again if it died. EmbedderBusy after the lane's ``LANE_TIMEOUT_S``.
 
     The process outlives the application that started it: it is stopped at interpreter
     exit (concurrent.futures joins its pools then) or by ``close_embedder``, and ends by
@@ -305,6 +306,34 @@ def in_embedder(job: Callable[[Any], Any], arg: Any, *, lane: str = CHECKS) -> A
     Starting one costs ~1.5 s of CPU (importing dlib and numpy, loading the models),
     which an application started and stopped many times in one process (the tests)
     would pay at every start."""
+    pool, future = _submit(job, arg, lane)
+    try:
+        return future.result(timeout=LANE_TIMEOUT_S[lane])
+    except concurrent.futures.TimeoutError:
+        raise _busy(lane, future) from None
+    except concurrent.futures.process.BrokenProcessPool:
+        _forget(lane, pool)
+        raise
+
+
+async def in_embedder_async(job: Callable[[Any], Any], arg: Any, *, lane: str = ADVICE) -> Any:
+    """``in_embedder`` for the event loop: no thread waits meanwhile. A score waiting
+    behind a burst of calls' starts must not hold one of the default executor's few
+    threads (6 on 2 cores), which the stills, recordings' finalization and reviewers'
+    playback share."""
+    pool, future = _submit(job, arg, lane)
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(future), LANE_TIMEOUT_S[lane])
+    except TimeoutError:
+        raise _busy(lane, future) from None
+    except concurrent.futures.process.BrokenProcessPool:
+        _forget(lane, pool)
+        raise
+
+
+def _submit(
+    job: Callable[[Any], Any], arg: Any, lane: str
+) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future[Any]]:
     nice = LANE_NICE[lane]  # KeyError: no such lane
     with _embedder_lock:
         pool = _embedders.get(lane)
@@ -318,23 +347,28 @@ def in_embedder(job: Callable[[Any], Any], arg: Any, *, lane: str = CHECKS) -> A
                 initializer=_embedder_started,
                 initargs=(nice,),
             )
-    future = pool.submit(job, arg)
     try:
-        return future.result(timeout=LANE_TIMEOUT_S[lane])
-    except concurrent.futures.TimeoutError:
-        # Nobody waits for the answer any more: a job not yet handed to the process is
-        # dropped, so that a backlog does not grow with work no one will read.
-        dropped = future.cancel()
-        raise EmbedderBusy(
-            f"the {lane} embedding process did not answer within {LANE_TIMEOUT_S[lane]:.0f} s"
-            + (" (the job was dropped from its queue)" if dropped else "")
-        ) from None
+        return pool, pool.submit(job, arg)
     except concurrent.futures.process.BrokenProcessPool:
-        with _embedder_lock:
-            if _embedders.get(lane) is pool:
-                del _embedders[lane]
-        pool.shutdown(wait=False, cancel_futures=True)
+        _forget(lane, pool)  # died since its last job: the next call starts another
         raise
+
+
+def _busy(lane: str, future: concurrent.futures.Future[Any]) -> EmbedderBusy:
+    # Nobody waits for the answer any more: a job not yet handed to the process is
+    # dropped, so that a backlog does not grow with work no one will read.
+    dropped = future.cancel() or future.cancelled()
+    return EmbedderBusy(
+        f"the {lane} embedding process did not answer within {LANE_TIMEOUT_S[lane]:.0f} s"
+        + (" (the job was dropped from its queue)" if dropped else "")
+    )
+
+
+def _forget(lane: str, pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    with _embedder_lock:
+        if _embedders.get(lane) is pool:
+            del _embedders[lane]
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def embedder_pids(lane: str) -> list[int]:
@@ -387,6 +421,14 @@ def embedder_available(lane: str = ADVICE) -> bool:
         log.info("face comparison aid not installed (pip install -e '.[face]')")
         return False
     return bool(in_embedder(available_here, None, lane=lane))
+
+
+async def embed_image_async(image_bytes: bytes, *, lane: str = ADVICE) -> Any | None:
+    """``embed_image`` for the event loop (``in_embedder_async``)."""
+    import numpy as np
+
+    vector = await in_embedder_async(embedding_here, image_bytes, lane=lane)
+    return None if vector is None else np.array(vector)
 
 
 def embed_image(image_bytes: bytes, *, lane: str = CHECKS) -> Any | None:
