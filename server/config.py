@@ -293,8 +293,9 @@ class MediaConfig:
     # browsers (SDP ``a=ptime``). 40: half the packets of the browsers' 20 ms default,
     # so the relay forwards, encrypts and records 25 fewer packets a second per party
     # (audio was 2 of every 5 packets) and a phone sends ~12 kbit/s less in headers;
-    # speech is 20 ms later and a lost packet loses 40 ms (Opus's in-band FEC and the
-    # browser's concealment cover it). 20 keeps the browsers' default.
+    # speech is 20 ms later and a lost packet loses 40 ms (the receiving browser
+    # conceals it; the recording's damage account counts it). 20 keeps the browsers'
+    # default.
     audio_packet_ms: int = 40
 
 
