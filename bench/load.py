@@ -995,6 +995,18 @@ HEADER = (
 )
 
 
+def _print_ratio(label: str, case: dict[str, Any], ours: list[dict[str, Any]]) -> None:
+    """``case``'s CPU per session against ours at the same session count, if ours ran."""
+    same = [o for o in ours if o["sessions"] == case["sessions"]]
+    if same:
+        theirs, mine = case["cpu_per_session"], same[0]["cpu_per_session"]
+        print(
+            f"# {label} at {case['sessions']} sessions: CPU per session"
+            f" {theirs:.2f} vs {mine:.2f} ({theirs / mine:.2f}x)",
+            flush=True,
+        )
+
+
 async def main(args: argparse.Namespace) -> None:
     use_cluster = (
         not args.embedded and _reachable("127.0.0.1", 5432) and _reachable("127.0.0.1", 6379)
@@ -1056,25 +1068,11 @@ async def main(args: argparse.Namespace) -> None:
         if r["pipeline"] == "passthrough" and r["loop"] == "asyncio" and not r["audio_packet_ms"]
     ]
     for t in [r for r in results if r["audio_packet_ms"]]:
-        same = [o for o in ours if o["sessions"] == t["sessions"]]
-        if same:
-            print(
-                f"# {t['audio_packet_ms']} ms audio packets/default at {t['sessions']} sessions:"
-                f" CPU per session {t['cpu_per_session']:.2f} vs {same[0]['cpu_per_session']:.2f}"
-                f" ({t['cpu_per_session'] / same[0]['cpu_per_session']:.2f}x)",
-                flush=True,
-            )
+        _print_ratio(f"{t['audio_packet_ms']} ms audio packets/default", t, ours)
     naive = [r for r in results if r["pipeline"] == "naive"]
     frames = [r for r in results if r["pipeline"] == "frames"]
     for f in frames:
-        same = [o for o in ours if o["sessions"] == f["sessions"]]
-        if same:
-            print(
-                f"# frames/packets at {f['sessions']} sessions: CPU per session"
-                f" {f['cpu_per_session']:.2f} vs {same[0]['cpu_per_session']:.2f}"
-                f" ({f['cpu_per_session'] / same[0]['cpu_per_session']:.2f}x)",
-                flush=True,
-            )
+        _print_ratio("frames/packets", f, ours)
     if ours and naive:
         o = ours[0]
         for n in naive:

@@ -102,8 +102,9 @@ def decode_all(path: Path) -> dict[str, int]:
                 counts["video"] += 1
                 continue
             counts["audio"] += 1
-            audio_ms += frame.samples * 1000 / frame.sample_rate
-            lengths[round(frame.samples * 1000 / frame.sample_rate)] += 1
+            frame_ms = frame.samples * 1000 / frame.sample_rate
+            audio_ms += frame_ms
+            lengths[round(frame_ms)] += 1
     counts["audio_ms"] = round(audio_ms)
     if lengths:
         counts["audio_frame_ms"] = lengths.most_common(1)[0][0]
